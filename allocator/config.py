@@ -1,0 +1,711 @@
+"""Parse MetalLB's ConfigMap configuration (v0.12 rules) plus metallb's extensions.
+
+The YAML is read the way MetalLB's Go decoder reads it: strict keys, duplicate
+keys rejected, every scalar kept as its literal text (``1:30`` is a community,
+not the base-60 number 90; ``name: no`` is the pool "no") and converted by the
+field's type, YAML 1.1 booleans. Errors name the section, the entry, the field,
+the value and the rule, and are raised in MetalLB's validation order.
+
+Pool sections belong to plugins (``metallb_pool_sections``/``metallb_parse_pool``);
+this module owns ``peers`` and ``bgp-communities`` and the checks across pools.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import netaddr
+import pluggy
+import yaml
+from metallb.allocator.errors import ConfigError, PluginError
+from metallb.allocator.model import (
+    BgpAdvertisement,
+    Community,
+    Config,
+    LabelExpression,
+    LargeCommunity,
+    NodeSelector,
+    PeerSpec,
+    PoolEntry,
+    PoolSpec,
+)
+
+__all__ = [
+    "COMMON_POOL_KEYS",
+    "PEER_KEYS",
+    "as_bool",
+    "as_int",
+    "as_list",
+    "as_mapping",
+    "as_str",
+    "dump_config",
+    "load_yaml",
+    "parse_cidrs",
+    "parse_config",
+    "parse_node_selectors",
+    "parse_pool_entry",
+]
+
+PEER_KEYS = (
+    "my-asn",
+    "peer-asn",
+    "peer-address",
+    "peer-port",
+    "hold-time",
+    "router-id",
+    "source-address",
+    "password",
+    "node-selectors",
+)
+#: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
+UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile", "ebgp-multihop")
+#: Keys every pool entry accepts, whatever its section.
+COMMON_POOL_KEYS = (
+    "name",
+    "protocol",
+    "auto-assign",
+    "avoid-buggy-ips",
+    "bgp-advertisements",
+    "interfaces",
+    "node-selectors",
+)
+ADVERTISEMENT_KEYS = ("aggregation-length", "aggregation-length-v6", "localpref", "communities")
+CORE_SECTIONS = ("peers", "bgp-communities")
+PROTOCOLS = ("layer2", "bgp")
+
+
+# -- YAML ------------------------------------------------------------------------------
+
+
+class _Loader(yaml.BaseLoader):
+    """BaseLoader keeps scalars as text; we add duplicate-key errors and plain-null."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if not isinstance(key, str):
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: mapping keys must be plain strings")
+        if key in out:
+            raise ConfigError(
+                f'line {key_node.start_mark.line + 1}: duplicate key "{key}" '
+                f"(first set on an earlier line); remove one of them"
+            )
+        out[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+    return out
+
+
+def _construct_scalar(loader: _Loader, node: yaml.ScalarNode) -> str | None:
+    # A plain empty scalar ("key:" or "- ") is YAML null: Go decodes it to the
+    # zero value, which is how "bgp-advertisements: [ - ]" gives one default entry.
+    if node.style is None and node.value in ("", "~", "null", "Null", "NULL"):
+        return None
+    return str(node.value)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG, _construct_scalar)  # type: ignore[arg-type]
+
+
+def load_yaml(text: str) -> Any:
+    """Load one YAML document with every scalar as text; ``ConfigError`` on bad YAML."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"invalid YAML: {where}{exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}") from None
+
+
+# -- scalar conversions ------------------------------------------------------------------
+
+
+def _fail(where: str, field: str, value: object, rule: str) -> ConfigError:
+    shown = value if isinstance(value, str) else repr(value)
+    return ConfigError(f'{where}: field "{field}": value "{shown}": {rule}')
+
+
+def as_str(value: object, where: str, field: str) -> str:
+    """A string field; null gives ""."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _fail(where, field, value, "must be a string, not a list or mapping")
+    return value
+
+
+_TRUE = {"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"}
+_FALSE = {"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
+
+
+def as_bool(value: object, where: str, field: str, *, default: bool) -> bool:
+    """A YAML 1.1 boolean (true/false, yes/no, on/off and their case variants)."""
+    if value is None:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise _fail(where, field, value, "must be a boolean (true or false)")
+
+
+def as_int(value: object, where: str, field: str, *, default: int, bits: int = 32, lo: int = 0) -> int:
+    """An unsigned integer field of *bits* bits (decimal)."""
+    if value is None:
+        return default
+    text = as_str(value, where, field).strip()
+    if not re.fullmatch(r"[-+]?[0-9]+", text):
+        raise _fail(where, field, value, "must be a whole number")
+    number = int(text)
+    if number < lo or number >= 1 << bits:
+        raise _fail(where, field, value, f"must be between {lo} and {(1 << bits) - 1}")
+    return number
+
+
+def as_list(value: object, where: str, field: str) -> list[Any]:
+    """A list field; null gives []."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(where, field, value, "must be a list")
+    return value
+
+
+def as_mapping(value: object, where: str, *, keys: Iterable[str] = ()) -> dict[str, Any]:
+    """A mapping (null gives {}); with *keys*, any other key is an error."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: must be a mapping of keys to values, got {value!r}")
+    allowed = tuple(keys)
+    if allowed:
+        for key in value:
+            if key not in allowed:
+                raise ConfigError(f'{where}: unknown field "{key}" (allowed: {", ".join(allowed)})')
+    return dict(value)
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+|[0-9]+\.)(ns|us|µs|μs|ms|s|m|h)")
+
+
+def _parse_duration(text: str) -> float | None:
+    """Go's time.ParseDuration for non-negative values; None if invalid."""
+    text = text.strip()
+    if text in ("0", "+0"):
+        return 0.0
+    text = text.removeprefix("+")
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            return None
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return total if text else None
+
+
+def _parse_ip(value: object, where: str, field: str, rule: str) -> netaddr.IPAddress:
+    text = as_str(value, where, field).strip()
+    try:
+        return netaddr.IPAddress(text)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise _fail(where, field, value, rule) from None
+
+
+# -- node selectors ----------------------------------------------------------------------
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_label_key(key: str, where: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    ok = 0 < len(name) <= 63 and _LABEL_VALUE.match(name) is not None
+    if prefix:
+        ok = ok and len(prefix) <= 253 and _DNS_SUBDOMAIN.match(prefix) is not None
+    if not ok:
+        raise ConfigError(f'{where}: parsing node selector: invalid label key "{key}"')
+
+
+def _check_label_value(value: str, where: str) -> None:
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ConfigError(f'{where}: parsing node selector: invalid label value "{value}"')
+
+
+def parse_node_selectors(value: object, where: str) -> tuple[NodeSelector, ...]:
+    """``node-selectors``: a list of ``{match-labels, match-expressions}``, ORed."""
+    out = []
+    for i, item in enumerate(as_list(value, where, "node-selectors"), 1):
+        here = f"{where}: node selector #{i}"
+        raw = as_mapping(item, here, keys=("match-labels", "match-expressions"))
+        labels = []
+        for key, val in as_mapping(raw.get("match-labels"), f"{here}: match-labels").items():
+            text = as_str(val, here, f"match-labels.{key}")
+            _check_label_key(key, here)
+            _check_label_value(text, here)
+            labels.append((key, text))
+        exprs = []
+        for j, expr in enumerate(as_list(raw.get("match-expressions"), here, "match-expressions"), 1):
+            ehere = f"{here}: match expression #{j}"
+            e = as_mapping(expr, ehere, keys=("key", "operator", "values"))
+            key = as_str(e.get("key"), ehere, "key")
+            op = as_str(e.get("operator"), ehere, "operator")
+            values = tuple(as_str(v, ehere, "values") for v in as_list(e.get("values"), ehere, "values"))
+            _check_label_key(key, ehere)
+            if op in ("In", "NotIn"):
+                if not values:
+                    raise _fail(ehere, "values", "", f'operator "{op}" needs at least one value')
+                for v in values:
+                    _check_label_value(v, ehere)
+            elif op in ("Exists", "DoesNotExist"):
+                if values:
+                    raise _fail(ehere, "values", ",".join(values), f'operator "{op}" takes no values')
+            else:
+                raise _fail(ehere, "operator", op, "must be one of In, NotIn, Exists, DoesNotExist (exact case)")
+            exprs.append(LabelExpression(key=key, operator=op, values=values))
+        out.append(NodeSelector(match_labels=tuple(sorted(labels)), match_expressions=tuple(exprs)))
+    return tuple(out)
+
+
+# -- peers -------------------------------------------------------------------------------
+
+
+def _parse_peer(index: int, raw: object) -> PeerSpec:
+    where = f"peer #{index}"
+    data = as_mapping(raw, where)
+    for key in data:
+        if key in UNSUPPORTED_PEER_KEYS:
+            raise ConfigError(
+                f'{where}: field "{key}" is not supported: it belongs to MetalLB\'s FRR mode; '
+                f"remove it (metallb's own speaker negotiates timers from hold-time)"
+            )
+        if key not in PEER_KEYS:
+            raise ConfigError(f'{where}: unknown field "{key}" (allowed: {", ".join(PEER_KEYS)})')
+    my_asn = as_int(data.get("my-asn"), where, "my-asn", default=0)
+    if my_asn == 0:
+        raise ConfigError(f'{where}: missing local ASN: set "my-asn" to this cluster\'s AS number')
+    peer_asn = as_int(data.get("peer-asn"), where, "peer-asn", default=0)
+    if peer_asn == 0:
+        raise ConfigError(f'{where}: missing peer ASN: set "peer-asn" to the router\'s AS number')
+    address = _parse_ip(
+        data.get("peer-address"), where, "peer-address", "invalid peer IP: must be an IPv4 or IPv6 address"
+    )
+    port = as_int(data.get("peer-port"), where, "peer-port", default=179, bits=16) or 179
+    hold_text = as_str(data.get("hold-time"), where, "hold-time")
+    hold = 90
+    if hold_text:
+        seconds = _parse_duration(hold_text)
+        if seconds is None:
+            raise _fail(
+                where, "hold-time", hold_text, 'invalid hold time: write a duration with a unit, like "90s" or "3m"'
+            )
+        hold = int(seconds)
+        if hold != 0 and hold < 3:
+            raise _fail(where, "hold-time", hold_text, "invalid hold time: must be 0 or >=3s")
+    router_id = None
+    if data.get("router-id") not in (None, ""):
+        router_id = _parse_ip(data.get("router-id"), where, "router-id", "invalid router ID: must be an IP address")
+    selectors = parse_node_selectors(data.get("node-selectors"), where)
+    source = None
+    if data.get("source-address") not in (None, ""):
+        source = _parse_ip(data.get("source-address"), where, "source-address", "must be an IP address of this node")
+    return PeerSpec(
+        my_asn=my_asn,
+        peer_asn=peer_asn,
+        peer_address=address,
+        peer_port=port,
+        hold_time=hold,
+        router_id=router_id,
+        source_address=source,
+        password=as_str(data.get("password"), where, "password"),
+        node_selectors=selectors,
+    )
+
+
+# -- communities -------------------------------------------------------------------------
+
+
+def _parse_community(text: str) -> Community | LargeCommunity:
+    """``a:b`` (16-bit halves) or ``large:a:b:c`` (32-bit parts); ValueError says why."""
+    parts = text.split(":")
+    if parts[0] == "large":
+        if len(parts) != 4:
+            raise ValueError("a large community is written large:A:B:C")
+        nums = []
+        for name, part in zip(("first", "second", "third"), parts[1:], strict=True):
+            if not part.isdigit() or int(part) >= 1 << 32:
+                raise ValueError(f"invalid {name} section {part!r}: must be 0-4294967295")
+            nums.append(int(part))
+        return LargeCommunity(*nums)
+    if len(parts) != 2:
+        raise ValueError("invalid community string: write two 16-bit numbers as A:B, or large:A:B:C")
+    nums = []
+    for name, part in zip(("first", "second"), parts, strict=True):
+        if not part.isdigit() or int(part) > 0xFFFF:
+            raise ValueError(f"invalid {name} section {part!r}: must be 0-65535")
+        nums.append(int(part))
+    return Community((nums[0] << 16) | nums[1])
+
+
+def _parse_communities(raw: object) -> dict[str, Community | LargeCommunity]:
+    out = {}
+    for alias, value in as_mapping(raw, "bgp-communities").items():
+        text = as_str(value, "bgp-communities", alias)
+        try:
+            out[alias] = _parse_community(text)
+        except ValueError as exc:
+            raise ConfigError(f'bgp-communities: parsing community "{alias}": value "{text}": {exc}') from None
+    return out
+
+
+# -- pools -------------------------------------------------------------------------------
+
+
+def parse_cidrs(
+    values: object, where: str, field: str
+) -> tuple[tuple[netaddr.IPNetwork, ...], tuple[netaddr.IPNetwork, ...]]:
+    """Parse CIDRs and ``start-end`` ranges, MetalLB's way.
+
+    Returns ``(cidrs, spans)``: the CIDRs in file order (ranges expanded to the
+    minimal CIDR list, ascending), and for each entry the CIDR spanning it
+    (what aggregation lengths are checked against).
+    """
+    cidrs: list[netaddr.IPNetwork] = []
+    spans: list[netaddr.IPNetwork] = []
+    for item in as_list(values, where, field):
+        text = as_str(item, where, field).strip()
+        if "-" in text:
+            start_text, _, end_text = text.partition("-")
+            try:
+                start = netaddr.IPAddress(start_text.strip())
+                end = netaddr.IPAddress(end_text.strip())
+            except (netaddr.AddrFormatError, ValueError):
+                raise _fail(where, field, text, "invalid IP range: both ends must be IP addresses") from None
+            if start.version != end.version:
+                raise _fail(where, field, text, "invalid IP range: start and end are of different IP families")
+            if start > end:
+                raise _fail(where, field, text, "invalid IP range: start is after end")
+            cidrs.extend(netaddr.iprange_to_cidrs(start, end))
+            spans.append(netaddr.spanning_cidr([start, end]))
+            continue
+        if "/" not in text:
+            raise _fail(
+                where, field, text, "invalid CIDR: write a prefix length (/32 or /128 for one address) or a range a-b"
+            )
+        try:
+            net = netaddr.IPNetwork(text).cidr  # non-strict: host bits are cleared
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            raise _fail(where, field, text, "invalid CIDR") from None
+        cidrs.append(net)
+        spans.append(net)
+    return tuple(cidrs), tuple(spans)
+
+
+def _parse_advertisements(
+    raw: list[Any],
+    where: str,
+    spans: Sequence[netaddr.IPNetwork],
+    communities: Mapping[str, Community | LargeCommunity],
+) -> tuple[BgpAdvertisement, ...]:
+    out: list[BgpAdvertisement] = []
+    for i, item in enumerate(raw, 1):
+        here = f"{where}: bgp advertisement #{i}"
+        data = as_mapping(item, here, keys=ADVERTISEMENT_KEYS)
+        agg = as_int(data.get("aggregation-length"), here, "aggregation-length", default=32, bits=8)
+        agg6 = as_int(data.get("aggregation-length-v6"), here, "aggregation-length-v6", default=128, bits=8)
+        if agg > 32:
+            raise _fail(here, "aggregation-length", agg, "invalid aggregation length: must be at most 32")
+        if agg6 > 128:
+            raise _fail(here, "aggregation-length-v6", agg6, "invalid aggregation length: must be at most 128")
+        for span in spans:
+            limit, field = (agg, "aggregation-length") if span.version == 4 else (agg6, "aggregation-length-v6")
+            if limit < span.prefixlen:
+                raise _fail(
+                    here,
+                    field,
+                    limit,
+                    f"invalid aggregation length: the pool's {span} is more specific; "
+                    f"use a length of at least {span.prefixlen}",
+                )
+        localpref = as_int(data.get("localpref"), here, "localpref", default=0)
+        parsed: list[Community | LargeCommunity] = []
+        for value in as_list(data.get("communities"), here, "communities"):
+            text = as_str(value, here, "communities")
+            community = communities.get(text)
+            if community is None:
+                try:
+                    community = _parse_community(text)
+                except ValueError as exc:
+                    raise _fail(here, "communities", text, f"not a bgp-communities alias, and {exc}") from None
+            if community in parsed:
+                raise _fail(here, "communities", text, "duplicate community in one advertisement")
+            parsed.append(community)
+        adv = BgpAdvertisement(
+            aggregation_length=agg,
+            aggregation_length_v6=agg6,
+            localpref=localpref,
+            communities=tuple(sorted(parsed, key=lambda c: (isinstance(c, LargeCommunity), c))),  # type: ignore[arg-type, return-value]
+        )
+        if adv in out:
+            raise ConfigError(f"{here}: duplicate advertisement: it repeats an earlier one exactly")
+        out.append(adv)
+    return tuple(out) if out else (BgpAdvertisement(),)
+
+
+def parse_pool_entry(
+    entry: PoolEntry,
+    *,
+    cidrs_key: str | None = "addresses",
+    options: Mapping[str, Callable[[object, str], object]] | None = None,
+    required: Iterable[str] = (),
+) -> PoolSpec:
+    """Parse the keys every pool shares, plus a section's own *options*.
+
+    Args:
+        entry: the raw entry.
+        cidrs_key: the key holding the pool's CIDRs and ranges (``addresses``
+            for static pools, ``cidrs`` for address services); None when the
+            section has no local address list.
+        options: own keys mapped to converters ``(value, where) -> parsed``;
+            a converter raises :class:`ConfigError`. Keys missing from the entry
+            are converted from None, so converters give defaults.
+        required: own keys that must be present and non-empty.
+
+    Checks run in MetalLB's order: unknown keys, name, addresses, protocol
+    (with advertisements), own options.
+    """
+    own = dict(options or {})
+    where = entry.where()
+    allowed = (*COMMON_POOL_KEYS, *((cidrs_key,) if cidrs_key else ()), *own)
+    data = as_mapping(entry.data, where, keys=allowed)
+    name = as_str(data.get("name"), where, "name")
+    if not name:
+        raise ConfigError(f'{where}: missing pool name: every entry needs a unique "name"')
+    cidrs: tuple[netaddr.IPNetwork, ...] = ()
+    spans: tuple[netaddr.IPNetwork, ...] = ()
+    if cidrs_key:
+        if not as_list(data.get(cidrs_key), where, cidrs_key):
+            raise ConfigError(
+                f'{where}: pool has no prefixes defined: list at least one CIDR or range in "{cidrs_key}"'
+            )
+        cidrs, spans = parse_cidrs(data[cidrs_key], where, cidrs_key)
+    protocol = as_str(data.get("protocol"), where, "protocol")
+    raw_ads = data.get("bgp-advertisements")
+    if protocol == "layer2":
+        if as_list(raw_ads, where, "bgp-advertisements"):
+            raise ConfigError(f"{where}: cannot have bgp-advertisements configuration element in a layer2 address pool")
+        advertisements: tuple[BgpAdvertisement, ...] = ()
+    elif protocol == "bgp":
+        advertisements = _parse_advertisements(
+            as_list(raw_ads, where, "bgp-advertisements"), where, spans, entry.communities
+        )
+    elif not protocol:
+        raise ConfigError(
+            f'{where}: address pool is missing the protocol field: set "protocol: layer2" or "protocol: bgp"'
+        )
+    else:
+        raise _fail(where, "protocol", protocol, 'unknown protocol: must be "layer2" or "bgp"')
+    interfaces = tuple(
+        as_str(v, where, "interfaces").strip() for v in as_list(data.get("interfaces"), where, "interfaces")
+    )
+    for pattern in interfaces:
+        if not pattern or (len(pattern) > 15 and not any(c in pattern for c in "*?[")):
+            raise _fail(
+                where, "interfaces", pattern, "must be an interface name (at most 15 characters) or a shell pattern"
+            )
+    if interfaces and protocol != "layer2":
+        raise _fail(where, "interfaces", ",".join(interfaces), "applies to layer2 pools only")
+    selectors = parse_node_selectors(data.get("node-selectors"), where)
+    parsed_options: dict[str, object] = {}
+    for key in required:
+        if data.get(key) in (None, "", [], {}):
+            raise ConfigError(f'{where}: missing required field "{key}"')
+    for key, convert in own.items():
+        parsed_options[key] = convert(data.get(key), where)
+    return PoolSpec(
+        name=name,
+        kind=entry.section,
+        protocol=protocol,
+        cidrs=cidrs,
+        auto_assign=as_bool(data.get("auto-assign"), where, "auto-assign", default=True),
+        avoid_buggy_ips=as_bool(data.get("avoid-buggy-ips"), where, "avoid-buggy-ips", default=False),
+        bgp_advertisements=advertisements,
+        interfaces=interfaces,
+        node_selectors=selectors,
+        options=parsed_options,
+    )
+
+
+def _overlaps(a: netaddr.IPNetwork, b: netaddr.IPNetwork) -> bool:
+    return bool(a.version == b.version and a.first <= b.last and b.first <= a.last)
+
+
+# -- the whole document ------------------------------------------------------------------
+
+
+def parse_config(text: str, *, plugin_manager: pluggy.PluginManager | None = None) -> Config:
+    """Parse the YAML MetalLB keeps under ``data.config`` into a :class:`Config`.
+
+    Args:
+        text: the YAML document.
+        plugin_manager: the plugins that own pool sections; by default every
+            installed plugin (:func:`~metallb.allocator.default_plugin_manager`).
+
+    Raises:
+        ConfigError: the message names the section, entry, field, value and rule.
+    """
+    if plugin_manager is None:
+        from metallb.allocator.plugins import default_plugin_manager
+
+        plugin_manager = default_plugin_manager()
+    hook = plugin_manager.hook
+    raw = load_yaml(text)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "config must be a mapping of sections (peers, address-pools ...), not a single value or a list"
+        )
+    claimed = [s for sections in hook.metallb_pool_sections() for s in sections]
+    for key in raw:
+        if key == "bfd-profiles":
+            raise ConfigError(
+                'section "bfd-profiles" is not supported: BFD exists only in MetalLB\'s FRR mode; remove the section '
+                "(and any bfd-profile on peers)"
+            )
+        if key not in CORE_SECTIONS and key not in claimed:
+            known = ", ".join(sorted({*CORE_SECTIONS, *claimed}))
+            raise ConfigError(
+                f'unknown top-level key "{key}": no installed plugin handles it (known: {known}); '
+                f"check its spelling, or run `metallb plugins` to see which plugins are loaded"
+            )
+    peers: list[PeerSpec] = []
+    for i, item in enumerate(as_list(raw.get("peers"), "peers", "peers"), 1):
+        peer = _parse_peer(i, item)
+        if peer in peers:
+            raise ConfigError(f"peer #{i}: already exists: it repeats peer #{peers.index(peer) + 1} exactly")
+        peers.append(peer)
+    communities = _parse_communities(raw.get("bgp-communities"))
+    pools: dict[str, PoolSpec] = {}
+    seen: list[tuple[netaddr.IPNetwork, str]] = []
+    sections = tuple(k for k in raw if k in claimed)
+    for section in sections:
+        entries = raw[section]
+        if entries is not None and not isinstance(entries, list):
+            raise ConfigError(f'section "{section}": must be a list of pools')
+        for i, item in enumerate(entries or (), 1):
+            entry = PoolEntry(
+                section=section, index=i, data=item if isinstance(item, dict) else {}, communities=communities
+            )
+            if not isinstance(item, dict):
+                raise ConfigError(f"{entry.where()}: must be a mapping of fields to values")
+            spec = hook.metallb_parse_pool(entry=entry)
+            if spec is None:
+                raise PluginError(
+                    f'no plugin parsed {entry.where()} of section "{section}"; the plugin claiming it is broken'
+                )
+            if not isinstance(spec, PoolSpec):
+                raise PluginError(f"the plugin for section {section!r} returned {type(spec).__name__}, not a PoolSpec")
+            if spec.name in pools:
+                raise ConfigError(
+                    f'{entry.where()}: duplicate definition of pool "{spec.name}": '
+                    "pool names are unique across all sections"
+                )
+            for cidr in spec.cidrs:
+                for other, owner in seen:
+                    if _overlaps(cidr, other):
+                        raise ConfigError(
+                            f'{entry.where()}: CIDR "{cidr}" in pool "{spec.name}" overlaps with already defined '
+                            f'CIDR "{other}" (pool "{owner}")'
+                        )
+                seen.append((cidr, spec.name))
+            pools[spec.name] = spec
+    config = Config(pools=pools, peers=tuple(peers), communities=communities, sections=sections)
+    hook.metallb_validate_config(config=config)
+    return config
+
+
+def dump_config(config: Config) -> str:
+    """The normalised configuration as YAML (what ``metallb check-config`` prints)."""
+
+    def selectors(sel: tuple[NodeSelector, ...]) -> list[dict[str, Any]]:
+        return [
+            {
+                "match-labels": dict(s.match_labels),
+                "match-expressions": [
+                    {"key": e.key, "operator": e.operator, "values": list(e.values)} for e in s.match_expressions
+                ],
+            }
+            for s in sel
+        ]
+
+    doc: dict[str, Any] = {}
+    if config.peers:
+        doc["peers"] = [
+            {
+                "my-asn": p.my_asn,
+                "peer-asn": p.peer_asn,
+                "peer-address": str(p.peer_address),
+                "peer-port": p.peer_port,
+                "hold-time": f"{p.hold_time}s",
+                **({"router-id": str(p.router_id)} if p.router_id else {}),
+                **({"source-address": str(p.source_address)} if p.source_address else {}),
+                **({"password": "<set>"} if p.password else {}),
+                **({"node-selectors": selectors(p.node_selectors)} if p.node_selectors else {}),
+            }
+            for p in config.peers
+        ]
+    if config.communities:
+        doc["bgp-communities"] = {k: str(v) for k, v in config.communities.items()}
+    for section in config.sections:
+        entries = []
+        for pool in config.pools.values():
+            if pool.kind != section:
+                continue
+            item: dict[str, Any] = {"name": pool.name, "protocol": pool.protocol}
+            if pool.cidrs:
+                item["cidrs"] = [str(c) for c in pool.cidrs]
+            item["auto-assign"] = pool.auto_assign
+            item["avoid-buggy-ips"] = pool.avoid_buggy_ips
+            if pool.bgp_advertisements:
+                item["bgp-advertisements"] = [
+                    {
+                        "aggregation-length": a.aggregation_length,
+                        "aggregation-length-v6": a.aggregation_length_v6,
+                        "localpref": a.localpref,
+                        "communities": [str(c) for c in a.communities],
+                    }
+                    for a in pool.bgp_advertisements
+                ]
+            if pool.interfaces:
+                item["interfaces"] = list(pool.interfaces)
+            if pool.node_selectors:
+                item["node-selectors"] = selectors(pool.node_selectors)
+            for key, value in pool.options.items():
+                item[key] = "<set>" if "token" in key or "password" in key else _plain(value)
+            entries.append(item)
+        doc[section] = entries
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def matches_interface(name: str, patterns: Iterable[str]) -> bool:
+    """Whether interface *name* matches any of the shell *patterns* (empty: all)."""
+    pats = tuple(patterns)
+    return not pats or any(fnmatch.fnmatchcase(name, p) for p in pats)

@@ -1,0 +1,131 @@
+"""Every hook metallb calls. Plugins implement them with ``@metallb.allocator.hookimpl``.
+
+Factory hooks are ``firstresult``: the first plugin that returns something
+other than None wins, so a plugin returns None for kinds that are not its own.
+An implementation may accept fewer arguments than the spec, so specs can grow
+new arguments without breaking plugins. ``docs/hooks.md`` documents each hook
+with its exact signature; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import netaddr
+    from metallb.allocator.interfaces import AddressSource, Announcer, AnnouncerSettings
+    from metallb.allocator.model import Config, PoolEntry, PoolRequest, PoolSpec
+
+PROJECT = "metallb"
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+@hookspec
+def metallb_pool_sections() -> Sequence[str]:
+    """Name the top-level config sections this plugin's pools live in.
+
+    :return: section keys such as ``["address-pools"]``. A key no plugin names
+        is an error in ``parse_config``.
+    """
+
+
+@hookspec(firstresult=True)
+def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
+    """Parse one entry of a pool section into a :class:`PoolSpec`.
+
+    Most plugins call :func:`metallb.allocator.parse_pool_entry`, which parses
+    the keys every pool shares, and add their own options.
+
+    :param entry: the raw entry, its section and position.
+    :return: the spec, or None when ``entry.section`` is not this plugin's.
+    :raise ConfigError: the entry is invalid; name the field, value and rule.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec
+def metallb_validate_config(config: Config) -> None:
+    """Check a whole parsed config; raise :class:`ConfigError` to reject it.
+
+    Runs inside ``parse_config``, after the built-in checks, so a rejected
+    config never reaches the allocator or the announcers.
+    """
+
+
+# -- allocation ----------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
+    """Build the stateful address source for a pool.
+
+    Called by ``Allocator.set_config`` for new or changed pools.
+
+    :param spec: a pool of a section this plugin claims (``spec.kind``).
+    :return: an object implementing :class:`AddressSource`, or None when
+        ``spec.kind`` is not this plugin's.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def metallb_select_pools(request: PoolRequest, pools: Sequence[PoolSpec]) -> Sequence[PoolSpec] | None:
+    """Order the pools an automatic allocation tries.
+
+    :param request: the service, family and keys asking.
+    :param pools: every pool, in configuration order.
+    :return: the pools to try, in order; None to leave the choice to the next
+        plugin. The built-in policy (``trylast``) returns the ``auto-assign``
+        pools that have addresses of ``request.family``, in configuration order.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec
+def metallb_address_allocated(service: str, ip: netaddr.IPAddress, pool: str) -> None:
+    """Notification: *service* now holds *ip* from *pool*. Must not raise."""
+
+
+@hookspec
+def metallb_address_released(service: str, ip: netaddr.IPAddress, pool: str) -> None:
+    """Notification: *service* no longer holds *ip*. Must not raise."""
+
+
+# -- announcement --------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def metallb_make_announcer(protocol: str, settings: AnnouncerSettings) -> Announcer | None:
+    """Build the announcer for a protocol (``layer2``, ``bgp`` ...) on this node.
+
+    :param protocol: the pools' ``protocol`` value.
+    :param settings: node name and speaker options.
+    :return: an object implementing :class:`Announcer`, or None when the
+        protocol is not this plugin's.
+
+    Stops at first non-None result.
+    """
+
+
+# -- address-service backends --------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def metallb_make_backend(kind: str, options: Mapping[str, Any]) -> Any | None:
+    """Build a backend of the bundled address service (``memory``, ``dhcp`` ...).
+
+    :param kind: the backend name given to ``metallb address-service --backend``.
+    :param options: backend options from the command line or its config file.
+    :return: the backend, or None when *kind* is not this plugin's.
+
+    Stops at first non-None result.
+    """

@@ -1,0 +1,201 @@
+"""The objects plugins return from the factory hooks: address sources and announcers.
+
+Both are small typed Protocols. Plugin authors may subclass :class:`SourceBase`
+or :class:`AnnouncerBase` to inherit the optional methods' defaults.
+
+Thread-safety contract: the :class:`~metallb.allocator.Allocator` calls a
+source from many threads, never while holding its own lock, and never twice at
+once for the same owner. A source protects its own state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+import attrs
+import netaddr
+from metallb.allocator.model import ClusterView, Config, NodeInfo, PoolSpec, ServiceView
+
+__all__ = [
+    "AddressSource",
+    "Announcer",
+    "AnnouncerBase",
+    "AnnouncerSettings",
+    "ReconcileReport",
+    "SourceBase",
+]
+
+
+@attrs.frozen
+class ReconcileReport:
+    """What a source's reconciliation found and did.
+
+    Attributes:
+        released: orphans (held by the source's backend, by nobody here) that
+            were given back.
+        lost: ``(owner, address)`` pairs we hold that the backend no longer
+            holds; the operator should allocate these services again.
+        supported: False when the backend cannot be asked (for example an
+            address service without ``/v1/status``).
+    """
+
+    released: tuple[netaddr.IPAddress, ...] = ()
+    lost: tuple[tuple[str, netaddr.IPAddress], ...] = ()
+    supported: bool = True
+
+
+@runtime_checkable
+class AddressSource(Protocol):
+    """Hands out the addresses of one pool. Returned by ``metallb_make_source``.
+
+    Owners are service keys (``namespace/name``). A source counts owners per
+    address: an address shared by two services is released to its backend only
+    when the last owner releases it.
+    """
+
+    spec: PoolSpec
+
+    def owns(self, ip: netaddr.IPAddress) -> bool:
+        """Whether *ip* belongs to this pool. Pure and local: never does I/O."""
+        ...
+
+    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
+        """Take a free address of *family* (4 or 6) for *owner*, or exactly *wanted*.
+
+        May do I/O. Raises :class:`~metallb.allocator.PoolExhaustedError` when
+        nothing is free, :class:`~metallb.allocator.AddressInUseError` when
+        *wanted* is taken, :class:`~metallb.allocator.SourceUnavailableError`
+        when a backend fails. A failed call holds nothing.
+        """
+        ...
+
+    def claim(self, owner: str, ip: netaddr.IPAddress) -> None:
+        """Record that *owner* already holds *ip* (the restart path). Never does I/O."""
+        ...
+
+    def release(self, owner: str, ip: netaddr.IPAddress) -> None:
+        """*owner* gives *ip* back. Idempotent. May do I/O; must not lose the release."""
+        ...
+
+    def capacity(self) -> int | None:
+        """Exact number of addresses the pool can hand out, or None if unknown."""
+        ...
+
+    def rank(self, ip: netaddr.IPAddress) -> int | None:
+        """Position of *ip* in first-fit order, or None if the source has no order."""
+        ...
+
+    def peek(self, family: int) -> netaddr.IPAddress | None:
+        """The address ``acquire`` would return next, without taking it.
+
+        Local sources only; None when unknown or exhausted. Never does I/O.
+        """
+        ...
+
+    def describe(self, ip: netaddr.IPAddress) -> Mapping[str, str]:
+        """Extra facts about a held address, for status and annotations (lease id ...)."""
+        ...
+
+    def reconcile(self, held: Mapping[netaddr.IPAddress, tuple[str, ...]]) -> ReconcileReport:
+        """Compare *held* (address to owners) with the backend; fix what can be fixed."""
+        ...
+
+    def close(self) -> None:
+        """Stop background work and close connections. Releases nothing."""
+        ...
+
+
+class SourceBase:
+    """Defaults for the optional parts of :class:`AddressSource`."""
+
+    spec: PoolSpec
+
+    def owns(self, ip: netaddr.IPAddress) -> bool:
+        """MetalLB's rule: in one of the pool's CIDRs, minus avoided buggy addresses."""
+        return self.spec.contains(ip)
+
+    def capacity(self) -> int | None:
+        """Unknown by default."""
+        return None
+
+    def rank(self, ip: netaddr.IPAddress) -> int | None:
+        """No first-fit order by default."""
+        return None
+
+    def peek(self, family: int) -> netaddr.IPAddress | None:
+        """Unknown by default."""
+        return None
+
+    def describe(self, ip: netaddr.IPAddress) -> Mapping[str, str]:
+        """Nothing to add by default."""
+        return {}
+
+    def reconcile(self, held: Mapping[netaddr.IPAddress, tuple[str, ...]]) -> ReconcileReport:
+        """Nothing to compare with by default."""
+        return ReconcileReport(supported=False)
+
+    def close(self) -> None:
+        """Nothing to close by default."""
+
+
+@attrs.frozen(kw_only=True)
+class AnnouncerSettings:
+    """What the speaker tells an announcer factory.
+
+    Attributes:
+        node_name: the node this speaker runs on.
+        interfaces: interfaces (names or shell patterns) to restrict layer 2 to,
+            on top of each pool's ``interfaces``; empty means no restriction.
+        ignore_exclude_lb: announce even from nodes labelled
+            ``node.kubernetes.io/exclude-from-external-load-balancers``.
+        options: protocol-specific extras (for example a metrics registry).
+    """
+
+    node_name: str
+    interfaces: tuple[str, ...] = ()
+    ignore_exclude_lb: bool = False
+    options: Mapping[str, object] = attrs.field(factory=dict, eq=False, hash=False)
+
+
+@runtime_checkable
+class Announcer(Protocol):
+    """Announces service addresses by one protocol. Returned by ``metallb_make_announcer``.
+
+    The speaker calls it from one thread at a time. Announcers may run their
+    own threads or asyncio loop behind these synchronous methods.
+    """
+
+    protocol: str
+
+    def set_config(self, config: Config, node: NodeInfo) -> None:
+        """A new configuration or new node labels (BGP sessions follow peers and labels)."""
+        ...
+
+    def should_announce(self, service: ServiceView, cluster: ClusterView) -> str | None:
+        """None to announce from this node, else the reason not to (``notOwner`` ...)."""
+        ...
+
+    def announce(self, service: ServiceView) -> None:
+        """Start (or keep) announcing *service*'s addresses. Idempotent."""
+        ...
+
+    def withdraw(self, key: str) -> None:
+        """Stop announcing the service *key*. Idempotent."""
+        ...
+
+    def close(self) -> None:
+        """Withdraw everything and stop."""
+        ...
+
+
+class AnnouncerBase:
+    """Defaults for :class:`Announcer`: no config handling, nothing to close."""
+
+    protocol: str = ""
+
+    def set_config(self, config: Config, node: NodeInfo) -> None:
+        """Ignore configuration by default."""
+
+    def close(self) -> None:
+        """Nothing to close by default."""
