@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("metallb.operator.cmd_config", "validate a MetalLB config file and print it normalised"),
     "plugins": ("metallb.operator.cmd_plugins", "list the loaded plugins, their versions and hooks"),
     "allocate": ("metallb.operator.cmd_allocate", "allocate addresses for service names from a config (dry run)"),
+    "standalone": ("metallb.operator.standalone", "controller and speaker for one host, without Kubernetes"),
+    "status": ("metallb.operator.cmd_status", "show services, addresses, pools, announcers and why pending"),
 }
 
 EPILOG = """\
@@ -26,6 +28,8 @@ examples:
   metallb check-config examples/config.yaml
   metallb plugins
   metallb allocate --config examples/config.yaml default/web default/dns
+  metallb standalone --config examples/config.yaml --services examples/services.yaml --node n1
+  metallb status --state metallb-state.json
   metallb COMMAND --help          details and examples for one command
 """
 

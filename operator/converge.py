@@ -1,0 +1,182 @@
+"""The controller's decision for one Service: MetalLB's convergence (v0.12 and later).
+
+:func:`converge` reads a :class:`ServiceIntent`, updates the allocator, and
+returns what the Service's status, annotations and events should become. It
+never talks to Kubernetes: the controller and standalone mode apply the
+:class:`Outcome` themselves, writing only what changed.
+"""
+
+from __future__ import annotations
+
+import attrs
+import netaddr
+from metallb.allocator import AllocationError, Allocator
+from metallb.operator.service import FINALIZER, LEASE_ANNOTATION, POOL_ANNOTATION, ServiceIntent
+
+__all__ = ["Event", "Outcome", "converge"]
+
+
+@attrs.frozen
+class Event:
+    """A Kubernetes Event to record on the Service."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@attrs.frozen
+class Outcome:
+    """What the Service should look like after convergence.
+
+    Attributes:
+        ingress: the addresses for ``status.loadBalancer.ingress``.
+        annotations: metallb's annotations to set (a None value removes one).
+        finalizer: whether the Service should carry metallb's finalizer.
+        events: events to record.
+        retry: the Service should be processed again later (with backoff).
+        pending: why the Service has no address yet, for status views.
+        ours: False for Services of another load-balancer class (left untouched).
+    """
+
+    ingress: tuple[str, ...] = ()
+    annotations: dict[str, str | None] = attrs.field(factory=dict)
+    finalizer: bool = False
+    events: tuple[Event, ...] = ()
+    retry: bool = False
+    pending: str = ""
+    ours: bool = True
+
+
+def _cleared(reason: str = "", *events: Event, retry: bool = False) -> Outcome:
+    return Outcome(
+        annotations={POOL_ANNOTATION: None, LEASE_ANNOTATION: None}, events=events, retry=retry, pending=reason
+    )
+
+
+def converge(
+    intent: ServiceIntent, allocator: Allocator, *, synced: bool = True, lb_class: str | None = None
+) -> Outcome:
+    """Bring *allocator* in line with the Service and say what its status should be.
+
+    Args:
+        intent: the Service, read by :func:`~metallb.operator.service.read_service`.
+        allocator: holds every allocation.
+        synced: False until every Service of the first full list has had its
+            existing addresses re-assigned (MetalLB's sync barrier): until then
+            nothing new is allocated.
+        lb_class: the load-balancer class this controller serves (None: only
+            Services without a class).
+    """
+    key = intent.key
+    if intent.lb_class != lb_class:
+        allocator.unassign(key)
+        return Outcome(ours=False, pending=f"load-balancer class {intent.lb_class!r} is not ours")
+    if not intent.is_load_balancer:
+        allocator.unassign(key)
+        return _cleared("not a LoadBalancer")
+    if intent.error:
+        # Keep whatever the Service has: the user must fix the request.
+        held = allocator.ips(key)
+        return Outcome(
+            ingress=tuple(map(str, held)),
+            annotations=_annotations(allocator, key) if held else {},
+            finalizer=_needs_finalizer(allocator, key),
+            events=(Event("Warning", "LoadBalancerFailed", intent.error),),
+            pending="" if held else intent.error,
+        )
+    # Re-learn addresses from status (restart path), unless we hold some already.
+    if not allocator.ips(key) and intent.current:
+        try:
+            allocator.assign(
+                key,
+                list(intent.current),
+                ports=intent.ports,
+                sharing_key=intent.sharing_key,
+                backend_key=intent.backend_key,
+            )
+        except AllocationError:
+            pass  # notAllowedByConfig: fall through and allocate anew
+    held = allocator.ips(key)
+    if held and not _still_wanted(intent, allocator, held):
+        allocator.unassign(key)
+        held = ()
+    if held:
+        # Update ports and keys in place (sharing may now be refused).
+        try:
+            allocator.assign(
+                key, list(held), ports=intent.ports, sharing_key=intent.sharing_key, backend_key=intent.backend_key
+            )
+        except AllocationError as exc:
+            allocator.unassign(key)
+            return _cleared(
+                str(exc), Event("Warning", "AllocationFailed", f'Failed to allocate IP for "{key}": {exc}'), retry=True
+            )
+        return Outcome(
+            ingress=tuple(map(str, held)),
+            annotations=_annotations(allocator, key),
+            finalizer=_needs_finalizer(allocator, key),
+        )
+    if not synced:
+        return _cleared("waiting for the controller's first full sync", retry=True)
+    try:
+        ips = _allocate(intent, allocator)
+    except AllocationError as exc:
+        message = f'Failed to allocate IP for "{key}": {exc}'
+        return _cleared(str(exc), Event("Warning", "AllocationFailed", message), retry=True)
+    shown = ", ".join(f'"{ip}"' for ip in ips)
+    return Outcome(
+        ingress=tuple(map(str, ips)),
+        annotations=_annotations(allocator, key),
+        finalizer=_needs_finalizer(allocator, key),
+        events=(Event("Normal", "IPAllocated", f"Assigned IP [{shown}]"),),
+    )
+
+
+def _still_wanted(intent: ServiceIntent, allocator: Allocator, held: tuple[netaddr.IPAddress, ...]) -> bool:
+    """MetalLB's release reasons: different IP, different pool, different families."""
+    if intent.requested and set(intent.requested) != set(held):
+        return False  # differentIPRequested
+    if intent.pool is not None and not intent.requested and allocator.pool_of(intent.key) != intent.pool:
+        return False  # differentPoolRequested (a requested address wins over the annotation)
+    wanted = set(intent.families)
+    have = {ip.version for ip in held}
+    if have == wanted:
+        return True
+    # PreferDualStack keeps a single-family fallback it already has.
+    return not intent.require_all and have <= wanted and len(intent.families) > 1 and len(have) == 1
+
+
+def _allocate(intent: ServiceIntent, allocator: Allocator) -> tuple[netaddr.IPAddress, ...]:
+    opts = {"ports": intent.ports, "sharing_key": intent.sharing_key, "backend_key": intent.backend_key}
+    if len(intent.families) > 1:
+        return allocator.allocate_dual(
+            intent.key,
+            families=intent.families,
+            pool=intent.pool,
+            ips=intent.requested,
+            require_all=intent.require_all,
+            **opts,  # type: ignore[arg-type]
+        )
+    ip = intent.requested[0] if intent.requested else None
+    # A requested address bypasses the pool annotation and auto-assign, as in MetalLB.
+    pool = None if ip is not None else intent.pool
+    return (allocator.allocate(intent.key, family=intent.families[0], pool=pool, ip=ip, **opts),)  # type: ignore[arg-type]
+
+
+def _annotations(allocator: Allocator, key: str) -> dict[str, str | None]:
+    details = allocator.describe(key)
+    lease = details.get("lease-id")
+    return {POOL_ANNOTATION: allocator.pool_of(key), LEASE_ANNOTATION: lease}
+
+
+def _needs_finalizer(allocator: Allocator, key: str) -> bool:
+    """Addresses from sources that must be told of a release carry the finalizer."""
+    pool = allocator.pool_of(key)
+    if pool is None:
+        return False
+    spec = allocator.config.pools.get(pool)
+    return spec is not None and spec.kind != "address-pools"
+
+
+__all__ += ["FINALIZER"]

@@ -1,0 +1,139 @@
+"""Prometheus metrics with MetalLB's names, and the small HTTP server that serves them.
+
+Each component gets its own ``CollectorRegistry`` so tests and several
+components in one process never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from metallb.allocator import Allocator
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["ControllerMetrics", "MetricsServer", "SpeakerMetrics"]
+
+
+class ControllerMetrics:
+    """The allocator and Kubernetes-client metrics of MetalLB's controller."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.addresses_total = Gauge(
+            "metallb_allocator_addresses_total", "Number of usable IP addresses, per pool", ["pool"], registry=registry
+        )
+        self.addresses_in_use = Gauge(
+            "metallb_allocator_addresses_in_use_total",
+            "Number of IP addresses in use, per pool",
+            ["pool"],
+            registry=registry,
+        )
+        self.services_allocated = Gauge(
+            "metallb_allocator_services_allocated_total",
+            "Number of services with addresses, per pool",
+            ["pool"],
+            registry=registry,
+        )
+        self.updates = Counter("metallb_k8s_client_updates", "Number of work items processed", registry=registry)
+        self.update_errors = Counter(
+            "metallb_k8s_client_update_errors", "Number of work items that failed and were retried", registry=registry
+        )
+        self.config_loaded = Gauge(
+            "metallb_k8s_client_config_loaded_bool", "1 once a configuration was loaded", registry=registry
+        )
+        self.config_stale = Gauge(
+            "metallb_k8s_client_config_stale_bool",
+            "1 while running on an old configuration because the newest one failed",
+            registry=registry,
+        )
+
+    def refresh(self, allocator: Allocator) -> None:
+        """Set the per-pool gauges from the allocator (pools that vanished are dropped)."""
+        pools = list(allocator.config.pools)
+        per_pool: dict[str, int] = dict.fromkeys(pools, 0)
+        for allocation in allocator.allocations():
+            per_pool[allocation.pool] = per_pool.get(allocation.pool, 0) + 1
+        for gauge in (self.addresses_total, self.addresses_in_use, self.services_allocated):
+            for labels in list(gauge._metrics):  # drop series of removed pools
+                if labels[0] not in per_pool:
+                    gauge.remove(*labels)
+        for pool in pools:
+            stats = allocator.stats(pool)
+            if stats.total is not None:
+                self.addresses_total.labels(pool).set(float(stats.total))
+            self.addresses_in_use.labels(pool).set(stats.in_use)
+            self.services_allocated.labels(pool).set(per_pool[pool])
+
+
+class SpeakerMetrics:
+    """The speaker's own metric; announcers register theirs on the same registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.announced = Gauge(
+            "metallb_speaker_announced",
+            "1 while this speaker announces the service",
+            ["service", "protocol", "node", "ip"],
+            registry=registry,
+        )
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` on one port (loopback by default)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 7472,
+        status: Callable[[], object] | None = None,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n", "text/plain")
+                elif path == "/readyz":
+                    ok = outer.ready() if outer.ready else True
+                    self._send(200 if ok else 503, b"ok\n" if ok else b"not ready\n", "text/plain")
+                elif path == "/status" and outer.status is not None:
+                    self._send(200, json.dumps(outer.status(), indent=2).encode(), "application/json")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.status = status
+        self.ready = ready
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        """Serve in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()

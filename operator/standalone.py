@@ -1,0 +1,403 @@
+"""Controller and speaker for one host, without Kubernetes: ``metallb standalone``.
+
+Services are ordinary Kubernetes Service manifests written by hand (several
+YAML documents in one file); they need no clusterIP (the family comes from
+``ipFamilies``, else from the requested address, else IPv4) and each counts as
+having a ready endpoint on this host. Allocations persist in a state file
+(written atomically) and survive restarts: on start every address in the state
+file is re-assigned before anything new is allocated, so a restart never moves
+an address. Both files are re-read when they change; the allocations are
+printed as a table and served on the metrics port (``/status``, ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+from metallb.allocator import (
+    Allocator,
+    Announcer,
+    AnnouncerSettings,
+    ClusterView,
+    Config,
+    MetalLBError,
+    NodeInfo,
+    ServiceView,
+    default_plugin_manager,
+    parse_config,
+)
+from metallb.operator.cmd_config import read_config_text
+from metallb.operator.converge import converge
+from metallb.operator.metrics import ControllerMetrics, MetricsServer, SpeakerMetrics
+from metallb.operator.service import ServiceIntent, read_service
+from metallb.operator.table import render_table
+from prometheus_client import CollectorRegistry
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\
+examples:
+  metallb standalone --config examples/config.yaml --services examples/services.yaml --node $(hostname)
+  metallb standalone --config c.yaml --services s.yaml --node n1 --interfaces eth1 --state /var/lib/metallb/state.json
+  metallb standalone --config c.yaml --services s.yaml --node n1 --once     # allocate, print, exit
+  metallb status --state /var/lib/metallb/state.json                        # the table, from another shell
+"""
+STATE_VERSION = 1
+
+
+def load_services(path: str) -> list[dict[str, Any]]:
+    """Every Service manifest in *path* (documents of other kinds are ignored)."""
+    docs = yaml.safe_load_all(Path(path).read_text())
+    out = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind", "Service") == "Service":
+            out.append(doc)
+    return out
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write *text* to *path* through a temporary file and rename, so readers never see half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".metallb-state-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@attrs.define
+class Row:
+    """One service in the status table."""
+
+    service: str
+    addresses: tuple[str, ...] = ()
+    pool: str = ""
+    announced: str = ""
+    pending: str = ""
+
+
+class Standalone:
+    """The standalone loop: files in, allocations and announcements out."""
+
+    def __init__(
+        self,
+        *,
+        config_path: str,
+        services_path: str,
+        node: str,
+        state_path: str | None,
+        interfaces: Sequence[str] = (),
+        announce: bool = True,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.services_path = services_path
+        self.node = NodeInfo(name=node)
+        self.state_path = state_path
+        self.interfaces = tuple(interfaces)
+        self.announce_enabled = announce
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ControllerMetrics(self.registry)
+        self.speaker_metrics = SpeakerMetrics(self.registry)
+        self.pm = default_plugin_manager()
+        self.allocator = Allocator(plugin_manager=self.pm)
+        self.announcers: dict[str, Announcer] = {}
+        self.rows: dict[str, Row] = {}
+        self.announced: dict[str, tuple[str, tuple[str, ...]]] = {}  # key -> (protocol, ips)
+        self.previous: dict[str, tuple[str, ...]] = {}  # addresses from the state file
+        self._mtimes: tuple[float, float] = (0.0, 0.0)
+        self._lock = threading.Lock()
+        self.config: Config | None = None
+
+    # -- files -----------------------------------------------------------------------
+
+    def _mtime(self, path: str) -> float:
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            return 0.0
+
+    def changed(self) -> bool:
+        """Whether either input file changed since the last sync."""
+        now = (self._mtime(self.config_path), self._mtime(self.services_path))
+        if now != self._mtimes:
+            self._mtimes = now
+            return True
+        return False
+
+    def load_config(self) -> bool:
+        """Apply the config file; a bad one keeps the last good config (stale)."""
+        try:
+            config = parse_config(read_config_text(self.config_path), plugin_manager=self.pm)
+            if config != self.config:
+                self.allocator.set_config(config)
+                self.config = config
+                for announcer in self.announcers.values():
+                    announcer.set_config(config, self.node)
+        except (MetalLBError, OSError) as exc:
+            log.error("config %s not applied, keeping the last good one: %s", self.config_path, exc)
+            self.metrics.config_stale.set(1)
+            return self.config is not None
+        self.metrics.config_loaded.set(1)
+        self.metrics.config_stale.set(0)
+        return True
+
+    def restore_state(self) -> None:
+        """Read the addresses of the state file; the first sync re-assigns them before anything new."""
+        if not self.state_path or not os.path.exists(self.state_path):
+            return
+        try:
+            state = json.loads(Path(self.state_path).read_text())
+        except (OSError, ValueError) as exc:
+            log.error("state file %s unreadable, starting empty: %s", self.state_path, exc)
+            return
+        for key, entry in (state.get("services") or {}).items():
+            if entry.get("addresses"):
+                self.previous[key] = tuple(entry["addresses"])
+
+    def save_state(self) -> None:
+        """Write the allocations atomically."""
+        if not self.state_path:
+            return
+        doc = {
+            "version": STATE_VERSION,
+            "node": self.node.name,
+            "services": {
+                k: attrs.asdict(r, filter=lambda a, _: a.name != "service") for k, r in sorted(self.rows.items())
+            },
+        }
+        write_atomically(self.state_path, json.dumps(doc, indent=2, default=list) + "\n")
+
+    # -- one pass --------------------------------------------------------------------
+
+    def sync(self) -> list[Row]:
+        """Converge every service in the file, announce, persist; return the table rows."""
+        with self._lock:
+            if not self.load_config():
+                raise MetalLBError(f"no valid configuration in {self.config_path}")
+            try:
+                manifests = load_services(self.services_path)
+            except (OSError, yaml.YAMLError) as exc:
+                log.error("services file %s unreadable, keeping the current services: %s", self.services_path, exc)
+                return list(self.rows.values())
+            intents = {}
+            for intent in map(read_service, manifests):
+                # Like Service status in a cluster: what this service had before.
+                known = self.rows.get(intent.key)
+                current = known.addresses if known else self.previous.get(intent.key, ())
+                intents[intent.key] = attrs.evolve(intent, current=current) if current else intent
+            self.previous = {}
+            for key in list(self.rows):
+                if key not in intents:
+                    self.allocator.unassign(key)
+                    self._withdraw(key)
+                    del self.rows[key]
+            # The sync barrier: every service keeps its addresses before anything new is allocated.
+            for intent in intents.values():
+                if intent.current:
+                    converge(intent, self.allocator, synced=False)
+            rows = {}
+            for key, intent in intents.items():
+                outcome = converge(intent, self.allocator)
+                rows[key] = Row(
+                    service=key,
+                    addresses=outcome.ingress,
+                    pool=self.allocator.pool_of(key) or "",
+                    pending=outcome.pending,
+                )
+                for event in outcome.events:
+                    level = logging.INFO if event.type == "Normal" else logging.WARNING
+                    log.log(level, "%s %s: %s", key, event.reason, event.message)
+            self.rows = rows
+            self.metrics.refresh(self.allocator)
+            if self.announce_enabled:
+                for key, intent in intents.items():
+                    self._announce(key, intent)
+            self.save_state()
+            return list(self.rows.values())
+
+    def _announcer(self, protocol: str) -> Announcer | None:
+        if protocol not in self.announcers:
+            settings = AnnouncerSettings(
+                node_name=self.node.name, interfaces=self.interfaces, options={"registry": self.registry}
+            )
+            announcer = self.pm.hook.metallb_make_announcer(protocol=protocol, settings=settings)
+            if announcer is None:
+                log.error('no plugin announces protocol "%s"; run `metallb plugins`', protocol)
+                return None
+            if self.config is not None:
+                announcer.set_config(self.config, self.node)
+            self.announcers[protocol] = announcer
+        return self.announcers[protocol]
+
+    def _announce(self, key: str, intent: ServiceIntent) -> None:
+        row = self.rows[key]
+        spec = self.config.pools.get(row.pool) if self.config and row.pool else None
+        if spec is None or not row.addresses:
+            self._withdraw(key)
+            return
+        previous = self.announced.get(key)
+        if previous and previous != (spec.protocol, row.addresses):
+            self._withdraw(key)
+        announcer = self._announcer(spec.protocol)
+        if announcer is None:
+            row.announced = f"no {spec.protocol} announcer"
+            return
+        view = ServiceView(
+            key=key,
+            ips=self.allocator.ips(key),
+            pool=spec,
+            local_traffic=intent.local_traffic,
+            ready_nodes=frozenset({self.node.name}),
+            has_ready_endpoints=True,
+        )
+        cluster = ClusterView(
+            node=self.node, nodes={self.node.name: self.node}, live_speakers=frozenset({self.node.name})
+        )
+        reason = announcer.should_announce(view, cluster)
+        if reason is not None:
+            self._withdraw(key)
+            row.announced = f"not announced: {reason}"
+            return
+        try:
+            announcer.announce(view)
+        except Exception as exc:
+            log.exception("announcing %s failed", key)
+            row.announced = f"announce failed: {exc}"
+            return
+        self.announced[key] = (spec.protocol, row.addresses)
+        row.announced = f"{spec.protocol} from {self.node.name}"
+        for ip in row.addresses:
+            self.speaker_metrics.announced.labels(key, spec.protocol, self.node.name, ip).set(1)
+
+    def _withdraw(self, key: str) -> None:
+        previous = self.announced.pop(key, None)
+        if previous is None:
+            return
+        protocol, ips = previous
+        announcer = self.announcers.get(protocol)
+        if announcer is not None:
+            announcer.withdraw(key)
+        for ip in ips:
+            try:
+                self.speaker_metrics.announced.remove(key, protocol, self.node.name, ip)
+            except KeyError:
+                pass
+
+    def status(self) -> dict[str, Any]:
+        """The allocations, as served on ``/status``."""
+        with self._lock:
+            return {"node": self.node.name, "services": {k: attrs.asdict(r) for k, r in sorted(self.rows.items())}}
+
+    def close(self) -> None:
+        """Withdraw everything and close announcers and sources (releases no address)."""
+        with self._lock:
+            for key in list(self.announced):
+                self._withdraw(key)
+            for announcer in self.announcers.values():
+                try:
+                    announcer.close()
+                except Exception:
+                    log.exception("closing an announcer failed")
+            self.allocator.close()
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The status table: service, addresses, pool, announcement, why pending."""
+    return render_table(
+        ("SERVICE", "ADDRESSES", "POOL", "ANNOUNCED", "PENDING"),
+        ((r.service, ",".join(r.addresses) or "<pending>", r.pool or "-", r.announced or "-", r.pending) for r in rows),
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``metallb standalone``."""
+    parser.add_argument("--config", required=True, help="MetalLB config (bare YAML or ConfigMap manifest)")
+    parser.add_argument("--services", required=True, help="YAML file of Service manifests")
+    parser.add_argument(
+        "--node", default=os.environ.get("METALLB_NODE_NAME", os.uname().nodename), help="this node's name"
+    )
+    parser.add_argument(
+        "--interfaces", action="append", default=[], help="layer-2 interfaces (names or patterns); repeatable"
+    )
+    parser.add_argument("--state", default="metallb-state.json", help="state file (default: %(default)s)")
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="metrics/status listen address (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=7472, help="metrics/status port, 0 for none (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between file checks (default: %(default)s)"
+    )
+    parser.add_argument("--once", action="store_true", help="allocate, print the table, write the state, and exit")
+    parser.add_argument("--no-announce", action="store_true", help="allocate only; do not answer ARP/NDP or speak BGP")
+
+
+def _iter_interfaces(values: Sequence[str]) -> Iterator[str]:
+    for value in values:
+        yield from (v.strip() for v in value.split(",") if v.strip())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT (or once with --once)."""
+    app = Standalone(
+        config_path=args.config,
+        services_path=args.services,
+        node=args.node,
+        state_path=args.state,
+        interfaces=tuple(_iter_interfaces(args.interfaces)),
+        announce=not (args.no_announce or args.once),
+    )
+    try:
+        app.load_config()
+        app.restore_state()
+        app.changed()
+        rows = app.sync()
+    except MetalLBError as exc:
+        print(f"metallb standalone: {exc}", file=sys.stderr)
+        return 1
+    print(table(rows), flush=True)
+    if args.once:
+        app.close()
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = None
+    if args.metrics_port:
+        server = MetricsServer(app.registry, host=args.metrics_host, port=args.metrics_port, status=app.status).start()
+        log.info("serving /metrics and /status on %s:%d", args.metrics_host, server.port)
+    try:
+        while not stop.wait(args.poll_interval):
+            if app.changed():
+                log.info("input files changed; syncing")
+                try:
+                    print(table(app.sync()), flush=True)
+                except MetalLBError as exc:
+                    log.error("%s", exc)
+    finally:
+        app.close()
+        if server is not None:
+            server.stop()
+    log.info("stopped; every announcement withdrawn")
+    return 0

@@ -1,0 +1,211 @@
+"""Controller convergence of one Service: MetalLB's rules, as pure table tests."""
+
+from __future__ import annotations
+
+import pytest
+from metallb.allocator import Allocator, Port, get_plugin_manager, parse_config
+from metallb.operator.converge import converge
+from metallb.operator.service import POOL_ANNOTATION, read_service
+from metallb.plugins import static_pool
+
+CONFIG = """
+address-pools:
+- name: main
+  protocol: layer2
+  addresses: [192.0.2.0/30, 2001:db8::/126]
+- name: manual
+  protocol: layer2
+  auto-assign: false
+  addresses: [198.51.100.0/30]
+"""
+
+
+@pytest.fixture(name="alloc")
+def _alloc():
+    pm = get_plugin_manager(entry_points=False, plugins=[static_pool])
+    return Allocator(plugin_manager=pm, config=parse_config(CONFIG, plugin_manager=pm))
+
+
+def svc(name="a", *, annotations=None, status_ips=(), **spec):
+    """A Service manifest with type LoadBalancer unless overridden."""
+    body = {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}], **spec}
+    obj = {"metadata": {"name": name, "namespace": "ns", "annotations": annotations or {}}, "spec": body}
+    if status_ips:
+        obj["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in status_ips]}}
+    return obj
+
+
+class TestReadService:
+    def test_both_annotation_prefixes(self):
+        """Annotations are read under metallb.io/ and the legacy metallb.universe.tf/."""
+        a = read_service(
+            svc(annotations={"metallb.universe.tf/address-pool": "manual", "metallb.io/allow-shared-ip": "k"})
+        )
+        assert (a.pool, a.sharing_key) == ("manual", "k")
+        b = read_service(svc(annotations={"metallb.universe.tf/address-pool": "x", "metallb.io/address-pool": "y"}))
+        assert b.pool == "y"
+
+    def test_backend_key_from_policy_and_selector(self):
+        """Local traffic policy keys on the sorted selector; Cluster has an empty key."""
+        local = read_service(svc(externalTrafficPolicy="Local", selector={"b": "2", "a": "1"}))
+        assert local.backend_key == "a=1,b=2"
+        assert read_service(svc(selector={"a": "1"})).backend_key == ""
+
+    def test_ports_default_to_tcp(self):
+        """A port without protocol is TCP."""
+        assert read_service(svc(ports=[{"port": 53}, {"port": 53, "protocol": "UDP"}])).ports == (
+            Port("TCP", 53),
+            Port("UDP", 53),
+        )
+
+    @pytest.mark.parametrize(
+        ("spec", "families", "require_all"),
+        [
+            ({}, (4,), True),
+            ({"ipFamilies": ["IPv6"]}, (6,), True),
+            ({"clusterIP": "2001:db8::9"}, (6,), True),
+            ({"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack"}, (4, 6), True),
+            ({"ipFamilies": ["IPv6", "IPv4"], "ipFamilyPolicy": "PreferDualStack"}, (6, 4), False),
+            ({"loadBalancerIP": "2001:db8::1"}, (6,), True),
+        ],
+    )
+    def test_families(self, spec, families, require_all):
+        """Families come from ipFamilies, else clusterIPs, else the requested address, else IPv4."""
+        intent = read_service(svc(**spec))
+        assert (intent.families, intent.require_all) == (families, require_all)
+
+    def test_both_requests_is_an_error(self):
+        """spec.loadBalancerIP together with the loadBalancerIPs annotation is an error."""
+        intent = read_service(svc(loadBalancerIP="192.0.2.1", annotations={"metallb.io/loadBalancerIPs": "192.0.2.2"}))
+        assert "both set" in intent.error
+
+    def test_hostname_ingress_is_not_an_address(self):
+        """A hostname ingress entry means the status is not ours: start over."""
+        obj = svc()
+        obj["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb.example"}, {"ip": "192.0.2.1"}]}}
+        assert read_service(obj).current == ()
+
+
+class TestConverge:
+    def test_allocates_and_reports_event(self, alloc):
+        """A new LoadBalancer gets the first free address, an IPAllocated event and the pool annotation."""
+        out = converge(read_service(svc()), alloc)
+        assert out.ingress == ("192.0.2.0",)
+        assert out.annotations[POOL_ANNOTATION] == "main"
+        assert [(e.type, e.reason) for e in out.events] == [("Normal", "IPAllocated")]
+        assert out.finalizer is False
+
+    def test_not_a_load_balancer_releases(self, alloc):
+        """Changing the type away from LoadBalancer releases the address and clears the status."""
+        converge(read_service(svc()), alloc)
+        out = converge(read_service(svc(type="NodePort", status_ips=["192.0.2.0"])), alloc)
+        assert out.ingress == ()
+        assert alloc.ips("ns/a") == ()
+
+    def test_restart_keeps_status_address(self, alloc):
+        """An address already in status is re-assigned, even before the first sync completes."""
+        out = converge(read_service(svc(status_ips=["192.0.2.3"])), alloc, synced=False)
+        assert out.ingress == ("192.0.2.3",)
+        assert out.events == ()
+
+    def test_nothing_new_before_sync(self, alloc):
+        """Before the sync barrier, a Service without an address waits (retry, no allocation)."""
+        out = converge(read_service(svc()), alloc, synced=False)
+        assert out.ingress == () and out.retry
+        assert alloc.ips("ns/a") == ()
+
+    def test_requested_address_bypasses_auto_assign_and_annotation(self, alloc):
+        """spec.loadBalancerIP may take from a non-auto-assign pool and wins over the pool annotation."""
+        out = converge(
+            read_service(svc(loadBalancerIP="198.51.100.2", annotations={"metallb.io/address-pool": "main"})), alloc
+        )
+        assert out.ingress == ("198.51.100.2",)
+        again = converge(
+            read_service(
+                svc(
+                    loadBalancerIP="198.51.100.2",
+                    status_ips=["198.51.100.2"],
+                    annotations={"metallb.io/address-pool": "main"},
+                )
+            ),
+            alloc,
+        )
+        assert again.ingress == ("198.51.100.2",) and again.events == ()
+
+    def test_pool_annotation_change_moves(self, alloc):
+        """Changing the address-pool annotation moves the Service to the new pool."""
+        converge(read_service(svc()), alloc)
+        out = converge(
+            read_service(svc(status_ips=["192.0.2.0"], annotations={"metallb.io/address-pool": "manual"})), alloc
+        )
+        assert out.ingress == ("198.51.100.0",)
+        assert alloc.pool_of("ns/a") == "manual"
+
+    def test_requested_outside_every_pool(self, alloc):
+        """A requested address in no pool: the old address is released and a warning explains."""
+        converge(read_service(svc()), alloc)
+        out = converge(read_service(svc(loadBalancerIP="203.0.113.1", status_ips=["192.0.2.0"])), alloc)
+        assert out.ingress == ()
+        assert out.events[0].reason == "AllocationFailed"
+        assert "not allowed in config" in out.events[0].message
+        assert alloc.ips("ns/a") == ()
+
+    def test_exhaustion_warns_and_retries(self, alloc):
+        """When the pools are full the Service gets AllocationFailed and is retried later."""
+        for i in range(4):
+            converge(read_service(svc(f"s{i}")), alloc)
+        out = converge(read_service(svc("late")), alloc)
+        assert out.retry and out.ingress == ()
+        assert out.events[0].reason == "AllocationFailed"
+        assert 'Failed to allocate IP for "ns/late"' in out.events[0].message
+
+    def test_dual_stack(self, alloc):
+        """RequireDualStack gets one address per family from one pool."""
+        out = converge(read_service(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="RequireDualStack")), alloc)
+        assert out.ingress == ("192.0.2.0", "2001:db8::")
+
+    def test_prefer_dual_stack_falls_back(self):
+        """PreferDualStack falls back to one family when no pool has both."""
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool])
+        text = "address-pools:\n- name: v4\n  protocol: layer2\n  addresses: [192.0.2.0/30]\n"
+        alloc = Allocator(plugin_manager=pm, config=parse_config(text, plugin_manager=pm))
+        out = converge(read_service(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="PreferDualStack")), alloc)
+        assert out.ingress == ("192.0.2.0",)
+        again = converge(
+            read_service(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="PreferDualStack", status_ips=["192.0.2.0"])),
+            alloc,
+        )
+        assert again.ingress == ("192.0.2.0",) and again.events == ()
+
+    def test_other_class_untouched(self, alloc):
+        """A Service of another load-balancer class is not ours."""
+        out = converge(read_service(svc(loadBalancerClass="other.io/lb")), alloc)
+        assert out.ours is False and alloc.ips("ns/a") == ()
+        mine = converge(read_service(svc(loadBalancerClass="other.io/lb")), alloc, lb_class="other.io/lb")
+        assert mine.ingress == ("192.0.2.0",)
+
+    def test_invalid_request_keeps_address(self, alloc):
+        """Setting both request forms warns LoadBalancerFailed and keeps the current address."""
+        converge(read_service(svc()), alloc)
+        bad = svc(
+            loadBalancerIP="192.0.2.1",
+            status_ips=["192.0.2.0"],
+            annotations={"metallb.io/loadBalancerIPs": "192.0.2.2"},
+        )
+        out = converge(read_service(bad), alloc)
+        assert out.ingress == ("192.0.2.0",)
+        assert out.events[0].reason == "LoadBalancerFailed"
+
+    def test_sharing_services(self, alloc):
+        """Two Services with the same allow-shared-ip and different ports share one address."""
+        a = converge(
+            read_service(
+                svc("udp", annotations={"metallb.io/allow-shared-ip": "dns"}, ports=[{"port": 53, "protocol": "UDP"}])
+            ),
+            alloc,
+        )
+        b = converge(
+            read_service(svc("tcp", annotations={"metallb.universe.tf/allow-shared-ip": "dns"}, ports=[{"port": 53}])),
+            alloc,
+        )
+        assert a.ingress == b.ingress == ("192.0.2.0",)
