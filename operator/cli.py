@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("metallb.operator.cmd_plugins", "list the loaded plugins, their versions and hooks"),
     "allocate": ("metallb.operator.cmd_allocate", "allocate addresses for service names from a config (dry run)"),
     "standalone": ("metallb.operator.standalone", "controller and speaker for one host, without Kubernetes"),
+    "controller": ("metallb.operator.controller", "allocate addresses for LoadBalancer Services in a cluster"),
     "status": ("metallb.operator.cmd_status", "show services, addresses, pools, announcers and why pending"),
 }
 

@@ -1,0 +1,492 @@
+"""``metallb controller``: allocates addresses for LoadBalancer Services in a cluster.
+
+Design (MetalLB's, made concurrent):
+
+- Informers watch Services (all namespaces) and the config ConfigMap.
+- A work queue hands Service keys to worker threads; one worker per key at a
+  time, so a slow address service delays only the Services waiting on it.
+- Sync barrier: until the first full Service list has been seen and every
+  address already in a Service's status re-assigned, nothing new is allocated.
+- Each key is converged (:func:`~metallb.operator.converge.converge`) and the
+  Service is written only where it changed: status through the status
+  subresource, annotations and finalizer through a merge patch.
+- Failures are never silent: a Warning Event and a retry with backoff.
+- Exactly one active controller: a ``coordination.k8s.io`` Lease is held
+  before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from metallb.allocator import Allocator, Config, ConfigError, MetalLBError, default_plugin_manager, parse_config
+from metallb.operator.converge import Event, Outcome, converge
+from metallb.operator.informer import Informer, WorkQueue, obj_key
+from metallb.operator.kube import api_client
+from metallb.operator.metrics import ControllerMetrics, MetricsServer
+from metallb.operator.service import FINALIZER, read_service
+from prometheus_client import CollectorRegistry
+
+__all__ = ["Controller", "LeaderLease", "add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+EPILOG = """\
+examples:
+  metallb controller --kubeconfig ~/.kube/config
+  metallb controller --namespace metallb-system --config config --lb-class example.com/metallb
+  metallb controller --log-format json --metrics-port 7472 --workers 8
+"""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderLease:
+    """A coordination.k8s.io/v1 Lease held by one process at a time.
+
+    Expiry is judged on this process's monotonic clock, from the moment the
+    holder's renewals stop changing the Lease, never by comparing clocks of
+    different machines.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        duration: float = 15.0,
+        renew: float = 5.0,
+    ) -> None:
+        self.coord = client.CoordinationV1Api(api)
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self.duration, self.renew = duration, renew
+        self.held = threading.Event()
+        self.lost = threading.Event()
+        self._seen: tuple[str, float] = ("", 0.0)  # (holder's renewTime, when we saw it change)
+
+    def _body(self, resource_version: str | None = None) -> Obj:
+        meta: Obj = {"name": self.name, "namespace": self.namespace}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.duration),
+            "renewTime": _now(),
+            "acquireTime": _now(),
+        }
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+    def try_acquire(self) -> bool:
+        """One attempt to take or renew the Lease."""
+        try:
+            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=(3, 10))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            try:
+                self.coord.create_namespaced_lease(self.namespace, self._body(), _request_timeout=(3, 10))
+                return True
+            except ApiException as create_exc:
+                if create_exc.status == 409:
+                    return False
+                raise
+        spec = lease.spec
+        holder = spec.holder_identity if spec else None
+        renew_time = str(spec.renew_time) if spec and spec.renew_time else ""
+        now = time.monotonic()
+        if holder and holder != self.identity:
+            if renew_time != self._seen[0]:
+                self._seen = (renew_time, now)
+                return False
+            if now - self._seen[1] < self.duration:
+                return False
+            log.info("lease %s/%s held by %s expired; taking it over", self.namespace, self.name, holder)
+        body = self._body(lease.metadata.resource_version)
+        if holder == self.identity and spec and spec.acquire_time:
+            body["spec"]["acquireTime"] = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            self.coord.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=(3, 10))
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """Acquire, then renew until *stop*; sets :attr:`lost` if renewals fail for a whole duration."""
+        last_ok = 0.0
+        while not stop.is_set():
+            try:
+                ok = self.try_acquire()
+            except Exception as exc:  # noqa: BLE001 - API trouble: keep trying until the lease runs out
+                log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+                ok = False
+            now = time.monotonic()
+            if ok:
+                last_ok = now
+                if not self.held.is_set():
+                    log.info("acquired lease %s/%s as %s", self.namespace, self.name, self.identity)
+                    self.held.set()
+            elif self.held.is_set() and now - last_ok > self.duration:
+                log.error("lost lease %s/%s: another controller may be active; stopping", self.namespace, self.name)
+                self.lost.set()
+                return
+            stop.wait(self.renew if self.held.is_set() else min(self.renew, 2.0))
+
+    def release(self) -> None:
+        """Give the Lease up on a clean exit so a successor need not wait for it to expire."""
+        try:
+            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=(3, 5))
+            if lease.spec and lease.spec.holder_identity == self.identity:
+                self.coord.delete_namespaced_lease(self.name, self.namespace, _request_timeout=(3, 5))
+        except Exception as exc:  # noqa: BLE001 - best effort on the way out
+            log.debug("releasing lease: %s", exc)
+
+
+class Controller:
+    """Allocates addresses for Services; see the module docstring."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str = "metallb-system",
+        config_name: str = "config",
+        lb_class: str | None = None,
+        workers: int = 4,
+        registry: CollectorRegistry | None = None,
+        reconcile_interval: float = 300.0,
+        watch_timeout: int = 60,
+    ) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.namespace, self.config_name, self.lb_class = namespace, config_name, lb_class
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ControllerMetrics(self.registry)
+        self.allocator = Allocator(plugin_manager=default_plugin_manager())
+        self.queue = WorkQueue()
+        self.workers = workers
+        self.reconcile_interval = reconcile_interval
+        self.config: Config | None = None
+        self.synced = False
+        self._stop = threading.Event()
+        self._last_events: dict[str, tuple[str, str]] = {}
+        self._threads: list[threading.Thread] = []
+        self.services = Informer(
+            "services", self.core.list_service_for_all_namespaces, self._on_service, watch_timeout=watch_timeout
+        )
+        self.configmaps = Informer(
+            "config",
+            self.core.list_namespaced_config_map,
+            self._on_config,
+            list_kwargs={"namespace": namespace, "field_selector": f"metadata.name={config_name}"},
+            watch_timeout=watch_timeout,
+        )
+
+    # -- events from the informers ---------------------------------------------------
+
+    def _on_config(self, kind: str, obj: Obj | None) -> None:
+        if kind == "SYNCED" and not self.configmaps.cache:
+            log.error("configmap %s/%s not found; waiting for it", self.namespace, self.config_name)
+            return
+        if obj is None:
+            return
+        if kind == "DELETED":
+            log.error("configmap %s/%s deleted; keeping the last good config", self.namespace, self.config_name)
+            self.metrics.config_stale.set(1)
+            return
+        text = (obj.get("data") or {}).get("config")
+        try:
+            if text is None:
+                raise ConfigError(f'configmap {self.namespace}/{self.config_name} has no "config" key')
+            config = parse_config(text, plugin_manager=self.allocator._pm)
+            self.allocator.set_config(config)
+        except MetalLBError as exc:
+            log.error("config not applied, keeping the last good one: %s", exc)
+            self.metrics.config_stale.set(1)
+            return
+        first = self.config is None
+        self.config = config
+        self.metrics.config_loaded.set(1)
+        self.metrics.config_stale.set(0)
+        log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
+        if first:
+            self._barrier()
+        self._requeue_all()
+
+    def _on_service(self, kind: str, obj: Obj | None) -> None:
+        if kind == "SYNCED":
+            self._barrier()
+            return
+        if obj is None:
+            return
+        key = obj_key(obj)
+        if kind == "DELETED":
+            if self.allocator.unassign(key):
+                log.info("%s deleted; its addresses are free", key)
+                self._requeue_all()  # a freed address may unblock a pending Service
+            self._last_events.pop(key, None)
+            return
+        self.queue.add(key)
+
+    def _barrier(self) -> None:
+        """MetalLB's sync barrier: re-assign every address in status before allocating anything."""
+        if self.synced or self.config is None or not self.services.synced.is_set():
+            return
+        kept = 0
+        for obj in list(self.services.cache.values()):
+            intent = read_service(obj)
+            if intent.current and intent.lb_class == self.lb_class:
+                converge(intent, self.allocator, synced=False, lb_class=self.lb_class)
+                kept += 1
+        self.synced = True
+        log.info("synced: %d services kept their addresses; allocating for the rest", kept)
+        self._requeue_all()
+
+    def _requeue_all(self) -> None:
+        for key in list(self.services.cache):
+            self.queue.add(key)
+
+    # -- one Service -----------------------------------------------------------------
+
+    def reconcile(self, key: str) -> bool:
+        """Converge one Service and write what changed; False means retry later."""
+        obj = self.services.cache.get(key)
+        if obj is None:
+            self.allocator.unassign(key)
+            return True
+        if self.config is None:
+            return True  # nothing to do until a config exists; config load requeues everything
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            self.allocator.unassign(key)
+            if FINALIZER in (meta.get("finalizers") or ()):
+                self._patch_meta(obj, annotations={}, finalizer=False)
+            return True
+        outcome = converge(read_service(obj), self.allocator, synced=self.synced, lb_class=self.lb_class)
+        if not outcome.ours:
+            return True
+        for event in outcome.events:
+            self._event(obj, event)
+        self._apply(obj, outcome)
+        return not outcome.retry
+
+    def _apply(self, obj: Obj, outcome: Outcome) -> None:
+        meta = obj.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        changes = {k: v for k, v in outcome.annotations.items() if annotations.get(k) != v}
+        has_finalizer = FINALIZER in (meta.get("finalizers") or ())
+        if changes or has_finalizer != outcome.finalizer:
+            self._patch_meta(obj, annotations=changes, finalizer=outcome.finalizer)
+        current = [i.get("ip") for i in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()]
+        if current != list(outcome.ingress):
+            body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in outcome.ingress]}}}
+            self.core.patch_namespaced_service_status(meta["name"], meta["namespace"], body, _request_timeout=(3, 15))
+
+    def _patch_meta(self, obj: Obj, *, annotations: dict[str, str | None], finalizer: bool) -> None:
+        """JSON-patch metallb's annotations and finalizer, guarded by the resourceVersion we read."""
+        meta = obj.get("metadata") or {}
+        current = meta.get("annotations") or {}
+        ops: list[Obj] = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")}]
+        if not current and any(v is not None for v in annotations.values()):
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+        for name, value in annotations.items():
+            path = "/metadata/annotations/" + name.replace("~", "~0").replace("/", "~1")
+            if value is None:
+                if name in current:
+                    ops.append({"op": "remove", "path": path})
+            else:
+                ops.append({"op": "add", "path": path, "value": value})
+        finalizers = [f for f in meta.get("finalizers") or () if f != FINALIZER] + ([FINALIZER] if finalizer else [])
+        if finalizers != list(meta.get("finalizers") or ()):
+            ops.append({"op": "add", "path": "/metadata/finalizers", "value": finalizers})
+        if len(ops) > 1:
+            # A list body makes the client send application/json-patch+json.
+            self.core.patch_namespaced_service(meta["name"], meta["namespace"], ops, _request_timeout=(3, 15))
+
+    def _event(self, obj: Obj, event: Event) -> None:
+        meta = obj.get("metadata") or {}
+        key = obj_key(obj)
+        if self._last_events.get(key) == (event.reason, event.message):
+            return  # the same event again on a retry: don't flood
+        self._last_events[key] = (event.reason, event.message)
+        now = _now()
+        body = {
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "kind": "Service",
+                "apiVersion": "v1",
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": event.reason,
+            "message": event.message,
+            "type": event.type,
+            "source": {"component": "metallb-controller"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(3, 10))
+        except ApiException as exc:
+            log.warning("could not record event %s on %s: %s", event.reason, key, exc.reason)
+        level = logging.INFO if event.type == "Normal" else logging.WARNING
+        log.log(level, "%s: %s: %s", key, event.reason, event.message)
+
+    # -- workers and loops -----------------------------------------------------------
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
+            try:
+                ok = self.reconcile(key)
+            except ApiException as exc:
+                # 409 conflict, 429 and 5xx are transient; 404 means the Service is gone.
+                ok = exc.status == 404
+                if not ok:
+                    log.info("%s: API answered %s %s; retrying", key, exc.status, exc.reason)
+            except Exception:
+                log.exception("%s: reconcile failed", key)
+                ok = False
+            finally:
+                self.queue.done(key)
+            self.metrics.updates.inc()
+            if ok:
+                self.queue.forget(key)
+            else:
+                self.metrics.update_errors.inc()
+                self.queue.retry(key)
+
+    def _housekeeping(self) -> None:
+        """Refresh pool gauges every second; reconcile with address services periodically."""
+        last_reconcile = time.monotonic()
+        while not self._stop.wait(1.0):
+            if self.config is not None:
+                self.metrics.refresh(self.allocator)
+            if self.synced and time.monotonic() - last_reconcile >= self.reconcile_interval:
+                last_reconcile = time.monotonic()
+                self.reconcile_sources()
+
+    def reconcile_sources(self) -> None:
+        """Ask address services what they hold: orphans are released, lost leases re-allocated."""
+        for pool, report in self.allocator.reconcile().items():
+            if report.released:
+                log.info("pool %s: released %d orphaned addresses", pool, len(report.released))
+            for owner, ip in report.lost:
+                log.warning("pool %s: %s lost %s at the address service; allocating again", pool, owner, ip)
+                self.allocator.unassign(owner)
+                self.queue.add(owner)
+
+    def ready(self) -> bool:
+        """Ready once synced (readiness probe)."""
+        return self.synced
+
+    def start(self) -> None:
+        """Start informers, workers and housekeeping threads."""
+        self.configmaps.start()
+        self.services.start()
+        for i in range(self.workers):
+            self._threads.append(threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True))
+        self._threads.append(threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop everything (addresses stay allocated: they live in Service status)."""
+        self._stop.set()
+        self.queue.close()
+        self.services.stop()
+        self.configmaps.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.allocator.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``metallb controller``."""
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument(
+        "--namespace", default=os.environ.get("METALLB_NAMESPACE", "metallb-system"), help="default: %(default)s"
+    )
+    parser.add_argument("--config", default="config", help="name of the config ConfigMap (default: %(default)s)")
+    parser.add_argument(
+        "--lb-class", default=None, help="serve only Services of this loadBalancerClass (default: only those without)"
+    )
+    parser.add_argument("--workers", type=int, default=4, help="concurrent Service workers (default: %(default)s)")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
+    parser.add_argument(
+        "--metrics-port", type=int, default=7472, help="metrics and /healthz, /readyz (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--reconcile-interval", type=float, default=300.0, help="seconds between address-service checks"
+    )
+    parser.add_argument("--lease-name", default="metallb-controller", help="leader Lease name (default: %(default)s)")
+    parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Take the leader Lease, then run until SIGTERM."""
+    try:
+        api = api_client(args.kubeconfig)
+    except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
+        log.error("%s", exc)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    controller = Controller(
+        api,
+        namespace=args.namespace,
+        config_name=args.config,
+        lb_class=args.lb_class,
+        workers=args.workers,
+        reconcile_interval=args.reconcile_interval,
+    )
+    server = MetricsServer(
+        controller.registry, host=args.metrics_host, port=args.metrics_port, ready=controller.ready
+    ).start()
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+    lease = LeaderLease(
+        api,
+        namespace=args.namespace,
+        name=args.lease_name,
+        identity=identity,
+        duration=args.lease_duration,
+        renew=max(1.0, args.lease_duration / 3),
+    )
+    lease_thread = threading.Thread(target=lease.run, args=(stop,), name="lease", daemon=True)
+    lease_thread.start()
+    log.info("waiting for lease %s/%s", args.namespace, args.lease_name)
+    while not stop.is_set() and not lease.held.wait(0.5):
+        pass
+    if not stop.is_set():
+        controller.start()
+        while not stop.wait(0.5):
+            if lease.lost.is_set():
+                break
+    controller.stop()
+    server.stop()
+    lost = lease.lost.is_set()
+    if not lost:
+        lease.release()
+    return 1 if lost else 0

@@ -1,0 +1,273 @@
+"""Watching Kubernetes objects, and a keyed work queue: the controller's plumbing.
+
+An :class:`Informer` lists, then watches from the returned resourceVersion,
+relists on 410 Gone, reconnects with backoff, and bounds every request with a
+server-side ``timeoutSeconds`` and a client read timeout so a stalled stream
+cannot hang. Objects are kept as plain dicts (the API's JSON).
+
+A :class:`WorkQueue` hands keys to worker threads: a key is processed by one
+worker at a time, repeated adds collapse, and failed keys come back after an
+exponential backoff.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+__all__ = ["Backoff", "Informer", "WorkQueue", "obj_key"]
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+def obj_key(obj: Obj) -> str:
+    """``namespace/name`` (or just the name for cluster-scoped objects)."""
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+
+
+class Backoff:
+    """Exponential backoff with jitter: base, 2*base ... capped."""
+
+    def __init__(self, *, base: float = 0.5, cap: float = 60.0) -> None:
+        self.base, self.cap = base, cap
+        self.failures = 0
+
+    def next(self) -> float:
+        """The next delay (and count one more failure)."""
+        delay = min(self.cap, self.base * (2**self.failures))
+        self.failures += 1
+        return float(delay * random.uniform(0.8, 1.2))
+
+    def reset(self) -> None:
+        """Back to the first delay."""
+        self.failures = 0
+
+
+class Informer:
+    """List-then-watch one resource kind, keeping a cache and calling back on changes.
+
+    Args:
+        name: for logs.
+        list_func: a kubernetes client list method (for example
+            ``CoreV1Api.list_service_for_all_namespaces``).
+        on_event: called with ("ADDED"|"MODIFIED"|"DELETED", obj) for every
+            change, and with ("SYNCED", None) after each full list.
+        list_kwargs: selectors and namespace arguments for *list_func*.
+        watch_timeout: server-side timeout of each watch request (seconds).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        list_func: Callable[..., Any],
+        on_event: Callable[[str, Obj | None], None],
+        *,
+        list_kwargs: dict[str, Any] | None = None,
+        watch_timeout: int = 60,
+    ) -> None:
+        self.name = name
+        self.list_func = list_func
+        self.on_event = on_event
+        self.list_kwargs = dict(list_kwargs or {})
+        self.watch_timeout = watch_timeout
+        self.cache: dict[str, Obj] = {}
+        self.synced = threading.Event()
+        self.resource_version = ""
+        self._stop = threading.Event()
+        self._watch: watch.Watch | None = None
+        self._thread = threading.Thread(target=self._run, name=f"informer-{name}", daemon=True)
+        self.relists = 0
+
+    def start(self) -> Informer:
+        """Start listing and watching in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (the current request is abandoned)."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+
+    def _list(self) -> None:
+        response = self.list_func(**self.list_kwargs, _preload_content=False, _request_timeout=(5, 60))
+        body = json.loads(response.data)
+        items = {obj_key(o): o for o in body.get("items") or ()}
+        self.resource_version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        gone = [k for k in self.cache if k not in items]
+        old = self.cache
+        self.cache = items
+        for key in gone:
+            self.on_event("DELETED", old[key])
+        for key, obj in items.items():
+            previous = old.get(key)
+            if previous is None:
+                self.on_event("ADDED", obj)
+            elif (previous.get("metadata") or {}).get("resourceVersion") != (obj.get("metadata") or {}).get(
+                "resourceVersion"
+            ):
+                self.on_event("MODIFIED", obj)
+        self.relists += 1
+        self.synced.set()
+        self.on_event("SYNCED", None)
+
+    def _stream(self) -> Iterator[dict[str, Any]]:
+        self._watch = watch.Watch()
+        return self._watch.stream(  # type: ignore[no-any-return]
+            self.list_func,
+            **self.list_kwargs,
+            resource_version=self.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout,
+            _request_timeout=(5, self.watch_timeout + 15),
+        )
+
+    def _run(self) -> None:
+        backoff = Backoff(base=0.2, cap=30.0)
+        need_list = True
+        while not self._stop.is_set():
+            try:
+                if need_list:
+                    self._list()
+                    need_list = False
+                for event in self._stream():
+                    if self._stop.is_set():
+                        return
+                    kind = event.get("type")
+                    obj = event.get("raw_object") or {}
+                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+                    if rv:
+                        self.resource_version = rv
+                    if kind == "BOOKMARK":
+                        continue
+                    key = obj_key(obj)
+                    if kind == "DELETED":
+                        self.cache.pop(key, None)
+                    elif kind in ("ADDED", "MODIFIED"):
+                        self.cache[key] = obj
+                    else:
+                        continue
+                    self.on_event(str(kind), obj)
+                backoff.reset()  # a watch that ended by its timeout is normal: watch again
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info("%s: resourceVersion %s expired; listing again", self.name, self.resource_version)
+                    need_list = True
+                    continue
+                delay = backoff.next()
+                log.warning("%s: API error %s %s; retrying in %.1fs", self.name, exc.status, exc.reason, delay)
+                need_list = need_list or exc.status is None
+                self._stop.wait(delay)
+            except Exception as exc:  # noqa: BLE001 - dropped connections, timeouts: reconnect
+                delay = backoff.next()
+                log.warning(
+                    "%s: watch interrupted (%s: %s); reconnecting in %.1fs", self.name, type(exc).__name__, exc, delay
+                )
+                self._stop.wait(delay)
+
+
+class WorkQueue:
+    """Keys for workers: deduplicated, one worker per key, delayed retries."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._ready: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._dirty: set[str] = set()
+        self._delayed: list[tuple[float, str]] = []
+        self._backoff: dict[str, Backoff] = {}
+        self._closed = False
+
+    def add(self, key: str) -> None:
+        """Queue *key* now (a key being processed is queued again when done)."""
+        with self._cond:
+            if key in self._active:
+                self._dirty.add(key)
+            elif key not in self._queued:
+                self._queued.add(key)
+                self._ready.append(key)
+                self._cond.notify()
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Queue *key* after *delay* seconds."""
+        with self._cond:
+            heapq.heappush(self._delayed, (time.monotonic() + delay, key))
+            self._cond.notify()
+
+    def retry(self, key: str, *, base: float = 0.5, cap: float = 60.0) -> float:
+        """Queue *key* again after its next backoff delay; returns the delay."""
+        with self._cond:
+            backoff = self._backoff.setdefault(key, Backoff(base=base, cap=cap))
+            delay = backoff.next()
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: str) -> None:
+        """*key* succeeded: its next failure starts the backoff over."""
+        with self._cond:
+            self._backoff.pop(key, None)
+
+    def get(self, timeout: float | None = None) -> str | None:
+        """The next key (marked active), or None on timeout or when closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    _, key = heapq.heappop(self._delayed)
+                    if key not in self._queued and key not in self._active:
+                        self._queued.add(key)
+                        self._ready.append(key)
+                    elif key in self._active:
+                        self._dirty.add(key)
+                if self._ready:
+                    key = self._ready.popleft()
+                    self._queued.discard(key)
+                    self._active.add(key)
+                    return key
+                if self._closed:
+                    return None
+                wait = None if deadline is None else deadline - now
+                if self._delayed:
+                    until = self._delayed[0][0] - now
+                    wait = until if wait is None else min(wait, until)
+                if wait is not None and wait <= 0:
+                    if deadline is not None and now >= deadline:
+                        return None
+                    continue
+                self._cond.wait(wait)
+
+    def done(self, key: str) -> None:
+        """The worker finished *key*; queue it again if it changed meanwhile."""
+        with self._cond:
+            self._active.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                if key not in self._queued:
+                    self._queued.add(key)
+                    self._ready.append(key)
+                    self._cond.notify()
+
+    def close(self) -> None:
+        """Wake every waiting worker; get() returns None from now on."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._ready) + len(self._delayed)
