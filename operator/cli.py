@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "allocate": ("metallb.operator.cmd_allocate", "allocate addresses for service names from a config (dry run)"),
     "standalone": ("metallb.operator.standalone", "controller and speaker for one host, without Kubernetes"),
     "controller": ("metallb.operator.controller", "allocate addresses for LoadBalancer Services in a cluster"),
+    "speaker": ("metallb.operator.speaker", "announce service addresses from this node (layer 2 or BGP)"),
     "status": ("metallb.operator.cmd_status", "show services, addresses, pools, announcers and why pending"),
 }
 

@@ -1,0 +1,483 @@
+"""``metallb speaker``: announces service addresses from one node.
+
+It watches Services, EndpointSlices, Nodes, the config ConfigMap and the
+speakers' Leases, and decides per Service, through the announcer plugins'
+``should_announce``, whether this node announces it (honouring each pool's
+``interfaces`` and ``node-selectors``), then announces or withdraws.
+
+Liveness for the layer-2 election: every speaker renews a
+``coordination.k8s.io/v1`` Lease named after its node. A speaker is dead when
+its Lease has not changed for a lease duration, measured on *this* process's
+monotonic clock from the moment the change was observed, so no two machines'
+clocks are ever compared. One renewal per speaker per interval, never per
+Service: API writes per second = nodes / renew interval. A cleanly stopped
+speaker deletes its Lease, so the others take over at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import netaddr
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from metallb.allocator import (
+    Announcer,
+    AnnouncerSettings,
+    ClusterView,
+    Config,
+    MetalLBError,
+    NodeInfo,
+    ServiceView,
+    default_plugin_manager,
+    parse_config,
+)
+from metallb.operator.informer import Informer
+from metallb.operator.kube import api_client
+from metallb.operator.metrics import MetricsServer, SpeakerMetrics
+from metallb.operator.service import read_service
+from prometheus_client import CollectorRegistry
+
+__all__ = ["Speaker", "add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+LEASE_PREFIX = "metallb-speaker-"
+LEASE_LABELS = {"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component": "speaker"}
+
+EPILOG = """\
+examples:
+  metallb speaker --node-name $(hostname) --kubeconfig ~/.kube/config
+  METALLB_NODE_NAME=node-a metallb speaker --interfaces eth1 --lease-renew 0.5 --lease-duration 1.5
+  metallb speaker --node-name n1 --ignore-exclude-lb          # single-node clusters
+"""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Speaker:
+    """One node's speaker; see the module docstring."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        node_name: str,
+        namespace: str = "metallb-system",
+        config_name: str = "config",
+        interfaces: tuple[str, ...] = (),
+        ignore_exclude_lb: bool = False,
+        lease_renew: float = 0.5,
+        lease_duration: float = 1.5,
+        registry: CollectorRegistry | None = None,
+        watch_timeout: int = 60,
+    ) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.coord = client.CoordinationV1Api(api)
+        self.node_name, self.namespace, self.config_name = node_name, namespace, config_name
+        self.interfaces, self.ignore_exclude_lb = interfaces, ignore_exclude_lb
+        self.lease_renew, self.lease_duration = lease_renew, lease_duration
+        self.registry = registry or CollectorRegistry()
+        self.metrics = SpeakerMetrics(self.registry)
+        self.pm = default_plugin_manager()
+        self.config: Config | None = None
+        self.announcers: dict[str, Announcer] = {}
+        self.announced: dict[str, tuple[str, ServiceView]] = {}
+        self.reasons: dict[str, str] = {}
+        self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._node_labels: dict[str, str] | None = None
+        kw = {"watch_timeout": watch_timeout}
+        self.services = Informer("services", self.core.list_service_for_all_namespaces, self._changed, **kw)  # type: ignore[arg-type]
+        self.slices = Informer(
+            "endpointslices",
+            client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces,
+            self._changed,
+            **kw,  # type: ignore[arg-type]
+        )
+        self.nodes = Informer("nodes", self.core.list_node, self._changed, **kw)  # type: ignore[arg-type]
+        self.configmaps = Informer(
+            "config",
+            self.core.list_namespaced_config_map,
+            self._on_config,
+            list_kwargs={"namespace": namespace, "field_selector": f"metadata.name={config_name}"},
+            **kw,  # type: ignore[arg-type]
+        )
+        self.leases = Informer(
+            "leases",
+            self.coord.list_namespaced_lease,
+            self._on_lease,
+            list_kwargs={"namespace": namespace, "label_selector": "app.kubernetes.io/component=speaker"},
+            **kw,  # type: ignore[arg-type]
+        )
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def _changed(self, kind: str, obj: Obj | None) -> None:
+        self._wake.set()
+
+    def _on_config(self, kind: str, obj: Obj | None) -> None:
+        if obj is None or kind == "DELETED":
+            if kind == "DELETED":
+                log.error("config deleted; keeping the last good one")
+            return
+        try:
+            config = parse_config((obj.get("data") or {}).get("config") or "", plugin_manager=self.pm)
+        except MetalLBError as exc:
+            log.error("config not applied, keeping the last good one: %s", exc)
+            return
+        self.config = config
+        for announcer in self.announcers.values():
+            announcer.set_config(config, self._node())
+        log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
+        self._wake.set()
+
+    def _on_lease(self, kind: str, obj: Obj | None) -> None:
+        if obj is not None:
+            node = ((obj.get("spec") or {}).get("holderIdentity")) or ""
+            if kind == "DELETED":
+                self._seen.pop(node, None)
+            else:
+                renew = str((obj.get("spec") or {}).get("renewTime") or "")
+                if self._seen.get(node, ("", 0.0))[0] != renew:
+                    self._seen[node] = (renew, time.monotonic())
+        self._wake.set()
+
+    def live_speakers(self) -> frozenset[str]:
+        """Nodes whose speaker Lease changed within the lease duration (this node always)."""
+        now = time.monotonic()
+        live = {n for n, (_, seen) in self._seen.items() if now - seen <= self.lease_duration}
+        return frozenset(live | {self.node_name})
+
+    def _node(self) -> NodeInfo:
+        obj = self.nodes.cache.get(self.node_name) or {}
+        return NodeInfo(name=self.node_name, labels=(obj.get("metadata") or {}).get("labels") or {})
+
+    # -- the decision ----------------------------------------------------------------
+
+    def _announcer(self, protocol: str) -> Announcer | None:
+        if protocol not in self.announcers:
+            settings = AnnouncerSettings(
+                node_name=self.node_name,
+                interfaces=self.interfaces,
+                ignore_exclude_lb=self.ignore_exclude_lb,
+                options={"registry": self.registry},
+            )
+            announcer = self.pm.hook.metallb_make_announcer(protocol=protocol, settings=settings)
+            if announcer is None:
+                return None
+            if self.config is not None:
+                announcer.set_config(self.config, self._node())
+            self.announcers[protocol] = announcer
+        return self.announcers[protocol]
+
+    def _endpoints(self) -> dict[str, tuple[frozenset[str], bool]]:
+        """Service key -> (nodes with a ready endpoint, any ready endpoint)."""
+        out: dict[str, tuple[set[str], bool]] = {}
+        for sl in self.slices.cache.values():
+            meta = sl.get("metadata") or {}
+            name = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+            if not name:
+                continue
+            nodes, ready = out.setdefault(f"{meta.get('namespace')}/{name}", (set(), False))
+            for ep in sl.get("endpoints") or ():
+                if (ep.get("conditions") or {}).get("ready") is False:
+                    continue
+                ready = True
+                if ep.get("nodeName"):
+                    nodes.add(ep["nodeName"])
+            out[f"{meta.get('namespace')}/{name}"] = (nodes, ready)
+        return {k: (frozenset(n), r) for k, (n, r) in out.items()}
+
+    def sync(self) -> None:
+        """Decide every Service and apply the difference."""
+        config = self.config
+        if config is None:
+            return
+        node = self._node()
+        if node.labels != self._node_labels:
+            self._node_labels = dict(node.labels)
+            for announcer in self.announcers.values():
+                announcer.set_config(config, node)
+        nodes = {
+            name: NodeInfo(name=name, labels=(o.get("metadata") or {}).get("labels") or {})
+            for name, o in self.nodes.cache.items()
+        }
+        nodes.setdefault(self.node_name, node)
+        cluster = ClusterView(
+            node=node, nodes=nodes, live_speakers=self.live_speakers(), ignore_exclude_lb=self.ignore_exclude_lb
+        )
+        endpoints = self._endpoints()
+        desired: dict[str, tuple[str, ServiceView]] = {}
+        reasons: dict[str, str] = {}
+        for key, obj in list(self.services.cache.items()):
+            intent = read_service(obj)
+            if not intent.is_load_balancer:
+                continue
+            if not intent.current:
+                reasons[key] = "noIPAllocated"
+                continue
+            try:
+                ips = tuple(netaddr.IPAddress(ip) for ip in intent.current)
+            except (netaddr.AddrFormatError, ValueError):
+                reasons[key] = "invalidIP"
+                continue
+            pool = config.pool_for(ips[0])
+            if pool is None:
+                reasons[key] = "ipNotAllowed"
+                continue
+            if key not in endpoints:
+                reasons[key] = "noEndpoints"
+                continue
+            ready_nodes, any_ready = endpoints[key]
+            view = ServiceView(
+                key=key,
+                ips=ips,
+                pool=pool,
+                local_traffic=intent.local_traffic,
+                ready_nodes=ready_nodes,
+                has_ready_endpoints=any_ready,
+            )
+            announcer = self._announcer(pool.protocol)
+            if announcer is None:
+                reasons[key] = f"no announcer for protocol {pool.protocol}"
+                continue
+            reason = announcer.should_announce(view, cluster)
+            if reason is None:
+                desired[key] = (pool.protocol, view)
+            else:
+                reasons[key] = reason
+        self.reasons = reasons
+        for key in list(self.announced):
+            if (
+                key not in desired
+                or desired[key][0] != self.announced[key][0]
+                or desired[key][1].ips != self.announced[key][1].ips
+            ):
+                self._withdraw(key)
+        for key, (protocol, view) in desired.items():
+            if self.announced.get(key) == (protocol, view):
+                continue
+            try:
+                self.announcers[protocol].announce(view)
+            except Exception:
+                log.exception("announcing %s failed", key)
+                continue
+            new = key not in self.announced
+            self.announced[key] = (protocol, view)
+            for ip in view.ips:
+                self.metrics.announced.labels(key, protocol, self.node_name, str(ip)).set(1)
+            if new:
+                log.info("%s: announcing %s by %s", key, ",".join(map(str, view.ips)), protocol)
+                self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
+
+    def _withdraw(self, key: str) -> None:
+        protocol, view = self.announced.pop(key)
+        announcer = self.announcers.get(protocol)
+        if announcer is not None:
+            announcer.withdraw(key)
+        for ip in view.ips:
+            try:
+                self.metrics.announced.remove(key, protocol, self.node_name, str(ip))
+            except KeyError:
+                pass
+        log.info("%s: withdrawn (%s)", key, self.reasons.get(key, "serviceDeleted"))
+
+    def _event(self, obj: Obj, message: str) -> None:
+        meta = obj.get("metadata") or {}
+        if not meta:
+            return
+        now = _now()
+        body = {
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "kind": "Service",
+                "apiVersion": "v1",
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "reason": "nodeAssigned",
+            "message": message,
+            "type": "Normal",
+            "source": {"component": "metallb-speaker", "host": self.node_name},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(3, 10))
+        except ApiException as exc:
+            log.debug("event not recorded: %s", exc.reason)
+
+    # -- the Lease -------------------------------------------------------------------
+
+    @property
+    def lease_name(self) -> str:
+        """This speaker's Lease."""
+        return LEASE_PREFIX + self.node_name
+
+    def renew_lease(self) -> None:
+        """Create or renew this node's Lease (one write)."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.lease_name, "namespace": self.namespace, "labels": LEASE_LABELS},
+            "spec": {
+                "holderIdentity": self.node_name,
+                "leaseDurationSeconds": max(1, round(self.lease_duration)),
+                "renewTime": _now(),
+            },
+        }
+        try:
+            self.coord.replace_namespaced_lease(self.lease_name, self.namespace, body, _request_timeout=(2, 5))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.coord.create_namespaced_lease(self.namespace, body, _request_timeout=(2, 5))
+
+    def _lease_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.renew_lease()
+            except Exception as exc:  # noqa: BLE001 - keep renewing; others will see us as dead meanwhile
+                log.warning("renewing lease %s failed: %s", self.lease_name, exc)
+            self._stop.wait(self.lease_renew)
+
+    def _sync_loop(self) -> None:
+        # Wake on any change, and at least every renew interval to notice expired leases.
+        while not self._stop.is_set():
+            self._wake.wait(self.lease_renew / 2)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.sync()
+            except Exception:
+                log.exception("sync failed")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the Lease, the informers and the decision loop."""
+        self._threads = [
+            threading.Thread(target=self._lease_loop, name="lease", daemon=True),
+            threading.Thread(target=self._sync_loop, name="sync", daemon=True),
+        ]
+        for informer in (self.configmaps, self.nodes, self.leases, self.slices, self.services):
+            informer.start()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Withdraw everything, close announcers, and delete this node's Lease."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for key in list(self.announced):
+            self._withdraw(key)
+        for announcer in self.announcers.values():
+            try:
+                announcer.close()
+            except Exception:
+                log.exception("closing an announcer failed")
+        for informer in (self.configmaps, self.nodes, self.leases, self.slices, self.services):
+            informer.stop()
+        try:
+            self.coord.delete_namespaced_lease(self.lease_name, self.namespace, _request_timeout=(2, 5))
+        except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
+            log.debug("deleting lease: %s", exc)
+
+    def status(self) -> dict[str, Any]:
+        """What this speaker announces and why it does not announce the rest."""
+        return {
+            "node": self.node_name,
+            "announced": {k: {"protocol": p, "ips": [str(i) for i in v.ips]} for k, (p, v) in self.announced.items()},
+            "not_announced": dict(self.reasons),
+            "live_speakers": sorted(self.live_speakers()),
+        }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``metallb speaker``."""
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument(
+        "--node-name", default=os.environ.get("METALLB_NODE_NAME"), help="this node (env METALLB_NODE_NAME)"
+    )
+    parser.add_argument(
+        "--namespace", default=os.environ.get("METALLB_NAMESPACE", "metallb-system"), help="default: %(default)s"
+    )
+    parser.add_argument("--config", default="config", help="name of the config ConfigMap (default: %(default)s)")
+    parser.add_argument(
+        "--interfaces", action="append", default=[], help="limit layer 2 to these interfaces (repeatable)"
+    )
+    parser.add_argument(
+        "--ignore-exclude-lb",
+        action="store_true",
+        help="announce even from nodes labelled exclude-from-external-load-balancers",
+    )
+    parser.add_argument(
+        "--lease-renew", type=float, default=0.5, help="seconds between Lease renewals (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=1.5,
+        help="a speaker is dead after this many seconds without renewal (default: %(default)s)",
+    )
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
+    parser.add_argument(
+        "--metrics-port", type=int, default=7472, help="metrics, /healthz and /status (default: %(default)s)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM, then withdraw everything."""
+    if not args.node_name:
+        log.error("no node name: pass --node-name or set METALLB_NODE_NAME")
+        return 2
+    try:
+        api = api_client(args.kubeconfig)
+    except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
+        log.error("%s", exc)
+        return 1
+    interfaces = tuple(i.strip() for v in args.interfaces for i in v.split(",") if i.strip())
+    speaker = Speaker(
+        api,
+        node_name=args.node_name,
+        namespace=args.namespace,
+        config_name=args.config,
+        interfaces=interfaces,
+        ignore_exclude_lb=args.ignore_exclude_lb,
+        lease_renew=args.lease_renew,
+        lease_duration=args.lease_duration,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = None
+    if args.metrics_port:
+        server = MetricsServer(
+            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status
+        ).start()
+    speaker.start()
+    log.info("speaker for node %s started", args.node_name)
+    stop.wait()
+    speaker.stop()
+    if server is not None:
+        server.stop()
+    log.info("stopped; every announcement withdrawn")
+    return 0
