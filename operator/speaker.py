@@ -250,11 +250,11 @@ class Speaker:
                 ready_nodes=ready_nodes,
                 has_ready_endpoints=any_ready,
             )
-            announcer = self._announcer(pool.protocol)
-            if announcer is None:
+            chosen = self._announcer(pool.protocol)
+            if chosen is None:
                 reasons[key] = f"no announcer for protocol {pool.protocol}"
                 continue
-            reason = announcer.should_announce(view, cluster)
+            reason = chosen.should_announce(view, cluster)
             if reason is None:
                 desired[key] = (pool.protocol, view)
             else:
