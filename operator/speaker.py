@@ -76,8 +76,8 @@ class Speaker:
         config_name: str = "config",
         interfaces: tuple[str, ...] = (),
         ignore_exclude_lb: bool = False,
-        lease_renew: float = 0.5,
-        lease_duration: float = 1.5,
+        lease_renew: float = 0.4,
+        lease_duration: float = 1.2,
         registry: CollectorRegistry | None = None,
         watch_timeout: int = 60,
     ) -> None:
@@ -356,10 +356,16 @@ class Speaker:
                 log.warning("renewing lease %s failed: %s", self.lease_name, exc)
             self._stop.wait(self.lease_renew)
 
+    def _next_expiry(self) -> float:
+        """Seconds until the next live speaker's Lease would expire (at most one renew interval)."""
+        now = time.monotonic()
+        waits = [seen + self.lease_duration - now for n, (_, seen) in self._seen.items() if n != self.node_name]
+        return max(0.005, min([w for w in waits if w > 0] + [self.lease_renew]))
+
     def _sync_loop(self) -> None:
-        # Wake on any change, and at least every renew interval to notice expired leases.
+        # Wake on any change, and exactly when a Lease expires, so failover waits no longer than it must.
         while not self._stop.is_set():
-            self._wake.wait(self.lease_renew / 2)
+            self._wake.wait(self._next_expiry() + 0.005)
             self._wake.clear()
             if self._stop.is_set():
                 return
@@ -430,12 +436,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="announce even from nodes labelled exclude-from-external-load-balancers",
     )
     parser.add_argument(
-        "--lease-renew", type=float, default=0.5, help="seconds between Lease renewals (default: %(default)s)"
+        "--lease-renew", type=float, default=0.4, help="seconds between Lease renewals (default: %(default)s)"
     )
     parser.add_argument(
         "--lease-duration",
         type=float,
-        default=1.5,
+        default=1.2,
         help="a speaker is dead after this many seconds without renewal (default: %(default)s)",
     )
     parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
