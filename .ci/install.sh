@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-$PWD/.venv}"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
-APT_PKGS=(iproute2 iputils-ping arping ndisc6 libpcap0.8 tcpdump bird2 gobgpd frr dnsmasq-base python3-venv)
+APT_PKGS=(iproute2 iputils-ping arping ndisc6 libpcap0.8 tcpdump bird2 gobgpd frr dnsmasq-base openssl python3-venv)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

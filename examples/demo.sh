@@ -32,7 +32,7 @@ ip -n "$NODE" link set eth0 up; ip -n "$CLIENT" link set eth0 up
 if "$M" address-service --help >/dev/null 2>&1; then
   echo "== the bundled address service (memory backend) on the node's loopback"
   ip netns exec "$NODE" "$M" address-service --listen 127.0.0.1:8900 --backend memory --cidr 192.0.2.64/28 \
-    --state "$WORK/as-state.json" >"$WORK/address-service.log" 2>&1 &
+    --state-file "$WORK/as-state.json" >"$WORK/address-service.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 50); do ip netns exec "$NODE" bash -c 'exec 3<>/dev/tcp/127.0.0.1/8900' 2>/dev/null && break; sleep 0.1; done
   CONFIG=examples/demo-config.yaml
@@ -50,9 +50,12 @@ pids+=($!)
 for _ in $(seq 100); do grep -q "default/web" "$WORK/standalone.out" 2>/dev/null && break; sleep 0.1; done
 cat "$WORK/standalone.out"
 sleep 0.5
-WEB=$(ip netns exec "$NODE" "$M" status --url http://127.0.0.1:7472 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["default/web"]["addresses"][0])')
-echo "== arping $WEB from the client namespace (answered by metallb's responder, not the kernel)"
-ip netns exec "$CLIENT" arping -c 3 -i eth0 "$WEB"
+ADDRS=$(ip netns exec "$NODE" "$M" status --url http://127.0.0.1:7472 --json |
+  python3 -c 'import json,sys; print(" ".join(a for s in json.load(sys.stdin).values() for a in s["addresses"]))')
+for ip in $ADDRS; do
+  echo "== arping $ip from the client namespace (answered by metallb's responder, not the kernel)"
+  ip netns exec "$CLIENT" arping -c 2 -i eth0 "$ip"
+done
 echo "== metallb status"
 ip netns exec "$NODE" "$M" status --url http://127.0.0.1:7472
 echo "== ip addr on the node (the service address is not there: metallb answers ARP itself)"

@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "standalone": ("metallb.operator.standalone", "controller and speaker for one host, without Kubernetes"),
     "controller": ("metallb.operator.controller", "allocate addresses for LoadBalancer Services in a cluster"),
     "speaker": ("metallb.operator.speaker", "announce service addresses from this node (layer 2 or BGP)"),
+    "address-service": (
+        "metallb.plugins.address_service_server",
+        "run the bundled address service (memory or dhcp backend)",
+    ),
     "status": ("metallb.operator.cmd_status", "show services, addresses, pools, announcers and why pending"),
 }
 

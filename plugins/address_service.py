@@ -1,0 +1,131 @@
+"""Address services: the ``address-services`` pool section, and the bundled server's backends.
+
+A pool of this section leases each address from an HTTP address service
+(DHCPManager's v1 protocol, or ``metallb address-service``)::
+
+    address-services:
+    - name: dhcp
+      url: http://dhcpmanager.metallb-system      # http or https, no trailing path
+      protocol: layer2
+      cidrs: [192.0.2.0/24]                        # what the service hands out; required
+      auth-token: s3cret                           # optional, sent as X-Auth-Token
+      ca-file: /etc/metallb/ca.pem                 # optional, for https
+
+The client lives in ``address_service_client``; the server and its built-in
+``memory`` and ``dhcp`` backends in the other ``address_service_*`` modules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from metallb.allocator import AddressSource, ConfigError, PoolEntry, PoolSpec, hookimpl
+from metallb.allocator.config import as_str, parse_pool_entry
+from metallb.plugins.address_service_api import Backend
+
+SECTION = "address-services"
+BACKENDS = ("memory", "dhcp")
+
+
+def _fail(where: str, field: str, value: str, rule: str) -> ConfigError:
+    return ConfigError(f'{where}: field "{field}": value "{value}": {rule}')
+
+
+def parse_url(value: object, where: str) -> str:
+    """``url``: http(s), a host, no query, fragment or credentials; trailing slashes dropped.
+
+    The fork pasted ``/v1/ip`` after the raw value, so ``http://x/`` gave
+    ``//v1/ip``, a redirect, and a POST turned into a GET; we normalise here.
+    """
+    text = as_str(value, where, "url").strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise _fail(where, "url", text, f"invalid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _fail(where, "url", text, 'must start with "http://" or "https://"')
+    if not parts.hostname:
+        raise _fail(where, "url", text, "must name a host, like http://dhcpmanager.metallb-system")
+    if parts.username is not None or parts.password is not None:
+        raise _fail(where, "url", text, 'must not carry credentials: use "auth-token"')
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        raise _fail(where, "url", text, "must not have a query or fragment: the client appends /v1/... itself")
+    path = re.sub(r"/{2,}", "/", parts.path).rstrip("/")
+    host = parts.hostname.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, path, "", ""))
+
+
+def _parse_token(value: object, where: str) -> str:
+    token = as_str(value, where, "auth-token")
+    if token != token.strip() or any(c in token for c in "\r\n"):
+        raise _fail(where, "auth-token", "<set>", "must not start or end with spaces or contain line breaks")
+    return token
+
+
+def _parse_ca_file(value: object, where: str) -> str:
+    return as_str(value, where, "ca-file").strip()
+
+
+@hookimpl
+def metallb_pool_sections() -> Sequence[str]:
+    """Address-service pools live in ``address-services``."""
+    return [SECTION]
+
+
+@hookimpl
+def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
+    """Common pool keys plus ``cidrs`` (required), ``url`` (required), ``auth-token``, ``ca-file``."""
+    if entry.section != SECTION:
+        return None
+    spec = parse_pool_entry(
+        entry,
+        cidrs_key="cidrs",
+        options={"url": parse_url, "auth-token": _parse_token, "ca-file": _parse_ca_file},
+        required=("url",),
+    )
+    if spec.options["ca-file"] and not str(spec.options["url"]).startswith("https://"):
+        raise _fail(entry.where(), "ca-file", str(spec.options["ca-file"]), 'applies to "https://" URLs only')
+    if any(c.version != 4 for c in spec.cidrs):
+        bad = next(c for c in spec.cidrs if c.version != 4)
+        raise _fail(entry.where(), "cidrs", str(bad), "address services hand out IPv4 addresses only")
+    return spec
+
+
+@hookimpl
+def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
+    """An :class:`AddressServiceSource` for ``address-services`` pools."""
+    if spec.kind != SECTION:
+        return None
+    # Imported here: speakers load this plugin too, and never need httpx.
+    from metallb.plugins.address_service_client import AddressServiceSource
+
+    return AddressServiceSource(spec)
+
+
+@hookimpl
+def metallb_make_backend(kind: str, options: Mapping[str, Any]) -> Backend | None:
+    """The bundled server's ``memory`` and ``dhcp`` backends (dhcp imports scapy only when asked for)."""
+    if kind == "memory":
+        from metallb.plugins.address_service_memory import MemoryBackend
+
+        return MemoryBackend(cidrs=list(options.get("cidrs") or ()))
+    if kind == "dhcp":
+        from metallb.plugins.address_service_dhcp import DhcpBackend
+
+        if not options.get("interface"):
+            raise ValueError("the dhcp backend needs --interface")
+        return DhcpBackend(
+            interface=str(options["interface"]),
+            netns=str(options.get("netns") or ""),
+            cidrs=list(options.get("cidrs") or ()),
+            offer_timeout=float(options.get("offer_timeout") or 5.0),
+            renew_after=options.get("renew_after"),
+        )
+    return None

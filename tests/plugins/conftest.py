@@ -1,0 +1,590 @@
+"""Fixtures for the address-service tests: real servers on 127.0.0.1, and dnsmasq in namespaces.
+
+``LegacyServer`` answers exactly as DHCPManager (kramergroup/dhcpmanager
+22441f2b) does: every handler answers 200, capitalised keys outside the IP
+endpoints, no ``/v1/config`` (the router's 404), a "timeout" answer after its
+request timeout, and a non-idempotent POST. Faults are queued per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import attrs
+import netaddr
+import pytest
+from metallb.allocator import Allocator, Config, parse_config
+from metallb.plugins.address_service_memory import MemoryBackend
+from metallb.plugins.address_service_server import AddressService, HttpServer, make_http_server
+from prometheus_client import CollectorRegistry
+
+CIDR = "192.0.2.0/24"
+
+
+# -- DHCPManager stand-in ------------------------------------------------------------------------
+
+
+class _LegacyHandler(BaseHTTPRequestHandler):
+    server: _LegacyHTTP
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.owner.handle(self, "GET")
+
+    def do_POST(self) -> None:
+        self.server.owner.handle(self, "POST")
+
+    def do_DELETE(self) -> None:
+        self.server.owner.handle(self, "DELETE")
+
+
+class _LegacyHTTP(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: LegacyServer
+    connections: set[socket.socket]
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, address = super().get_request()
+        self.connections.add(conn)
+        return conn, address
+
+    def shutdown_request(self, request: Any) -> None:
+        self.connections.discard(request)
+        super().shutdown_request(request)
+
+
+class LegacyServer:
+    """DHCPManager's API on 127.0.0.1, leasing from *cidr*; faults are queued per request.
+
+    POST faults: ``500``, ``garbage`` (200 with an HTML body), ``wrong-json``,
+    ``empty-ip``, ``outside`` (a real lease outside the pool), ``lost`` (lease
+    made, connection closed unanswered), ``slow:S`` (lease made, answer after S
+    seconds), ``timeout`` (no lease; DHCPManager's answer after its request
+    timeout), ``twice`` (the first allocation's address again). DELETE faults: ``500``.
+    """
+
+    def __init__(
+        self, cidr: str = CIDR, *, has_status: bool = True, request_timeout: float = 10.0, port: int = 0
+    ) -> None:
+        self.free = [str(ip) for ip in netaddr.IPNetwork(cidr).iter_hosts()]
+        self.outside = [str(ip) for ip in netaddr.IPNetwork("198.51.100.0/24").iter_hosts()]
+        self.has_status = has_status
+        self.request_timeout = request_timeout
+        self.allocations: dict[str, dict[str, str]] = {}  # id -> {ip, hostname}
+        self.post_faults: list[str] = []
+        self.delete_faults: list[str] = []
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        self.httpd = _LegacyHTTP(("127.0.0.1", port), _LegacyHandler)
+        self.httpd.owner = self
+        self.httpd.connections = set()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop like a killed server: the listener and every kept-alive connection go."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        for conn in list(self.httpd.connections):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def held(self) -> dict[str, str]:
+        """ip -> service (``namespace/name``) of every allocation."""
+        with self.lock:
+            out = {}
+            for a in self.allocations.values():
+                name, _, namespace = a["hostname"].partition(".")
+                out[a["ip"]] = f"{namespace}/{name}"
+            return out
+
+    def count(self, method: str, path: str = "/v1/ip") -> int:
+        with self.lock:
+            return sum(1 for m, p, _, _ in self.requests if m == method and p == path)
+
+    def bodies(self, method: str, path: str = "/v1/ip") -> list[bytes]:
+        with self.lock:
+            return [b for m, p, _, b in self.requests if m == method and p == path]
+
+    def lease(self, service: str, *, outside: bool = False) -> dict[str, str]:
+        namespace, _, name = service.partition("/")
+        with self.lock:
+            ip = (self.outside if outside else self.free).pop(0)
+            entry = {"id": str(uuid.uuid4()), "ip": ip, "hostname": f"{name}.{namespace}" if name else service}
+            self.allocations[entry["id"]] = entry
+        return entry
+
+    @staticmethod
+    def reply(handler: BaseHTTPRequestHandler, code: int, body: bytes, content_type: str = "application/json") -> None:
+        handler.send_response(code)
+        if content_type:
+            handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.wfile.flush()
+
+    def json(self, handler: BaseHTTPRequestHandler, payload: Any) -> None:
+        self.reply(handler, 200, json.dumps(payload).encode() + b"\n")
+
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        path = handler.path
+        with self.lock:
+            self.requests.append((method, path, dict(handler.headers), raw))
+        routes = {"/v1/ip": ("POST", "DELETE"), "/v1/mac": ("POST", "DELETE"), "/v1/status": ("GET",)}
+        if path not in routes or (path == "/v1/status" and not self.has_status):
+            self.reply(handler, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+            return
+        if method not in routes[path]:
+            self.reply(handler, 405, b"", "")
+            return
+        if path == "/v1/status":
+            self.json(handler, self.status())
+        elif method == "POST":
+            self.post(handler, raw)
+        else:
+            self.delete(handler, raw)
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            allocations = [
+                {
+                    "Interface": {
+                        "Index": 7,
+                        "MTU": 1500,
+                        "Name": "vf-abcdef",
+                        "HardwareAddr": "02:00:5e:10:00:01",
+                        "Flags": 19,
+                    },
+                    "ID": a["id"],
+                    "Lease": {
+                        "ServerID": "192.0.2.2",
+                        "FixedAddress": a["ip"],
+                        "Netmask": base64.b64encode(b"\xff\xff\xff\x00").decode(),
+                        "Router": None,
+                        "DNS": None,
+                        "Bound": "2024-05-01T12:00:00.1+00:00",
+                        "Expire": "2024-05-01T12:10:00.1+00:00",
+                    },
+                    "Hostname": a["hostname"],
+                    "State": 1,
+                }
+                for a in self.allocations.values()
+            ]
+        return {"Allocations": allocations or None, "AvailableMACs": None}
+
+    def post(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
+        try:
+            service = str(json.loads(raw).get("service", ""))
+        except (ValueError, AttributeError):
+            service = ""  # DHCPManager does not reject a bad body
+        with self.lock:
+            fault = self.post_faults.pop(0) if self.post_faults else ""
+        if fault == "500":
+            self.reply(handler, 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
+        elif fault == "garbage":
+            self.reply(handler, 200, b"<html><body>upstream says hello</body></html>")
+        elif fault == "wrong-json":
+            self.json(handler, {"address": "192.0.2.77", "result": "ok"})
+        elif fault == "empty-ip":
+            self.json(handler, {"ip": "", "id": str(uuid.uuid4()), "status": "success"})
+        elif fault == "timeout":
+            time.sleep(self.request_timeout)
+            self.json(handler, {"ip": "", "id": str(uuid.uuid4()), "status": "timeout"})
+        elif fault == "lost":
+            self.lease(service)
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+        elif fault.startswith("slow:"):
+            entry = self.lease(service)
+            time.sleep(float(fault.split(":")[1]))
+            with contextlib.suppress(OSError):
+                self.json(handler, {"ip": entry["ip"], "id": entry["id"], "status": "success"})
+        elif fault == "twice":
+            with self.lock:
+                ip = next(iter(self.allocations.values()))["ip"]  # a confused server leases an address again
+            self.json(handler, {"ip": ip, "id": str(uuid.uuid4()), "status": "success"})
+        else:
+            entry = self.lease(service, outside=fault == "outside")
+            self.json(handler, {"ip": entry["ip"], "id": entry["id"], "status": "success"})
+
+    def delete(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
+        with self.lock:
+            fault = self.delete_faults.pop(0) if self.delete_faults else ""
+        if fault == "500":
+            self.reply(handler, 500, b"<html>500 Internal Server Error</html>", "text/html")
+            return
+        try:
+            ip = str(netaddr.IPAddress(str(json.loads(raw)["ip"]), 4))
+        except (ValueError, KeyError, TypeError, netaddr.AddrFormatError):
+            self.json(handler, {"ip": "invalid", "id": "", "status": "error"})
+            return
+        with self.lock:
+            found = next((a for a in self.allocations.values() if a["ip"] == ip), None)
+            if found is not None:
+                del self.allocations[found["id"]]
+        if found is None:
+            self.json(handler, {"ip": ip, "id": "", "status": "error"})
+        else:
+            self.json(handler, {"ip": ip, "id": found["id"], "status": "success"})
+
+
+@pytest.fixture
+def legacy() -> Iterator[LegacyServer]:
+    """A DHCPManager stand-in with /v1/status."""
+    server = LegacyServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_legacy() -> Iterator[Callable[..., LegacyServer]]:
+    """Factory: ``make_legacy(cidr=..., has_status=..., request_timeout=...)``; closed at teardown."""
+    made: list[LegacyServer] = []
+
+    def make(**kwargs: Any) -> LegacyServer:
+        made.append(LegacyServer(**kwargs))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.close()
+
+
+@pytest.fixture
+def legacy_no_status() -> Iterator[LegacyServer]:
+    """A DHCPManager stand-in without /v1/status (404), like a server that never had it."""
+    server = LegacyServer(has_status=False)
+    yield server
+    server.close()
+
+
+# -- the bundled server, in process --------------------------------------------------------------
+
+
+@attrs.define
+class Bundled:
+    """The bundled address service (memory backend) on 127.0.0.1."""
+
+    service: AddressService
+    httpd: HttpServer
+
+    @property
+    def url(self) -> str:
+        return self.httpd.url
+
+    def held(self) -> dict[str, str]:
+        """ip -> service of every bound lease."""
+        return {lease.ip: lease.service for lease in self.service.leases() if not lease.lost}
+
+
+@pytest.fixture
+def make_bundled() -> Iterator[Callable[..., Bundled]]:
+    """Factory: ``make_bundled(cidrs=[...], auth_token=..., tls=(cert, key))``."""
+    made: list[Bundled] = []
+
+    def make(*, cidrs: tuple[str, ...] = (CIDR,), tls: tuple[str, str] | None = None, **options: Any) -> Bundled:
+        service = AddressService(backend=MemoryBackend(cidrs=cidrs), registry=CollectorRegistry(), **options)
+        service.start()
+        cert, key = tls or ("", "")
+        httpd = make_http_server(service, tls_cert=cert, tls_key=key)
+        httpd.start_thread()
+        made.append(Bundled(service=service, httpd=httpd))
+        return made[-1]
+
+    yield make
+    for bundled in made:
+        bundled.httpd.shutdown()
+        bundled.httpd.server_close()
+        bundled.service.close()
+
+
+@pytest.fixture
+def bundled(make_bundled: Callable[..., Bundled]) -> Bundled:
+    """The bundled server with the memory backend over 192.0.2.0/24."""
+    return make_bundled()
+
+
+# -- allocators ------------------------------------------------------------------------------------
+
+
+def pool_yaml(name: str, url: str, *, cidrs: str = CIDR, extra: str = "") -> str:
+    """One ``address-services`` entry."""
+    return f"- name: {name}\n  url: {url}\n  protocol: layer2\n  cidrs: [{cidrs}]\n" + "".join(
+        f"  {line}\n" for line in extra.splitlines()
+    )
+
+
+def with_options(config: Config, **options: Any) -> Config:
+    """*config* with programmatic options (``timeout``, ``backoff`` ...) added to every address-service pool."""
+    pools = {
+        name: attrs.evolve(spec, options={**spec.options, **options}) if spec.kind == "address-services" else spec
+        for name, spec in config.pools.items()
+    }
+    return Config(pools=pools, peers=config.peers, communities=config.communities, sections=config.sections)
+
+
+@pytest.fixture
+def make_allocator() -> Iterator[Callable[..., Allocator]]:
+    """Factory: ``make_allocator(yaml_text, **programmatic_options)``; closed at teardown."""
+    made: list[Allocator] = []
+
+    def make(text: str, **options: Any) -> Allocator:
+        config = parse_config(text)
+        made.append(Allocator(config=with_options(config, backoff=0.05, **options)))
+        return made[-1]
+
+    yield make
+    for alloc in made:
+        alloc.close()
+
+
+def held_by(alloc: Allocator, pool: str) -> dict[str, str]:
+    """ip -> service for what *alloc* holds in *pool* (one service per address here)."""
+    return {str(ip): a.service for a in alloc.allocations() if a.pool == pool for ip in a.ips}
+
+
+# -- the bundled server as a process ------------------------------------------------------------------
+
+
+@attrs.define
+class ServerProcess:
+    """``python -m metallb.plugins.address_service_server`` with its URL."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    log: Path
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: start the server process with *args*; waits for its readiness line; killed at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, timeout: float = 20.0) -> ServerProcess:
+        log = tmp_path / f"server-{len(started)}.log"
+        with open(log, "w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "metallb.plugins.address_service_server", "--listen", "127.0.0.1:0", *args],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env={**os.environ, "PYTHONSAFEPATH": "1"},
+            )
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if ready:
+                line = proc.stdout.readline()
+                if line.startswith("listening on"):
+                    break
+        match = re.search(r"(https?://\S+)", line)
+        if match is None:
+            proc.kill()
+            raise AssertionError(f"server did not start: {log.read_text()}")
+        started.append(ServerProcess(proc=proc, url=match.group(1), log=log))
+        return started[-1]
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+        server.proc.wait(timeout=10)
+
+
+# -- dnsmasq in a namespace -----------------------------------------------------------------------------
+
+
+@attrs.define
+class DhcpLab:
+    """Namespace ``srv`` runs dnsmasq on n0 (192.0.2.2); the address service uses c0 in namespace ``cli``."""
+
+    lab: Any
+    server_ns: str
+    client_ns: str
+    leasefile: Path
+    workdir: Path
+    dnsmasq: subprocess.Popen[bytes] | None = None
+
+    def start_dnsmasq(self, first: str = "192.0.2.50", last: str = "192.0.2.59") -> None:
+        pidfile = self.workdir / "dnsmasq.pid"
+        pidfile.unlink(missing_ok=True)
+        self.dnsmasq = self.lab.popen(
+            self.server_ns,
+            [
+                "dnsmasq",
+                "--keep-in-foreground",
+                f"--log-facility={self.workdir}/dnsmasq.log",
+                "--log-dhcp",
+                "--port=0",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+                "--no-ping",
+                "--dhcp-authoritative",
+                "--interface=n0",
+                "--bind-interfaces",
+                f"--dhcp-range={first},{last},255.255.255.0,2m",
+                f"--dhcp-leasefile={self.leasefile}",
+                f"--pid-file={pidfile}",
+            ],
+        )
+        deadline = time.monotonic() + 5
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pidfile.exists(), "dnsmasq did not start"
+
+    def stop_dnsmasq(self) -> None:
+        assert self.dnsmasq is not None
+        self.dnsmasq.terminate()
+        self.dnsmasq.wait(timeout=5)
+
+    def leases(self) -> dict[str, tuple[int, str, str, str]]:
+        """ip -> (expiry, mac, hostname, client-id) from dnsmasq's lease file."""
+        if not self.leasefile.exists():
+            return {}
+        out = {}
+        for line in self.leasefile.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 5:
+                out[parts[2]] = (int(parts[0]), parts[1], parts[3], parts[4])
+        return out
+
+
+@pytest.fixture
+def dhcp_lab(netlab: Any, tmp_path: Path) -> DhcpLab:
+    """Two namespaces joined by a veth, dnsmasq serving 192.0.2.50-59 (2 min leases, --no-ping)."""
+    server_ns = netlab.ns("srv")
+    client_ns = netlab.ns("cli")
+    netlab.veth(client_ns, "c0", server_ns, "n0", mac_a="02:00:00:00:00:c0", mac_b="02:00:00:00:00:02")
+    netlab.run(server_ns, "ip addr add 192.0.2.2/24 dev n0")
+    lab = DhcpLab(lab=netlab, server_ns=server_ns, client_ns=client_ns, leasefile=tmp_path / "leases", workdir=tmp_path)
+    lab.start_dnsmasq()
+    return lab
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll *predicate* until it returns something true; fail naming *what*."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def server_held(url: str) -> dict[str, str]:
+    """ip -> service of every bound lease, as the server's own GET /v1/status reports it."""
+    import httpx
+
+    data = httpx.get(f"{url}/v1/status", timeout=5).json()
+    out = {}
+    for item in data["Allocations"] or ():
+        if item.get("Lost") or not item.get("Lease"):
+            continue
+        name, _, namespace = item["Hostname"].partition(".")
+        out[item["Lease"]["FixedAddress"]] = f"{namespace}/{name}"
+    return out
+
+
+@attrs.frozen
+class Helpers:
+    """Plain helper functions, as a fixture (test modules cannot import each other or conftest)."""
+
+    pool_yaml: Callable[..., str] = pool_yaml
+    held_by: Callable[[Allocator, str], dict[str, str]] = held_by
+    wait_for: Callable[..., Any] = wait_for
+    with_options: Callable[..., Config] = with_options
+    server_held: Callable[[str], dict[str, str]] = server_held
+
+
+@pytest.fixture
+def helpers() -> Helpers:
+    """``pool_yaml``, ``held_by``, ``wait_for``, ``with_options``, ``server_held``."""
+    return Helpers()
+
+
+class DropProxy:
+    """A TCP proxy on 127.0.0.1; after ``drop_next.set()`` it cuts the next answer before it reaches the client."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition("//")[2].partition(":")
+        self.target = (host, int(port))
+        self.drop_next = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if answers and self.drop_next.is_set():
+                    self.drop_next.clear()
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
+@pytest.fixture
+def make_proxy() -> Iterator[Callable[[str], DropProxy]]:
+    """Factory: ``make_proxy(url)`` -> a DropProxy in front of *url*."""
+    made: list[DropProxy] = []
+
+    def make(url: str) -> DropProxy:
+        made.append(DropProxy(url))
+        return made[-1]
+
+    yield make
+    for proxy in made:
+        proxy.close()
