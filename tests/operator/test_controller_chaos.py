@@ -69,7 +69,7 @@ class Stack:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / "address-service.log", "ab"),
-            cwd="/",  # noqa: SIM115
+            cwd="/",
         )
         deadline = time.monotonic() + 20
         while True:
@@ -107,7 +107,7 @@ class Stack:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / "controller.log", "ab"),
-            cwd="/",  # noqa: SIM115
+            cwd="/",
         )
 
     def kill_controller(self) -> None:

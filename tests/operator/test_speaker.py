@@ -117,7 +117,7 @@ def _cluster(netlab, tmp_path):
             env=env,
             cwd="/",
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / f"speaker-{node}.log", "wb"),  # noqa: SIM115 - lives as long as the process
+            stderr=open(tmp_path / f"speaker-{node}.log", "wb"),
         )
     try:
         yield {"netlab": netlab, "ns": names, "emu": emu, "procs": procs, "logs": tmp_path}

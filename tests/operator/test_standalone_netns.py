@@ -44,7 +44,7 @@ class TestStandaloneLayer2:
         netlab.run(client, "ip addr add 192.0.2.2/24 dev eth0 && ip addr add 2001:db8:1::2/64 dev eth0 nodad")
         (tmp_path / "config.yaml").write_text(CONFIG)
         (tmp_path / "services.yaml").write_text(SERVICES)
-        out = open(tmp_path / "out.txt", "wb")  # noqa: SIM115 - lives as long as the process
+        out = open(tmp_path / "out.txt", "wb")
         proc = netlab.popen(
             node,
             [
