@@ -29,6 +29,6 @@ rm -rf build dist
 pip install -q --force-reinstall --no-deps dist/metallb-*.whl
 pip install -q dist/metallb-*.whl
 if [ -n "${WITH_TEST_TOOLS:-}" ]; then
-  pip install -q -r .ci/requirements-test.txt
+  pip install -q -r .ci/requirements-test.txt -r docs/requirements.txt
 fi
 "$VENV/bin/python" -c "import metallb.allocator, metallb.operator.cli" || { echo "metallb did not install" >&2; exit 1; }

@@ -671,7 +671,8 @@ def dump_config(config: Config) -> str:
                 continue
             item: dict[str, Any] = {"name": pool.name, "protocol": pool.protocol}
             if pool.cidrs:
-                item["cidrs"] = [str(c) for c in pool.cidrs]
+                # Static pools call their list "addresses"; other sections use "cidrs".
+                item["addresses" if section == "address-pools" else "cidrs"] = [str(c) for c in pool.cidrs]
             item["auto-assign"] = pool.auto_assign
             item["avoid-buggy-ips"] = pool.avoid_buggy_ips
             if pool.bgp_advertisements:

@@ -58,5 +58,8 @@ def run(args: argparse.Namespace) -> int:
         stats = allocator.stats(name)
         total = "unknown" if stats.total is None else str(stats.total)
         print(f"pool {name}: {stats.in_use} in use of {total}", file=sys.stderr)
+    # A dry run: give every address back (address services and other remote sources included).
+    for text in args.services:
+        allocator.unassign(text.partition("%")[0].partition("#")[0].partition("=")[0].partition("@")[0])
     allocator.close()
     return 1 if failed else 0

@@ -205,6 +205,16 @@ class Standalone:
                 known = self.rows.get(intent.key)
                 current = known.addresses if known else self.previous.get(intent.key, ())
                 intents[intent.key] = attrs.evolve(intent, current=current) if current else intent
+            # Services gone from the file since the last run still hold their addresses at
+            # remote sources (address services): claim them and give them back.
+            for key, ips in self.previous.items():
+                if key not in intents and key not in self.rows:
+                    try:
+                        self.allocator.assign(key, list(ips))
+                    except MetalLBError as exc:
+                        log.warning("%s: cannot release %s from the state file: %s", key, ",".join(ips), exc)
+                    self.allocator.unassign(key)
+                    log.info("%s: gone from %s; its addresses are released", key, self.services_path)
             self.previous = {}
             for key in list(self.rows):
                 if key not in intents:

@@ -327,3 +327,20 @@ class TestExtensions:
             config.pools["x"] = config.pools["p"]  # type: ignore[index]
         with pytest.raises(AttributeError):
             config.peers = ()  # type: ignore[misc]
+
+
+class TestDump:
+    def test_normalised_output_parses_back_to_the_same_config(self, parse):
+        """What check-config prints is itself a valid config equal to the original."""
+        from metallb.allocator import dump_config
+
+        text = (
+            "peers:\n- my-asn: 64500\n  peer-asn: 64501\n  peer-address: 192.0.2.1\n  hold-time: 1m30s\n"
+            "  node-selectors:\n  - match-labels: {rack: a}\n"
+            "bgp-communities:\n  noexp: 65535:65281\n"
+            "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.1-10.0.0.6, 2001:db8::/64]\n"
+            "  bgp-advertisements:\n  - aggregation-length: 32\n    communities: [noexp, large:1:2:3]\n"
+            "- name: q\n  protocol: layer2\n  auto-assign: no\n  interfaces: [eth*]\n  addresses: [10.1.0.0/24]\n"
+        )
+        config = parse(text)
+        assert parse(dump_config(config)) == config

@@ -204,3 +204,44 @@ class TestRunning:
         _, _, proc = running
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+class TestRemoteSourceAcrossRuns:
+    def test_service_removed_between_runs_is_released_at_the_address_service(self, tmp_path):
+        """A Service dropped from the file between two --once runs gives its lease back to the address service."""
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "metallb.operator",
+                "address-service",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--backend",
+                "memory",
+                "--cidr",
+                "10.30.0.0/28",
+                "--state-file",
+                str(tmp_path / "as.json"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+        )
+        try:
+            wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz"))
+            config = f"address-services:\n- name: leased\n  protocol: layer2\n  url: http://127.0.0.1:{port}\n  cidrs: [10.30.0.0/28]\n"
+
+            def leased() -> set[str]:
+                doc = json.loads(get(f"http://127.0.0.1:{port}/v1/status"))
+                return {a["Service"] for a in doc.get("Allocations") or ()}
+
+            assert run_once(tmp_path, service("a") + service("b"), config=config).returncode == 0
+            assert leased() == {"default/a", "default/b"}
+            assert run_once(tmp_path, service("b"), config=config).returncode == 0
+            assert leased() == {"default/b"}
+            assert set(state(tmp_path)) == {"default/b"}
+        finally:
+            server.kill()
+            server.wait(10)
