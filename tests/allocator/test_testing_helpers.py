@@ -1,0 +1,157 @@
+"""metallb.allocator.testing: the helpers plugin authors import, tried on the built-in static pool."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import netaddr
+import pytest
+from metallb.allocator import ConfigError, PoolExhaustedError, SourceBase, parse_config
+from metallb.allocator.testing import (
+    ContractViolation,
+    JsonApiStub,
+    allocator_for,
+    check_source_contract,
+    plugin_manager_with,
+)
+from metallb.plugins import static_pool
+
+POOL = "address-pools:\n- name: p\n  protocol: layer2\n  addresses: [192.0.2.0/28]\n"
+
+
+def static_factory(text: str = POOL, name: str = "p"):
+    spec = parse_config(text, plugin_manager=plugin_manager_with(static_pool)).pools[name]
+    return lambda: static_pool.StaticSource(spec)
+
+
+class TestPluginManagers:
+    def test_only_the_named_plugins(self):
+        """plugin_manager_with registers exactly the plugins given, no entry points."""
+        pm = plugin_manager_with(static_pool)
+        assert [p for _, p in pm.list_name_plugin()] == [static_pool]
+
+    def test_with_entry_points_does_not_register_twice(self):
+        """A plugin also loaded through its entry point is registered once."""
+        pm = plugin_manager_with(static_pool, entry_points=True)
+        assert sum(1 for _, p in pm.list_name_plugin() if p is static_pool) == 1
+
+    def test_allocator_for_parses_with_those_plugins(self):
+        """allocator_for builds an Allocator over the config, and sections of absent plugins are errors."""
+        alloc = allocator_for(POOL, static_pool)
+        assert str(alloc.allocate("ns/a")) == "192.0.2.0"
+        with pytest.raises(ConfigError, match='unknown top-level key "address-pools"'):
+            allocator_for(POOL)
+
+
+class TestSourceContract:
+    def test_static_pool_meets_the_contract(self):
+        """The built-in static source passes every check, with exact capacity."""
+        report = check_source_contract(static_factory())
+        assert report.capacity == 16 and report.exhausted_after == 16
+        assert "release() is idempotent, also for addresses never held" in report.checks
+        assert any("concurrent" in c for c in report.checks)
+
+    def test_ipv6_family(self):
+        """The check runs on IPv6 too, and a pool without IPv4 must refuse family 4."""
+        text = "address-pools:\n- name: v6\n  protocol: layer2\n  addresses: [2001:db8::/124]\n"
+        report = check_source_contract(static_factory(text, "v6"), family=6)
+        assert report.exhausted_after == 16
+        assert any("IPv4" in c for c in report.checks)
+
+    def test_inexact_capacity_is_a_violation(self):
+        """A source that overstates its capacity fails, naming the rule."""
+
+        class Overstated(static_pool.StaticSource):
+            def capacity(self) -> int:
+                return 17
+
+        spec = parse_config(POOL, plugin_manager=plugin_manager_with(static_pool)).pools["p"]
+        with pytest.raises(ContractViolation, match="capacity\\(\\) 17 is exact"):
+            check_source_contract(lambda: Overstated(spec))
+
+    def test_release_that_ignores_owner_counts_is_a_violation(self):
+        """A source that frees a shared address at its first release fails."""
+
+        class Forgetful(SourceBase):
+            def __init__(self, spec) -> None:
+                self.spec = spec
+                self._lock = threading.Lock()
+                self._used: set[netaddr.IPAddress] = set()
+
+            def acquire(self, owner, *, family, wanted=None):
+                from metallb.allocator import AddressInUseError
+
+                with self._lock:
+                    if wanted is not None:
+                        if wanted in self._used:
+                            raise AddressInUseError(str(wanted))
+                        self._used.add(wanted)
+                        return wanted
+                    for ip in self.spec.cidrs[0]:
+                        if ip not in self._used:
+                            self._used.add(ip)
+                            return ip
+                raise PoolExhaustedError("full")
+
+            def claim(self, owner, ip):
+                self._used.add(ip)
+
+            def release(self, owner, ip):
+                self._used.discard(ip)
+
+        spec = parse_config(POOL, plugin_manager=plugin_manager_with(static_pool)).pools["p"]
+        with pytest.raises(ContractViolation, match="stays held while a second owner"):
+            check_source_contract(lambda: Forgetful(spec))
+
+
+class TestJsonApiStub:
+    def test_routes_params_and_request_log(self):
+        """A route answers with its handler's JSON; named groups and the body reach the handler."""
+        with JsonApiStub() as api:
+            api.add("POST", r"/items/(?P<id>\d+)/", lambda r: (201, {"id": int(r.params["id"]), "got": r.body}))
+            response = httpx.post(f"{api.url}/items/7/?x=1", json={"a": 1}, headers={"X-Token": "t"})
+            assert response.status_code == 201
+            assert response.json() == {"id": 7, "got": {"a": 1}}
+            (request,) = api.requests
+            assert request.query == {"x": "1"} and request.headers["x-token"] == "t"
+            assert api.url.startswith("http://127.0.0.1:")
+
+    def test_unmatched_is_404_and_a_raising_handler_is_500(self):
+        """Unknown paths get 404; a handler exception becomes a 500 naming it."""
+        with JsonApiStub() as api:
+
+            @api.route("GET", "/boom")
+            def boom(request):
+                raise ValueError("nope")
+
+            assert httpx.get(f"{api.url}/nothing").status_code == 404
+            failed = httpx.get(f"{api.url}/boom")
+            assert failed.status_code == 500 and "ValueError: nope" in failed.json()["detail"]
+
+    def test_no_body_and_concurrent_requests(self):
+        """None answers with an empty body; requests are served from several threads."""
+        with JsonApiStub() as api:
+            api.add("DELETE", r"/x/\d+", lambda r: (204, None))
+            with httpx.Client(base_url=api.url) as client:
+                results = []
+                threads = [
+                    threading.Thread(target=lambda i=i: results.append(client.delete(f"/x/{i}").status_code))
+                    for i in range(8)
+                ]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            assert results == [204] * 8
+
+    def test_stop_frees_the_port(self):
+        """After stop, the URL is gone and connecting fails."""
+        api = JsonApiStub().start()
+        url = api.url
+        api.stop()
+        api.stop()
+        with pytest.raises(RuntimeError):
+            _ = api.url
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url)
