@@ -18,7 +18,6 @@ Design (MetalLB's, made concurrent):
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 import signal
@@ -32,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from metallb.allocator import Allocator, Config, ConfigError, MetalLBError, default_plugin_manager, parse_config
 from metallb.operator.converge import Event, Outcome, converge
 from metallb.operator.informer import Informer, WorkQueue, obj_key
-from metallb.operator.kube import api_client
+from metallb.operator.kube import api_client, event_body, now_rfc3339
 from metallb.operator.metrics import ControllerMetrics, MetricsServer
 from metallb.operator.service import FINALIZER, read_service
 from prometheus_client import CollectorRegistry
@@ -48,10 +47,6 @@ examples:
   metallb controller --namespace metallb-system --config config --lb-class example.com/metallb
   metallb controller --log-format json --metrics-port 7472 --workers 8
 """
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderLease:
@@ -86,8 +81,8 @@ class LeaderLease:
         spec = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": int(self.duration),
-            "renewTime": _now(),
-            "acquireTime": _now(),
+            "renewTime": now_rfc3339(),
+            "acquireTime": now_rfc3339(),
         }
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
 
@@ -325,25 +320,9 @@ class Controller:
         if self._last_events.get(key) == (event.reason, event.message):
             return  # the same event again on a retry: don't flood
         self._last_events[key] = (event.reason, event.message)
-        now = _now()
-        body = {
-            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
-            "involvedObject": {
-                "kind": "Service",
-                "apiVersion": "v1",
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": event.reason,
-            "message": event.message,
-            "type": event.type,
-            "source": {"component": "metallb-controller"},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        body = event_body(
+            obj, reason=event.reason, message=event.message, type_=event.type, component="metallb-controller"
+        )
         try:
             self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(3, 10))
         except ApiException as exc:

@@ -7,11 +7,45 @@ that imports the ``kubernetes`` client.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+from typing import Any
 
 from kubernetes import client, config
 
-__all__ = ["api_client"]
+__all__ = ["api_client", "event_body", "now_rfc3339"]
+
+
+def now_rfc3339() -> str:
+    """The current time as the API writes timestamps (microseconds, UTC)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_body(
+    obj: dict[str, Any], *, reason: str, message: str, type_: str, component: str, host: str = ""
+) -> dict[str, Any]:
+    """A core/v1 Event about the Service *obj*, as controller and speaker record them."""
+    meta = obj.get("metadata") or {}
+    now = now_rfc3339()
+    source = {"component": component, **({"host": host} if host else {})}
+    return {
+        "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "kind": "Service",
+            "apiVersion": "v1",
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": source,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
 
 
 def api_client(kubeconfig: str | None = None) -> client.ApiClient:

@@ -17,7 +17,6 @@ speaker deletes its Lease, so the others take over at once.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 import signal
@@ -40,7 +39,7 @@ from metallb.allocator import (
     parse_config,
 )
 from metallb.operator.informer import Informer
-from metallb.operator.kube import api_client
+from metallb.operator.kube import api_client, event_body, now_rfc3339
 from metallb.operator.metrics import MetricsServer, SpeakerMetrics
 from metallb.operator.service import read_service
 from prometheus_client import CollectorRegistry
@@ -58,10 +57,6 @@ examples:
   METALLB_NODE_NAME=node-a metallb speaker --interfaces eth1 --lease-renew 0.5 --lease-duration 1.5
   metallb speaker --node-name n1 --ignore-exclude-lb          # single-node clusters
 """
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Speaker:
@@ -299,24 +294,14 @@ class Speaker:
         meta = obj.get("metadata") or {}
         if not meta:
             return
-        now = _now()
-        body = {
-            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
-            "involvedObject": {
-                "kind": "Service",
-                "apiVersion": "v1",
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-            },
-            "reason": "nodeAssigned",
-            "message": message,
-            "type": "Normal",
-            "source": {"component": "metallb-speaker", "host": self.node_name},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        body = event_body(
+            obj,
+            reason="nodeAssigned",
+            message=message,
+            type_="Normal",
+            component="metallb-speaker",
+            host=self.node_name,
+        )
         try:
             self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(3, 10))
         except ApiException as exc:
@@ -338,7 +323,7 @@ class Speaker:
             "spec": {
                 "holderIdentity": self.node_name,
                 "leaseDurationSeconds": max(1, round(self.lease_duration)),
-                "renewTime": _now(),
+                "renewTime": now_rfc3339(),
             },
         }
         try:
