@@ -73,7 +73,8 @@ def ingress(kube, name):
 
 def events(kube, name, reason=None):
     return [
-        e for e in kube.objects("events", "default")
+        e
+        for e in kube.objects("events", "default")
         if e["involvedObject"]["name"] == name and (reason is None or e["reason"] == reason)
     ]
 
@@ -95,7 +96,9 @@ class TestAllocation:
         make_service(core, "a")
         start()
         wait_for(lambda: ingress(kube, "a"))
-        core.patch_namespaced_service("a", "default", {"spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]}})
+        core.patch_namespaced_service(
+            "a", "default", {"spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]}}
+        )
         wait_for(lambda: ingress(kube, "a") == [], what="status cleared")
         make_service(core, "b")
         assert wait_for(lambda: ingress(kube, "b")) == ["192.0.2.10"]
@@ -190,3 +193,28 @@ class TestLeaderLease:
             assert time.monotonic() < deadline, "lease never expired"
             time.sleep(0.2)
         assert kube.get("leases", NS, "lease")["spec"]["holderIdentity"] == "b"
+
+
+class TestStatusCommand:
+    def test_cluster_table_shows_addresses_pools_and_pending_reasons(self, kube, core, start, tmp_path):
+        """`metallb status --kubeconfig` lists each LoadBalancer with address and pool, or why it is pending."""
+        import subprocess
+        import sys
+
+        start()
+        for i in range(5):
+            make_service(core, f"s{i}")
+        wait_for(lambda: events(kube, "s4", "AllocationFailed"))
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        result = subprocess.run(
+            [sys.executable, "-m", "metallb.operator", "status", "--kubeconfig", str(kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
+        assert result.returncode == 0, result.stderr
+        lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+        assert set(lines) == {f"default/s{i}" for i in range(5)}
+        assert sorted(line.split()[2] for line in lines.values()) == ["-", "main", "main", "main", "main"]
+        assert "<pending>" in lines["default/s4"] and "no available IPs" in lines["default/s4"]
