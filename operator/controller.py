@@ -232,11 +232,8 @@ class Controller:
             return
         key = obj_key(obj)
         if kind == "DELETED":
-            if self.allocator.unassign(key):
-                log.info("%s deleted; its addresses are free", key)
-                self._requeue_all()  # a freed address may unblock a pending Service
             self._last_events.pop(key, None)
-            return
+        # Releasing may talk to an address service: a worker does it, never this watch thread.
         self.queue.add(key)
 
     def _barrier(self) -> None:
@@ -263,7 +260,9 @@ class Controller:
         """Converge one Service and write what changed; False means retry later."""
         obj = self.services.cache.get(key)
         if obj is None:
-            self.allocator.unassign(key)
+            if self.allocator.unassign(key):
+                log.info("%s deleted; its addresses are free", key)
+                self._requeue_all()  # a freed address may unblock a pending Service
             return True
         if self.config is None:
             return True  # nothing to do until a config exists; config load requeues everything
