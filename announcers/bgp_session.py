@@ -390,8 +390,11 @@ class Session:
                 bgp_wire.validate_update(body)  # peer routes are checked, then ignored
             elif mtype == MsgType.ROUTE_REFRESH:
                 log.info("session to %s: ROUTE-REFRESH received, sending every route again", self.label)
-                self._advertised.clear()
-                self._dirty = set(self._desired)
+                # Resend what we want; keep what the peer holds but we no longer want,
+                # so a withdrawal still pending is sent rather than forgotten.
+                for key in self._desired:
+                    self._advertised.pop(key, None)
+                self._dirty |= set(self._desired)
                 self._changed.set()
             elif mtype == MsgType.NOTIFICATION:
                 raise PeerNotification(*bgp_wire.decode_notification(body))
@@ -454,7 +457,7 @@ class Session:
             for msg in bgp_wire.encode_withdrawals(r.prefix for r in gone):
                 await self._send(conn, msg)
             for route in gone:
-                del self._advertised[route.key]
+                self._advertised.pop(route.key, None)  # a ROUTE-REFRESH may have cleared it meanwhile
             self._progress(len(gone))
         for (family, _, _), routes in groups.items():
             first = routes[0]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import errno
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -134,9 +136,10 @@ class _Port:
         IPV6_JOIN_GROUP (not a packet-socket membership) so the kernel also sends
         MLD reports: switches that snoop MLD forward the group only to listeners.
         """
-        count = self.groups.get(group, 0)
-        self.groups[group] = count + 1
-        if count:
+        # Users are counted even if the join below fails (leave() stays balanced);
+        # a group not yet joined is tried again by its next user.
+        self.groups[group] = self.groups.get(group, 0) + 1
+        if group in self._members:
             return
         mreq = group + struct.pack("I", self.link.index)
         for holder in self._holders:
@@ -217,6 +220,10 @@ class Responder:
         self._ports: dict[int, _Port] = {}
         self._by_fd: dict[int, _Port] = {}
         self._spam: dict[netaddr.IPAddress, _Spam] = {}
+        # (next_at, seq, address), so a wake-up looks only at the rounds that are due;
+        # entries whose _Spam was removed or rescheduled are skipped when popped.
+        self._spam_due: list[tuple[float, int, netaddr.IPAddress]] = []
+        self._spam_seq = itertools.count()
         self._counters: dict[bytes, tuple[Any, Any]] = {}
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = queue.SimpleQueue()
         self._stopping = False
@@ -334,7 +341,7 @@ class Responder:
         by_fd = self._by_fd
         while not self._stopping:
             now = time.monotonic()
-            due = min((s.next_at for s in self._spam.values()), default=next_scan)
+            due = self._spam_due[0][0] if self._spam_due else next_scan
             timeout = max(0.0, min(due, next_scan) - now)
             try:
                 ready = self._epoll.poll(timeout)
@@ -354,7 +361,7 @@ class Responder:
                 if dirty or now >= next_scan:
                     next_scan = now + self._rescan_interval
                     self._rescan()
-                if self._spam:
+                if self._spam_due and self._spam_due[0][0] <= now:
                     self._send_due_spam(now)
             except Exception:  # the loop must outlive any bug in one step
                 log.exception("layer2 responder loop")
@@ -465,7 +472,8 @@ class Responder:
                 continue
             entry = self._spam.get(address)
             if entry is None:
-                self._spam[address] = _Spam(deadline=now + SPAM_DURATION, next_at=now + SPAM_INTERVAL)
+                entry = self._spam[address] = _Spam(deadline=now + SPAM_DURATION, next_at=now + SPAM_INTERVAL)
+                heapq.heappush(self._spam_due, (entry.next_at, next(self._spam_seq), address))
                 self._send_spam(address)
             else:
                 entry.deadline = now + SPAM_DURATION
@@ -540,13 +548,17 @@ class Responder:
     # -- gratuitous announcements --------------------------------------------------------
 
     def _send_due_spam(self, now: float) -> None:
-        for address, entry in list(self._spam.items()):
-            if entry.next_at > now:
-                continue
+        due = self._spam_due
+        while due and due[0][0] <= now:
+            at, _, address = heapq.heappop(due)
+            entry = self._spam.get(address)
+            if entry is None or entry.next_at != at:
+                continue  # withdrawn, or rescheduled by a newer announce
             if now > entry.deadline:
                 del self._spam[address]
                 continue
             entry.next_at = now + SPAM_INTERVAL
+            heapq.heappush(due, (entry.next_at, next(self._spam_seq), address))
             self._send_spam(address)
 
     def _send_spam(self, address: netaddr.IPAddress) -> None:

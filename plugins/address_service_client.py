@@ -291,6 +291,9 @@ class AddressServiceSource(SourceBase):
 
     def _take(self, owner: str, record: LeaseRecord) -> netaddr.IPAddress:
         with self._lock:
+            # Being handed this address again proves its earlier release happened: a
+            # still-queued DELETE for it would now release the new owner's lease.
+            self._pending.pop(record.ip, None)
             self._leases[record.ip] = record
             self._owners.setdefault(record.ip, set()).add(owner)
         return record.ip
@@ -530,6 +533,12 @@ class AddressServiceSource(SourceBase):
             for pending in due:
                 if self._stop.is_set():
                     return
+                with self._lock:
+                    if pending.record.ip in self._owners or self._pending.get(pending.record.ip) is not pending:
+                        # The address is held again (or the entry was replaced): never delete it now.
+                        if self._pending.get(pending.record.ip) is pending:
+                            del self._pending[pending.record.ip]
+                        continue
                 done, error = self._delete(pending.record)
                 with self._lock:
                     if done:

@@ -30,7 +30,8 @@ class MemoryBackend:
     def __init__(self, *, cidrs: Sequence[str]) -> None:
         if not cidrs:
             raise ValueError("the memory backend needs at least one --cidr")
-        self._nets = tuple(netaddr.IPNetwork(c).cidr for c in cidrs)
+        # Merged, so overlapping --cidr values cannot count an address twice.
+        self._nets = tuple(netaddr.cidr_merge([netaddr.IPNetwork(c).cidr for c in cidrs]))
         for net in self._nets:
             if net.version != 4:
                 raise ValueError(f"{net}: the address-service protocol carries IPv4 addresses only")
@@ -77,13 +78,13 @@ class MemoryBackend:
                 if value in self._used:
                     raise AddressTakenError(f"{request.wanted} is already leased")
             else:
-                if len(self._used) >= self._size:
-                    raise NoAddressError(f"all {self._size} addresses of {', '.join(self.cidrs())} are leased")
-                while True:
+                for _ in range(self._size):  # bounded: never spin with the lock held
                     value = self._at(self._cursor)
                     self._cursor = (self._cursor + 1) % self._size
                     if value not in self._used:
                         break
+                else:
+                    raise NoAddressError(f"all {self._size} addresses of {', '.join(self.cidrs())} are leased")
             self._used.add(value)
         return Lease(
             id=request.id,

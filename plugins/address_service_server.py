@@ -610,7 +610,14 @@ class _Handler(BaseHTTPRequestHandler):
         service = self.server.service
         routes = ROUTES.get(path)
         label = path if routes is not None or path == "/metrics" else "other"
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._send(400, {"status": "error", "message": "bad Content-Length header"})
+            return
         if length > _MAX_BODY:
             self.close_connection = True
             self._send(413, {"status": "error", "message": "body too large"})
