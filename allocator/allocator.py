@@ -433,17 +433,21 @@ class Allocator:
                 if (
                     held is not None
                     and {a.version for a in held.ips} == set(families)
-                    and not requested
+                    and set(requested.values()) <= set(held.ips)
                     and pool in (None, held.pool)
                 ):
+                    # Already served: update ports and keys in place, release nothing.
                     self._check_share(service, held.ips, port_set, sharing_key, backend_key)
                     self._record(service, held.pool, held.ips, port_set, sharing_key, backend_key)
                     return held.ips
                 if pool is not None:
                     candidates = [self._spec(pool)]
                 elif requested:
-                    owner = self._pool_of_ip(next(iter(requested.values())))
-                    candidates = [self._spec(owner)] if owner else []
+                    first = next(iter(requested.values()))
+                    owner = self._pool_of_ip(first)
+                    if owner is None:
+                        raise AddressNotAllowedError(f'"{first}" is not allowed in config')
+                    candidates = [self._spec(owner)]
                 else:
                     candidates = [
                         p
@@ -451,7 +455,7 @@ class Allocator:
                         if all(f in p.families() or not p.cidrs for f in families)
                     ]
             if held is not None:
-                self.unassign_locked_free(service)
+                self._release_all(service)
             errors = []
             for spec in candidates:
                 got: list[netaddr.IPAddress] = []
@@ -472,7 +476,7 @@ class Allocator:
                     return tuple(got)
                 except AllocationError as exc:
                     errors.append(f'pool "{spec.name}": {exc}')
-                    self.unassign_locked_free(service)
+                    self._release_all(service)
             if not require_all:
                 for fam in families:
                     try:
@@ -488,7 +492,7 @@ class Allocator:
                 + (f": {'; '.join(errors)}" if errors else ": no pool has addresses of every family")
             )
 
-    def unassign_locked_free(self, service: str) -> None:
+    def _release_all(self, service: str) -> None:
         """Release everything *service* holds; the caller already serialises it."""
         with self._lock:
             released = self._forget(service)
@@ -522,12 +526,18 @@ class Allocator:
                     raise AddressInUseError(f'can\'t change sharing key for "{service}", {problem}')
 
     def _shared_candidate(
-        self, spec: PoolSpec, service: str, family: int, ports: frozenset[Port], sk: str, bk: str
+        self, spec: PoolSpec, service: str, family: int, ports: frozenset[Port], sk: str, bk: str, *, before: int | None
     ) -> tuple[int, netaddr.IPAddress] | None:
+        """The first address under these keys this service may join, up to rank *before*.
+
+        Only addresses held under the same keys are examined, and none after the
+        next free address (which first fit would take instead).
+        """
         index = self._shareable.get((spec.name, family, sk, bk))
         if not index:
             return None
-        for rank, ip in index.items():
+        for rank in index.irange(maximum=before):
+            ip = index[rank]
             if _sharing_problem(self._uses[ip], service, ports, sk, bk) is None:
                 return rank, ip
         return None
@@ -595,15 +605,15 @@ class Allocator:
                 source = self._sources.get(spec.name)
                 if source is None:
                     continue
-                found = self._shared_candidate(spec, service, family, ports, sk, bk) if wanted is None and sk else None
-                if found is not None:
+                found = None
+                if wanted is None and sk:
                     nxt = source.peek(family)
-                    nxt_rank = None if nxt is None else source.rank(nxt)
                     # First fit: a compatible shared address wins over a later free one.
-                    if nxt_rank is None or found[0] <= nxt_rank:
+                    found = self._shared_candidate(
+                        spec, service, family, ports, sk, bk, before=None if nxt is None else source.rank(nxt)
+                    )
+                    if found is not None:
                         released = self._commit_share(service, spec.name, found[1], ports, sk, bk)
-                    else:
-                        found = None
             if found is not None:
                 self._release(service, released)
                 self._notify(self._pm.hook.metallb_address_allocated, service, found[1], spec.name)
@@ -705,6 +715,21 @@ class Allocator:
         with self._lock:
             held = self._held.get(service)
             return held.pool if held else None
+
+    def allocation(self, service: str) -> Allocation | None:
+        """What *service* holds (addresses, pool, ports, keys), or None."""
+        with self._lock:
+            h = self._held.get(service)
+            if h is None:
+                return None
+            return Allocation(
+                service=service,
+                pool=h.pool,
+                ips=h.ips,
+                ports=h.ports,
+                sharing_key=h.sharing_key,
+                backend_key=h.backend_key,
+            )
 
     def pool_for(self, ip: IPLike) -> str | None:
         """The pool that contains *ip* under the current config, or None."""

@@ -148,6 +148,8 @@ def as_bool(value: object, where: str, field: str, *, default: bool) -> bool:
     """A YAML 1.1 boolean (true/false, yes/no, on/off and their case variants)."""
     if value is None:
         return default
+    if not isinstance(value, str):
+        raise _fail(where, field, value, "must be a boolean (true or false), not a list or mapping")
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -368,17 +370,13 @@ def _parse_communities(raw: object) -> dict[str, Community | LargeCommunity]:
 # -- pools -------------------------------------------------------------------------------
 
 
-def parse_cidrs(
-    values: object, where: str, field: str
-) -> tuple[tuple[netaddr.IPNetwork, ...], tuple[netaddr.IPNetwork, ...]]:
-    """Parse CIDRs and ``start-end`` ranges, MetalLB's way.
+def parse_cidrs(values: object, where: str, field: str) -> tuple[netaddr.IPNetwork, ...]:
+    """Parse CIDRs and ``start-end`` ranges, MetalLB's way, into CIDRs in file order.
 
-    Returns ``(cidrs, spans)``: the CIDRs in file order (ranges expanded to the
-    minimal CIDR list, ascending), and for each entry the CIDR spanning it
-    (what aggregation lengths are checked against).
+    Ranges are expanded to the minimal ascending CIDR list covering exactly
+    their ends; CIDRs are non-strict (host bits are cleared).
     """
     cidrs: list[netaddr.IPNetwork] = []
-    spans: list[netaddr.IPNetwork] = []
     for item in as_list(values, where, field):
         text = as_str(item, where, field).strip()
         if "-" in text:
@@ -393,25 +391,22 @@ def parse_cidrs(
             if start > end:
                 raise _fail(where, field, text, "invalid IP range: start is after end")
             cidrs.extend(netaddr.iprange_to_cidrs(start, end))
-            spans.append(netaddr.spanning_cidr([start, end]))
             continue
         if "/" not in text:
             raise _fail(
                 where, field, text, "invalid CIDR: write a prefix length (/32 or /128 for one address) or a range a-b"
             )
         try:
-            net = netaddr.IPNetwork(text).cidr  # non-strict: host bits are cleared
+            cidrs.append(netaddr.IPNetwork(text).cidr)  # non-strict: host bits are cleared
         except (netaddr.AddrFormatError, ValueError, TypeError):
             raise _fail(where, field, text, "invalid CIDR") from None
-        cidrs.append(net)
-        spans.append(net)
-    return tuple(cidrs), tuple(spans)
+    return tuple(cidrs)
 
 
 def _parse_advertisements(
     raw: list[Any],
     where: str,
-    spans: Sequence[netaddr.IPNetwork],
+    cidrs: Sequence[netaddr.IPNetwork],
     communities: Mapping[str, Community | LargeCommunity],
 ) -> tuple[BgpAdvertisement, ...]:
     out: list[BgpAdvertisement] = []
@@ -424,15 +419,15 @@ def _parse_advertisements(
             raise _fail(here, "aggregation-length", agg, "invalid aggregation length: must be at most 32")
         if agg6 > 128:
             raise _fail(here, "aggregation-length-v6", agg6, "invalid aggregation length: must be at most 128")
-        for span in spans:
-            limit, field = (agg, "aggregation-length") if span.version == 4 else (agg6, "aggregation-length-v6")
-            if limit < span.prefixlen:
+        for cidr in cidrs:  # every CIDR, ranges expanded, as MetalLB checks
+            limit, field = (agg, "aggregation-length") if cidr.version == 4 else (agg6, "aggregation-length-v6")
+            if limit < cidr.prefixlen:
                 raise _fail(
                     here,
                     field,
                     limit,
-                    f"invalid aggregation length: the pool's {span} is more specific; "
-                    f"use a length of at least {span.prefixlen}",
+                    f"invalid aggregation length: the pool's {cidr} is more specific; "
+                    f"use a length of at least {cidr.prefixlen}",
                 )
         localpref = as_int(data.get("localpref"), here, "localpref", default=0)
         parsed: list[Community | LargeCommunity] = []
@@ -489,13 +484,12 @@ def parse_pool_entry(
     if not name:
         raise ConfigError(f'{where}: missing pool name: every entry needs a unique "name"')
     cidrs: tuple[netaddr.IPNetwork, ...] = ()
-    spans: tuple[netaddr.IPNetwork, ...] = ()
     if cidrs_key:
         if not as_list(data.get(cidrs_key), where, cidrs_key):
             raise ConfigError(
                 f'{where}: pool has no prefixes defined: list at least one CIDR or range in "{cidrs_key}"'
             )
-        cidrs, spans = parse_cidrs(data[cidrs_key], where, cidrs_key)
+        cidrs = parse_cidrs(data[cidrs_key], where, cidrs_key)
     protocol = as_str(data.get("protocol"), where, "protocol")
     raw_ads = data.get("bgp-advertisements")
     if protocol == "layer2":
@@ -504,7 +498,7 @@ def parse_pool_entry(
         advertisements: tuple[BgpAdvertisement, ...] = ()
     elif protocol == "bgp":
         advertisements = _parse_advertisements(
-            as_list(raw_ads, where, "bgp-advertisements"), where, spans, entry.communities
+            as_list(raw_ads, where, "bgp-advertisements"), where, cidrs, entry.communities
         )
     elif not protocol:
         raise ConfigError(

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any
 
+import attrs
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from metallb.allocator import Allocator, Config, ConfigError, MetalLBError, default_plugin_manager, parse_config
@@ -89,12 +90,12 @@ class LeaderLease:
     def try_acquire(self) -> bool:
         """One attempt to take or renew the Lease."""
         try:
-            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=(3, 10))
+            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=(2, 3))
         except ApiException as exc:
             if exc.status != 404:
                 raise
             try:
-                self.coord.create_namespaced_lease(self.namespace, self._body(), _request_timeout=(3, 10))
+                self.coord.create_namespaced_lease(self.namespace, self._body(), _request_timeout=(2, 3))
                 return True
             except ApiException as create_exc:
                 if create_exc.status == 409:
@@ -115,7 +116,7 @@ class LeaderLease:
         if holder == self.identity and spec and spec.acquire_time:
             body["spec"]["acquireTime"] = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         try:
-            self.coord.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=(3, 10))
+            self.coord.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=(2, 3))
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -137,7 +138,8 @@ class LeaderLease:
                 if not self.held.is_set():
                     log.info("acquired lease %s/%s as %s", self.namespace, self.name, self.identity)
                     self.held.set()
-            elif self.held.is_set() and now - last_ok > self.duration:
+            elif self.held.is_set() and now - last_ok > self.duration - self.renew:
+                # Give up before a contender may take over (it waits a whole duration).
                 log.error("lost lease %s/%s: another controller may be active; stopping", self.namespace, self.name)
                 self.lost.set()
                 return
@@ -181,6 +183,7 @@ class Controller:
         self.synced = False
         self._stop = threading.Event()
         self._last_events: dict[str, tuple[str, str]] = {}
+        self._lost: set[str] = set()  # keys whose address the address service no longer holds
         self._threads: list[threading.Thread] = []
         self.services = Informer(
             "services", self.core.list_service_for_all_namespaces, self._on_service, watch_timeout=watch_timeout
@@ -272,7 +275,12 @@ class Controller:
             if FINALIZER in (meta.get("finalizers") or ()):
                 self._patch_meta(obj, annotations={}, finalizer=False)
             return True
-        outcome = converge(read_service(obj), self.allocator, synced=self.synced, lb_class=self.lb_class)
+        intent = read_service(obj)
+        if key in self._lost:
+            self._lost.discard(key)
+            self.allocator.unassign(key)
+            intent = attrs.evolve(intent, current=())  # its status address is gone at the source
+        outcome = converge(intent, self.allocator, synced=self.synced, lb_class=self.lb_class)
         if not outcome.ours:
             return True
         for event in outcome.events:
@@ -323,7 +331,7 @@ class Controller:
             obj, reason=event.reason, message=event.message, type_=event.type, component="metallb-controller"
         )
         try:
-            self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(3, 10))
+            self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(2, 3))
         except ApiException as exc:
             log.warning("could not record event %s on %s: %s", event.reason, key, exc.reason)
         level = logging.INFO if event.type == "Normal" else logging.WARNING
@@ -372,7 +380,9 @@ class Controller:
                 log.info("pool %s: released %d orphaned addresses", pool, len(report.released))
             for owner, ip in report.lost:
                 log.warning("pool %s: %s lost %s at the address service; allocating again", pool, owner, ip)
-                self.allocator.unassign(owner)
+                # The worker for this key drops the lost address (never this thread: a worker
+                # converging the same key could re-record it).
+                self._lost.add(owner)
                 self.queue.add(owner)
 
     def ready(self) -> bool:

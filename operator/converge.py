@@ -75,16 +75,6 @@ def converge(
     if not intent.is_load_balancer:
         allocator.unassign(key)
         return _cleared("not a LoadBalancer")
-    if intent.error:
-        # Keep whatever the Service has: the user must fix the request.
-        held = allocator.ips(key)
-        return Outcome(
-            ingress=tuple(map(str, held)),
-            annotations=_annotations(allocator, key) if held else {},
-            finalizer=_needs_finalizer(allocator, key),
-            events=(Event("Warning", "LoadBalancerFailed", intent.error),),
-            pending="" if held else intent.error,
-        )
     # Re-learn addresses from status (restart path), unless we hold some already.
     if not allocator.ips(key) and intent.current:
         try:
@@ -97,21 +87,37 @@ def converge(
             )
         except AllocationError:
             pass  # notAllowedByConfig: fall through and allocate anew
+    if intent.error:
+        # Keep whatever the Service has (re-learned above after a restart): the user must fix the request.
+        held = allocator.ips(key)
+        return Outcome(
+            ingress=tuple(map(str, held)),
+            annotations=_annotations(allocator, key) if held else {},
+            finalizer=_needs_finalizer(allocator, key),
+            events=(Event("Warning", "LoadBalancerFailed", intent.error),),
+            pending="" if held else intent.error,
+        )
     held = allocator.ips(key)
     if held and not _still_wanted(intent, allocator, held):
         allocator.unassign(key)
         held = ()
     if held:
-        # Update ports and keys in place (sharing may now be refused).
-        try:
-            allocator.assign(
-                key, list(held), ports=intent.ports, sharing_key=intent.sharing_key, backend_key=intent.backend_key
-            )
-        except AllocationError as exc:
-            allocator.unassign(key)
-            return _cleared(
-                str(exc), Event("Warning", "AllocationFailed", f'Failed to allocate IP for "{key}": {exc}'), retry=True
-            )
+        current = allocator.allocation(key)
+        changed = current is None or (current.ports, current.sharing_key, current.backend_key) != (
+            frozenset(intent.ports),
+            intent.sharing_key,
+            intent.backend_key,
+        )
+        if changed:
+            # Update ports and keys in place; if sharing is now refused, move as MetalLB does.
+            try:
+                allocator.assign(
+                    key, list(held), ports=intent.ports, sharing_key=intent.sharing_key, backend_key=intent.backend_key
+                )
+            except AllocationError:
+                allocator.unassign(key)
+                held = ()
+    if held:
         return Outcome(
             ingress=tuple(map(str, held)),
             annotations=_annotations(allocator, key),
@@ -149,17 +155,17 @@ def _still_wanted(intent: ServiceIntent, allocator: Allocator, held: tuple[netad
 
 def _allocate(intent: ServiceIntent, allocator: Allocator) -> tuple[netaddr.IPAddress, ...]:
     opts = {"ports": intent.ports, "sharing_key": intent.sharing_key, "backend_key": intent.backend_key}
+    # A requested address bypasses the pool annotation and auto-assign, as in MetalLB.
     if len(intent.families) > 1:
         return allocator.allocate_dual(
             intent.key,
             families=intent.families,
-            pool=intent.pool,
+            pool=None if intent.requested else intent.pool,
             ips=intent.requested,
             require_all=intent.require_all,
             **opts,  # type: ignore[arg-type]
         )
     ip = intent.requested[0] if intent.requested else None
-    # A requested address bypasses the pool annotation and auto-assign, as in MetalLB.
     pool = None if ip is not None else intent.pool
     return (allocator.allocate(intent.key, family=intent.families[0], pool=pool, ip=ip, **opts),)  # type: ignore[arg-type]
 

@@ -134,11 +134,12 @@ def read_service(obj: Mapping[str, Any]) -> ServiceIntent:
     local = spec.get("externalTrafficPolicy") == "Local"
     selector = spec.get("selector") or {}
     backend = ",".join(f"{k}={v}" for k, v in sorted(selector.items())) if local else ""
-    ports = tuple(
-        Port(str(p.get("protocol") or "TCP"), int(p["port"]))
-        for p in spec.get("ports") or ()
-        if p.get("port") is not None
-    )
+    ports: list[Port] = []
+    for p in spec.get("ports") or ():
+        try:
+            ports.append(Port(str(p.get("protocol") or "TCP"), int(p["port"])))
+        except (KeyError, TypeError, ValueError):
+            error = error or f"invalid port {p!r}: each port needs a numeric port"
     ingress = (status.get("loadBalancer") or {}).get("ingress") or []
     current = tuple(str(i["ip"]) for i in ingress if isinstance(i, Mapping) and i.get("ip"))
     if any(not (isinstance(i, Mapping) and i.get("ip")) for i in ingress):
@@ -154,7 +155,7 @@ def read_service(obj: Mapping[str, Any]) -> ServiceIntent:
         sharing_key=annotation(meta, "allow-shared-ip") or "",
         backend_key=backend,
         local_traffic=local,
-        ports=ports,
+        ports=tuple(ports),
         current=current,
         error=error,
     )

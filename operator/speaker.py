@@ -94,6 +94,7 @@ class Speaker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._node_labels: dict[str, str] | None = None
+        self._applied_config: Config | None = None
         kw = {"watch_timeout": watch_timeout}
         self.services = Informer("services", self.core.list_service_for_all_namespaces, self._changed, **kw)  # type: ignore[arg-type]
         self.slices = Informer(
@@ -128,27 +129,44 @@ class Speaker:
             if kind == "DELETED":
                 log.error("config deleted; keeping the last good one")
             return
+        text = (obj.get("data") or {}).get("config")
         try:
-            config = parse_config((obj.get("data") or {}).get("config") or "", plugin_manager=self.pm)
-        except MetalLBError as exc:
+            if text is None:
+                raise MetalLBError(f'configmap {self.namespace}/{self.config_name} has no "config" key')
+            config = parse_config(text, plugin_manager=self.pm)
+        except Exception as exc:  # noqa: BLE001 - any bad config keeps the last good one
             log.error("config not applied, keeping the last good one: %s", exc)
             return
+        # MetalLB's speaker rule: a config that orphans an address we announce is stale.
+        for key, (_, view) in list(self.announced.items()):
+            orphan = next((ip for ip in view.ips if config.pool_for(ip) is None), None)
+            if orphan is not None:
+                log.error(
+                    "config not applied, keeping the last good one: %s announces %s, in no pool of it", key, orphan
+                )
+                return
+        # The sync thread hands it to the announcers: they are called from one thread only.
         self.config = config
-        for announcer in self.announcers.values():
-            announcer.set_config(config, self._node())
         log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
         self._wake.set()
 
     def _on_lease(self, kind: str, obj: Obj | None) -> None:
-        if obj is not None:
-            node = ((obj.get("spec") or {}).get("holderIdentity")) or ""
-            if kind == "DELETED":
-                self._seen.pop(node, None)
-            else:
-                renew = str((obj.get("spec") or {}).get("renewTime") or "")
-                if self._seen.get(node, ("", 0.0))[0] != renew:
-                    self._seen[node] = (renew, time.monotonic())
-        self._wake.set()
+        if obj is None:
+            self._wake.set()
+            return
+        node = ((obj.get("spec") or {}).get("holderIdentity")) or ""
+        was_live = node in self.live_speakers()
+        seen = dict(self._seen)  # copy-on-write: the sync thread reads _seen without a lock
+        if kind == "DELETED":
+            seen.pop(node, None)
+        else:
+            renew = str((obj.get("spec") or {}).get("renewTime") or "")
+            if seen.get(node, ("", 0.0))[0] != renew:
+                seen[node] = (renew, time.monotonic())
+        self._seen = seen
+        # A renewal of a live speaker changes nothing; expiries are timed by _next_expiry.
+        if was_live != (node in self.live_speakers()):
+            self._wake.set()
 
     def live_speakers(self) -> frozenset[str]:
         """Nodes whose speaker Lease changed within the lease duration (this node always)."""
@@ -202,8 +220,8 @@ class Speaker:
         if config is None:
             return
         node = self._node()
-        if node.labels != self._node_labels:
-            self._node_labels = dict(node.labels)
+        if node.labels != self._node_labels or config is not self._applied_config:
+            self._node_labels, self._applied_config = dict(node.labels), config
             for announcer in self.announcers.values():
                 announcer.set_config(config, node)
         nodes = {
@@ -279,10 +297,15 @@ class Speaker:
                 self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
 
     def _withdraw(self, key: str) -> None:
-        protocol, view = self.announced.pop(key)
+        protocol, view = self.announced[key]
         announcer = self.announcers.get(protocol)
         if announcer is not None:
-            announcer.withdraw(key)
+            try:
+                announcer.withdraw(key)
+            except Exception:
+                log.exception("withdrawing %s failed; will try again", key)
+                return
+        del self.announced[key]
         for ip in view.ips:
             try:
                 self.metrics.announced.remove(key, protocol, self.node_name, str(ip))
@@ -350,14 +373,15 @@ class Speaker:
     def _sync_loop(self) -> None:
         # Wake on any change, and exactly when a Lease expires, so failover waits no longer than it must.
         while not self._stop.is_set():
-            self._wake.wait(self._next_expiry() + 0.005)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
             try:
+                self._wake.wait(self._next_expiry() + 0.005)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
                 self.sync()
             except Exception:
                 log.exception("sync failed")
+                self._stop.wait(0.1)
 
     # -- lifecycle -------------------------------------------------------------------
 

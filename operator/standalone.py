@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ class Standalone:
         self.rows: dict[str, Row] = {}
         self.announced: dict[str, tuple[str, tuple[str, ...]]] = {}  # key -> (protocol, ips)
         self.previous: dict[str, tuple[str, ...]] = {}  # addresses from the state file
+        self.retry = False  # a service is pending for a reason that may pass (a source was down)
         self._mtimes: tuple[float, float] = (0.0, 0.0)
         self._lock = threading.Lock()
         self.config: Config | None = None
@@ -215,19 +217,22 @@ class Standalone:
                         log.warning("%s: cannot release %s from the state file: %s", key, ",".join(ips), exc)
                     self.allocator.unassign(key)
                     log.info("%s: gone from %s; its addresses are released", key, self.services_path)
+            restored = set(self.previous)
             self.previous = {}
             for key in list(self.rows):
                 if key not in intents:
                     self.allocator.unassign(key)
                     self._withdraw(key)
                     del self.rows[key]
-            # The sync barrier: every service keeps its addresses before anything new is allocated.
-            for intent in intents.values():
-                if intent.current:
-                    converge(intent, self.allocator, synced=False)
+            # The sync barrier (first sync after a start): every service from the state
+            # file keeps its addresses before anything new is allocated.
+            for key in restored & intents.keys():
+                converge(intents[key], self.allocator, synced=False)
             rows = {}
+            self.retry = False
             for key, intent in intents.items():
                 outcome = converge(intent, self.allocator)
+                self.retry = self.retry or outcome.retry
                 rows[key] = Row(
                     service=key,
                     addresses=outcome.ingress,
@@ -306,7 +311,12 @@ class Standalone:
         protocol, ips = previous
         announcer = self.announcers.get(protocol)
         if announcer is not None:
-            announcer.withdraw(key)
+            try:
+                announcer.withdraw(key)
+            except Exception:
+                log.exception("withdrawing %s failed; will try again", key)
+                self.announced[key] = previous
+                return
         for ip in ips:
             try:
                 self.speaker_metrics.announced.remove(key, protocol, self.node.name, ip)
@@ -397,14 +407,21 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         server = MetricsServer(app.registry, host=args.metrics_host, port=args.metrics_port, status=app.status).start()
         log.info("serving /metrics and /status on %s:%d", args.metrics_host, server.port)
+    backoff, next_retry = 1.0, time.monotonic() + 1.0
     try:
         while not stop.wait(args.poll_interval):
-            if app.changed():
-                log.info("input files changed; syncing")
-                try:
-                    print(table(app.sync()), flush=True)
-                except MetalLBError as exc:
-                    log.error("%s", exc)
+            changed = app.changed()
+            retry_due = app.retry and time.monotonic() >= next_retry
+            if not (changed or retry_due):
+                continue
+            log.info("input files changed; syncing" if changed else "retrying pending services")
+            try:
+                print(table(app.sync()), flush=True)
+            except MetalLBError as exc:
+                log.error("%s", exc)
+            # Pending services are retried with exponential backoff (1 s .. 60 s).
+            backoff = 1.0 if changed or not app.retry else min(60.0, backoff * 2)
+            next_retry = time.monotonic() + backoff
     finally:
         app.close()
         if server is not None:

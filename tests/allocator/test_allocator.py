@@ -422,3 +422,30 @@ class TestNotifications:
         alloc.allocate("ns/a")
         alloc.unassign("ns/a")
         assert recorder.events == [("allocated", "ns/a", "10.0.0.0", "p"), ("released", "ns/a", "10.0.0.0", "p")]
+
+
+class TestReviewedAllocatorEdges:
+    def test_dual_with_held_addresses_releases_nothing(self):
+        """allocate_dual asking for exactly what the Service holds keeps it without release or re-allocation."""
+        recorder = _Recorder()
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, recorder])
+        alloc = Allocator(
+            plugin_manager=pm, config=parse_config(pools("p|layer2|10.0.0.0/30,2001:db8::/126"), plugin_manager=pm)
+        )
+        ips = alloc.allocate_dual("ns/a")
+        recorder.events.clear()
+        assert alloc.allocate_dual("ns/a", ips=[str(i) for i in ips]) == ips
+        assert recorder.events == []
+
+    def test_dual_request_outside_config_names_the_address(self, make):
+        """A requested dual-stack address in no pool is reported as such."""
+        alloc = make(pools("p|layer2|10.0.0.0/30,2001:db8::/126"))
+        with pytest.raises(AddressNotAllowedError, match='"192.0.2.1" is not allowed'):
+            alloc.allocate_dual("ns/a", ips=["192.0.2.1", "2001:db8::1"])
+
+    def test_many_sharers_with_clashing_ports_stay_correct(self, make):
+        """Services under one key that all clash on a port each get their own address."""
+        alloc = make(pools("p|layer2|10.0.0.0/24"))
+        got = {str(alloc.allocate(f"ns/{i}", ports=[TCP80], sharing_key="k")) for i in range(50)}
+        assert len(got) == 50
+        assert str(alloc.allocate("ns/udp", ports=[UDP53], sharing_key="k")) == "10.0.0.0"

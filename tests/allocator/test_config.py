@@ -344,3 +344,17 @@ class TestDump:
         )
         config = parse(text)
         assert parse(dump_config(config)) == config
+
+
+class TestReviewedConfigEdges:
+    def test_boolean_given_a_list(self, parse):
+        """A list where a boolean belongs is a ConfigError, not a crash."""
+        with pytest.raises(ConfigError, match='field "auto-assign".*must be a boolean'):
+            parse(POOL + "  auto-assign: [yes]\n")
+
+    def test_aggregation_checked_against_expanded_range(self, parse):
+        """A range is checked through the CIDRs it expands to, as MetalLB does."""
+        base = "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.1-10.0.0.2]\n  bgp-advertisements:\n"
+        with pytest.raises(ConfigError, match="10.0.0.1/32 is more specific"):
+            parse(base + "  - aggregation-length: 30\n")
+        assert parse(base + "  - aggregation-length: 32\n").pools["p"].bgp_advertisements[0].aggregation_length == 32

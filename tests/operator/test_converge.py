@@ -209,3 +209,71 @@ class TestConverge:
             alloc,
         )
         assert a.ingress == b.ingress == ("192.0.2.0",)
+
+
+class TestReviewedEdges:
+    def test_invalid_request_after_restart_keeps_status_address(self, alloc):
+        """After a restart, a Service with an invalid request still reserves the address in its status."""
+        bad = svc(
+            loadBalancerIP="192.0.2.1",
+            status_ips=["192.0.2.3"],
+            annotations={"metallb.io/loadBalancerIPs": "192.0.2.2"},
+        )
+        out = converge(read_service(bad), alloc, synced=False)
+        assert out.ingress == ("192.0.2.3",)
+        assert [str(ip) for ip in alloc.ips("ns/a")] == ["192.0.2.3"]
+        other = converge(read_service(svc("b", loadBalancerIP="192.0.2.3")), alloc)
+        assert other.ingress == () and out.events[0].reason == "LoadBalancerFailed"
+
+    def test_dual_stack_request_wins_over_pool_annotation(self):
+        """Requested addresses bypass the pool annotation for dual-stack Services too."""
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool])
+        text = (
+            "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [192.0.2.0/30, 2001:db8::/126]\n"
+            "- name: b\n  protocol: layer2\n  addresses: [198.51.100.0/30, 2001:db8:1::/126]\n"
+        )
+        alloc = Allocator(plugin_manager=pm, config=parse_config(text, plugin_manager=pm))
+        intent = read_service(
+            svc(
+                ipFamilies=["IPv4", "IPv6"],
+                ipFamilyPolicy="RequireDualStack",
+                annotations={
+                    "metallb.io/address-pool": "a",
+                    "metallb.io/loadBalancerIPs": "198.51.100.1,2001:db8:1::1",
+                },
+            )
+        )
+        assert converge(intent, alloc).ingress == ("198.51.100.1", "2001:db8:1::1")
+
+    def test_refused_sharing_moves_in_the_same_pass(self, alloc):
+        """When a port change makes sharing impossible, the Service moves to a new address at once."""
+        a = converge(read_service(svc("a", annotations={"metallb.io/allow-shared-ip": "k"})), alloc)
+        dns = svc("b", annotations={"metallb.io/allow-shared-ip": "k"}, ports=[{"port": 53, "protocol": "UDP"}])
+        assert converge(read_service(dns), alloc).ingress == a.ingress
+        clash = svc("b", annotations={"metallb.io/allow-shared-ip": "k"}, status_ips=list(a.ingress))
+        out = converge(read_service(clash), alloc)
+        assert out.ingress and out.ingress != a.ingress
+        assert out.events[0].reason == "IPAllocated"
+
+    def test_unchanged_service_is_not_reassigned(self, alloc):
+        """Converging an unchanged Service again fires no allocation notifications."""
+        from metallb.allocator import hookimpl
+
+        seen = []
+
+        class Recorder:
+            @hookimpl
+            def metallb_address_allocated(self, service, ip, pool):
+                seen.append(service)
+
+        alloc._pm.register(Recorder())
+        out = converge(read_service(svc()), alloc)
+        again = svc(status_ips=list(out.ingress))
+        converge(read_service(again), alloc)
+        converge(read_service(again), alloc)
+        assert seen == ["ns/a"]
+
+    def test_non_numeric_port_is_a_clear_error(self, alloc):
+        """A port that is not a number gives LoadBalancerFailed instead of a crash."""
+        out = converge(read_service(svc(ports=[{"port": "http"}])), alloc)
+        assert out.events[0].reason == "LoadBalancerFailed" and "invalid port" in out.events[0].message

@@ -162,7 +162,7 @@ class TestTwoSpeakers:
         loser = "b" if winner == "a" else "a"
         # Both speakers agree: several more asks get the same single MAC.
         replies = netlab.run(ns["client"], f"arping -c 3 -i eth0 {VIP}", check=False).stdout.lower()
-        assert MACS[loser] not in replies
+        assert MACS[winner] in replies and MACS[loser] not in replies
         # The client sends traffic (ping), so its neighbour cache holds the winner's MAC.
         netlab.run(ns["client"], f"ping -c 1 -W 0.2 {VIP}", check=False)
         assert neighbour_mac(netlab, ns["client"]) == MACS[winner]
