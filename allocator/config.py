@@ -12,7 +12,6 @@ this module owns ``peers`` and ``bgp-communities`` and the checks across pools.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -698,9 +697,3 @@ def _plain(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return str(value)
-
-
-def matches_interface(name: str, patterns: Iterable[str]) -> bool:
-    """Whether interface *name* matches any of the shell *patterns* (empty: all)."""
-    pats = tuple(patterns)
-    return not pats or any(fnmatch.fnmatchcase(name, p) for p in pats)

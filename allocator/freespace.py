@@ -79,11 +79,6 @@ class FreeSpace:
                 free[start + 1] = end
         return None
 
-    def is_free(self, rank: int) -> bool:
-        """Whether *rank* is free."""
-        i = self._free.bisect_right(rank) - 1
-        return i >= 0 and bool(self._free.peekitem(i)[1] >= rank)
-
     def take(self, rank: int) -> bool:
         """Mark *rank* used; False if it was not free."""
         free = self._free

@@ -98,7 +98,8 @@ class BgpAnnouncer(AnnouncerBase):
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
-            self._loop.close()
+            if not self._thread.is_alive():  # closing a running loop would raise and hide the real error
+                self._loop.close()
 
     # -- extras --------------------------------------------------------------------------
 
@@ -144,10 +145,14 @@ class BgpAnnouncer(AnnouncerBase):
             session.mark_changed(changes)
 
     async def _apply_peers(self, wanted: list[PeerSpec]) -> None:
-        for peer in [p for p in self._sessions if p not in wanted]:
-            log.info("stopping BGP session to %s: peer removed or no longer selects this node", peer.peer_address)
-            session = self._sessions.pop(peer)
-            await session.stop(subcode=3)  # Cease / Peer De-configured
+        removed = [self._sessions.pop(p) for p in list(self._sessions) if p not in wanted]
+        for session in removed:
+            log.info(
+                "stopping BGP session to %s: peer removed or no longer selects this node", session.peer.peer_address
+            )
+        # Stopped together: each may wait up to its drain timeout for a slow peer.
+        await asyncio.gather(*(s.stop(subcode=3) for s in removed))  # Cease / Peer De-configured
+        for session in removed:
             self._metrics.forget(session.label)
         for peer in wanted:
             if peer not in self._sessions:

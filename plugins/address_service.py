@@ -27,7 +27,6 @@ from metallb.allocator.config import as_str, parse_pool_entry
 from metallb.plugins.address_service_api import Backend
 
 SECTION = "address-services"
-BACKENDS = ("memory", "dhcp")
 
 
 def _fail(where: str, field: str, value: str, rule: str) -> ConfigError:
