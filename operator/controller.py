@@ -50,6 +50,12 @@ examples:
 """
 
 
+def _drain(response: Any) -> None:
+    """Read and release a raw response: the watch brings us the object, so the model is not built."""
+    response.read()
+    response.release_conn()
+
+
 class LeaderLease:
     """A coordination.k8s.io/v1 Lease held by one process at a time.
 
@@ -298,7 +304,11 @@ class Controller:
         current = [i.get("ip") for i in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()]
         if current != list(outcome.ingress):
             body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in outcome.ingress]}}}
-            self.core.patch_namespaced_service_status(meta["name"], meta["namespace"], body, _request_timeout=(3, 15))
+            _drain(
+                self.core.patch_namespaced_service_status(
+                    meta["name"], meta["namespace"], body, _request_timeout=(3, 15), _preload_content=False
+                )
+            )
 
     def _patch_meta(self, obj: Obj, *, annotations: dict[str, str | None], finalizer: bool) -> None:
         """JSON-patch metallb's annotations and finalizer, guarded by the resourceVersion we read."""
@@ -319,7 +329,11 @@ class Controller:
             ops.append({"op": "add", "path": "/metadata/finalizers", "value": finalizers})
         if len(ops) > 1:
             # A list body makes the client send application/json-patch+json.
-            self.core.patch_namespaced_service(meta["name"], meta["namespace"], ops, _request_timeout=(3, 15))
+            _drain(
+                self.core.patch_namespaced_service(
+                    meta["name"], meta["namespace"], ops, _request_timeout=(3, 15), _preload_content=False
+                )
+            )
 
     def _event(self, obj: Obj, event: Event) -> None:
         meta = obj.get("metadata") or {}
@@ -331,7 +345,11 @@ class Controller:
             obj, reason=event.reason, message=event.message, type_=event.type, component="metallb-controller"
         )
         try:
-            self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(2, 3))
+            _drain(
+                self.core.create_namespaced_event(
+                    meta.get("namespace"), body, _request_timeout=(2, 3), _preload_content=False
+                )
+            )
         except ApiException as exc:
             log.warning("could not record event %s on %s: %s", event.reason, key, exc.reason)
         level = logging.INFO if event.type == "Normal" else logging.WARNING
