@@ -28,7 +28,6 @@ import netaddr
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from metallb.allocator import (
-    Announcer,
     AnnouncerSettings,
     ClusterView,
     Config,
@@ -38,6 +37,7 @@ from metallb.allocator import (
     default_plugin_manager,
     parse_config,
 )
+from metallb.operator.announcing import Announcers
 from metallb.operator.informer import Informer
 from metallb.operator.kube import api_client, event_body, now_rfc3339
 from metallb.operator.metrics import MetricsServer, SpeakerMetrics
@@ -86,7 +86,15 @@ class Speaker:
         self.metrics = SpeakerMetrics(self.registry)
         self.pm = default_plugin_manager()
         self.config: Config | None = None
-        self.announcers: dict[str, Announcer] = {}
+        self.announcers = Announcers(
+            self.pm,
+            AnnouncerSettings(
+                node_name=node_name,
+                interfaces=interfaces,
+                ignore_exclude_lb=ignore_exclude_lb,
+                options={"registry": self.registry},
+            ),
+        )
         self.announced: dict[str, tuple[str, ServiceView]] = {}
         self.reasons: dict[str, str] = {}
         self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
@@ -180,22 +188,6 @@ class Speaker:
 
     # -- the decision ----------------------------------------------------------------
 
-    def _announcer(self, protocol: str) -> Announcer | None:
-        if protocol not in self.announcers:
-            settings = AnnouncerSettings(
-                node_name=self.node_name,
-                interfaces=self.interfaces,
-                ignore_exclude_lb=self.ignore_exclude_lb,
-                options={"registry": self.registry},
-            )
-            announcer = self.pm.hook.metallb_make_announcer(protocol=protocol, settings=settings)
-            if announcer is None:
-                return None
-            if self.config is not None:
-                announcer.set_config(self.config, self._node())
-            self.announcers[protocol] = announcer
-        return self.announcers[protocol]
-
     def _endpoints(self) -> dict[str, tuple[frozenset[str], bool]]:
         """Service key -> (nodes with a ready endpoint, any ready endpoint)."""
         out: dict[str, tuple[set[str], bool]] = {}
@@ -222,8 +214,7 @@ class Speaker:
         node = self._node()
         if node.labels != self._node_labels or config is not self._applied_config:
             self._node_labels, self._applied_config = dict(node.labels), config
-            for announcer in self.announcers.values():
-                announcer.set_config(config, node)
+            self.announcers.set_config(config, node)
         nodes = {
             name: NodeInfo(name=name, labels=(o.get("metadata") or {}).get("labels") or {})
             for name, o in self.nodes.cache.items()
@@ -263,7 +254,7 @@ class Speaker:
                 ready_nodes=ready_nodes,
                 has_ready_endpoints=any_ready,
             )
-            chosen = self._announcer(pool.protocol)
+            chosen = self.announcers.get(pool.protocol, config, node)
             if chosen is None:
                 reasons[key] = f"no announcer for protocol {pool.protocol}"
                 continue
@@ -284,7 +275,7 @@ class Speaker:
             if self.announced.get(key) == (protocol, view):
                 continue
             try:
-                self.announcers[protocol].announce(view)
+                self.announcers.get(protocol, config, node).announce(view)  # type: ignore[union-attr]
             except Exception:
                 log.exception("announcing %s failed", key)
                 continue
@@ -298,7 +289,7 @@ class Speaker:
 
     def _withdraw(self, key: str) -> None:
         protocol, view = self.announced[key]
-        announcer = self.announcers.get(protocol)
+        announcer = self.announcers.known(protocol)
         if announcer is not None:
             try:
                 announcer.withdraw(key)
@@ -404,11 +395,7 @@ class Speaker:
             thread.join(timeout=5)
         for key in list(self.announced):
             self._withdraw(key)
-        for announcer in self.announcers.values():
-            try:
-                announcer.close()
-            except Exception:
-                log.exception("closing an announcer failed")
+        self.announcers.close()
         for informer in (self.configmaps, self.nodes, self.leases, self.slices, self.services):
             informer.stop()
         try:

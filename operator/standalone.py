@@ -29,7 +29,6 @@ import attrs
 import yaml
 from metallb.allocator import (
     Allocator,
-    Announcer,
     AnnouncerSettings,
     ClusterView,
     Config,
@@ -39,6 +38,7 @@ from metallb.allocator import (
     default_plugin_manager,
     parse_config,
 )
+from metallb.operator.announcing import Announcers
 from metallb.operator.cmd_config import read_config_text
 from metallb.operator.converge import converge
 from metallb.operator.metrics import ControllerMetrics, MetricsServer, SpeakerMetrics
@@ -121,7 +121,10 @@ class Standalone:
         self.speaker_metrics = SpeakerMetrics(self.registry)
         self.pm = default_plugin_manager()
         self.allocator = Allocator(plugin_manager=self.pm)
-        self.announcers: dict[str, Announcer] = {}
+        self.announcers = Announcers(
+            self.pm,
+            AnnouncerSettings(node_name=node, interfaces=self.interfaces, options={"registry": self.registry}),
+        )
         self.rows: dict[str, Row] = {}
         self.announced: dict[str, tuple[str, tuple[str, ...]]] = {}  # key -> (protocol, ips)
         self.previous: dict[str, tuple[str, ...]] = {}  # addresses from the state file
@@ -153,8 +156,7 @@ class Standalone:
             if config != self.config:
                 self.allocator.set_config(config)
                 self.config = config
-                for announcer in self.announcers.values():
-                    announcer.set_config(config, self.node)
+                self.announcers.set_config(config, self.node)
         except (MetalLBError, OSError) as exc:
             log.error("config %s not applied, keeping the last good one: %s", self.config_path, exc)
             self.metrics.config_stale.set(1)
@@ -250,20 +252,6 @@ class Standalone:
             self.save_state()
             return list(self.rows.values())
 
-    def _announcer(self, protocol: str) -> Announcer | None:
-        if protocol not in self.announcers:
-            settings = AnnouncerSettings(
-                node_name=self.node.name, interfaces=self.interfaces, options={"registry": self.registry}
-            )
-            announcer = self.pm.hook.metallb_make_announcer(protocol=protocol, settings=settings)
-            if announcer is None:
-                log.error('no plugin announces protocol "%s"; run `metallb plugins`', protocol)
-                return None
-            if self.config is not None:
-                announcer.set_config(self.config, self.node)
-            self.announcers[protocol] = announcer
-        return self.announcers[protocol]
-
     def _announce(self, key: str, intent: ServiceIntent) -> None:
         row = self.rows[key]
         spec = self.config.pools.get(row.pool) if self.config and row.pool else None
@@ -273,7 +261,7 @@ class Standalone:
         previous = self.announced.get(key)
         if previous and previous != (spec.protocol, row.addresses):
             self._withdraw(key)
-        announcer = self._announcer(spec.protocol)
+        announcer = self.announcers.get(spec.protocol, self.config, self.node)
         if announcer is None:
             row.announced = f"no {spec.protocol} announcer"
             return
@@ -309,7 +297,7 @@ class Standalone:
         if previous is None:
             return
         protocol, ips = previous
-        announcer = self.announcers.get(protocol)
+        announcer = self.announcers.known(protocol)
         if announcer is not None:
             try:
                 announcer.withdraw(key)
@@ -333,11 +321,7 @@ class Standalone:
         with self._lock:
             for key in list(self.announced):
                 self._withdraw(key)
-            for announcer in self.announcers.values():
-                try:
-                    announcer.close()
-                except Exception:
-                    log.exception("closing an announcer failed")
+            self.announcers.close()
             self.allocator.close()
 
 
