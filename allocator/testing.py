@@ -19,6 +19,7 @@ import contextlib
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,7 +45,34 @@ __all__ = [
     "allocator_for",
     "check_source_contract",
     "plugin_manager_with",
+    "wait_for",
 ]
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.05,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Poll *predicate* until it returns something truthy, and return that.
+
+    Raises AssertionError naming *what* after *timeout* seconds. Exceptions of
+    the types in *ignore* (say ``OSError`` while a server starts) count as "not yet".
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except ignore:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
 
 
 # -- plugin managers and allocators ----------------------------------------------------

@@ -20,7 +20,7 @@ from metallb.allocator import (
     get_plugin_manager,
     parse_config,
 )
-from metallb.allocator.testing import check_source_contract
+from metallb.allocator.testing import check_source_contract, wait_for
 
 TOKEN = "0123456789abcdef"
 METALLB = [sys.executable, "-m", "metallb.operator"]
@@ -246,24 +246,16 @@ class TestStandalone:
             cwd="/",
         )
         try:
-            wait_for(lambda: "default/dns" in state.read_text() and state.stat().st_mtime > first_written)
+            wait_for(lambda: "default/dns" in state.read_text() and state.stat().st_mtime > first_written, timeout=20)
             # Replaced atomically, with an mtime the poll cannot miss, so no half-written file is read.
             staged = tmp_path / "services.new"
             staged.write_text(SERVICES.split("---\n")[0])
             os.utime(staged, (time.time() + 5, time.time() + 5))
             staged.replace(services)
-            wait_for(lambda: "default/dns" not in json.loads(state.read_text())["services"])
+            wait_for(lambda: "default/dns" not in json.loads(state.read_text())["services"], timeout=20)
             assert netbox.addresses("metallb") == {"192.0.2.2": "metallb: default/web"}
         finally:
             daemon.terminate()
             _, err = daemon.communicate(timeout=30)
         assert daemon.returncode == 0, err
         assert "192.0.2.2" in netbox.addresses(), "stopping releases nothing"
-
-
-def wait_for(predicate, timeout: float = 20) -> None:
-    """Poll *predicate* until it holds; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the condition"
-        time.sleep(0.05)

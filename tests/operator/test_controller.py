@@ -6,6 +6,7 @@ import time
 
 import pytest
 from kubernetes import client
+from metallb.allocator.testing import wait_for
 from metallb.operator.controller import Controller, LeaderLease
 from metallb.operator.service import FINALIZER, POOL_ANNOTATION
 
@@ -20,16 +21,6 @@ address-pools:
   auto-assign: false
   addresses: [198.51.100.0/30]
 """
-
-
-def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout}s")
 
 
 @pytest.fixture(name="core")

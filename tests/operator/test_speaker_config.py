@@ -33,5 +33,7 @@ class TestSpeakerConfig:
         pool = speaker.config.pools["l2"]
         view = ServiceView(key="ns/a", ips=(netaddr.IPAddress("192.0.2.5"),), pool=pool)
         speaker.announced["ns/a"] = ("layer2", view)
-        speaker._on_config("MODIFIED", cm("address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [198.51.100.0/28]\n"))
+        speaker._on_config(
+            "MODIFIED", cm("address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [198.51.100.0/28]\n")
+        )
         assert list(speaker.config.pools["l2"].cidrs) == list(parse_config(GOOD).pools["l2"].cidrs)

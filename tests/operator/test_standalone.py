@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from metallb.allocator.testing import wait_for
 
 CONFIG = """
 address-pools:
@@ -126,19 +127,6 @@ def get(url: str) -> str:
         return answer.read().decode()
 
 
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 class TestRunning:
     @pytest.fixture(name="running")
     def _running(self, tmp_path):
@@ -172,7 +160,7 @@ class TestRunning:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_for(lambda: "default/a" in get(base + "/status"))
+            wait_for(lambda: "default/a" in get(base + "/status"), ignore=(OSError,))
             yield tmp_path, base, proc
         finally:
             if proc.poll() is None:
@@ -185,7 +173,7 @@ class TestRunning:
         time.sleep(0.05)
         (tmp / "services.yaml").write_text(service("a") + service("b"))
         os.utime(tmp / "services.yaml", (time.time() + 1, time.time() + 1))
-        status = wait_for(lambda: json.loads(get(base + "/status"))["services"].get("default/b"))
+        status = wait_for(lambda: json.loads(get(base + "/status"))["services"].get("default/b"), ignore=(OSError,))
         assert status["addresses"] == ["192.0.2.11"]
 
     def test_bad_config_is_kept_stale(self, running):
@@ -193,7 +181,7 @@ class TestRunning:
         tmp, base, _ = running
         (tmp / "config.yaml").write_text("address-pools: [oops\n")
         os.utime(tmp / "config.yaml", (time.time() + 1, time.time() + 1))
-        wait_for(lambda: "metallb_k8s_client_config_stale_bool 1.0" in get(base + "/metrics"))
+        wait_for(lambda: "metallb_k8s_client_config_stale_bool 1.0" in get(base + "/metrics"), ignore=(OSError,))
         assert json.loads(get(base + "/status"))["services"]["default/a"]["addresses"] == ["192.0.2.10"]
         metrics = get(base + "/metrics")
         assert 'metallb_allocator_addresses_in_use_total{pool="main"} 1.0' in metrics
@@ -230,7 +218,7 @@ class TestRemoteSourceAcrossRuns:
             cwd="/",
         )
         try:
-            wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz"))
+            wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz"), ignore=(OSError,))
             config = f"address-services:\n- name: leased\n  protocol: layer2\n  url: http://127.0.0.1:{port}\n  cidrs: [10.30.0.0/28]\n"
 
             def leased() -> set[str]:

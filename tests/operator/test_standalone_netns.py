@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
+
+from metallb.allocator.testing import wait_for
 
 CONFIG = """
 address-pools:
@@ -23,16 +24,6 @@ spec:
   ipFamilies: [IPv4, IPv6]
   ports: [{port: 80}]
 """
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 class TestStandaloneLayer2:

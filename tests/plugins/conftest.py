@@ -29,6 +29,7 @@ import attrs
 import netaddr
 import pytest
 from metallb.allocator import Allocator, Config, parse_config
+from metallb.allocator.testing import wait_for
 from metallb.plugins.address_service_memory import MemoryBackend
 from metallb.plugins.address_service_server import AddressService, HttpServer, make_http_server
 from prometheus_client import CollectorRegistry
@@ -490,18 +491,6 @@ def dhcp_lab(netlab: Any, tmp_path: Path) -> DhcpLab:
     lab = DhcpLab(lab=netlab, server_ns=server_ns, client_ns=client_ns, leasefile=tmp_path / "leases", workdir=tmp_path)
     lab.start_dnsmasq()
     return lab
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll *predicate* until it returns something true; fail naming *what*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def server_held(url: str) -> dict[str, str]:

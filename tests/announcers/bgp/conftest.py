@@ -35,6 +35,7 @@ from metallb.allocator.model import (
     PoolSpec,
     ServiceView,
 )
+from metallb.allocator.testing import wait_for
 from metallb.announcers.bgp import BgpAnnouncer
 from prometheus_client import CollectorRegistry
 
@@ -55,18 +56,6 @@ def in_netns(name: str) -> Iterator[None]:
         finally:
             if _libc.setns(home.fileno(), _CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "setns back failed")
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 10, what: str = "condition") -> Any:
-    """Poll *predicate* until it returns something truthy; fail the test after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @attrs.frozen
