@@ -15,12 +15,27 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     import netaddr
     from metallb.allocator.interfaces import AddressSource, Announcer, AnnouncerSettings
     from metallb.allocator.model import Config, PoolEntry, PoolRequest, PoolSpec
 
 PROJECT = "metallb"
 hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# -- registration --------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def metallb_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    """Add a plugin's own hook specifications (``plugin_manager.add_hookspecs(module)``).
+
+    Historic: a plugin registered later still receives it, so other plugins
+    can implement the hooks it defines (the address-service plugin's backend
+    hook is one). Called once per plugin, at registration.
+    """
 
 
 # -- configuration -------------------------------------------------------------------
@@ -113,6 +128,24 @@ def metallb_make_announcer(protocol: str, settings: AnnouncerSettings) -> Announ
         protocol is not this plugin's.
 
     Stops at first non-None result.
+    """
+
+
+# -- command line ---------------------------------------------------------------------
+
+
+@hookspec
+def metallb_add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add subcommands to the ``metallb`` command line.
+
+    Call ``subparsers.add_parser(name, help=..., description=..., epilog=...)``,
+    add the options, and ``set_defaults(run=function)``: ``metallb NAME``
+    calls ``function(args)`` and exits with the integer it returns. Keep this
+    hook cheap: import heavy modules (HTTP or Kubernetes clients) inside the
+    run function, never at module level, so building the parser stays fast and
+    ``metallb plugins`` works without your extras installed.
+
+    :param subparsers: the ``metallb`` parser's subcommand group.
     """
 
 

@@ -70,6 +70,7 @@ def get_plugin_manager(
     implementations that match no spec raise at once (``check_pending``).
     """
     pm = PluginManager()
+    pm.hook.metallb_add_hookspecs.call_historic(kwargs={"plugin_manager": pm})
     allowed = set(allow) if allow is not None else (_names(os.environ.get("METALLB_PLUGINS")) or None)
     for name in set(block) | _names(os.environ.get("METALLB_DISABLE_PLUGINS")):
         pm.set_blocked(name)

@@ -43,7 +43,7 @@ def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "metallb.plugins.address_service_server",
+            "metallb.plugins.address_service.server",
             "--listen",
             "127.0.0.1:0",
             "--log-level",

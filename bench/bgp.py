@@ -73,7 +73,7 @@ def speaker(n: int) -> None:
 
     from metallb.allocator.interfaces import AnnouncerSettings
     from metallb.allocator.model import Config, NodeInfo, PeerSpec, PoolSpec, ServiceView
-    from metallb.announcers.bgp import BgpAnnouncer
+    from metallb.announcers.bgp.plugin import BgpAnnouncer
 
     peer = PeerSpec(
         my_asn=OUR_ASN,

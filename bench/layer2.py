@@ -210,7 +210,7 @@ def serve(args: argparse.Namespace) -> None:
     """The speaker side, run inside the node namespace: announce the VIPs, report counters."""
     from metallb.allocator.interfaces import AnnouncerSettings
     from metallb.allocator.model import PoolSpec, ServiceView
-    from metallb.announcers.layer2 import metallb_make_announcer
+    from metallb.announcers.layer2.plugin import metallb_make_announcer
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("metallb.operator.controller", "allocate addresses for LoadBalancer Services in a cluster"),
     "speaker": ("metallb.operator.speaker", "announce service addresses from this node (layer 2 or BGP)"),
     "address-service": (
-        "metallb.plugins.address_service_server",
+        "metallb.plugins.address_service.server",
         "run the bundled address service (memory or dhcp backend)",
     ),
     "status": ("metallb.operator.cmd_status", "show services, addresses, pools, announcers and why pending"),

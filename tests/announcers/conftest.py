@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from metallb.allocator.interfaces import AnnouncerSettings
-from metallb.announcers.l2_netlink import enter_netns
-from metallb.announcers.layer2 import Layer2Announcer
+from metallb.announcers.layer2.netlink import enter_netns
+from metallb.announcers.layer2.plugin import Layer2Announcer
 from prometheus_client import CollectorRegistry
 
 CLIENT_MAC = "02:00:00:00:00:c0"

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from metallb.announcers.l2_netlink import enter_netns
+from metallb.announcers.layer2.netlink import enter_netns
 
 NS = "metallb-system"
 VIP = "192.0.2.200"

@@ -30,8 +30,8 @@ import netaddr
 import pytest
 from metallb.allocator import Allocator, Config, parse_config
 from metallb.allocator.testing import wait_for
-from metallb.plugins.address_service_memory import MemoryBackend
-from metallb.plugins.address_service_server import AddressService, HttpServer, make_http_server
+from metallb.plugins.address_service.memory import MemoryBackend
+from metallb.plugins.address_service.server import AddressService, HttpServer, make_http_server
 from prometheus_client import CollectorRegistry
 
 CIDR = "192.0.2.0/24"
@@ -377,7 +377,7 @@ def held_by(alloc: Allocator, pool: str) -> dict[str, str]:
 
 @attrs.define
 class ServerProcess:
-    """``python -m metallb.plugins.address_service_server`` with its URL."""
+    """``python -m metallb.plugins.address_service.server`` with its URL."""
 
     proc: subprocess.Popen[str]
     url: str
@@ -393,7 +393,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         log = tmp_path / f"server-{len(started)}.log"
         with open(log, "w") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "metallb.plugins.address_service_server", "--listen", "127.0.0.1:0", *args],
+                [sys.executable, "-m", "metallb.plugins.address_service.server", "--listen", "127.0.0.1:0", *args],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,

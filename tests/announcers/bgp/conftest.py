@@ -36,7 +36,7 @@ from metallb.allocator.model import (
     ServiceView,
 )
 from metallb.allocator.testing import wait_for
-from metallb.announcers.bgp import BgpAnnouncer
+from metallb.announcers.bgp.plugin import BgpAnnouncer
 from prometheus_client import CollectorRegistry
 
 RTR4, NODE4 = "192.0.2.1", "192.0.2.2"

@@ -12,8 +12,8 @@ import time
 import attrs
 import httpx
 import netaddr
-from metallb.plugins.address_service_api import LeaseRequest, client_id_for, derive_mac
-from metallb.plugins.address_service_dhcp import DhcpBackend
+from metallb.plugins.address_service.api import LeaseRequest, client_id_for, derive_mac
+from metallb.plugins.address_service.dhcp import DhcpBackend
 
 SCOPE = netaddr.IPRange("192.0.2.50", "192.0.2.59")
 
@@ -178,7 +178,7 @@ class TestRenewalMethod:
         backend.start(events.append)
         try:
             lease = backend.obtain(LeaseRequest(id="1", service="ns/a", mac=derive_mac("ns/a")), timeout=5)
-            caplog.set_level("INFO", logger="metallb.plugins.address_service_dhcp")
+            caplog.set_level("INFO", logger="metallb.plugins.address_service.dhcp")
             backend.resume(attrs.evolve(lease, rebind=lease.bound - 1))  # as if T2 had passed unanswered
             renewed = helpers.wait_for(lambda: events, 5, "the rebinding ACK")[0]
         finally:

@@ -20,10 +20,11 @@ from collections.abc import Iterable, Mapping
 import attrs
 import netaddr
 from metallb.allocator.model import PeerSpec
-from metallb.announcers import bgp_net, bgp_wire
-from metallb.announcers.bgp_metrics import BgpMetrics
-from metallb.announcers.bgp_policy import PrefixKey, Route
-from metallb.announcers.bgp_wire import BgpError, MsgType
+from metallb.announcers.bgp import net as bgp_net
+from metallb.announcers.bgp import wire as bgp_wire
+from metallb.announcers.bgp.metrics import BgpMetrics
+from metallb.announcers.bgp.policy import PrefixKey, Route
+from metallb.announcers.bgp.wire import BgpError, MsgType
 
 __all__ = [
     "BACKOFF_CAP",

@@ -23,9 +23,9 @@ import netaddr
 from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
 from metallb.allocator.model import ClusterView, Config, NodeInfo, PeerSpec, ServiceView
 from metallb.allocator.plugins import hookimpl
-from metallb.announcers.bgp_metrics import metrics_for
-from metallb.announcers.bgp_policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
-from metallb.announcers.bgp_session import BACKOFF_CAP, CONNECT_TIMEOUT, Session, SessionStatus
+from metallb.announcers.bgp.metrics import metrics_for
+from metallb.announcers.bgp.policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
+from metallb.announcers.bgp.session import BACKOFF_CAP, CONNECT_TIMEOUT, Session, SessionStatus
 
 __all__ = ["BgpAnnouncer", "SessionStatus", "metallb_make_announcer"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import netaddr
 import pytest
 from metallb.allocator.model import Community, LargeCommunity
-from metallb.announcers import bgp_wire as w
+from metallb.announcers.bgp import wire as w
 from scapy.contrib import bgp as sb
 
 # scapy assumes 2-octet AS paths unless told otherwise (it would garble ours).

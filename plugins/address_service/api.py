@@ -2,7 +2,7 @@
 
 A backend turns a :class:`LeaseRequest` into a :class:`Lease` (the ``memory``
 backend from configured CIDRs, the ``dhcp`` backend from a real DHCP server)
-and keeps it alive; the server (``address_service_server``) owns the
+and keeps it alive; the server (``server``) owns the
 allocation table, the MAC pool, the state file and the HTTP API.
 """
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import attrs
 import netaddr
-from metallb.plugins.address_service_api import (
+from metallb.plugins.address_service.api import (
     SERVICE_PATTERN,
     AddressTakenError,
     Backend,

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from metallb.plugins.address_service_api import (
+from metallb.plugins.address_service.api import (
     AddressTakenError,
     BackendError,
     Lease,

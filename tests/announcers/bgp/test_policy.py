@@ -16,9 +16,9 @@ from metallb.allocator.model import (
     ServiceView,
 )
 from metallb.allocator.plugins import get_plugin_manager
-from metallb.announcers import bgp
-from metallb.announcers.bgp_policy import DesiredSet, Route, advertise_reason, routes_for
-from metallb.announcers.bgp_session import backoff_delay, derive_router_id, peer_label
+from metallb.announcers.bgp import plugin as bgp
+from metallb.announcers.bgp.policy import DesiredSet, Route, advertise_reason, routes_for
+from metallb.announcers.bgp.session import backoff_delay, derive_router_id, peer_label
 from prometheus_client import CollectorRegistry
 
 RACK_A = (NodeSelector(match_labels=(("rack", "a"),)),)

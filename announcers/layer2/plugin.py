@@ -2,7 +2,7 @@
 
 Registered for protocol ``layer2`` through ``metallb_make_announcer``. Who
 announces is decided by :mod:`metallb.announcers.election`; the frames are
-answered by :class:`~metallb.announcers.l2_responder.Responder`.
+answered by :class:`~metallb.announcers.layer2.responder.Responder`.
 
 Settings ``options`` understood here:
 
@@ -20,7 +20,7 @@ from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
 from metallb.allocator.model import ClusterView, Config, NodeInfo, ServiceView
 from metallb.allocator.plugins import hookimpl
 from metallb.announcers.election import reason_not_to_announce
-from metallb.announcers.l2_responder import Responder
+from metallb.announcers.layer2.responder import Responder
 from prometheus_client import CollectorRegistry
 
 __all__ = ["Layer2Announcer", "metallb_make_announcer"]

@@ -112,7 +112,7 @@ class TestFailures:
 
     def test_wrong_peer_asn_is_refused_with_notification(self, kind, make_router, make_speaker, bgp, caplog):
         """An OPEN from an unexpected ASN gets NOTIFICATION 2/2 and a log line naming both ASNs."""
-        caplog.set_level(logging.WARNING, logger="metallb.announcers.bgp_session")
+        caplog.set_level(logging.WARNING, logger="metallb.announcers.bgp.session")
         make_router(kind, asn=64513, peer_asn=64512)
         speaker = make_speaker()
         speaker.configure(bgp.peer(64512, 64999))
@@ -126,7 +126,7 @@ class TestFailures:
 
     def test_router_refusing_our_asn_is_logged(self, kind, make_router, make_speaker, bgp, caplog):
         """When the router expects another ASN, its NOTIFICATION is logged with code and name."""
-        caplog.set_level(logging.WARNING, logger="metallb.announcers.bgp_session")
+        caplog.set_level(logging.WARNING, logger="metallb.announcers.bgp.session")
         make_router(kind, asn=64513, peer_asn=64999)
         speaker = make_speaker()
         speaker.configure(bgp.peer(64512, 64513))
@@ -147,7 +147,7 @@ class TestPasswords:
 
     def test_wrong_password_times_out_and_says_why(self, kind, make_router, make_speaker, bgp, caplog):
         """A wrong password is dropped silently by the router; the log says the connect timed out and why."""
-        caplog.set_level(logging.WARNING, logger="metallb.announcers.bgp_session")
+        caplog.set_level(logging.WARNING, logger="metallb.announcers.bgp.session")
         make_router(kind, asn=64513, peer_asn=64512, password="right")
         speaker = make_speaker(connect_timeout=1)
         speaker.configure(bgp.peer(64512, 64513, password="wrong"))

@@ -178,7 +178,7 @@ class TestProcess:
     def test_help_has_examples(self) -> None:
         """--help shows usage examples."""
         out = subprocess.run(
-            [sys.executable, "-m", "metallb.plugins.address_service_server", "--help"],
+            [sys.executable, "-m", "metallb.plugins.address_service.server", "--help"],
             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONSAFEPATH": "1"},
         ).stdout  # fmt: skip
         assert "examples:" in out and "--backend dhcp --interface eth1" in out
@@ -195,7 +195,7 @@ class TestProcess:
     def test_unknown_backend(self) -> None:
         """An unknown backend name fails at start with a message naming the built-in ones."""
         proc = subprocess.run(
-            [sys.executable, "-m", "metallb.plugins.address_service_server", "--backend", "nope"],
+            [sys.executable, "-m", "metallb.plugins.address_service.server", "--backend", "nope"],
             capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"},
         )  # fmt: skip
         assert proc.returncode == 2 and "unknown backend 'nope': built in are memory and dhcp" in proc.stderr
@@ -203,7 +203,7 @@ class TestProcess:
     def test_missing_interface(self) -> None:
         """A dhcp backend on an interface that does not exist fails at start, naming the interface."""
         proc = subprocess.run(
-            [sys.executable, "-m", "metallb.plugins.address_service_server", "--backend", "dhcp", "--interface", "nosuch0"],
+            [sys.executable, "-m", "metallb.plugins.address_service.server", "--backend", "dhcp", "--interface", "nosuch0"],
             capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"}, timeout=30,
         )  # fmt: skip
         assert proc.returncode == 1

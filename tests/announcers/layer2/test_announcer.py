@@ -13,8 +13,8 @@ import pytest
 from metallb.allocator.interfaces import Announcer, AnnouncerSettings
 from metallb.allocator.model import Config, NodeInfo, PoolSpec, ServiceView
 from metallb.allocator.plugins import get_plugin_manager
-from metallb.announcers import l2_responder
-from metallb.announcers.l2_packets import checksum, mac_bytes
+from metallb.announcers.layer2 import responder as l2_responder
+from metallb.announcers.layer2.packets import checksum, mac_bytes
 from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.netns

@@ -11,8 +11,8 @@ import threading
 
 import netaddr
 import pytest
-from metallb.announcers.l2_netlink import enter_netns
-from metallb.announcers.l2_packets import (
+from metallb.announcers.layer2.netlink import enter_netns
+from metallb.announcers.layer2.packets import (
     ArpAnswer,
     NdpAnswer,
     checksum,

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import attrs
 import netaddr
-from metallb.announcers.l2_netlink import Link, enter_netns, event_socket, links, matches
-from metallb.announcers.l2_packets import (
+from metallb.announcers.layer2.netlink import Link, enter_netns, event_socket, links, matches
+from metallb.announcers.layer2.packets import (
     SNAPLEN,
     ArpAnswer,
     NdpAnswer,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 import netaddr
-from metallb.plugins.address_service_api import AddressTakenError, Lease, LeaseListener, LeaseRequest, NoAddressError
+from metallb.plugins.address_service.api import AddressTakenError, Lease, LeaseListener, LeaseRequest, NoAddressError
 
 __all__ = ["MemoryBackend"]
 

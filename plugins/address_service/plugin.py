@@ -11,8 +11,8 @@ A pool of this section leases each address from an HTTP address service
       auth-token: s3cret                           # optional, sent as X-Auth-Token
       ca-file: /etc/metallb/ca.pem                 # optional, for https
 
-The client lives in ``address_service_client``; the server and its built-in
-``memory`` and ``dhcp`` backends in the other ``address_service_*`` modules.
+The client lives in ``client``; the server and its built-in
+``memory`` and ``dhcp`` backends in the other modules of this package.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from metallb.allocator import AddressSource, ConfigError, PoolEntry, PoolSpec, hookimpl
 from metallb.allocator.config import as_str, parse_pool_entry
-from metallb.plugins.address_service_api import Backend
+from metallb.plugins.address_service.api import Backend
 
 SECTION = "address-services"
 
@@ -103,7 +103,7 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
     if spec.kind != SECTION:
         return None
     # Imported here: speakers load this plugin too, and never need httpx.
-    from metallb.plugins.address_service_client import AddressServiceSource
+    from metallb.plugins.address_service.client import AddressServiceSource
 
     return AddressServiceSource(spec)
 
@@ -112,11 +112,11 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
 def metallb_make_backend(kind: str, options: Mapping[str, Any]) -> Backend | None:
     """The bundled server's ``memory`` and ``dhcp`` backends (dhcp imports scapy only when asked for)."""
     if kind == "memory":
-        from metallb.plugins.address_service_memory import MemoryBackend
+        from metallb.plugins.address_service.memory import MemoryBackend
 
         return MemoryBackend(cidrs=list(options.get("cidrs") or ()))
     if kind == "dhcp":
-        from metallb.plugins.address_service_dhcp import DhcpBackend
+        from metallb.plugins.address_service.dhcp import DhcpBackend
 
         if not options.get("interface"):
             raise ValueError("the dhcp backend needs --interface")
