@@ -88,7 +88,7 @@ def metallb_make_source(spec: PoolSpec) -> StrideSource | None:
 
 def _preview(args: argparse.Namespace) -> int:
     cidr = netaddr.IPNetwork(args.cidr)
-    for value in list(range(cidr.first, cidr.last + 1, args.stride))[: args.count]:
+    for value in range(cidr.first, cidr.last + 1, args.stride):
         print(netaddr.IPAddress(value, cidr.version))
     return 0
 
@@ -103,5 +103,4 @@ def metallb_add_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
     )
     parser.add_argument("cidr", metavar="CIDR")
     parser.add_argument("--stride", type=int, default=1, help="every Nth address (default: 1)")
-    parser.add_argument("--count", type=int, default=16, help="at most this many (default: 16)")
     parser.set_defaults(run=_preview)
