@@ -56,7 +56,14 @@ _TAGS: dict[type, tuple[str, str]] = {
 
 _SCALAR = (1, 0)  # a scalar's (expanded size, height in collections)
 
-_REPR = reprlib.Repr()
+
+class _Repr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        # Past 4 300 digits int has no decimal text (ValueError); past 60 it is cut anyway.
+        return f"<a {x.bit_length()}-bit integer>" if x.bit_length() > 200 else super().repr_int(x, level)
+
+
+_REPR = _Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 4, 4, 60, 60
 
 

@@ -338,8 +338,17 @@ class TestShown:
         assert len(shown(level)) <= 61
         assert shown({"a": "x\ny"}) == r"{'a': 'x\ny'}"
 
+    def test_huge_integers_are_described_not_converted(self):
+        """An integer too long for its decimal text (Python's 4 300-digit limit) is shown by its size."""
+        assert shown(10**5000) == "<a 16610-bit integer>"
+        assert shown([-(10**5000)]) == "[<a 16610-bit integer>]"
+        assert shown(12345) == "12345"
+
     @SETTINGS
-    @given(st.text() | st.binary() | st.lists(st.text()), st.integers(1, 100))
+    @given(
+        st.text() | st.binary() | st.integers() | st.lists(st.text() | st.integers(-(10**6000), 10**6000)),
+        st.integers(1, 100),
+    )
     def test_always_one_short_printable_line(self, value, limit):
         """Any value gives one printable line of at most the limit plus an escape and "…"."""
         out = shown(value, limit=limit)
@@ -379,9 +388,13 @@ class TestAnyInput:
 
 # Without NEL: with allow_unicode PyYAML's emitter writes it raw, and YAML reads that as a line break.
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x85"))
-PLAIN_DATA = st.recursive(
-    _text, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4), max_leaves=20
-)
+
+
+def _nest(inner):
+    return st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4)
+
+
+PLAIN_DATA = st.recursive(_text, _nest, max_leaves=20)
 
 
 class TestRoundTrip:
