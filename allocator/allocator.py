@@ -43,6 +43,19 @@ log = logging.getLogger(__name__)
 IPLike: TypeAlias = "str | netaddr.IPAddress"
 
 
+#: The :class:`PoolSpec` fields that decide which addresses a pool's source hands
+#: out. A pool whose other fields change (protocol, interfaces, node selectors,
+#: advertisements, auto-assign: how its addresses are announced, and whether
+#: they are offered unasked) keeps its source, and with it what the source
+#: tracks (an address service's lease ids); the source gets the new spec.
+ALLOCATION_FIELDS = ("name", "kind", "cidrs", "avoid_buggy_ips", "options")
+
+
+def _reusable(old: PoolSpec, new: PoolSpec) -> bool:
+    """Whether a source built for *old* hands out the same addresses for *new*."""
+    return all(getattr(old, field) == getattr(new, field) for field in ALLOCATION_FIELDS)
+
+
 def _ip(value: IPLike) -> netaddr.IPAddress:
     if isinstance(value, netaddr.IPAddress):
         return value
@@ -111,8 +124,10 @@ class Allocator:
         """Replace the pools, all or nothing.
 
         Allocations follow their address to whichever pool now contains it
-        (renamed and split pools work). Raises :class:`ConfigError`, changing
-        nothing, when an address in use would belong to no pool.
+        (renamed and split pools work). A pool whose :data:`ALLOCATION_FIELDS`
+        are unchanged keeps its source, which gets the new spec. Raises
+        :class:`ConfigError`, changing nothing, when an address in use would
+        belong to no pool.
         """
         created: list[AddressSource] = []
         with self._lock:
@@ -126,6 +141,8 @@ class Allocator:
                 raise
             # Commit: nothing below can fail.
             dropped = self._ledger.adopt(config, sources, moves)
+            for name, source in sources.items():
+                _hand_spec(source, config.pools[name])
         for source in dropped:
             try:
                 source.close()
@@ -133,9 +150,9 @@ class Allocator:
                 log.exception("closing the source of a removed pool failed")
 
     def _source_for(self, name: str, spec: PoolSpec, created: list[AddressSource]) -> AddressSource:
-        """The current source of pool *name* if its spec is unchanged, else a new one (added to *created*)."""
+        """The current source of pool *name* if it serves *spec*, else a new one (added to *created*)."""
         old = self._ledger.sources.get(name)
-        if old is not None and old.spec == spec:
+        if old is not None and _reusable(old.spec, spec):
             return old
         source = self._make_source(spec)
         if source is None:
@@ -534,6 +551,16 @@ class Allocator:
         for source in sources:
             with contextlib.suppress(Exception):
                 source.close()
+
+
+def _hand_spec(source: AddressSource, spec: PoolSpec) -> None:
+    """Give a kept source its pool's new spec (which differs only outside :data:`ALLOCATION_FIELDS`)."""
+    if source.spec == spec:
+        return
+    try:
+        source.spec = spec
+    except AttributeError:  # a read-only spec: harmless, it decides the same addresses
+        log.debug("pool %r: the source keeps its spec (read-only)", spec.name)
 
 
 class _Turn:
