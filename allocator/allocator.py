@@ -343,8 +343,8 @@ class Allocator:
             candidates = self._candidates(tenant, family, pool, wanted)
             # A requested address other services hold: join them, if they agree.
             joined = None if wanted is None else self._ledger.join_wanted(tenant, candidates[0].name, wanted)
-        if joined is not None and wanted is not None:
-            return self._done(tenant.service, candidates[0].name, wanted, joined)
+        if joined is not None:
+            return self._done(tenant.service, candidates[0].name, *joined)
         errors: list[tuple[str, AllocationError]] = []
         for spec in candidates:
             try:

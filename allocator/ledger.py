@@ -262,7 +262,9 @@ class Ledger:
                     raise AddressInUseError(f'can\'t change sharing key for "{tenant.service}", {problem}')
         self.record(tenant, held.pool, held.ips)
 
-    def join_wanted(self, tenant: Tenant, pool: str, ip: netaddr.IPAddress) -> Released | None:
+    def join_wanted(
+        self, tenant: Tenant, pool: str, ip: netaddr.IPAddress
+    ) -> tuple[netaddr.IPAddress, Released] | None:
         """Join the other users of the requested *ip*; None when nobody else holds it."""
         use = self.uses.get(ip)
         if use is None or tenant.service in use.users:
@@ -270,7 +272,7 @@ class Ledger:
         problem = sharing_problem(use, tenant)
         if problem:
             raise AddressInUseError(f'can\'t assign "{ip}" to "{tenant.service}": {problem}')
-        return self.join(tenant, pool, ip)
+        return ip, self.join(tenant, pool, ip)
 
     def join_first_fit(
         self, tenant: Tenant, family: int, pool: str, source: AddressSource
