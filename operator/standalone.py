@@ -278,6 +278,24 @@ class Standalone:
             else:
                 self.rows[key].announced = f"not announced: {announcements.reasons[key]}"
 
+    def follow(self, stop: threading.Event, *, poll_interval: float) -> None:
+        """Sync (and print the table) when a file changes or pending services are due a retry, until *stop*."""
+        # Pending services are retried with exponential backoff (1 s .. 60 s), from 1 s again after a change.
+        backoff = Backoff(initial=1.0, cap=60.0, jitter=0.0)
+        next_retry = time.monotonic() + backoff.next()
+        while not stop.wait(poll_interval):
+            changed = self.changed()
+            if not (changed or (self.retry and time.monotonic() >= next_retry)):
+                continue
+            log.info("input files changed; syncing" if changed else "retrying pending services")
+            try:
+                print(table(self.sync()), flush=True)
+            except MetalLBError as exc:
+                log.error("%s", exc)
+            if changed or not self.retry:
+                backoff.reset()
+            next_retry = time.monotonic() + backoff.next()
+
     def status(self) -> dict[str, Any]:
         """The allocations, as served on ``/status``."""
         with self._lock:
@@ -351,23 +369,8 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         server = MetricsServer(app.registry, host=args.metrics_host, port=args.metrics_port, status=app.status).start()
         log.info("serving /metrics and /status on %s:%d", args.metrics_host, server.port)
-    # Pending services are retried with exponential backoff (1 s .. 60 s), from 1 s again after a change.
-    backoff = Backoff(initial=1.0, cap=60.0, jitter=0.0)
-    next_retry = time.monotonic() + backoff.next()
     try:
-        while not stop.wait(args.poll_interval):
-            changed = app.changed()
-            retry_due = app.retry and time.monotonic() >= next_retry
-            if not (changed or retry_due):
-                continue
-            log.info("input files changed; syncing" if changed else "retrying pending services")
-            try:
-                print(table(app.sync()), flush=True)
-            except MetalLBError as exc:
-                log.error("%s", exc)
-            if changed or not app.retry:
-                backoff.reset()
-            next_retry = time.monotonic() + backoff.next()
+        app.follow(stop, poll_interval=args.poll_interval)
     finally:
         app.close()
         if server is not None:
