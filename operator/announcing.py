@@ -101,16 +101,17 @@ class ServiceAnnouncements:
         if self._applied is None or self._applied[0] is not config or self._applied[1] != node.labels:
             self._applied = (config, dict(node.labels))
             self.announcers.set_config(config, node)
-        self.reasons = dict(reasons or {})
+        why = dict(reasons or {})
         desired: dict[str, tuple[str, ServiceView, Announcer]] = {}
         for key, (protocol, view) in candidates.items():
             announcer = self.announcers.get(protocol, config, node)
             if announcer is None:
-                self.reasons[key] = f"no announcer for protocol {protocol}"
+                why[key] = f"no announcer for protocol {protocol}"
             elif (reason := announcer.should_announce(view, cluster)) is not None:
-                self.reasons[key] = reason
+                why[key] = reason
             else:
                 desired[key] = (protocol, view, announcer)
+        self.reasons = why  # replaced whole: status pages read it from other threads
         for key, (protocol, view) in list(self.announced.items()):
             wanted = desired.get(key)
             if wanted is None or wanted[0] != protocol or wanted[1].ips != view.ips:
