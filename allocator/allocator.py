@@ -32,7 +32,7 @@ from metallb.allocator.errors import (
     SourceUnavailableError,
     UnknownPoolError,
 )
-from metallb.allocator.interfaces import AddressSource, ReconcileReport
+from metallb.allocator.interfaces import AddressSource, ReconcileReport, SourceCapabilities, capabilities_of
 from metallb.allocator.model import Config, PoolRequest, PoolSpec, PoolStats, Port
 from sortedcontainers import SortedDict
 
@@ -144,6 +144,15 @@ class Allocator:
     def config(self) -> Config:
         """The configuration in force."""
         return self._config
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The plugins this allocator builds sources with (call them through :class:`~metallb.allocator.Hooks`)."""
+        return self._pm
+
+    def capabilities(self, pool: str) -> SourceCapabilities:
+        """What *pool*'s source declares (finalizer, annotations); the defaults for an unknown pool."""
+        return capabilities_of(self._sources.get(pool))
 
     def set_config(self, config: Config) -> None:
         """Replace the pools, all or nothing.

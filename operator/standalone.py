@@ -123,7 +123,7 @@ class Standalone:
         self.allocator = Allocator(plugin_manager=self.pm)
         self.announcers = Announcers(
             self.pm,
-            AnnouncerSettings(node_name=node, interfaces=self.interfaces, options={"registry": self.registry}),
+            AnnouncerSettings(node_name=node, interfaces=self.interfaces, registry=self.registry),
         )
         self.rows: dict[str, Row] = {}
         self.announced: dict[str, tuple[str, tuple[str, ...]]] = {}  # key -> (protocol, ips)
