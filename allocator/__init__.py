@@ -37,12 +37,16 @@ from metallb.allocator.interfaces import (
     AnnouncerSettings,
     ReconcileReport,
     SourceBase,
+    SourceCapabilities,
+    capabilities_of,
 )
 from metallb.allocator.model import (
+    Advertisement,
     BgpAdvertisement,
     ClusterView,
     Community,
     Config,
+    L2Advertisement,
     LargeCommunity,
     NodeInfo,
     NodeSelector,
@@ -52,9 +56,17 @@ from metallb.allocator.model import (
     PoolSpec,
     PoolStats,
     Port,
+    ProtocolInfo,
     ServiceView,
 )
-from metallb.allocator.plugins import PluginManager, default_plugin_manager, get_plugin_manager, hookimpl, list_plugins
+from metallb.allocator.plugins import (
+    Hooks,
+    PluginManager,
+    default_plugin_manager,
+    get_plugin_manager,
+    hookimpl,
+    list_plugins,
+)
 
 __all__ = [
     "Allocation",
@@ -68,6 +80,7 @@ __all__ = [
     "AddressInUseError",
     "AddressNotAllowedError",
     "AddressSource",
+    "Advertisement",
     "AllocationError",
     "Announcer",
     "AnnouncerBase",
@@ -77,6 +90,8 @@ __all__ = [
     "Community",
     "Config",
     "ConfigError",
+    "Hooks",
+    "L2Advertisement",
     "LargeCommunity",
     "MetalLBError",
     "NodeInfo",
@@ -90,11 +105,14 @@ __all__ = [
     "PoolSpec",
     "PoolStats",
     "Port",
+    "ProtocolInfo",
     "ReconcileReport",
     "ServiceView",
     "SourceBase",
+    "SourceCapabilities",
     "SourceUnavailableError",
     "UnknownPoolError",
+    "capabilities_of",
     "default_plugin_manager",
     "get_plugin_manager",
     "hookimpl",

@@ -32,7 +32,7 @@ from metallb.allocator.errors import (
     SourceUnavailableError,
     UnknownPoolError,
 )
-from metallb.allocator.interfaces import AddressSource, ReconcileReport
+from metallb.allocator.interfaces import AddressSource, ReconcileReport, SourceCapabilities, capabilities_of
 from metallb.allocator.ledger import Allocation, Ledger, Released, Tenant, may_have
 from metallb.allocator.model import Config, PoolRequest, PoolSpec, PoolStats, Port
 
@@ -119,6 +119,15 @@ class Allocator:
     def config(self) -> Config:
         """The configuration in force."""
         return self._ledger.config
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The plugins this allocator builds sources with (call them through :class:`~metallb.allocator.Hooks`)."""
+        return self._pm
+
+    def capabilities(self, pool: str) -> SourceCapabilities:
+        """What *pool*'s source declares (finalizer, annotations); the defaults for an unknown pool."""
+        return capabilities_of(self._ledger.sources.get(pool))
 
     def set_config(self, config: Config) -> None:
         """Replace the pools, all or nothing.

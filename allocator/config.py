@@ -6,14 +6,17 @@ not the base-60 number 90; ``name: no`` is the pool "no") and converted by the
 field's type, YAML 1.1 booleans. Errors name the section, the entry, the field,
 the value and the rule, and are raised in MetalLB's validation order.
 
-Pool sections belong to plugins (``metallb_pool_sections``/``metallb_parse_pool``);
-this module owns ``peers`` and ``bgp-communities`` and the checks across pools.
+Pool sections belong to plugins (``metallb_pool_sections``/``metallb_parse_pool``),
+and so do announcement protocols with the pool keys they own
+(``metallb_announcer_protocols``/``metallb_parse_advertisements``); this module
+owns ``peers`` and ``bgp-communities``, the keys every pool shares, and the
+checks across pools.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import netaddr
@@ -21,7 +24,6 @@ import pluggy
 import yaml
 from metallb.allocator.errors import ConfigError, PluginError
 from metallb.allocator.model import (
-    BgpAdvertisement,
     Community,
     Config,
     LabelExpression,
@@ -30,7 +32,9 @@ from metallb.allocator.model import (
     PeerSpec,
     PoolEntry,
     PoolSpec,
+    ProtocolInfo,
 )
+from metallb.allocator.plugins import Hooks, default_plugin_manager
 
 __all__ = [
     "COMMON_POOL_KEYS",
@@ -41,8 +45,10 @@ __all__ = [
     "as_mapping",
     "as_str",
     "dump_config",
+    "field_error",
     "load_yaml",
     "parse_cidrs",
+    "parse_community",
     "parse_config",
     "parse_node_selectors",
     "parse_pool_entry",
@@ -61,19 +67,10 @@ PEER_KEYS = (
 )
 #: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
 UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile", "ebgp-multihop")
-#: Keys every pool entry accepts, whatever its section.
-COMMON_POOL_KEYS = (
-    "name",
-    "protocol",
-    "auto-assign",
-    "avoid-buggy-ips",
-    "bgp-advertisements",
-    "interfaces",
-    "node-selectors",
-)
-ADVERTISEMENT_KEYS = ("aggregation-length", "aggregation-length-v6", "localpref", "communities")
+#: Keys every pool entry accepts, whatever its section (the announcement
+#: protocols add the keys they own).
+COMMON_POOL_KEYS = ("name", "protocol", "auto-assign", "avoid-buggy-ips", "node-selectors")
 CORE_SECTIONS = ("peers", "bgp-communities")
-PROTOCOLS = ("layer2", "bgp")
 
 
 # -- YAML ------------------------------------------------------------------------------
@@ -125,7 +122,8 @@ def load_yaml(text: str) -> Any:
 # -- scalar conversions ------------------------------------------------------------------
 
 
-def _fail(where: str, field: str, value: object, rule: str) -> ConfigError:
+def field_error(where: str, field: str, value: object, rule: str) -> ConfigError:
+    """The error for one bad value: ``<where>: field "<field>": value "<value>": <rule>``."""
     shown = value if isinstance(value, str) else repr(value)
     return ConfigError(f'{where}: field "{field}": value "{shown}": {rule}')
 
@@ -135,7 +133,7 @@ def as_str(value: object, where: str, field: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _fail(where, field, value, "must be a string, not a list or mapping")
+        raise field_error(where, field, value, "must be a string, not a list or mapping")
     return value
 
 
@@ -148,12 +146,12 @@ def as_bool(value: object, where: str, field: str, *, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise _fail(where, field, value, "must be a boolean (true or false), not a list or mapping")
+        raise field_error(where, field, value, "must be a boolean (true or false), not a list or mapping")
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    raise _fail(where, field, value, "must be a boolean (true or false)")
+    raise field_error(where, field, value, "must be a boolean (true or false)")
 
 
 def as_int(value: object, where: str, field: str, *, default: int, bits: int = 32, lo: int = 0) -> int:
@@ -162,10 +160,10 @@ def as_int(value: object, where: str, field: str, *, default: int, bits: int = 3
         return default
     text = as_str(value, where, field).strip()
     if not re.fullmatch(r"[-+]?[0-9]+", text):
-        raise _fail(where, field, value, "must be a whole number")
+        raise field_error(where, field, value, "must be a whole number")
     number = int(text)
     if number < lo or number >= 1 << bits:
-        raise _fail(where, field, value, f"must be between {lo} and {(1 << bits) - 1}")
+        raise field_error(where, field, value, f"must be between {lo} and {(1 << bits) - 1}")
     return number
 
 
@@ -174,7 +172,7 @@ def as_list(value: object, where: str, field: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _fail(where, field, value, "must be a list")
+        raise field_error(where, field, value, "must be a list")
     return value
 
 
@@ -217,7 +215,7 @@ def _parse_ip(value: object, where: str, field: str, rule: str) -> netaddr.IPAdd
     try:
         return netaddr.IPAddress(text)
     except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise _fail(where, field, value, rule) from None
+        raise field_error(where, field, value, rule) from None
 
 
 # -- node selectors ----------------------------------------------------------------------
@@ -262,14 +260,14 @@ def parse_node_selectors(value: object, where: str) -> tuple[NodeSelector, ...]:
             _check_label_key(key, ehere)
             if op in ("In", "NotIn"):
                 if not values:
-                    raise _fail(ehere, "values", "", f'operator "{op}" needs at least one value')
+                    raise field_error(ehere, "values", "", f'operator "{op}" needs at least one value')
                 for v in values:
                     _check_label_value(v, ehere)
             elif op in ("Exists", "DoesNotExist"):
                 if values:
-                    raise _fail(ehere, "values", ",".join(values), f'operator "{op}" takes no values')
+                    raise field_error(ehere, "values", ",".join(values), f'operator "{op}" takes no values')
             else:
-                raise _fail(ehere, "operator", op, "must be one of In, NotIn, Exists, DoesNotExist (exact case)")
+                raise field_error(ehere, "operator", op, "must be one of In, NotIn, Exists, DoesNotExist (exact case)")
             exprs.append(LabelExpression(key=key, operator=op, values=values))
         out.append(NodeSelector(match_labels=tuple(sorted(labels)), match_expressions=tuple(exprs)))
     return tuple(out)
@@ -304,12 +302,12 @@ def _parse_peer(index: int, raw: object) -> PeerSpec:
     if hold_text:
         seconds = _parse_duration(hold_text)
         if seconds is None:
-            raise _fail(
+            raise field_error(
                 where, "hold-time", hold_text, 'invalid hold time: write a duration with a unit, like "90s" or "3m"'
             )
         hold = int(seconds)
         if hold != 0 and hold < 3:
-            raise _fail(where, "hold-time", hold_text, "invalid hold time: must be 0 or >=3s")
+            raise field_error(where, "hold-time", hold_text, "invalid hold time: must be 0 or >=3s")
     router_id = None
     if data.get("router-id") not in (None, ""):
         router_id = _parse_ip(data.get("router-id"), where, "router-id", "invalid router ID: must be an IP address")
@@ -333,7 +331,7 @@ def _parse_peer(index: int, raw: object) -> PeerSpec:
 # -- communities -------------------------------------------------------------------------
 
 
-def _parse_community(text: str) -> Community | LargeCommunity:
+def parse_community(text: str) -> Community | LargeCommunity:
     """``a:b`` (16-bit halves) or ``large:a:b:c`` (32-bit parts); ValueError says why."""
     parts = text.split(":")
     if parts[0] == "large":
@@ -344,7 +342,7 @@ def _parse_community(text: str) -> Community | LargeCommunity:
             if not part.isdigit() or int(part) >= 1 << 32:
                 raise ValueError(f"invalid {name} section {part!r}: must be 0-4294967295")
             nums.append(int(part))
-        return LargeCommunity(*nums)
+        return LargeCommunity(global_admin=nums[0], local1=nums[1], local2=nums[2])
     if len(parts) != 2:
         raise ValueError("invalid community string: write two 16-bit numbers as A:B, or large:A:B:C")
     nums = []
@@ -360,7 +358,7 @@ def _parse_communities(raw: object) -> dict[str, Community | LargeCommunity]:
     for alias, value in as_mapping(raw, "bgp-communities").items():
         text = as_str(value, "bgp-communities", alias)
         try:
-            out[alias] = _parse_community(text)
+            out[alias] = parse_community(text)
         except ValueError as exc:
             raise ConfigError(f'bgp-communities: parsing community "{alias}": value "{text}": {exc}') from None
     return out
@@ -384,73 +382,50 @@ def parse_cidrs(values: object, where: str, field: str) -> tuple[netaddr.IPNetwo
                 start = netaddr.IPAddress(start_text.strip())
                 end = netaddr.IPAddress(end_text.strip())
             except (netaddr.AddrFormatError, ValueError):
-                raise _fail(where, field, text, "invalid IP range: both ends must be IP addresses") from None
+                raise field_error(where, field, text, "invalid IP range: both ends must be IP addresses") from None
             if start.version != end.version:
-                raise _fail(where, field, text, "invalid IP range: start and end are of different IP families")
+                raise field_error(where, field, text, "invalid IP range: start and end are of different IP families")
             if start > end:
-                raise _fail(where, field, text, "invalid IP range: start is after end")
+                raise field_error(where, field, text, "invalid IP range: start is after end")
             cidrs.extend(netaddr.iprange_to_cidrs(start, end))
             continue
         if "/" not in text:
-            raise _fail(
+            raise field_error(
                 where, field, text, "invalid CIDR: write a prefix length (/32 or /128 for one address) or a range a-b"
             )
         try:
             cidrs.append(netaddr.IPNetwork(text).cidr)  # non-strict: host bits are cleared
         except (netaddr.AddrFormatError, ValueError, TypeError):
-            raise _fail(where, field, text, "invalid CIDR") from None
+            raise field_error(where, field, text, "invalid CIDR") from None
     return tuple(cidrs)
 
 
-def _parse_advertisements(
-    raw: list[Any],
-    where: str,
-    cidrs: Sequence[netaddr.IPNetwork],
-    communities: Mapping[str, Community | LargeCommunity],
-) -> tuple[BgpAdvertisement, ...]:
-    out: list[BgpAdvertisement] = []
-    for i, item in enumerate(raw, 1):
-        here = f"{where}: bgp advertisement #{i}"
-        data = as_mapping(item, here, keys=ADVERTISEMENT_KEYS)
-        agg = as_int(data.get("aggregation-length"), here, "aggregation-length", default=32, bits=8)
-        agg6 = as_int(data.get("aggregation-length-v6"), here, "aggregation-length-v6", default=128, bits=8)
-        if agg > 32:
-            raise _fail(here, "aggregation-length", agg, "invalid aggregation length: must be at most 32")
-        if agg6 > 128:
-            raise _fail(here, "aggregation-length-v6", agg6, "invalid aggregation length: must be at most 128")
-        for cidr in cidrs:  # every CIDR, ranges expanded, as MetalLB checks
-            limit, field = (agg, "aggregation-length") if cidr.version == 4 else (agg6, "aggregation-length-v6")
-            if limit < cidr.prefixlen:
-                raise _fail(
-                    here,
-                    field,
-                    limit,
-                    f"invalid aggregation length: the pool's {cidr} is more specific; "
-                    f"use a length of at least {cidr.prefixlen}",
-                )
-        localpref = as_int(data.get("localpref"), here, "localpref", default=0)
-        parsed: list[Community | LargeCommunity] = []
-        for value in as_list(data.get("communities"), here, "communities"):
-            text = as_str(value, here, "communities")
-            community = communities.get(text)
-            if community is None:
-                try:
-                    community = _parse_community(text)
-                except ValueError as exc:
-                    raise _fail(here, "communities", text, f"not a bgp-communities alias, and {exc}") from None
-            if community in parsed:
-                raise _fail(here, "communities", text, "duplicate community in one advertisement")
-            parsed.append(community)
-        adv = BgpAdvertisement(
-            aggregation_length=agg,
-            aggregation_length_v6=agg6,
-            localpref=localpref,
-            communities=tuple(sorted(parsed, key=lambda c: (isinstance(c, LargeCommunity), c))),  # type: ignore[arg-type, return-value]
+_NO_PROTOCOL = "no announcement protocol is installed (run `metallb plugins` to see which plugins are loaded)"
+
+
+def _protocol_rule(protocols: Mapping[str, ProtocolInfo]) -> str:
+    if not protocols:
+        return _NO_PROTOCOL
+    return f"must be one of the installed announcement protocols: {', '.join(protocols)}"
+
+
+def _hooks(entry: PoolEntry) -> Hooks:
+    return entry.hooks if entry.hooks is not None else Hooks(default_plugin_manager())
+
+
+def _protocol_keys(protocols: Mapping[str, ProtocolInfo], reserved: Iterable[str]) -> dict[str, str]:
+    """Pool key -> the protocol owning it; a key clashing with a section's own keys is a plugin bug."""
+    owners = {key: info.name for info in protocols.values() for key in info.pool_keys}
+    clash = sorted(set(owners) & set(reserved))
+    if clash:
+        raise PluginError(
+            f'protocol "{owners[clash[0]]}" claims the pool key "{clash[0]}", which the pool section uses itself'
         )
-        if adv in out:
-            raise ConfigError(f"{here}: duplicate advertisement: it repeats an earlier one exactly")
-        out.append(adv)
-    return tuple(out) if out else (BgpAdvertisement(),)
+    return owners
+
+
+def _empty(value: object) -> bool:
+    return value in (None, "", [], {})
 
 
 def parse_pool_entry(
@@ -460,7 +435,7 @@ def parse_pool_entry(
     options: Mapping[str, Callable[[object, str], object]] | None = None,
     required: Iterable[str] = (),
 ) -> PoolSpec:
-    """Parse the keys every pool shares, plus a section's own *options*.
+    """Parse the keys every pool shares, the protocol's own keys, and a section's own *options*.
 
     Args:
         entry: the raw entry.
@@ -472,13 +447,28 @@ def parse_pool_entry(
             are converted from None, so converters give defaults.
         required: own keys that must be present and non-empty.
 
+    The ``protocol`` must be one an installed plugin declares
+    (``metallb_announcer_protocols``); that plugin parses the keys it owns
+    into the pool's advertisements (``metallb_parse_advertisements``). Keys
+    of another protocol may be present only when empty.
+
     Checks run in MetalLB's order: unknown keys, name, addresses, protocol
-    (with advertisements), own options.
+    (with its keys), own options.
     """
     own = dict(options or {})
+    hooks = _hooks(entry)
+    protocols = hooks.protocols()
+    cidrs_keys = (cidrs_key,) if cidrs_key else ()
+    owners = _protocol_keys(protocols, (*COMMON_POOL_KEYS, *cidrs_keys, *own))
     where = entry.where()
-    allowed = (*COMMON_POOL_KEYS, *((cidrs_key,) if cidrs_key else ()), *own)
-    data = as_mapping(entry.data, where, keys=allowed)
+    try:
+        data = as_mapping(entry.data, where, keys=(*COMMON_POOL_KEYS, *owners, *cidrs_keys, *own))
+    except ConfigError:
+        declared = entry.data.get("protocol")
+        if isinstance(declared, str) and declared and declared not in protocols:
+            # The unknown keys are most likely the uninstalled protocol's: name the cause.
+            raise field_error(where, "protocol", declared, f"unknown protocol: {_protocol_rule(protocols)}") from None
+        raise
     name = as_str(data.get("name"), where, "name")
     if not name:
         raise ConfigError(f'{where}: missing pool name: every entry needs a unique "name"')
@@ -490,47 +480,32 @@ def parse_pool_entry(
             )
         cidrs = parse_cidrs(data[cidrs_key], where, cidrs_key)
     protocol = as_str(data.get("protocol"), where, "protocol")
-    raw_ads = data.get("bgp-advertisements")
-    if protocol == "layer2":
-        if as_list(raw_ads, where, "bgp-advertisements"):
-            raise ConfigError(f"{where}: cannot have bgp-advertisements configuration element in a layer2 address pool")
-        advertisements: tuple[BgpAdvertisement, ...] = ()
-    elif protocol == "bgp":
-        advertisements = _parse_advertisements(
-            as_list(raw_ads, where, "bgp-advertisements"), where, cidrs, entry.communities
-        )
-    elif not protocol:
-        raise ConfigError(
-            f'{where}: address pool is missing the protocol field: set "protocol: layer2" or "protocol: bgp"'
-        )
-    else:
-        raise _fail(where, "protocol", protocol, 'unknown protocol: must be "layer2" or "bgp"')
-    interfaces = tuple(
-        as_str(v, where, "interfaces").strip() for v in as_list(data.get("interfaces"), where, "interfaces")
-    )
-    for pattern in interfaces:
-        if not pattern or (len(pattern) > 15 and not any(c in pattern for c in "*?[")):
-            raise _fail(
-                where, "interfaces", pattern, "must be an interface name (at most 15 characters) or a shell pattern"
+    if not protocol:
+        hint = f'set "protocol" to one of {", ".join(protocols)}' if protocols else _NO_PROTOCOL
+        raise ConfigError(f"{where}: address pool is missing the protocol field: {hint}")
+    if protocol not in protocols:
+        raise field_error(where, "protocol", protocol, f"unknown protocol: {_protocol_rule(protocols)}")
+    for key, owner in owners.items():
+        if owner != protocol and not _empty(data.get(key)):
+            raise ConfigError(
+                f"{where}: cannot have {key} configuration element in a {protocol} address pool "
+                f'("{key}" applies to {owner} pools only)'
             )
-    if interfaces and protocol != "layer2":
-        raise _fail(where, "interfaces", ",".join(interfaces), "applies to layer2 pools only")
+    advertisements = hooks.parse_advertisements(protocol, entry, cidrs)
     selectors = parse_node_selectors(data.get("node-selectors"), where)
     parsed_options: dict[str, object] = {}
     for key in required:
-        if data.get(key) in (None, "", [], {}):
+        if _empty(data.get(key)):
             raise ConfigError(f'{where}: missing required field "{key}"')
     for key, convert in own.items():
         parsed_options[key] = convert(data.get(key), where)
     return PoolSpec(
         name=name,
         kind=entry.section,
-        protocol=protocol,
         cidrs=cidrs,
         auto_assign=as_bool(data.get("auto-assign"), where, "auto-assign", default=True),
         avoid_buggy_ips=as_bool(data.get("avoid-buggy-ips"), where, "avoid-buggy-ips", default=False),
-        bgp_advertisements=advertisements,
-        interfaces=interfaces,
+        advertisements=advertisements,
         node_selectors=selectors,
         options=parsed_options,
     )
@@ -548,17 +523,15 @@ def parse_config(text: str, *, plugin_manager: pluggy.PluginManager | None = Non
 
     Args:
         text: the YAML document.
-        plugin_manager: the plugins that own pool sections; by default every
-            installed plugin (:func:`~metallb.allocator.default_plugin_manager`).
+        plugin_manager: the plugins that own pool sections and announcement
+            protocols; by default every installed plugin
+            (:func:`~metallb.allocator.default_plugin_manager`).
 
     Raises:
         ConfigError: the message names the section, entry, field, value and rule.
+        PluginError: a plugin broke its hook's contract.
     """
-    if plugin_manager is None:
-        from metallb.allocator.plugins import default_plugin_manager
-
-        plugin_manager = default_plugin_manager()
-    hook = plugin_manager.hook
+    hooks = _default_hooks(plugin_manager)
     raw = load_yaml(text)
     if raw is None:
         raw = {}
@@ -566,7 +539,7 @@ def parse_config(text: str, *, plugin_manager: pluggy.PluginManager | None = Non
         raise ConfigError(
             "config must be a mapping of sections (peers, address-pools ...), not a single value or a list"
         )
-    claimed = [s for sections in hook.metallb_pool_sections() for s in sections]
+    claimed = hooks.pool_sections()
     for key in raw:
         if key == "bfd-profiles":
             raise ConfigError(
@@ -595,17 +568,15 @@ def parse_config(text: str, *, plugin_manager: pluggy.PluginManager | None = Non
             raise ConfigError(f'section "{section}": must be a list of pools')
         for i, item in enumerate(entries or (), 1):
             entry = PoolEntry(
-                section=section, index=i, data=item if isinstance(item, dict) else {}, communities=communities
+                section=section,
+                index=i,
+                data=item if isinstance(item, dict) else {},
+                communities=communities,
+                hooks=hooks,
             )
             if not isinstance(item, dict):
                 raise ConfigError(f"{entry.where()}: must be a mapping of fields to values")
-            spec = hook.metallb_parse_pool(entry=entry)
-            if spec is None:
-                raise PluginError(
-                    f'no plugin parsed {entry.where()} of section "{section}"; the plugin claiming it is broken'
-                )
-            if not isinstance(spec, PoolSpec):
-                raise PluginError(f"the plugin for section {section!r} returned {type(spec).__name__}, not a PoolSpec")
+            spec = hooks.parse_pool(entry)
             if spec.name in pools:
                 raise ConfigError(
                     f'{entry.where()}: duplicate definition of pool "{spec.name}": '
@@ -621,12 +592,22 @@ def parse_config(text: str, *, plugin_manager: pluggy.PluginManager | None = Non
                 seen.append((cidr, spec.name))
             pools[spec.name] = spec
     config = Config(pools=pools, peers=tuple(peers), communities=communities, sections=sections)
-    hook.metallb_validate_config(config=config)
+    hooks.validate_config(config)
     return config
 
 
-def dump_config(config: Config) -> str:
-    """The normalised configuration as YAML (what ``metallb check-config`` prints)."""
+def _default_hooks(plugin_manager: pluggy.PluginManager | None) -> Hooks:
+    return Hooks(plugin_manager if plugin_manager is not None else default_plugin_manager())
+
+
+def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None = None) -> str:
+    """The normalised configuration as YAML (what ``metallb check-config`` prints).
+
+    The announcement protocols' plugins render their own pool keys
+    (``metallb_dump_advertisements``); *plugin_manager* defaults to every
+    installed plugin, as in :func:`parse_config`.
+    """
+    hooks = _default_hooks(plugin_manager)
 
     def selectors(sel: tuple[NodeSelector, ...]) -> list[dict[str, Any]]:
         return [
@@ -668,18 +649,9 @@ def dump_config(config: Config) -> str:
                 item["addresses" if section == "address-pools" else "cidrs"] = [str(c) for c in pool.cidrs]
             item["auto-assign"] = pool.auto_assign
             item["avoid-buggy-ips"] = pool.avoid_buggy_ips
-            if pool.bgp_advertisements:
-                item["bgp-advertisements"] = [
-                    {
-                        "aggregation-length": a.aggregation_length,
-                        "aggregation-length-v6": a.aggregation_length_v6,
-                        "localpref": a.localpref,
-                        "communities": [str(c) for c in a.communities],
-                    }
-                    for a in pool.bgp_advertisements
-                ]
-            if pool.interfaces:
-                item["interfaces"] = list(pool.interfaces)
+            for protocol in pool.protocols:
+                rendered = hooks.dump_advertisements(protocol, pool.advertisements_of(protocol))
+                item.update({key: _plain(value) for key, value in rendered.items()})
             if pool.node_selectors:
                 item["node-selectors"] = selectors(pool.node_selectors)
             for key, value in pool.options.items():

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     import netaddr
     from metallb.allocator.interfaces import AddressSource, Announcer, AnnouncerSettings
-    from metallb.allocator.model import Config, PoolEntry, PoolRequest, PoolSpec
+    from metallb.allocator.model import Advertisement, Config, PoolEntry, PoolRequest, PoolSpec, ProtocolInfo
 
 PROJECT = "metallb"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -66,6 +66,55 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
 
 
 @hookspec
+def metallb_announcer_protocols() -> Sequence[ProtocolInfo]:
+    """Declare the announcement protocols this plugin provides, with the pool keys each owns.
+
+    A pool's ``protocol`` must name a declared protocol; every pool section
+    accepts the declared keys, and only pools of the owning protocol may set
+    them. Import only metallb's base dependencies in the module defining this
+    hook and the two below: a bare install must parse every protocol.
+
+    :return: for example ``[ProtocolInfo(name="vxlan", pool_keys=("vni",))]``.
+    """
+
+
+@hookspec(firstresult=True)
+def metallb_parse_advertisements(
+    protocol: str, entry: PoolEntry, cidrs: Sequence[netaddr.IPNetwork]
+) -> Sequence[Advertisement] | None:
+    """Parse the keys *protocol* owns in a pool entry into its advertisements.
+
+    Called while the pool entry is parsed, after its name, addresses and
+    protocol. Read your keys from ``entry.data`` (text values, as in
+    ``metallb_parse_pool``); keys of other protocols never reach a pool of yours.
+
+    :param protocol: the pool's ``protocol`` value.
+    :param entry: the raw pool entry (``entry.communities`` holds the
+        ``bgp-communities`` aliases; ``entry.where()`` starts error messages).
+    :param cidrs: the pool's CIDRs (ranges expanded), for checks against them.
+    :return: at least one advertisement, each of *protocol*; None when
+        *protocol* is not this plugin's.
+    :raise ConfigError: a key is invalid; name the field, value and rule.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def metallb_dump_advertisements(protocol: str, advertisements: Sequence[Advertisement]) -> Mapping[str, Any] | None:
+    """Render a pool's advertisements of *protocol* as the pool keys that parse back to them.
+
+    ``dump_config`` (what ``metallb check-config`` prints) calls it for every
+    protocol of every pool; its output must parse back to equal advertisements.
+
+    :return: pool keys to plain YAML values (keys at their defaults may be
+        left out); None when *protocol* is not this plugin's.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec
 def metallb_validate_config(config: Config) -> None:
     """Check a whole parsed config; raise :class:`ConfigError` to reject it.
 
@@ -98,8 +147,9 @@ def metallb_select_pools(request: PoolRequest, pools: Sequence[PoolSpec]) -> Seq
     :param request: the service, family and keys asking.
     :param pools: every pool, in configuration order.
     :return: the pools to try, in order; None to leave the choice to the next
-        plugin. The built-in policy (``trylast``) returns the ``auto-assign``
-        pools that have addresses of ``request.family``, in configuration order.
+        plugin. When every plugin returns None, the allocator tries the
+        ``auto-assign`` pools that have addresses of ``request.family`` (or no
+        local CIDRs at all), in configuration order.
 
     Stops at first non-None result.
     """
@@ -122,8 +172,10 @@ def metallb_address_released(service: str, ip: netaddr.IPAddress, pool: str) -> 
 def metallb_make_announcer(protocol: str, settings: AnnouncerSettings) -> Announcer | None:
     """Build the announcer for a protocol (``layer2``, ``bgp`` ...) on this node.
 
-    :param protocol: the pools' ``protocol`` value.
-    :param settings: node name and speaker options.
+    :param protocol: a protocol of the pools (``PoolSpec.protocols``).
+    :param settings: node name and speaker options. Import the announcer's
+        heavy dependencies here, not at module level: the module also parses
+        configuration on bare installs.
     :return: an object implementing :class:`Announcer`, or None when the
         protocol is not this plugin's.
 

@@ -10,11 +10,12 @@ once for the same owner. A source protects its own state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping
+from typing import ClassVar, Protocol, runtime_checkable
 
 import attrs
 import netaddr
+from metallb.allocator.errors import PluginError
 from metallb.allocator.model import ClusterView, Config, NodeInfo, PoolSpec, ServiceView
 
 __all__ = [
@@ -24,11 +25,13 @@ __all__ = [
     "AnnouncerSettings",
     "ReconcileReport",
     "SourceBase",
+    "SourceCapabilities",
+    "capabilities_of",
 ]
 
 
 @attrs.frozen
-class ReconcileReport:
+class ReconcileReport:  # positional, as documented in docs/api.md
     """What a source's reconciliation found and did.
 
     Attributes:
@@ -45,6 +48,29 @@ class ReconcileReport:
     supported: bool = True
 
 
+def _pairs(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    items = value.items() if isinstance(value, Mapping) else value
+    return tuple((str(k), str(v)) for k, v in items)
+
+
+@attrs.frozen(kw_only=True)
+class SourceCapabilities:
+    """What an address source declares about itself, so the operator needs no knowledge of it.
+
+    Attributes:
+        remote_release: releases reach a backend outside metallb (a lease
+            server, an IPAM). A Service holding such an address carries
+            metallb's finalizer, so deleting it while the controller is down
+            still gives the address back.
+        annotations: ``(describe key, Service annotation)`` pairs (a mapping
+            is accepted): the controller copies ``describe(ip)[key]`` to the
+            annotation, and removes the annotation when the key is absent.
+    """
+
+    remote_release: bool = False
+    annotations: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
+
+
 @runtime_checkable
 class AddressSource(Protocol):
     """Hands out the addresses of one pool. Returned by ``metallb_make_source``.
@@ -52,6 +78,10 @@ class AddressSource(Protocol):
     Owners are service keys (``namespace/name``). A source counts owners per
     address: an address shared by two services is released to its backend only
     when the last owner releases it.
+
+    Optionally, a ``capabilities`` attribute (a :class:`SourceCapabilities`)
+    says what the operator must do for its addresses; read it with
+    :func:`capabilities_of`. :class:`SourceBase` declares none.
     """
 
     spec: PoolSpec
@@ -106,10 +136,28 @@ class AddressSource(Protocol):
         ...
 
 
+def capabilities_of(source: object) -> SourceCapabilities:
+    """The capabilities *source* declares; the defaults when it declares none (or is None).
+
+    Raises :class:`PluginError` when ``capabilities`` is not a :class:`SourceCapabilities`.
+    """
+    found = getattr(source, "capabilities", None)
+    if found is None:
+        return _NO_CAPABILITIES
+    if not isinstance(found, SourceCapabilities):
+        raise PluginError(f"{type(source).__name__}.capabilities is a {type(found).__name__}, not a SourceCapabilities")
+    return found
+
+
+_NO_CAPABILITIES = SourceCapabilities()
+
+
 class SourceBase:
     """Defaults for the optional parts of :class:`AddressSource`."""
 
     spec: PoolSpec
+    #: Nothing remote to release, no annotations; override in the subclass.
+    capabilities: ClassVar[SourceCapabilities] = _NO_CAPABILITIES
 
     def owns(self, ip: netaddr.IPAddress) -> bool:
         """MetalLB's rule: in one of the pool's CIDRs, minus avoided buggy addresses."""
@@ -141,21 +189,36 @@ class SourceBase:
 
 @attrs.frozen(kw_only=True)
 class AnnouncerSettings:
-    """What the speaker tells an announcer factory.
+    """What the speaker tells an announcer factory. Protocol-specific fields
+    are ignored by the other protocols; None means that protocol's default.
 
     Attributes:
         node_name: the node this speaker runs on.
         interfaces: interfaces (names or shell patterns) to restrict layer 2 to,
-            on top of each pool's ``interfaces``; empty means no restriction.
+            on top of each pool's advertisements; empty means no restriction.
         ignore_exclude_lb: announce even from nodes labelled
             ``node.kubernetes.io/exclude-from-external-load-balancers``.
-        options: protocol-specific extras (for example a metrics registry).
+        registry: the ``prometheus_client.CollectorRegistry`` for the
+            announcers' metrics (typed ``object``: this layer does not import
+            prometheus_client); None: the global registry.
+        netns: layer 2: path of a network namespace to answer in (tests,
+            benchmarks); "" means the speaker's own.
+        rescan_interval: layer 2: seconds between periodic interface rescans
+            (default 10).
+        connect_timeout: BGP: seconds for the TCP connect plus the OPEN
+            exchange (default 10).
+        backoff_cap: BGP: the longest pause between connection attempts, in
+            seconds (default 120).
     """
 
     node_name: str
     interfaces: tuple[str, ...] = ()
     ignore_exclude_lb: bool = False
-    options: Mapping[str, object] = attrs.field(factory=dict, eq=False, hash=False)
+    registry: object | None = attrs.field(default=None, eq=False, hash=False)
+    netns: str = ""
+    rescan_interval: float | None = None
+    connect_timeout: float | None = None
+    backoff_cap: float | None = None
 
 
 @runtime_checkable

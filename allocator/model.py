@@ -6,18 +6,24 @@ threads and compared to decide what changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import attrs
 import netaddr
 
+if TYPE_CHECKING:
+    from metallb.allocator.plugins import Hooks
+
 __all__ = [
+    "Advertisement",
     "BgpAdvertisement",
     "ClusterView",
     "Community",
     "Config",
+    "L2Advertisement",
     "LabelExpression",
     "LargeCommunity",
     "NodeInfo",
@@ -28,16 +34,23 @@ __all__ = [
     "PoolSpec",
     "PoolStats",
     "Port",
+    "ProtocolInfo",
     "ServiceView",
     "frozen_mapping",
 ]
-
-Protocol = Literal["layer2", "bgp"]
 
 
 def frozen_mapping(value: Mapping[str, object] | None = None) -> Mapping[str, object]:
     """Return a read-only copy of *value* that keeps insertion order."""
     return MappingProxyType(dict(value or {}))
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _advertisements(value: Iterable[Advertisement]) -> tuple[Advertisement, ...]:
+    return tuple(value)
 
 
 @attrs.frozen(order=True)
@@ -66,7 +79,7 @@ class Community:
         return f"{self.value >> 16}:{self.value & 0xFFFF}"
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, kw_only=True)
 class LargeCommunity:
     """A large BGP community (RFC 8092), written ``large:A:B:C`` in the config."""
 
@@ -78,32 +91,7 @@ class LargeCommunity:
         return f"large:{self.global_admin}:{self.local1}:{self.local2}"
 
 
-@attrs.frozen
-class BgpAdvertisement:
-    """How a BGP pool's addresses are advertised.
-
-    Attributes:
-        aggregation_length: IPv4 prefix length the address is masked to.
-        aggregation_length_v6: the same for IPv6.
-        localpref: LOCAL_PREF, sent to iBGP peers only.
-        communities: standard and large communities, sorted, no duplicates.
-    """
-
-    aggregation_length: int = 32
-    aggregation_length_v6: int = 128
-    localpref: int = 0
-    communities: tuple[Community | LargeCommunity, ...] = ()
-
-    def prefix(self, ip: netaddr.IPAddress) -> netaddr.IPNetwork:
-        """Return *ip* masked to the aggregation length of its family."""
-        length = self.aggregation_length if ip.version == 4 else self.aggregation_length_v6
-        return netaddr.IPNetwork(f"{ip}/{length}").cidr
-
-
-_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
-
-
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class LabelExpression:
     """One ``match-expressions`` item of a node selector."""
 
@@ -141,7 +129,89 @@ class NodeSelector:
         return not selectors or any(s.matches(labels) for s in selectors)
 
 
-@attrs.frozen
+@runtime_checkable
+class Advertisement(Protocol):
+    """One rule of how an announcement protocol announces a pool's addresses.
+
+    The core types are :class:`L2Advertisement` and :class:`BgpAdvertisement`. A
+    third-party protocol brings its own: a frozen attrs class (hashable, compared
+    by value) with a class attribute ``protocol`` naming the protocol, returned by
+    its ``metallb_parse_advertisements`` hook.
+    """
+
+    @property
+    def protocol(self) -> str:
+        """The protocol announcing through this advertisement (``layer2``, ``bgp`` ...)."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class L2Advertisement:
+    """How a pool's addresses are answered for on layer 2 (MetalLB's ``L2Advertisement``).
+
+    Attributes:
+        interfaces: interface names or shell patterns to answer on; empty
+            means every eligible interface.
+        node_selectors: nodes that may announce through this advertisement
+            (ORed; empty: every node), on top of the pool's ``node_selectors``.
+            The ConfigMap format has no such key, so its pools leave it empty;
+            the announcers do not read it yet.
+    """
+
+    protocol: ClassVar[str] = "layer2"
+
+    interfaces: tuple[str, ...] = ()
+    node_selectors: tuple[NodeSelector, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class BgpAdvertisement:
+    """How a pool's addresses are advertised over BGP (MetalLB's ``BGPAdvertisement``).
+
+    Attributes:
+        aggregation_length: IPv4 prefix length the address is masked to.
+        aggregation_length_v6: the same for IPv6.
+        localpref: LOCAL_PREF, sent to iBGP peers only.
+        communities: standard and large communities, sorted, no duplicates.
+        node_selectors: nodes that may advertise through this advertisement
+            (ORed; empty: every node), on top of the pool's ``node_selectors``.
+        peers: names of the peers to advertise to (empty: every peer).
+            The ConfigMap format can set neither of the last two, so its pools
+            leave them empty; the announcers do not read them yet.
+    """
+
+    protocol: ClassVar[str] = "bgp"
+
+    aggregation_length: int = 32
+    aggregation_length_v6: int = 128
+    localpref: int = 0
+    communities: tuple[Community | LargeCommunity, ...] = ()
+    node_selectors: tuple[NodeSelector, ...] = ()
+    peers: tuple[str, ...] = ()
+
+    def prefix(self, ip: netaddr.IPAddress) -> netaddr.IPNetwork:
+        """Return *ip* masked to the aggregation length of its family."""
+        length = self.aggregation_length if ip.version == 4 else self.aggregation_length_v6
+        return netaddr.IPNetwork(f"{ip}/{length}").cidr
+
+
+@attrs.frozen(kw_only=True)
+class ProtocolInfo:
+    """An announcement protocol, as a plugin declares it in ``metallb_announcer_protocols``.
+
+    Attributes:
+        name: the value of a pool's ``protocol`` key (``layer2``, ``bgp`` ...).
+        pool_keys: the pool-entry keys the protocol owns (``interfaces``,
+            ``bgp-advertisements`` ...). Every pool section accepts them; a pool
+            of another protocol may leave them empty but not set them.
+    """
+
+    name: str
+    pool_keys: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+
+# Not slotted, so the derived views below can be cached on the instance.
+@attrs.frozen(kw_only=True, slots=False)
 class PoolSpec:
     """One pool from any pool section, as parsed; the allocator's unit of policy.
 
@@ -149,27 +219,57 @@ class PoolSpec:
         name: unique across all sections.
         kind: the config section the pool came from (``address-pools``,
             ``address-services``, or a plugin's own section).
-        protocol: ``layer2`` or ``bgp``: how its addresses are announced.
         cidrs: the addresses the pool may hand out, in file order (ranges are
             expanded to CIDRs).
         auto_assign: whether services without a request may get its addresses.
         avoid_buggy_ips: skip IPv4 addresses ending in ``.0`` and ``.255``.
-        bgp_advertisements: for ``bgp`` pools; one default advertisement if unset.
-        interfaces: layer 2 only: interface names or shell patterns to answer on.
+        advertisements: how the pool is announced: :class:`L2Advertisement`,
+            :class:`BgpAdvertisement` and third-party protocols' own, in
+            configuration order. Empty: the pool is allocated from but not announced.
         node_selectors: which nodes may announce the pool (ORed; empty = all).
         options: the section's own options (for example ``url``), parsed.
+
+    Derived from ``advertisements``: ``protocols``, ``protocol``,
+    ``l2_advertisements``, ``bgp_advertisements``.
     """
 
     name: str
     kind: str
-    protocol: str
     cidrs: tuple[netaddr.IPNetwork, ...]
     auto_assign: bool = True
     avoid_buggy_ips: bool = False
-    bgp_advertisements: tuple[BgpAdvertisement, ...] = ()
-    interfaces: tuple[str, ...] = ()
+    advertisements: tuple[Advertisement, ...] = attrs.field(default=(), converter=_advertisements)
     node_selectors: tuple[NodeSelector, ...] = ()
     options: Mapping[str, object] = attrs.field(factory=frozen_mapping, converter=frozen_mapping, hash=False)
+
+    # Derived views, computed once: the speaker and the BGP policy read them per service.
+    @functools.cached_property
+    def protocols(self) -> tuple[str, ...]:
+        """The protocols of ``advertisements``, each once, in order."""
+        return tuple(dict.fromkeys(a.protocol for a in self.advertisements))
+
+    @functools.cached_property
+    def l2_advertisements(self) -> tuple[L2Advertisement, ...]:
+        """The layer-2 ``advertisements``."""
+        return tuple(a for a in self.advertisements if isinstance(a, L2Advertisement))
+
+    @functools.cached_property
+    def bgp_advertisements(self) -> tuple[BgpAdvertisement, ...]:
+        """The BGP ``advertisements``."""
+        return tuple(a for a in self.advertisements if isinstance(a, BgpAdvertisement))
+
+    @property
+    def protocol(self) -> str:
+        """The first of ``protocols``, "" when none: the ConfigMap's ``protocol`` key.
+
+        A ConfigMap pool has exactly one protocol; code that announces should
+        iterate ``protocols``, since a pool may be announced by several.
+        """
+        return self.protocols[0] if self.protocols else ""
+
+    def advertisements_of(self, protocol: str) -> tuple[Advertisement, ...]:
+        """The advertisements of *protocol*, in order."""
+        return tuple(a for a in self.advertisements if a.protocol == protocol)
 
     def families(self) -> frozenset[int]:
         """The IP versions this pool has addresses of."""
@@ -187,7 +287,7 @@ def is_buggy(ip: netaddr.IPAddress) -> bool:
     return ip.version == 4 and int(ip) & 0xFF in (0, 255)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class PeerSpec:
     """One BGP peer, as in MetalLB's ``peers`` section."""
 
@@ -206,7 +306,7 @@ class PeerSpec:
         return NodeSelector.any_match(self.node_selectors, labels)
 
 
-@attrs.frozen(eq=False)
+@attrs.frozen(eq=False, kw_only=True)
 class Config:
     """A parsed, validated configuration. Immutable.
 
@@ -278,7 +378,7 @@ class NodeInfo:
 EXCLUDE_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ClusterView:
     """What a speaker knows of the cluster when it decides whether to announce.
 
@@ -295,7 +395,7 @@ class ClusterView:
     ignore_exclude_lb: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ServiceView:
     """One service as the speaker hands it to announcers.
 
@@ -317,7 +417,7 @@ class ServiceView:
     has_ready_endpoints: bool = True
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class PoolEntry:
     """One entry of a pool section, handed to ``metallb_parse_pool``.
 
@@ -327,6 +427,8 @@ class PoolEntry:
         data: the entry as YAML text values (scalars are strings, never
             numbers or booleans: convert them by field type).
         communities: the ``bgp-communities`` aliases, for advertisements.
+        hooks: the plugins parsing this config (the announcer protocols come
+            from them); None means the installed ones.
     """
 
     section: str
@@ -335,6 +437,7 @@ class PoolEntry:
     communities: Mapping[str, Community | LargeCommunity] = attrs.field(
         factory=frozen_mapping, converter=frozen_mapping, eq=False, hash=False
     )
+    hooks: Hooks | None = attrs.field(default=None, eq=False, hash=False, repr=False)
 
     def where(self) -> str:
         """``address pool #2 "edge"``: how errors name this entry."""

@@ -1,7 +1,8 @@
-"""The plugin host: builds the pluggy manager and loads plugins from entry points.
+"""The plugin host: builds the pluggy manager, loads plugins from entry points, and calls hooks.
 
 Built-in plugins (static pools, address services, layer 2, BGP) are entry points
 in metallb's own ``setup.cfg``, loaded exactly like third-party ones.
+:class:`Hooks` is the typed way to call them.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ import functools
 import importlib.metadata
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import netaddr
 import pluggy
 from metallb.allocator import hookspecs
+from metallb.allocator.errors import PluginError
+from metallb.allocator.interfaces import AddressSource, Announcer, AnnouncerSettings
+from metallb.allocator.model import Advertisement, Config, PoolEntry, PoolRequest, PoolSpec, ProtocolInfo
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Hooks",
     "PluginInfo",
     "PluginManager",
     "default_plugin_manager",
@@ -101,7 +111,7 @@ def default_plugin_manager() -> PluginManager:
     return get_plugin_manager()
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class PluginInfo:
     """One plugin as ``metallb plugins`` shows it."""
 
@@ -126,3 +136,188 @@ def list_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     for name, err in sorted(failures.items()):
         out.append(PluginInfo(name=name, module="-", version="-", hooks=(), error=err))
     return out
+
+
+# -- the typed facade over pm.hook ------------------------------------------------------
+
+
+def _sequence(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+class Hooks:
+    """One typed method per hook, with every result checked (tox's ``Plugin`` pattern).
+
+    Callers never touch ``pm.hook`` and never re-check what plugins return: a
+    firstresult factory that no plugin answers, or an answer of the wrong type,
+    raises :class:`PluginError` naming the hook and what was asked. Cheap to
+    build; it holds nothing but the manager::
+
+        hooks = Hooks(plugin_manager)
+        source = hooks.make_source(spec)
+
+    Args:
+        plugin_manager: the manager whose plugins are called.
+    """
+
+    def __init__(self, plugin_manager: pluggy.PluginManager) -> None:
+        self._pm = plugin_manager
+
+    def __repr__(self) -> str:
+        return f"<Hooks(plugins={len(self._pm.get_plugins())})>"
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        """The manager whose plugins are called."""
+        return self._pm
+
+    # -- configuration -----------------------------------------------------------------
+
+    def pool_sections(self) -> tuple[str, ...]:
+        """Every section a plugin claims (``metallb_pool_sections``), each once."""
+        out: dict[str, None] = {}
+        for sections in self._pm.hook.metallb_pool_sections():
+            if not _sequence(sections) or not all(isinstance(s, str) and s for s in sections):
+                raise PluginError(f"metallb_pool_sections returned {sections!r}, not a list of section names")
+            out.update(dict.fromkeys(sections))
+        return tuple(out)
+
+    def parse_pool(self, entry: PoolEntry) -> PoolSpec:
+        """The :class:`PoolSpec` of *entry* (``metallb_parse_pool``); ConfigError from the plugin passes through."""
+        spec = self._pm.hook.metallb_parse_pool(entry=entry)
+        if spec is None:
+            raise PluginError(
+                f'no plugin parsed {entry.where()} of section "{entry.section}"; the plugin claiming it is broken'
+            )
+        if not isinstance(spec, PoolSpec):
+            raise PluginError(
+                f"the plugin for section {entry.section!r} returned {type(spec).__name__}, not a PoolSpec"
+            )
+        return spec
+
+    def protocols(self) -> dict[str, ProtocolInfo]:
+        """Every announcement protocol declared (``metallb_announcer_protocols``), by name, sorted.
+
+        Raises :class:`PluginError` when two plugins declare one protocol, or
+        two protocols claim one pool key.
+        """
+        found: dict[str, ProtocolInfo] = {}
+        owners: dict[str, str] = {}
+        for infos in self._pm.hook.metallb_announcer_protocols():
+            if not _sequence(infos) or not all(isinstance(i, ProtocolInfo) for i in infos):
+                raise PluginError(f"metallb_announcer_protocols returned {infos!r}, not a list of ProtocolInfo")
+            for info in infos:
+                if info.name in found:
+                    raise PluginError(f'two plugins declare the announcement protocol "{info.name}"')
+                for key in info.pool_keys:
+                    if key in owners:
+                        first, second = sorted((owners[key], info.name))
+                        raise PluginError(f'protocols "{first}" and "{second}" both claim the pool key "{key}"')
+                    owners[key] = info.name
+                found[info.name] = info
+        return dict(sorted(found.items()))
+
+    def parse_advertisements(
+        self, protocol: str, entry: PoolEntry, cidrs: Sequence[netaddr.IPNetwork]
+    ) -> tuple[Advertisement, ...]:
+        """*protocol*'s advertisements of a pool entry (``metallb_parse_advertisements``): at least one."""
+        hook = "metallb_parse_advertisements"
+        found = self._pm.hook.metallb_parse_advertisements(protocol=protocol, entry=entry, cidrs=tuple(cidrs))
+        if found is None:
+            raise PluginError(f'protocol "{protocol}" is declared, but no plugin answers {hook} for it')
+        if not _sequence(found) or not found:
+            raise PluginError(f'{hook} for "{protocol}" returned {found!r}, not a non-empty list of advertisements')
+        for adv in found:
+            if not isinstance(adv, Advertisement) or adv.protocol != protocol:
+                raise PluginError(f'{hook} for "{protocol}" returned {adv!r}, not an advertisement of "{protocol}"')
+            try:
+                hash(adv)
+            except TypeError:
+                raise PluginError(
+                    f"{hook} returned {adv!r}, which is unhashable: make it a frozen attrs class"
+                ) from None
+        return tuple(found)
+
+    def dump_advertisements(self, protocol: str, advertisements: Sequence[Advertisement]) -> dict[str, Any]:
+        """The pool keys rendering *advertisements* of *protocol* (``metallb_dump_advertisements``)."""
+        hook = "metallb_dump_advertisements"
+        keys = self._pm.hook.metallb_dump_advertisements(protocol=protocol, advertisements=tuple(advertisements))
+        if keys is None:
+            raise PluginError(f'no plugin answers {hook} for protocol "{protocol}"; is its plugin loaded?')
+        if not isinstance(keys, Mapping):
+            raise PluginError(f'{hook} for "{protocol}" returned {keys!r}, not a mapping of pool keys')
+        info = self.protocols().get(protocol)
+        foreign = [k for k in keys if info is None or k not in info.pool_keys]
+        if foreign:
+            raise PluginError(f'{hook} for "{protocol}" returned keys the protocol does not own: {", ".join(foreign)}')
+        return dict(keys)
+
+    def validate_config(self, config: Config) -> None:
+        """Let every plugin reject *config* (``metallb_validate_config``) with ConfigError."""
+        self._pm.hook.metallb_validate_config(config=config)
+
+    # -- allocation --------------------------------------------------------------------
+
+    def make_source(self, spec: PoolSpec) -> AddressSource:
+        """The address source of *spec* (``metallb_make_source``)."""
+        source = self._pm.hook.metallb_make_source(spec=spec)
+        if source is None:
+            raise PluginError(
+                f'pool "{spec.name}": no installed plugin builds pools of section "{spec.kind}"; '
+                f"run `metallb plugins` to see what is loaded"
+            )
+        if not isinstance(source, AddressSource):
+            raise PluginError(
+                f'pool "{spec.name}": metallb_make_source returned {type(source).__name__}, '
+                "which lacks members of AddressSource"
+            )
+        return source
+
+    def select_pools(self, request: PoolRequest, pools: Sequence[PoolSpec]) -> tuple[PoolSpec, ...] | None:
+        """The pools to try, in order (``metallb_select_pools``), or None when no plugin chose.
+
+        Every pool returned must be one of *pools*.
+        """
+        chosen = self._pm.hook.metallb_select_pools(request=request, pools=list(pools))
+        if chosen is None:
+            return None
+        names = {p.name for p in pools}
+        if not _sequence(chosen):
+            raise PluginError(f"metallb_select_pools returned {chosen!r}, not a list of pools")
+        for pool in chosen:
+            if not isinstance(pool, PoolSpec) or pool.name not in names:
+                raise PluginError(f"metallb_select_pools returned {pool!r}, which is not a configured pool")
+        return tuple(chosen)
+
+    def address_allocated(self, service: str, ip: netaddr.IPAddress, pool: str) -> None:
+        """Notify ``metallb_address_allocated``; a plugin raising is logged, never propagated."""
+        self._notify(self._pm.hook.metallb_address_allocated, service, ip, pool)
+
+    def address_released(self, service: str, ip: netaddr.IPAddress, pool: str) -> None:
+        """Notify ``metallb_address_released``; a plugin raising is logged, never propagated."""
+        self._notify(self._pm.hook.metallb_address_released, service, ip, pool)
+
+    @staticmethod
+    def _notify(hook: pluggy.HookCaller, service: str, ip: netaddr.IPAddress, pool: str) -> None:
+        try:
+            hook(service=service, ip=ip, pool=pool)
+        except Exception:
+            log.exception("a plugin's %s hook raised", hook.name)
+
+    # -- announcement and commands -----------------------------------------------------
+
+    def make_announcer(self, protocol: str, settings: AnnouncerSettings) -> Announcer:
+        """The announcer of *protocol* on this node (``metallb_make_announcer``)."""
+        announcer = self._pm.hook.metallb_make_announcer(protocol=protocol, settings=settings)
+        if announcer is None:
+            raise PluginError(f'no plugin announces protocol "{protocol}"; run `metallb plugins` to see what is loaded')
+        if not isinstance(announcer, Announcer):
+            raise PluginError(
+                f'metallb_make_announcer for "{protocol}" returned {type(announcer).__name__}, '
+                "which lacks members of Announcer"
+            )
+        return announcer
+
+    def add_commands(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Let every plugin add its subcommands (``metallb_add_commands``)."""
+        self._pm.hook.metallb_add_commands(subparsers=subparsers)

@@ -5,7 +5,8 @@
     from metallb.allocator.testing import JsonApiStub, allocator_for, check_source_contract
 
 - :func:`plugin_manager_with` and :func:`allocator_for` build hermetic plugin
-  managers and allocators, with only the plugins a test names.
+  managers and allocators, with only the plugins a test names (and metallb's
+  own announcement protocols).
 - :func:`check_source_contract` drives any :class:`~metallb.allocator.AddressSource`
   through the documented contract and raises :class:`ContractViolation` naming
   the rule that broke.
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import re
 import threading
@@ -34,7 +36,7 @@ from metallb.allocator.config import parse_config
 from metallb.allocator.errors import AddressInUseError, AllocationError, PoolExhaustedError
 from metallb.allocator.interfaces import AddressSource
 from metallb.allocator.model import frozen_mapping
-from metallb.allocator.plugins import PluginManager, get_plugin_manager
+from metallb.allocator.plugins import ENTRY_POINT_GROUP, PluginManager, get_plugin_manager
 
 __all__ = [
     "ContractReport",
@@ -43,6 +45,7 @@ __all__ = [
     "JsonApiStub",
     "StubRequest",
     "allocator_for",
+    "builtin_protocol_plugins",
     "check_source_contract",
     "plugin_manager_with",
     "wait_for",
@@ -78,26 +81,43 @@ def wait_for(
 # -- plugin managers and allocators ----------------------------------------------------
 
 
-def plugin_manager_with(*plugins: object, entry_points: bool = False) -> PluginManager:
-    """A plugin manager with exactly *plugins* (modules or objects with ``@hookimpl``).
+def builtin_protocol_plugins() -> list[object]:
+    """metallb's own announcement-protocol plugins (``layer2``, ``bgp``), from its entry points.
+
+    Their entry modules are light (no announcer is built until asked), so
+    loading them costs little and needs only the base dependencies.
+    """
+    try:
+        eps = importlib.metadata.distribution("metallb").entry_points
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - metallb runs installed
+        return []
+    loaded = (ep.load() for ep in eps if ep.group == ENTRY_POINT_GROUP)
+    return [plugin for plugin in loaded if hasattr(plugin, "metallb_announcer_protocols")]
+
+
+def plugin_manager_with(*plugins: object, entry_points: bool = False, protocols: bool = True) -> PluginManager:
+    """A plugin manager with *plugins* (modules or objects with ``@hookimpl``).
 
     Installed plugins are left out unless ``entry_points=True``, so a test sees
-    only what it names and never depends on what else is installed.
+    only what it names and never depends on what else is installed, except
+    metallb's own announcement protocols (``layer2``, ``bgp``; see
+    :func:`builtin_protocol_plugins`), which every install has and which a pool
+    entry's ``protocol`` needs; ``protocols=False`` leaves them out too.
     """
     pm = get_plugin_manager(entry_points=entry_points)
-    for plugin in plugins:
+    for plugin in [*(builtin_protocol_plugins() if protocols else ()), *plugins]:
         if not pm.is_registered(plugin):  # already loaded through its entry point
             pm.register(plugin)
     pm.check_pending()
     return pm
 
 
-def allocator_for(config_text: str, *plugins: object, entry_points: bool = False) -> Allocator:
-    """Parse *config_text* with *plugins* and return an :class:`Allocator` over it.
+def allocator_for(config_text: str, *plugins: object, entry_points: bool = False, protocols: bool = True) -> Allocator:
+    """Parse *config_text* with *plugins* (see :func:`plugin_manager_with`) and return an :class:`Allocator`.
 
     Raises :class:`~metallb.allocator.ConfigError` as ``parse_config`` does.
     """
-    pm = plugin_manager_with(*plugins, entry_points=entry_points)
+    pm = plugin_manager_with(*plugins, entry_points=entry_points, protocols=protocols)
     return Allocator(plugin_manager=pm, config=parse_config(config_text, plugin_manager=pm))
 
 
@@ -108,7 +128,7 @@ class ContractViolation(AssertionError):
     """An address source broke a rule of the contract; the message names the rule."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ContractReport:
     """What :func:`check_source_contract` checked.
 
@@ -296,7 +316,7 @@ def check_source_contract(
 # -- a stand-in JSON REST API -----------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class StubRequest:
     """One request the stub received.
 

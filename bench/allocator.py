@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baseline_linear import LinearAllocator
 from metallb.allocator import Allocator, Port, get_plugin_manager, parse_config
+from metallb.announcers.layer2 import plugin as layer2
 from metallb.plugins import static_pool
 
 CONFIG = """
@@ -41,7 +42,7 @@ PORTS = [Port("TCP", p) for p in (80, 443, 53)] + [Port("UDP", 53)]
 
 
 def new_allocator() -> Allocator:
-    pm = get_plugin_manager(entry_points=False, plugins=[static_pool])
+    pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2])
     return Allocator(plugin_manager=pm, config=parse_config(CONFIG, plugin_manager=pm))
 
 

@@ -72,8 +72,8 @@ def speaker(n: int) -> None:
         logging.info("imports start")
 
     from metallb.allocator.interfaces import AnnouncerSettings
-    from metallb.allocator.model import Config, NodeInfo, PeerSpec, PoolSpec, ServiceView
-    from metallb.announcers.bgp.plugin import BgpAnnouncer
+    from metallb.allocator.model import BgpAdvertisement, Config, NodeInfo, PeerSpec, PoolSpec, ServiceView
+    from metallb.announcers.bgp.announcer import BgpAnnouncer
 
     peer = PeerSpec(
         my_asn=OUR_ASN,
@@ -82,7 +82,12 @@ def speaker(n: int) -> None:
         source_address=netaddr.IPAddress(OURS),
         hold_time=HOLD_OURS,
     )
-    pool = PoolSpec(name="bench", kind="address-pools", protocol="bgp", cidrs=(netaddr.IPNetwork("10.0.0.0/8"),))
+    pool = PoolSpec(
+        name="bench",
+        kind="address-pools",
+        cidrs=(netaddr.IPNetwork("10.0.0.0/8"),),
+        advertisements=(BgpAdvertisement(),),
+    )
     announcer = BgpAnnouncer(AnnouncerSettings(node_name="bench"))
     announcer.set_config(Config(pools={"bench": pool}, peers=(peer,)), NodeInfo(name="bench"))
     keys = []

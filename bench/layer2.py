@@ -209,14 +209,19 @@ def summary(samples: list[float], lost: int) -> dict[str, float]:
 def serve(args: argparse.Namespace) -> None:
     """The speaker side, run inside the node namespace: announce the VIPs, report counters."""
     from metallb.allocator.interfaces import AnnouncerSettings
-    from metallb.allocator.model import PoolSpec, ServiceView
+    from metallb.allocator.model import L2Advertisement, PoolSpec, ServiceView
     from metallb.announcers.layer2.plugin import metallb_make_announcer
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    announcer = metallb_make_announcer("layer2", AnnouncerSettings(node_name="node", options={"registry": registry}))
+    announcer = metallb_make_announcer("layer2", AnnouncerSettings(node_name="node", registry=registry))
     assert announcer is not None
-    pool = PoolSpec(name="bench", kind="address-pools", protocol="layer2", cidrs=(netaddr.IPNetwork("192.0.2.96/28"),))
+    pool = PoolSpec(
+        name="bench",
+        kind="address-pools",
+        cidrs=(netaddr.IPNetwork("192.0.2.96/28"),),
+        advertisements=(L2Advertisement(),),
+    )
     ips = (netaddr.IPAddress(VIP4), netaddr.IPAddress(VIP6))
     announcer.announce(ServiceView(key="bench/svc", ips=ips, pool=pool))
     deadline = time.monotonic() + 5

@@ -8,15 +8,22 @@ never talks to Kubernetes: the controller and standalone mode apply the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 import attrs
 import netaddr
 from metallb.allocator import AllocationError, Allocator
-from metallb.operator.service import FINALIZER, LEASE_ANNOTATION, POOL_ANNOTATION, ServiceIntent
+from metallb.operator.service import POOL_ANNOTATION, ServiceIntent
 
 __all__ = ["Event", "Outcome", "converge"]
 
 
-@attrs.frozen
+def _frozen(value: Mapping[str, str | None]) -> Mapping[str, str | None]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen(kw_only=True)
 class Event:
     """A Kubernetes Event to record on the Service."""
 
@@ -25,14 +32,17 @@ class Event:
     message: str
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Outcome:
     """What the Service should look like after convergence.
 
     Attributes:
         ingress: the addresses for ``status.loadBalancer.ingress``.
-        annotations: metallb's annotations to set (a None value removes one).
-        finalizer: whether the Service should carry metallb's finalizer.
+        annotations: metallb's annotations to set (a None value removes one):
+            the pool, and those the pools' sources declare
+            (``SourceCapabilities.annotations``). Read-only.
+        finalizer: whether the Service should carry metallb's finalizer (its
+            source declares ``remote_release``).
         events: events to record.
         retry: the Service should be processed again later (with backoff).
         pending: why the Service has no address yet, for status views.
@@ -40,7 +50,7 @@ class Outcome:
     """
 
     ingress: tuple[str, ...] = ()
-    annotations: dict[str, str | None] = attrs.field(factory=dict)
+    annotations: Mapping[str, str | None] = attrs.field(factory=dict, converter=_frozen, hash=False)
     finalizer: bool = False
     events: tuple[Event, ...] = ()
     retry: bool = False
@@ -48,10 +58,17 @@ class Outcome:
     ours: bool = True
 
 
-def _cleared(reason: str = "", *events: Event, retry: bool = False) -> Outcome:
-    return Outcome(
-        annotations={POOL_ANNOTATION: None, LEASE_ANNOTATION: None}, events=events, retry=retry, pending=reason
-    )
+def _managed(allocator: Allocator) -> dict[str, str | None]:
+    """Every annotation metallb writes under the current config, each set to None (removed)."""
+    names: dict[str, str | None] = {POOL_ANNOTATION: None}
+    for pool in allocator.config.pools:
+        for _, annotation in allocator.capabilities(pool).annotations:
+            names[annotation] = None
+    return names
+
+
+def _cleared(allocator: Allocator, reason: str = "", *events: Event, retry: bool = False) -> Outcome:
+    return Outcome(annotations=_managed(allocator), events=events, retry=retry, pending=reason)
 
 
 def converge(
@@ -74,7 +91,7 @@ def converge(
         return Outcome(ours=False, pending=f"load-balancer class {intent.lb_class!r} is not ours")
     if not intent.is_load_balancer:
         allocator.unassign(key)
-        return _cleared("not a LoadBalancer")
+        return _cleared(allocator, "not a LoadBalancer")
     # Re-learn addresses from status (restart path), unless we hold some already.
     if not allocator.ips(key) and intent.current:
         try:
@@ -94,7 +111,7 @@ def converge(
             ingress=tuple(map(str, held)),
             annotations=_annotations(allocator, key) if held else {},
             finalizer=_needs_finalizer(allocator, key),
-            events=(Event("Warning", "LoadBalancerFailed", intent.error),),
+            events=(Event(type="Warning", reason="LoadBalancerFailed", message=intent.error),),
             pending="" if held else intent.error,
         )
     held = allocator.ips(key)
@@ -124,18 +141,19 @@ def converge(
             finalizer=_needs_finalizer(allocator, key),
         )
     if not synced:
-        return _cleared("waiting for the controller's first full sync", retry=True)
+        return _cleared(allocator, "waiting for the controller's first full sync", retry=True)
     try:
         ips = _allocate(intent, allocator)
     except AllocationError as exc:
         message = f'Failed to allocate IP for "{key}": {exc}'
-        return _cleared(str(exc), Event("Warning", "AllocationFailed", message), retry=True)
+        event = Event(type="Warning", reason="AllocationFailed", message=message)
+        return _cleared(allocator, str(exc), event, retry=True)
     shown = ", ".join(f'"{ip}"' for ip in ips)
     return Outcome(
         ingress=tuple(map(str, ips)),
         annotations=_annotations(allocator, key),
         finalizer=_needs_finalizer(allocator, key),
-        events=(Event("Normal", "IPAllocated", f"Assigned IP [{shown}]"),),
+        events=(Event(type="Normal", reason="IPAllocated", message=f"Assigned IP [{shown}]"),),
     )
 
 
@@ -171,18 +189,18 @@ def _allocate(intent: ServiceIntent, allocator: Allocator) -> tuple[netaddr.IPAd
 
 
 def _annotations(allocator: Allocator, key: str) -> dict[str, str | None]:
-    details = allocator.describe(key)
-    lease = details.get("lease-id")
-    return {POOL_ANNOTATION: allocator.pool_of(key), LEASE_ANNOTATION: lease}
+    """The pool, and the ``describe()`` facts its source maps to annotations; others removed."""
+    out = _managed(allocator)
+    pool = allocator.pool_of(key)
+    out[POOL_ANNOTATION] = pool
+    if pool is not None:
+        details = allocator.describe(key)
+        for fact, annotation in allocator.capabilities(pool).annotations:
+            out[annotation] = details.get(fact)
+    return out
 
 
 def _needs_finalizer(allocator: Allocator, key: str) -> bool:
-    """Addresses from sources that must be told of a release carry the finalizer."""
+    """Addresses from sources whose releases reach a remote backend carry the finalizer."""
     pool = allocator.pool_of(key)
-    if pool is None:
-        return False
-    spec = allocator.config.pools.get(pool)
-    return spec is not None and spec.kind != "address-pools"
-
-
-__all__ += ["FINALIZER"]
+    return pool is not None and allocator.capabilities(pool).remote_release

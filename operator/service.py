@@ -17,6 +17,7 @@ from metallb.allocator import Port
 
 __all__ = [
     "ANNOTATION_PREFIXES",
+    "FINALIZER",
     "POOL_ANNOTATION",
     "ServiceIntent",
     "annotation",
@@ -24,12 +25,12 @@ __all__ = [
 ]
 
 ANNOTATION_PREFIXES = ("metallb.io/", "metallb.universe.tf/")
-#: Written by the controller: the pool the addresses came from.
+#: Written by the controller: the pool the addresses came from. (Sources may
+#: declare more annotations: ``SourceCapabilities.annotations``.)
 POOL_ANNOTATION = "metallb.io/ip-allocated-from-pool"
-#: Written by the controller for address-service addresses: the lease id(s).
-LEASE_ANNOTATION = "metallb.io/address-service-lease"
-#: Finalizer on Services holding address-service addresses, so a deletion while
-#: the controller is down still releases the lease.
+#: Finalizer on Services holding addresses whose source releases them remotely
+#: (``SourceCapabilities.remote_release``: address services, IPAMs), so a
+#: deletion while the controller is down still releases them.
 FINALIZER = "metallb.io/address-release"
 
 
@@ -43,7 +44,7 @@ def annotation(meta: Mapping[str, Any], name: str) -> str | None:
     return None
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ServiceIntent:
     """Everything the allocator needs to know about one Service.
 

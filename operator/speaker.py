@@ -84,7 +84,7 @@ class Speaker:
                 node_name=node_name,
                 interfaces=interfaces,
                 ignore_exclude_lb=ignore_exclude_lb,
-                options={"registry": self.registry},
+                registry=self.registry,
             ),
         )
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)

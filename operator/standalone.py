@@ -117,7 +117,7 @@ class Standalone:
         self.speaker_metrics = SpeakerMetrics(self.registry)
         announcers = Announcers(
             self.pm,
-            AnnouncerSettings(node_name=node, interfaces=self.interfaces, options={"registry": self.registry}),
+            AnnouncerSettings(node_name=node, interfaces=self.interfaces, registry=self.registry),
         )
         self.announcements = ServiceAnnouncements(announcers, self.speaker_metrics, node_name=node)
         self.rows: dict[str, Row] = {}

@@ -1,183 +1,150 @@
-"""The BGP announcer plugin: MetalLB's native speaker, with IPv6, hold timers and NOTIFICATIONs.
+"""The BGP plugin's entry module: protocol ``bgp``, its pool key, and the announcer factory.
 
-One asyncio loop in a background thread runs one :class:`Session` per peer
-that selects this node. The synchronous :class:`Announcer` methods hand work to
-that loop. The desired set is declarative: the union of the routes of every
-announced service, one route per prefix, pushed to every session.
+Light on purpose: it parses configuration on bare installs, so it imports only
+metallb's base dependencies. The announcer (``announcer.py``, with asyncio
+sessions and prometheus_client) is imported when a speaker asks for it.
 
-Speaker options (``AnnouncerSettings.options``):
-    registry: a ``prometheus_client.CollectorRegistry`` (default: the global one).
-    connect_timeout: seconds for the TCP connect plus OPEN exchange (default 10).
-    backoff_cap: longest pause between connection attempts, seconds (default 120).
+The protocol owns one pool key, ``bgp-advertisements``, parsed into
+:class:`~metallb.allocator.BgpAdvertisement` values with MetalLB v0.12's rules
+(a ``bgp`` pool without advertisements gets one default advertisement).
+Peers and ``bgp-communities`` stay core sections: the model shares them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
-from collections.abc import Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import netaddr
-from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
-from metallb.allocator.model import ClusterView, Config, NodeInfo, PeerSpec, ServiceView
+from metallb.allocator.config import as_int, as_list, as_mapping, as_str, field_error, parse_community
+from metallb.allocator.errors import ConfigError
+from metallb.allocator.interfaces import AnnouncerSettings
+from metallb.allocator.model import (
+    Advertisement,
+    BgpAdvertisement,
+    Community,
+    LargeCommunity,
+    PoolEntry,
+    ProtocolInfo,
+)
 from metallb.allocator.plugins import hookimpl
-from metallb.announcers.bgp.metrics import metrics_for
-from metallb.announcers.bgp.policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
-from metallb.announcers.bgp.session import BACKOFF_CAP, CONNECT_TIMEOUT, Session, SessionStatus
 
-__all__ = ["BgpAnnouncer", "SessionStatus", "metallb_make_announcer"]
+if TYPE_CHECKING:
+    from metallb.announcers.bgp.announcer import BgpAnnouncer
 
-log = logging.getLogger(__name__)
-_T = TypeVar("_T")
-_FLUSH_DELAY = 0.01  # seconds
+__all__ = [
+    "ADVERTISEMENT_KEYS",
+    "PROTOCOL",
+    "metallb_announcer_protocols",
+    "metallb_dump_advertisements",
+    "metallb_make_announcer",
+    "metallb_parse_advertisements",
+    "parse_advertisements",
+]
+
+PROTOCOL = "bgp"
+#: The keys of one ``bgp-advertisements`` item.
+ADVERTISEMENT_KEYS = ("aggregation-length", "aggregation-length-v6", "localpref", "communities")
 
 
-class BgpAnnouncer(AnnouncerBase):
-    """Announces service prefixes to the BGP peers that select this node."""
+def _sort_key(community: Community | LargeCommunity) -> tuple[bool, int, int, int]:
+    if isinstance(community, LargeCommunity):
+        return (True, community.global_admin, community.local1, community.local2)
+    return (False, community.value, 0, 0)
 
-    protocol = "bgp"
 
-    def __init__(self, settings: AnnouncerSettings) -> None:
-        opts = settings.options
-        self._settings = settings
-        self._metrics = metrics_for(opts.get("registry"))  # type: ignore[arg-type]
-        self._connect_timeout = float(opts.get("connect_timeout", CONNECT_TIMEOUT))  # type: ignore[arg-type]
-        self._backoff_cap = float(opts.get("backoff_cap", BACKOFF_CAP))  # type: ignore[arg-type]
-        self._peers: tuple[PeerSpec, ...] = ()
-        self._lock = threading.Lock()  # guards _set, _changes and _flush_pending
-        self._set = DesiredSet()
-        self._changes: set[PrefixKey] = set()
-        self._flush_pending = False
-        self._live: dict[PrefixKey, Route] = {}  # what sessions see; changed only on the loop
-        self._live_counts = {4: 0, 6: 0}  # prefixes of _live per IP version
-        self._sessions: dict[PeerSpec, Session] = {}  # touched only on the loop
-        self._closed = False
-        self._loop = asyncio.new_event_loop()
-        # The loop thread inherits the creating thread's network namespace, as do its sockets.
-        self._thread = threading.Thread(target=self._loop.run_forever, name="metallb-bgp", daemon=True)
-        self._thread.start()
-
-    def __repr__(self) -> str:
-        return f"<BgpAnnouncer(node={self._settings.node_name!r}, peers={len(self._peers)}, prefixes={len(self._set)})>"
-
-    # -- Announcer -----------------------------------------------------------------------
-
-    def set_config(self, config: Config, node: NodeInfo) -> None:
-        """Start sessions to new peers selecting *node*, stop removed ones, keep unchanged ones."""
-        self._peers = config.peers
-        wanted = [p for p in config.peers if p.selects(node.labels)]
-        self._call(self._apply_peers(wanted))
-
-    def should_announce(self, service: ServiceView, cluster: ClusterView) -> str | None:
-        """None when this node advertises *service*, else MetalLB's reason (``noLocalEndpoints`` ...)."""
-        return advertise_reason(
-            service=service,
-            node_name=cluster.node.name,
-            labels=cluster.node.labels,
-            peers=self._peers,
-            ignore_exclude_lb=cluster.ignore_exclude_lb or self._settings.ignore_exclude_lb,
-        )
-
-    def announce(self, service: ServiceView) -> None:
-        """Add *service*'s prefixes to the desired set. Idempotent."""
-        self._update(service.key, routes_for(service))
-
-    def withdraw(self, key: str) -> None:
-        """Remove *key*'s prefixes from the desired set (kept while another service needs them)."""
-        self._update(key, ())
-
-    def close(self) -> None:
-        """Withdraw every route, send NOTIFICATION Cease to every peer and stop the loop."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._call(self._shutdown(), timeout=10)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-            if not self._thread.is_alive():  # closing a running loop would raise and hide the real error
-                self._loop.close()
-
-    # -- extras --------------------------------------------------------------------------
-
-    def sessions(self) -> list[SessionStatus]:
-        """The state of every session, in configuration order."""
-        if self._closed:
-            return []
-        return self._call(self._statuses())
-
-    def desired(self) -> Mapping[netaddr.IPNetwork, Route]:
-        """The routes every peer should have from this node (a copy)."""
-        with self._lock:
-            return self._set.by_prefix()
-
-    # -- loop side -----------------------------------------------------------------------
-
-    def _call(self, coro: Coroutine[Any, Any, _T], *, timeout: float = 30) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def _update(self, key: str, routes: tuple[Route, ...]) -> None:
-        with self._lock:
-            self._changes |= self._set.set(key, routes)
-            if not self._changes or self._flush_pending or self._closed:
-                return
-            self._flush_pending = True
-        # Bursts of announce() calls coalesce into one change set; waking the loop per call costs more than the work.
-        self._loop.call_soon_threadsafe(self._loop.call_later, _FLUSH_DELAY, self._flush)
-
-    def _flush(self) -> None:
-        with self._lock:
-            changes, self._changes = self._changes, set()
-            updates = {p: self._set.routes.get(p) for p in changes}
-            self._flush_pending = False
-        for prefix, route in updates.items():
-            if route is None:
-                if self._live.pop(prefix, None) is not None:
-                    self._live_counts[prefix[0]] -= 1
-            else:
-                if prefix not in self._live:
-                    self._live_counts[prefix[0]] += 1
-                self._live[prefix] = route
-        for session in self._sessions.values():
-            session.mark_changed(changes)
-
-    async def _apply_peers(self, wanted: list[PeerSpec]) -> None:
-        removed = [self._sessions.pop(p) for p in list(self._sessions) if p not in wanted]
-        for session in removed:
-            log.info(
-                "stopping BGP session to %s: peer removed or no longer selects this node", session.peer.peer_address
-            )
-        # Stopped together: each may wait up to its drain timeout for a slow peer.
-        await asyncio.gather(*(s.stop(subcode=3) for s in removed))  # Cease / Peer De-configured
-        for session in removed:
-            self._metrics.forget(session.label)
-        for peer in wanted:
-            if peer not in self._sessions:
-                session = Session(
-                    peer,
-                    node_name=self._settings.node_name,
-                    desired=self._live,
-                    desired_counts=self._live_counts,
-                    metrics=self._metrics,
-                    connect_timeout=self._connect_timeout,
-                    backoff_cap=self._backoff_cap,
+def parse_advertisements(
+    raw: object,
+    where: str,
+    cidrs: Sequence[netaddr.IPNetwork],
+    communities: Mapping[str, Community | LargeCommunity],
+) -> tuple[BgpAdvertisement, ...]:
+    """A ``bgp-advertisements`` list, MetalLB's way; one default advertisement when empty."""
+    out: list[BgpAdvertisement] = []
+    for i, item in enumerate(as_list(raw, where, "bgp-advertisements"), 1):
+        here = f"{where}: bgp advertisement #{i}"
+        data = as_mapping(item, here, keys=ADVERTISEMENT_KEYS)
+        agg = as_int(data.get("aggregation-length"), here, "aggregation-length", default=32, bits=8)
+        agg6 = as_int(data.get("aggregation-length-v6"), here, "aggregation-length-v6", default=128, bits=8)
+        if agg > 32:
+            raise field_error(here, "aggregation-length", agg, "invalid aggregation length: must be at most 32")
+        if agg6 > 128:
+            raise field_error(here, "aggregation-length-v6", agg6, "invalid aggregation length: must be at most 128")
+        for cidr in cidrs:  # every CIDR, ranges expanded, as MetalLB checks
+            limit, field = (agg, "aggregation-length") if cidr.version == 4 else (agg6, "aggregation-length-v6")
+            if limit < cidr.prefixlen:
+                raise field_error(
+                    here,
+                    field,
+                    limit,
+                    f"invalid aggregation length: the pool's {cidr} is more specific; "
+                    f"use a length of at least {cidr.prefixlen}",
                 )
-                self._sessions[peer] = session
-                session.start()
+        localpref = as_int(data.get("localpref"), here, "localpref", default=0)
+        parsed: list[Community | LargeCommunity] = []
+        for value in as_list(data.get("communities"), here, "communities"):
+            text = as_str(value, here, "communities")
+            community = communities.get(text)
+            if community is None:
+                try:
+                    community = parse_community(text)
+                except ValueError as exc:
+                    raise field_error(here, "communities", text, f"not a bgp-communities alias, and {exc}") from None
+            if community in parsed:
+                raise field_error(here, "communities", text, "duplicate community in one advertisement")
+            parsed.append(community)
+        adv = BgpAdvertisement(
+            aggregation_length=agg,
+            aggregation_length_v6=agg6,
+            localpref=localpref,
+            communities=tuple(sorted(parsed, key=_sort_key)),
+        )
+        if adv in out:
+            raise ConfigError(f"{here}: duplicate advertisement: it repeats an earlier one exactly")
+        out.append(adv)
+    return tuple(out) if out else (BgpAdvertisement(),)
 
-    async def _shutdown(self) -> None:
-        sessions = list(self._sessions.values())
-        self._sessions.clear()
-        await asyncio.gather(*(s.stop(subcode=2, withdraw=True) for s in sessions), return_exceptions=True)
 
-    async def _statuses(self) -> list[SessionStatus]:
-        return [s.status() for s in self._sessions.values()]
+@hookimpl
+def metallb_announcer_protocols() -> Sequence[ProtocolInfo]:
+    """``bgp``, owning the pool key ``bgp-advertisements``."""
+    return [ProtocolInfo(name=PROTOCOL, pool_keys=("bgp-advertisements",))]
+
+
+@hookimpl
+def metallb_parse_advertisements(
+    protocol: str, entry: PoolEntry, cidrs: Sequence[netaddr.IPNetwork]
+) -> Sequence[Advertisement] | None:
+    """A ``bgp`` pool's ``bgp-advertisements``; None for other protocols."""
+    if protocol != PROTOCOL:
+        return None
+    return parse_advertisements(entry.data.get("bgp-advertisements"), entry.where(), cidrs, entry.communities)
+
+
+@hookimpl
+def metallb_dump_advertisements(protocol: str, advertisements: Sequence[Advertisement]) -> Mapping[str, Any] | None:
+    """``bgp-advertisements``, every key written out; None for other protocols."""
+    if protocol != PROTOCOL:
+        return None
+    return {
+        "bgp-advertisements": [
+            {
+                "aggregation-length": a.aggregation_length,
+                "aggregation-length-v6": a.aggregation_length_v6,
+                "localpref": a.localpref,
+                "communities": [str(c) for c in a.communities],
+            }
+            for a in advertisements
+            if isinstance(a, BgpAdvertisement)
+        ]
+    }
 
 
 @hookimpl
 def metallb_make_announcer(protocol: str, settings: AnnouncerSettings) -> BgpAnnouncer | None:
     """The BGP announcer for ``protocol == "bgp"``; None for any other protocol."""
-    return BgpAnnouncer(settings) if protocol == "bgp" else None
+    if protocol != PROTOCOL:
+        return None
+    from metallb.announcers.bgp.announcer import BgpAnnouncer
+
+    return BgpAnnouncer(settings)

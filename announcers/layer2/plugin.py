@@ -1,137 +1,80 @@
-"""The layer-2 announcer plugin: answers ARP and NDP for the service addresses this node wins.
+"""The layer-2 plugin's entry module: protocol ``layer2``, its pool key, and the announcer factory.
 
-Registered for protocol ``layer2`` through ``metallb_make_announcer``. Who
-announces is decided by :mod:`metallb.announcers.election`; the frames are
-answered by :class:`~metallb.announcers.layer2.responder.Responder`.
+Light on purpose: it parses configuration on bare installs, so it imports only
+metallb's base dependencies. The announcer (``announcer.py``, with the
+responder and prometheus_client) is imported when a speaker asks for it.
 
-Settings ``options`` understood here:
-
-- ``registry``: a ``prometheus_client.CollectorRegistry`` for the metrics.
-- ``netns``: path of a network namespace to answer in (tests, benchmarks).
-- ``rescan_interval``: seconds between periodic interface rescans (default 10).
+The protocol owns one pool key, ``interfaces`` (interface names or shell
+patterns to answer on), parsed into one :class:`~metallb.allocator.L2Advertisement`.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import netaddr
-from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
-from metallb.allocator.model import ClusterView, Config, NodeInfo, ServiceView
+from metallb.allocator.config import as_list, as_str, field_error
+from metallb.allocator.interfaces import AnnouncerSettings
+from metallb.allocator.model import Advertisement, L2Advertisement, PoolEntry, ProtocolInfo
 from metallb.allocator.plugins import hookimpl
-from metallb.announcers.election import reason_not_to_announce
-from metallb.announcers.layer2.responder import Responder
-from prometheus_client import CollectorRegistry
 
-__all__ = ["Layer2Announcer", "metallb_make_announcer"]
+if TYPE_CHECKING:
+    from metallb.announcers.layer2.announcer import Layer2Announcer
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "PROTOCOL",
+    "metallb_announcer_protocols",
+    "metallb_dump_advertisements",
+    "metallb_make_announcer",
+    "metallb_parse_advertisements",
+]
+
+PROTOCOL = "layer2"
+#: Longest Linux interface name (IFNAMSIZ - 1).
+_IFNAME_MAX = 15
 
 
-class Layer2Announcer(AnnouncerBase):
-    """Announces layer-2 service addresses from this node.
+@hookimpl
+def metallb_announcer_protocols() -> Sequence[ProtocolInfo]:
+    """``layer2``, owning the pool key ``interfaces``."""
+    return [ProtocolInfo(name=PROTOCOL, pool_keys=("interfaces",))]
 
-    Services sharing an address are counted per address: the address is
-    answered until the last service using it is withdrawn.
-    """
 
-    protocol = "layer2"
+@hookimpl
+def metallb_parse_advertisements(
+    protocol: str, entry: PoolEntry, cidrs: Sequence[netaddr.IPNetwork]
+) -> Sequence[Advertisement] | None:
+    """A layer-2 pool's ``interfaces`` as one advertisement; None for other protocols."""
+    if protocol != PROTOCOL:
+        return None
+    where = entry.where()
+    raw = as_list(entry.data.get("interfaces"), where, "interfaces")
+    interfaces = tuple(as_str(v, where, "interfaces").strip() for v in raw)
+    for pattern in interfaces:
+        if not pattern or (len(pattern) > _IFNAME_MAX and not any(c in pattern for c in "*?[")):
+            raise field_error(
+                where, "interfaces", pattern, "must be an interface name (at most 15 characters) or a shell pattern"
+            )
+    return [L2Advertisement(interfaces=interfaces)]
 
-    def __init__(self, settings: AnnouncerSettings) -> None:
-        self._settings = settings
-        registry = settings.options.get("registry")
-        netns = settings.options.get("netns")
-        interval = settings.options.get("rescan_interval", 10.0)
-        self._responder = Responder(
-            restrict=settings.interfaces,
-            netns=str(netns) if netns else None,
-            registry=registry if isinstance(registry, CollectorRegistry) else None,
-            rescan_interval=float(interval) if isinstance(interval, int | float) else 10.0,
-        )
-        self._services: dict[str, ServiceView] = {}
-        self._users: dict[netaddr.IPAddress, set[str]] = {}
-        self._interfaces: dict[netaddr.IPAddress, tuple[str, ...]] = {}
-        self._closed = False
-        self._responder.start()
 
-    def __repr__(self) -> str:
-        return f"<Layer2Announcer(node={self._settings.node_name!r}, addresses={len(self._users)})>"
-
-    @property
-    def responder(self) -> Responder:
-        """The responder answering for this announcer (for status and tests)."""
-        return self._responder
-
-    def set_config(self, config: Config, node: NodeInfo) -> None:
-        """Follow pool ``interfaces`` changes for the addresses already announced."""
-        changes: dict[netaddr.IPAddress, tuple[str, ...] | None] = {}
-        for address, current in self._interfaces.items():
-            pool = config.pool_for(address)
-            if pool is not None and pool.interfaces != current:
-                changes[address] = pool.interfaces
-        if changes:
-            self._interfaces.update({a: p for a, p in changes.items() if p is not None})
-            self._responder.apply(changes)
-
-    def should_announce(self, service: ServiceView, cluster: ClusterView) -> str | None:
-        """None when this node wins the election for *service*, else the reason it does not."""
-        return reason_not_to_announce(service, cluster, ignore_exclude_lb=self._settings.ignore_exclude_lb)
-
-    def announce(self, service: ServiceView) -> None:
-        """Answer for *service*'s addresses and (re)start their gratuitous announcements."""
-        if self._closed:
-            raise RuntimeError("layer2 announcer is closed")
-        old = self._services.get(service.key)
-        self._services[service.key] = service
-        changes: dict[netaddr.IPAddress, tuple[str, ...] | None] = {}
-        if old is not None:
-            for address in set(old.ips) - set(service.ips):
-                if self._drop_user(address, service.key):
-                    changes[address] = None
-        for address in service.ips:
-            self._users.setdefault(address, set()).add(service.key)
-            if self._interfaces.get(address) != service.pool.interfaces:
-                self._interfaces[address] = service.pool.interfaces
-                changes[address] = service.pool.interfaces
-        self._responder.apply(changes, announce=service.ips)
-
-    def withdraw(self, key: str) -> None:
-        """Stop answering for *key*'s addresses unless another service still uses them."""
-        old = self._services.pop(key, None)
-        if old is None or self._closed:
-            return
-        changes: dict[netaddr.IPAddress, tuple[str, ...] | None] = {
-            address: None for address in old.ips if self._drop_user(address, key)
-        }
-        if changes:
-            self._responder.apply(changes)
-
-    def close(self) -> None:
-        """Withdraw everything and stop the responder."""
-        if self._closed:
-            return
-        self._closed = True
-        self._services.clear()
-        self._users.clear()
-        self._interfaces.clear()
-        self._responder.close()
-
-    def _drop_user(self, address: netaddr.IPAddress, key: str) -> bool:
-        """Remove *key* from *address*'s users; True if it was the last one."""
-        users = self._users.get(address)
-        if users is None:
-            return False
-        users.discard(key)
-        if users:
-            return False
-        del self._users[address]
-        self._interfaces.pop(address, None)
-        return True
+@hookimpl
+def metallb_dump_advertisements(protocol: str, advertisements: Sequence[Advertisement]) -> Mapping[str, Any] | None:
+    """``interfaces``, when the advertisements restrict them; None for other protocols."""
+    if protocol != PROTOCOL:
+        return None
+    ads = [a for a in advertisements if isinstance(a, L2Advertisement)]
+    if not ads or any(not a.interfaces for a in ads):
+        return {}
+    return {"interfaces": list(dict.fromkeys(i for a in ads for i in a.interfaces))}
 
 
 @hookimpl
 def metallb_make_announcer(protocol: str, settings: AnnouncerSettings) -> Layer2Announcer | None:
     """Build the layer-2 announcer for protocol ``layer2``; None for any other protocol."""
-    if protocol != "layer2":
+    if protocol != PROTOCOL:
         return None
+    from metallb.announcers.layer2.announcer import Layer2Announcer
+
     return Layer2Announcer(settings)

@@ -38,6 +38,7 @@ from metallb.allocator import (
     PoolSpec,
     ReconcileReport,
     SourceBase,
+    SourceCapabilities,
     SourceUnavailableError,
     hookimpl,
     parse_pool_entry,
@@ -145,6 +146,9 @@ class NetBoxSource(SourceBase):
         client: an ``httpx.Client`` to use instead of one built from the spec
             (tests pass one with a mock transport).
     """
+
+    #: Releases delete NetBox objects: Services carry metallb's finalizer, so none is missed.
+    capabilities = SourceCapabilities(remote_release=True)
 
     def __init__(self, spec: PoolSpec, *, client: httpx.Client | None = None) -> None:
         self.spec = spec

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 from metallb.allocator import Allocator, get_plugin_manager, parse_config
+from metallb.announcers.bgp import plugin as bgp
+from metallb.announcers.layer2 import plugin as layer2
 from metallb.plugins import static_pool
 
 
 @pytest.fixture(name="pm")
 def _pm():
-    """A plugin manager with only the static-pool plugin (no entry points)."""
-    return get_plugin_manager(entry_points=False, plugins=[static_pool])
+    """A plugin manager with only the static-pool plugin and the layer2 and bgp protocols (no entry points)."""
+    return get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, bgp])
 
 
 @pytest.fixture(name="make")

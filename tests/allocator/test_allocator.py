@@ -22,6 +22,7 @@ from metallb.allocator import (
     parse_config,
     parse_pool_entry,
 )
+from metallb.announcers.layer2 import plugin as layer2
 from metallb.plugins import static_pool
 
 TCP80, UDP53, TCP53 = Port("TCP", 80), Port("UDP", 53), Port("TCP", 53)
@@ -340,7 +341,7 @@ class _SlowPlugin:
 class TestConcurrency:
     @pytest.fixture(name="mixed")
     def _mixed(self):
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, _SlowPlugin()])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, _SlowPlugin()])
         text = (
             "slow-pools:\n- name: slow\n  protocol: layer2\n  cidrs: [198.51.100.0/24]\n"
             "address-pools:\n- name: fast\n  protocol: layer2\n  addresses: [10.0.0.0/24]\n"
@@ -381,7 +382,7 @@ class TestConcurrency:
 
     def test_error_lists_pools_tried(self):
         """When every auto-assign pool fails, the error names each one and why."""
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, _SlowPlugin()])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, _SlowPlugin()])
         text = (
             "slow-pools:\n- name: dead\n  protocol: layer2\n  mode: fail\n  cidrs: [198.51.101.0/24]\n"
             "address-pools:\n- name: tiny\n  protocol: layer2\n  addresses: [10.0.0.0/32]\n"
@@ -434,7 +435,7 @@ class TestNotifications:
     def test_allocated_and_released_hooks(self):
         """Plugins are told after an address is allocated and after it is released."""
         recorder = _Recorder()
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, recorder])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, recorder])
         alloc = Allocator(plugin_manager=pm, config=parse_config(pools("p|layer2|10.0.0.0/30"), plugin_manager=pm))
         alloc.allocate("ns/a")
         alloc.unassign("ns/a")
@@ -445,7 +446,7 @@ class TestReviewedAllocatorEdges:
     def test_dual_with_held_addresses_releases_nothing(self):
         """allocate_dual asking for exactly what the Service holds keeps it without release or re-allocation."""
         recorder = _Recorder()
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, recorder])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, recorder])
         alloc = Allocator(
             plugin_manager=pm, config=parse_config(pools("p|layer2|10.0.0.0/30,2001:db8::/126"), plugin_manager=pm)
         )

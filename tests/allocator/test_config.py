@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import netaddr
 import pytest
-from metallb.allocator import BgpAdvertisement, Community, ConfigError, LargeCommunity, NodeSelector
+from metallb.allocator import BgpAdvertisement, Community, ConfigError, L2Advertisement, LargeCommunity, NodeSelector
 
 POOL = """
 address-pools:
@@ -209,7 +209,7 @@ class TestBgpAdvertisements:
         assert config.pools["p"].bgp_advertisements[0].communities == (
             Community(100 << 16 | 1),
             Community(0xFFFFFF01),
-            LargeCommunity(1, 2, 3),
+            LargeCommunity(global_admin=1, local1=2, local2=3),
         )
 
     def test_bad_community_alias_is_checked_even_if_unused(self, parse):
@@ -307,7 +307,7 @@ class TestExtensions:
         """Pools accept interfaces (layer2 only) and node-selectors."""
         config = parse(POOL + "  interfaces: [eth0, 'en*']\n  node-selectors:\n  - match-labels: {l2: 'yes'}\n")
         pool = config.pools["p"]
-        assert pool.interfaces == ("eth0", "en*")
+        assert pool.l2_advertisements == (L2Advertisement(interfaces=("eth0", "en*")),)
         assert pool.node_selectors[0].matches({"l2": "yes"})
 
     def test_interfaces_on_bgp_pool_rejected(self, parse):

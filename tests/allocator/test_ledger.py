@@ -14,10 +14,11 @@ from metallb.allocator import (
     parse_config,
 )
 from metallb.allocator.ledger import Ledger, Tenant
+from metallb.announcers.layer2 import plugin as layer2
 from metallb.plugins import static_pool
 from metallb.plugins.static_pool import StaticSource
 
-PM = get_plugin_manager(entry_points=False, plugins=[static_pool])
+PM = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2])
 TWO_POOLS = (
     "address-pools:\n- name: p\n  protocol: layer2\n  addresses: [10.0.0.0/30]\n"
     "- name: q\n  protocol: layer2\n  auto-assign: false\n  addresses: [10.0.1.0/30]\n"

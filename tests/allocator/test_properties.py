@@ -6,9 +6,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from metallb.allocator import AllocationError, Allocator, ConfigError, Port, get_plugin_manager, parse_config
+from metallb.announcers.layer2 import plugin as layer2
 from metallb.plugins import static_pool
 
-PM = get_plugin_manager(entry_points=False, plugins=[static_pool])
+PM = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2])
 CONFIGS = [
     "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [10.0.0.0/29]\n",
     "address-pools:\n- name: b\n  protocol: layer2\n  addresses: [10.0.0.0/28]\n",

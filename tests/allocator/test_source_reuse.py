@@ -19,8 +19,10 @@ from metallb.allocator import (
     parse_config,
 )
 from metallb.allocator.allocator import ALLOCATION_FIELDS
+from metallb.announcers.bgp import plugin as bgp_protocol
+from metallb.announcers.layer2 import plugin as layer2_protocol
 from metallb.operator.converge import converge
-from metallb.operator.service import LEASE_ANNOTATION, read_service
+from metallb.operator.service import read_service
 from metallb.plugins import static_pool
 from metallb.plugins.address_service import plugin as address_service
 from metallb.plugins.address_service.memory import MemoryBackend
@@ -35,12 +37,14 @@ CHANGES: dict[str, Any] = {
     "cidrs": (netaddr.IPNetwork("10.0.0.0/29"),),
     "avoid_buggy_ips": True,
     "options": {"note": "changed"},
-    "protocol": "bgp",
     "auto_assign": False,
-    "bgp_advertisements": (BgpAdvertisement(aggregation_length=24),),
-    "interfaces": ("eth1",),
+    "advertisements": (BgpAdvertisement(aggregation_length=24),),
     "node_selectors": (NodeSelector(match_labels=(("zone", "a"),)),),
 }
+#: Written by the controller from what the address-service source declares.
+LEASE_ANNOTATION = "metallb.io/address-service-lease"
+#: The announcement protocols every pool entry needs.
+PROTOCOLS = [layer2_protocol, bgp_protocol]
 
 STATIC = """
 address-pools:
@@ -86,7 +90,7 @@ def _builds() -> _Builds:
 @pytest.fixture(name="static")
 def _static(builds: _Builds) -> Allocator:
     """An allocator over one static pool p, 10.0.0.0/30, whose source builds are recorded."""
-    pm = get_plugin_manager(entry_points=False, plugins=[static_pool, _OtherKind(), builds])
+    pm = get_plugin_manager(entry_points=False, plugins=[static_pool, *PROTOCOLS, _OtherKind(), builds])
     return Allocator(plugin_manager=pm, config=parse_config(STATIC, plugin_manager=pm))
 
 
@@ -114,12 +118,12 @@ class TestStaticPool:
 
     def test_interfaces_change_keeps_source_and_allocations(self, builds: _Builds) -> None:
         """A layer-2 pool whose interfaces change keeps its source object, its allocations and its state."""
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, builds])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, *PROTOCOLS, builds])
         alloc = Allocator(plugin_manager=pm, config=parse_config(STATIC + "  interfaces: [eth0]\n", plugin_manager=pm))
         first = alloc.allocate("ns/a")
         alloc.set_config(parse_config(STATIC + "  interfaces: [eth1, 'br*']\n", plugin_manager=pm))
         assert len(builds.sources) == 1 and builds.sources[0].spec == alloc.config.pools["p"]
-        assert builds.sources[0].spec.interfaces == ("eth1", "br*")
+        assert builds.sources[0].spec.l2_advertisements[0].interfaces == ("eth1", "br*")
         assert alloc.allocation("ns/a") is not None and alloc.ips("ns/a") == (first,)
         assert str(alloc.allocate("ns/b")) == "10.0.0.1"
         assert alloc.stats("p").in_use == 2
@@ -127,7 +131,7 @@ class TestStaticPool:
     def test_advertisements_change_keeps_source_and_allocations(self, builds: _Builds) -> None:
         """A BGP pool whose advertisements (and node selectors) change keeps its source and allocations."""
         bgp = "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [10.0.0.0/30]\n"
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, builds])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, *PROTOCOLS, builds])
         alloc = Allocator(plugin_manager=pm, config=parse_config(bgp, plugin_manager=pm))
         first = alloc.allocate("ns/a")
         changed = bgp + (
@@ -159,11 +163,11 @@ class TestStaticPool:
             def metallb_make_source(self, spec: PoolSpec) -> StaticSource:
                 return Frozen(spec)
 
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, Plugin()])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, *PROTOCOLS, Plugin()])
         alloc = Allocator(plugin_manager=pm, config=parse_config(STATIC, plugin_manager=pm))
         first = alloc.allocate("ns/a")
         alloc.set_config(parse_config(STATIC + "  interfaces: [eth1]\n", plugin_manager=pm))
-        assert alloc.config.pools["p"].interfaces == ("eth1",)
+        assert alloc.config.pools["p"].l2_advertisements[0].interfaces == ("eth1",)
         assert alloc.ips("ns/a") == (first,) and str(alloc.allocate("ns/b")) == "10.0.0.1"
 
 
@@ -192,7 +196,7 @@ def _address_pool(url: str, extra: str = "") -> str:
 @pytest.fixture(name="leased")
 def _leased(server: HttpServer) -> Iterator[tuple[Allocator, Any, str]]:
     """(allocator, plugin manager, url) over the bundled server's pool "as"; closed at teardown."""
-    pm = get_plugin_manager(entry_points=False, plugins=[static_pool, address_service])
+    pm = get_plugin_manager(entry_points=False, plugins=[static_pool, *PROTOCOLS, address_service])
     alloc = Allocator(plugin_manager=pm, config=parse_config(_address_pool(server.url), plugin_manager=pm))
     yield alloc, pm, server.url
     alloc.close()

@@ -12,6 +12,7 @@ from metallb.allocator.testing import (
     ContractViolation,
     JsonApiStub,
     allocator_for,
+    builtin_protocol_plugins,
     check_source_contract,
     plugin_manager_with,
 )
@@ -27,9 +28,22 @@ def static_factory(text: str = POOL, name: str = "p"):
 
 class TestPluginManagers:
     def test_only_the_named_plugins(self):
-        """plugin_manager_with registers exactly the plugins given, no entry points."""
+        """plugin_manager_with registers the plugins given and metallb's protocols, no other entry point."""
         pm = plugin_manager_with(static_pool)
+        assert [p for _, p in pm.list_name_plugin()] == [*builtin_protocol_plugins(), static_pool]
+        assert {p.__name__ for p in builtin_protocol_plugins()} == {  # type: ignore[attr-defined]
+            "metallb.announcers.layer2.plugin",
+            "metallb.announcers.bgp.plugin",
+        }
+
+    def test_without_protocols(self):
+        """protocols=False leaves metallb's protocols out: a pool's protocol is then unknown."""
+        pm = plugin_manager_with(static_pool, protocols=False)
         assert [p for _, p in pm.list_name_plugin()] == [static_pool]
+        with pytest.raises(
+            ConfigError, match='value "layer2": unknown protocol: no announcement protocol is installed'
+        ):
+            allocator_for(POOL, static_pool, protocols=False)
 
     def test_with_entry_points_does_not_register_twice(self):
         """A plugin also loaded through its entry point is registered once."""

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from metallb.allocator.interfaces import AnnouncerSettings
+from metallb.announcers.layer2.announcer import Layer2Announcer
 from metallb.announcers.layer2.netlink import enter_netns
-from metallb.announcers.layer2.plugin import Layer2Announcer
 from prometheus_client import CollectorRegistry
 
 CLIENT_MAC = "02:00:00:00:00:c0"
@@ -104,11 +104,14 @@ class L2Lab:
         self, ns: str | None = None, *, registry: CollectorRegistry | None = None, **settings: Any
     ) -> Layer2Announcer:
         """A layer-2 announcer answering inside *ns* (default: the node), closed at teardown."""
-        options: dict[str, object] = {
-            "netns": f"/run/netns/{ns or self.node}",
-            "registry": registry or CollectorRegistry(),
-        }
-        announcer = Layer2Announcer(AnnouncerSettings(node_name="node", options=options, **settings))
+        announcer = Layer2Announcer(
+            AnnouncerSettings(
+                node_name="node",
+                netns=f"/run/netns/{ns or self.node}",
+                registry=registry or CollectorRegistry(),
+                **settings,
+            )
+        )
         self.announcers.append(announcer)
         return announcer
 

@@ -20,7 +20,6 @@ def pool(*selectors: NodeSelector) -> PoolSpec:
     return PoolSpec(
         name="l2",
         kind="address-pools",
-        protocol="layer2",
         cidrs=(netaddr.IPNetwork("192.0.2.0/24"),),
         node_selectors=selectors,
     )

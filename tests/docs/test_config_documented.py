@@ -7,14 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from metallb.allocator import ConfigError, PoolEntry, get_plugin_manager, parse_node_selectors
-from metallb.allocator.config import (
-    ADVERTISEMENT_KEYS,
-    COMMON_POOL_KEYS,
-    CORE_SECTIONS,
-    PEER_KEYS,
-    UNSUPPORTED_PEER_KEYS,
-)
+from metallb.allocator import ConfigError, Hooks, PoolEntry, get_plugin_manager, parse_node_selectors
+from metallb.allocator.config import COMMON_POOL_KEYS, CORE_SECTIONS, PEER_KEYS, UNSUPPORTED_PEER_KEYS
+from metallb.announcers.bgp.plugin import ADVERTISEMENT_KEYS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 BOGUS = "zz-not-a-key"
@@ -37,9 +32,10 @@ def _own_pm():
 def section_keys(pm) -> dict[str, list[str]]:
     """Each pool section of the plugins and the keys its parser accepts, found by feeding it an unknown key."""
     out = {}
-    for section in (s for sections in pm.hook.metallb_pool_sections() for s in sections):
+    hooks = Hooks(pm)
+    for section in hooks.pool_sections():
         with pytest.raises(ConfigError) as info:
-            pm.hook.metallb_parse_pool(entry=PoolEntry(section=section, index=1, data={"name": "x", BOGUS: "1"}))
+            hooks.parse_pool(PoolEntry(section=section, index=1, data={"name": "x", BOGUS: "1"}, hooks=hooks))
         out[section] = allowed(info.value)
     return out
 
@@ -86,13 +82,23 @@ class TestConfigurationReference:
     def test_common_pool_keys(self, own_pm):
         """The keys every pool accepts are in the pool sections' table, and every section accepts them."""
         assert not undocumented(COMMON_POOL_KEYS, block("Pool sections"))
+        protocol_keys = [k for info in Hooks(own_pm).protocols().values() for k in info.pool_keys]
         for section, keys in section_keys(own_pm).items():
-            assert set(COMMON_POOL_KEYS) <= set(keys), section
+            assert set(COMMON_POOL_KEYS) | set(protocol_keys) <= set(keys), section
+
+    def test_each_protocol_documents_its_pool_keys(self, own_pm):
+        """Every protocol metallb ships, and each pool key it owns, is in the protocols section."""
+        protocols = Hooks(own_pm).protocols()
+        assert set(protocols) == {"layer2", "bgp"}
+        text = block("Announcement protocols")
+        for info in protocols.values():
+            assert not undocumented((info.name, *info.pool_keys), text), info.name
 
     def test_each_pool_section_documents_its_own_keys(self, own_pm):
         """Keys a section adds (addresses, url, cidrs ...) are under that section's heading."""
+        protocol_keys = {k for info in Hooks(own_pm).protocols().values() for k in info.pool_keys}
         for section, keys in section_keys(own_pm).items():
-            own = [k for k in keys if k not in COMMON_POOL_KEYS]
+            own = [k for k in keys if k not in COMMON_POOL_KEYS and k not in protocol_keys]
             assert own, section
             assert not undocumented(own, block(f"`{section}[]`")), section
 
@@ -102,8 +108,9 @@ class TestConfigurationReference:
             section="address-pools",
             index=1,
             data={"name": "x", "protocol": "bgp", "addresses": ["192.0.2.0/24"], "bgp-advertisements": [{BOGUS: "1"}]},
+            hooks=Hooks(own_pm),
         )
         with pytest.raises(ConfigError) as info:
-            own_pm.hook.metallb_parse_pool(entry=entry)
+            Hooks(own_pm).parse_pool(entry)
         assert allowed(info.value) == list(ADVERTISEMENT_KEYS)
         assert not undocumented(ADVERTISEMENT_KEYS, block("`bgp-advertisements[]`"))

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import attrs
+import netaddr
 import pytest
-from metallb.allocator import Allocator, Port, get_plugin_manager, parse_config
+from metallb.allocator import (
+    Allocator,
+    PoolEntry,
+    PoolSpec,
+    Port,
+    SourceCapabilities,
+    get_plugin_manager,
+    hookimpl,
+    parse_config,
+    parse_pool_entry,
+)
+from metallb.announcers.layer2 import plugin as layer2
+from metallb.operator import converge as converge_module
+from metallb.operator import service as service_module
 from metallb.operator.converge import converge
 from metallb.operator.service import POOL_ANNOTATION, read_service
 from metallb.plugins import static_pool
@@ -22,7 +39,7 @@ address-pools:
 
 @pytest.fixture(name="alloc")
 def _alloc():
-    pm = get_plugin_manager(entry_points=False, plugins=[static_pool])
+    pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2])
     return Allocator(plugin_manager=pm, config=parse_config(CONFIG, plugin_manager=pm))
 
 
@@ -166,7 +183,7 @@ class TestConverge:
 
     def test_prefer_dual_stack_falls_back(self):
         """PreferDualStack falls back to one family when no pool has both."""
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2])
         text = "address-pools:\n- name: v4\n  protocol: layer2\n  addresses: [192.0.2.0/30]\n"
         alloc = Allocator(plugin_manager=pm, config=parse_config(text, plugin_manager=pm))
         out = converge(read_service(svc(ipFamilies=["IPv4", "IPv6"], ipFamilyPolicy="PreferDualStack")), alloc)
@@ -227,7 +244,7 @@ class TestReviewedEdges:
 
     def test_dual_stack_request_wins_over_pool_annotation(self):
         """Requested addresses bypass the pool annotation for dual-stack Services too."""
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool])
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2])
         text = (
             "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [192.0.2.0/30, 2001:db8::/126]\n"
             "- name: b\n  protocol: layer2\n  addresses: [198.51.100.0/30, 2001:db8:1::/126]\n"
@@ -266,7 +283,7 @@ class TestReviewedEdges:
             def metallb_address_allocated(self, service, ip, pool):
                 seen.append(service)
 
-        alloc._pm.register(Recorder())
+        alloc.plugin_manager.register(Recorder())
         out = converge(read_service(svc()), alloc)
         again = svc(status_ips=list(out.ingress))
         converge(read_service(again), alloc)
@@ -277,3 +294,92 @@ class TestReviewedEdges:
         """A port that is not a number gives LoadBalancerFailed instead of a crash."""
         out = converge(read_service(svc(ports=[{"port": "http"}])), alloc)
         assert out.events[0].reason == "LoadBalancerFailed" and "invalid port" in out.events[0].message
+
+
+TICKET = "example.com/ticket"
+
+
+class TicketSource(static_pool.StaticSource):
+    """A static pool pretending its addresses are tickets in a remote system."""
+
+    capabilities = SourceCapabilities(remote_release=True, annotations={"ticket": TICKET})
+
+    def describe(self, ip: netaddr.IPAddress) -> dict[str, str]:
+        return {"ticket": f"T-{ip}", "ignored": "x"}
+
+
+class TicketPools:
+    """The ``ticket-pools`` section: static pools built as TicketSource."""
+
+    @hookimpl
+    def metallb_pool_sections(self) -> list[str]:
+        return ["ticket-pools"]
+
+    @hookimpl
+    def metallb_parse_pool(self, entry: PoolEntry) -> PoolSpec | None:
+        return parse_pool_entry(entry, cidrs_key="cidrs") if entry.section == "ticket-pools" else None
+
+    @hookimpl
+    def metallb_make_source(self, spec: PoolSpec) -> TicketSource | None:
+        return TicketSource(spec) if spec.kind == "ticket-pools" else None
+
+
+class TestSourceCapabilities:
+    """The operator follows what sources declare; it knows no pool kind by name."""
+
+    @pytest.fixture(name="tickets")
+    def _tickets(self):
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, TicketPools()])
+        text = CONFIG + "ticket-pools:\n- name: remote\n  protocol: layer2\n  cidrs: [203.0.113.0/30]\n"
+        return Allocator(plugin_manager=pm, config=parse_config(text, plugin_manager=pm))
+
+    def test_remote_release_gets_the_finalizer(self, tickets):
+        """Addresses of a source declaring remote releases carry the finalizer; static ones do not."""
+        remote = converge(read_service(svc("r", annotations={"metallb.io/address-pool": "remote"})), tickets)
+        local = converge(read_service(svc("l")), tickets)
+        assert (remote.ingress, remote.finalizer) == (("203.0.113.0",), True)
+        assert (local.ingress, local.finalizer) == (("192.0.2.0",), False)
+
+    def test_declared_describe_keys_become_annotations(self, tickets):
+        """The source's describe() facts it maps become annotations; other pools' Services get them removed."""
+        remote = converge(read_service(svc("r", annotations={"metallb.io/address-pool": "remote"})), tickets)
+        assert dict(remote.annotations) == {POOL_ANNOTATION: "remote", TICKET: "T-203.0.113.0"}
+        local = converge(read_service(svc("l")), tickets)
+        assert dict(local.annotations) == {POOL_ANNOTATION: "main", TICKET: None}
+        gone = converge(read_service(svc("r", type="ClusterIP")), tickets)
+        assert dict(gone.annotations) == {POOL_ANNOTATION: None, TICKET: None}
+
+    def test_static_pools_declare_nothing(self, alloc):
+        """With only static pools, the pool annotation is all metallb writes."""
+        out = converge(read_service(svc()), alloc)
+        assert dict(out.annotations) == {POOL_ANNOTATION: "main"} and not out.finalizer
+
+    def test_address_service_keeps_its_annotation_and_finalizer(self):
+        """The address-service source declares the lease annotation and remote releases (today's names)."""
+        from metallb.plugins.address_service.client import AddressServiceSource
+
+        assert AddressServiceSource.capabilities == SourceCapabilities(
+            remote_release=True, annotations={"lease-id": "metallb.io/address-service-lease"}
+        )
+
+    def test_operator_names_no_pool_kind(self):
+        """converge and service hold no plugin-specific names (sections, describe keys)."""
+        for module in (converge_module, service_module):
+            text = Path(str(module.__file__)).read_text()
+            for name in ("address-pools", "address-services", "lease-id", "address-service-lease"):
+                assert name not in text, (module.__name__, name)
+
+
+class TestValues:
+    def test_outcome_is_immutable(self, alloc):
+        """Outcome and its annotations cannot be changed after convergence."""
+        out = converge(read_service(svc()), alloc)
+        with pytest.raises(TypeError):
+            out.annotations[POOL_ANNOTATION] = "x"  # type: ignore[index]
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            out.ingress = ()  # type: ignore[misc]
+
+    def test_keyword_only(self):
+        """Event, Outcome and ServiceIntent are built with keywords only."""
+        for cls in (converge_module.Event, converge_module.Outcome, service_module.ServiceIntent):
+            assert all(f.kw_only for f in attrs.fields(cls)), cls

@@ -36,7 +36,7 @@ from metallb.allocator.model import (
     ServiceView,
 )
 from metallb.allocator.testing import wait_for
-from metallb.announcers.bgp.plugin import BgpAnnouncer
+from metallb.announcers.bgp.announcer import BgpAnnouncer
 from prometheus_client import CollectorRegistry
 
 RTR4, NODE4 = "192.0.2.1", "192.0.2.2"
@@ -367,9 +367,8 @@ def bgp_pool(*cidrs: str, advertisements: tuple[BgpAdvertisement, ...] = (), nam
     return PoolSpec(
         name=name,
         kind="address-pools",
-        protocol="bgp",
         cidrs=tuple(netaddr.IPNetwork(c) for c in cidrs),
-        bgp_advertisements=advertisements,
+        advertisements=advertisements or (BgpAdvertisement(),),
     )
 
 
@@ -407,9 +406,11 @@ def _make_speaker(lab: Lab) -> Iterator[Callable[..., Speaker]]:
 
     def make(*, connect_timeout: float = 3, backoff_cap: float = 2, labels: dict[str, str] | None = None) -> Speaker:
         registry = CollectorRegistry()
-        options = {"registry": registry, "connect_timeout": connect_timeout, "backoff_cap": backoff_cap}
+        settings = AnnouncerSettings(
+            node_name="node-a", registry=registry, connect_timeout=connect_timeout, backoff_cap=backoff_cap
+        )
         with in_netns(lab.node):
-            announcer = BgpAnnouncer(AnnouncerSettings(node_name="node-a", options=options))
+            announcer = BgpAnnouncer(settings)
         made.append(announcer)
         return Speaker(announcer, registry, NodeInfo(name="node-a", labels=labels or {}))
 

@@ -22,18 +22,17 @@ from metallb.announcers.bgp.session import derive_router_id, peer_label, reconne
 from prometheus_client import CollectorRegistry
 
 RACK_A = (NodeSelector(match_labels=(("rack", "a"),)),)
-NOT_RACK_A = (NodeSelector(match_expressions=(LabelExpression("rack", "NotIn", ("a",)),)),)
-PEER_ALL = PeerSpec(64512, 64513, netaddr.IPAddress("192.0.2.1"))
-PEER_RACK_A = PeerSpec(64512, 64513, netaddr.IPAddress("192.0.2.9"), node_selectors=RACK_A)
+NOT_RACK_A = (NodeSelector(match_expressions=(LabelExpression(key="rack", operator="NotIn", values=("a",)),)),)
+PEER_ALL = PeerSpec(my_asn=64512, peer_asn=64513, peer_address=netaddr.IPAddress("192.0.2.1"))
+PEER_RACK_A = PeerSpec(my_asn=64512, peer_asn=64513, peer_address=netaddr.IPAddress("192.0.2.9"), node_selectors=RACK_A)
 
 
 def pool(*, selectors: tuple[NodeSelector, ...] = (), advs: tuple[BgpAdvertisement, ...] = ()) -> PoolSpec:
     return PoolSpec(
         name="p",
         kind="address-pools",
-        protocol="bgp",
         cidrs=(netaddr.IPNetwork("198.51.100.0/24"), netaddr.IPNetwork("2001:db8:ff::/64")),
-        bgp_advertisements=advs,
+        advertisements=advs,
         node_selectors=selectors,
     )
 
@@ -92,7 +91,9 @@ class TestRoutes:
 
     def test_default_advertisement_is_host_route(self):
         """Without advertisements a pool yields one /32 (or /128) per address."""
-        s = ServiceView("ns/a", (netaddr.IPAddress("198.51.100.10"), netaddr.IPAddress("2001:db8:ff::10")), pool())
+        s = ServiceView(
+            key="ns/a", ips=(netaddr.IPAddress("198.51.100.10"), netaddr.IPAddress("2001:db8:ff::10")), pool=pool()
+        )
         assert [str(r.prefix) for r in routes_for(s)] == ["198.51.100.10/32", "2001:db8:ff::10/128"]
 
     def test_each_advertisement_masks_to_its_length(self):
@@ -103,7 +104,9 @@ class TestRoutes:
             BgpAdvertisement(aggregation_length=24, aggregation_length_v6=64),
         )
         s = ServiceView(
-            "ns/a", (netaddr.IPAddress("198.51.100.10"), netaddr.IPAddress("2001:db8:ff::10")), pool(advs=advs)
+            key="ns/a",
+            ips=(netaddr.IPAddress("198.51.100.10"), netaddr.IPAddress("2001:db8:ff::10")),
+            pool=pool(advs=advs),
         )
         assert routes_for(s) == (
             Route(netaddr.IPNetwork("198.51.100.10/32"), 50, c),
@@ -115,8 +118,8 @@ class TestRoutes:
     def test_aggregates_are_deduplicated_across_services(self):
         """Two services in one /24 aggregate share one route; it stays until the last of them goes."""
         advs = (BgpAdvertisement(aggregation_length=24),)
-        a = routes_for(ServiceView("ns/a", (netaddr.IPAddress("198.51.100.10"),), pool(advs=advs)))
-        b = routes_for(ServiceView("ns/b", (netaddr.IPAddress("198.51.100.20"),), pool(advs=advs)))
+        a = routes_for(ServiceView(key="ns/a", ips=(netaddr.IPAddress("198.51.100.10"),), pool=pool(advs=advs)))
+        b = routes_for(ServiceView(key="ns/b", ips=(netaddr.IPAddress("198.51.100.20"),), pool=pool(advs=advs)))
         desired = DesiredSet()
         assert desired.set("ns/a", a) == {(4, int(netaddr.IPAddress("198.51.100.0")), 24)}
         assert desired.set("ns/b", b) == set()  # same prefix, same attributes: nothing to send
@@ -170,17 +173,24 @@ class TestSessionHelpers:
 
     def test_router_id_configured_wins(self):
         """A configured IPv4 router ID is used as is."""
-        peer = PeerSpec(1, 2, netaddr.IPAddress("192.0.2.1"), router_id=netaddr.IPAddress("10.0.0.1"))
+        peer = PeerSpec(
+            my_asn=1, peer_asn=2, peer_address=netaddr.IPAddress("192.0.2.1"), router_id=netaddr.IPAddress("10.0.0.1")
+        )
         assert derive_router_id(peer, netaddr.IPAddress("192.0.2.2"), "n") == netaddr.IPAddress("10.0.0.1")
 
     def test_router_id_from_local_ipv4(self):
         """Without a configured ID (or with an IPv6 one), the session's local IPv4 address is used."""
-        peer = PeerSpec(1, 2, netaddr.IPAddress("192.0.2.1"), router_id=netaddr.IPAddress("2001:db8::1"))
+        peer = PeerSpec(
+            my_asn=1,
+            peer_asn=2,
+            peer_address=netaddr.IPAddress("192.0.2.1"),
+            router_id=netaddr.IPAddress("2001:db8::1"),
+        )
         assert derive_router_id(peer, netaddr.IPAddress("192.0.2.2"), "n") == netaddr.IPAddress("192.0.2.2")
 
     def test_router_id_falls_back_to_crc32_of_node_name(self):
         """An IPv6 session with no IPv4 on its interface uses CRC32(node name) in little-endian bytes."""
-        peer = PeerSpec(1, 2, netaddr.IPAddress("2001:db8::1"))
+        peer = PeerSpec(my_asn=1, peer_asn=2, peer_address=netaddr.IPAddress("2001:db8::1"))
         # CRC32-IEEE of this sentence is 0x414FA339, a well-known check value.
         got = derive_router_id(peer, netaddr.IPAddress("2001:db8:99::1"), "The quick brown fox jumps over the lazy dog")
         assert got == netaddr.IPAddress("57.163.79.65")
@@ -188,7 +198,10 @@ class TestSessionHelpers:
     def test_peer_label(self):
         """Labels are addr:port, with brackets for IPv6."""
         assert peer_label(PEER_ALL) == "192.0.2.1:179"
-        assert peer_label(PeerSpec(1, 2, netaddr.IPAddress("2001:db8::1"), peer_port=1179)) == "[2001:db8::1]:1179"
+        assert (
+            peer_label(PeerSpec(my_asn=1, peer_asn=2, peer_address=netaddr.IPAddress("2001:db8::1"), peer_port=1179))
+            == "[2001:db8::1]:1179"
+        )
 
 
 class TestPlugin:
@@ -197,7 +210,7 @@ class TestPlugin:
     def test_hook_returns_announcer_for_bgp_only(self):
         """The hook builds a BGP announcer for protocol bgp and declines any other."""
         pm = get_plugin_manager(entry_points=False, plugins=[bgp])
-        settings = AnnouncerSettings(node_name="n", options={"registry": CollectorRegistry()})
+        settings = AnnouncerSettings(node_name="n", registry=CollectorRegistry())
         assert pm.hook.metallb_make_announcer(protocol="layer2", settings=settings) is None
         announcer = pm.hook.metallb_make_announcer(protocol="bgp", settings=settings)
         try:
@@ -217,6 +230,6 @@ class TestMasking:
         ip = netaddr.IPAddress(address)
         for length in range((32 if ip.version == 4 else 128) + 1):
             adv = BgpAdvertisement(aggregation_length=min(length, 32), aggregation_length_v6=length)
-            (route,) = routes_for(ServiceView("ns/a", (ip,), pool(advs=(adv,))))
+            (route,) = routes_for(ServiceView(key="ns/a", ips=(ip,), pool=pool(advs=(adv,))))
             assert route.prefix == adv.prefix(ip)
             assert route.prefix.prefixlen == length

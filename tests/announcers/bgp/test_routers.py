@@ -22,7 +22,7 @@ SESSIONS = {
     "ibgp-4octet": (4200000001, 4200000001),
 }
 COMMUNITY = Community(65000 << 16 | 100)
-LARGE = LargeCommunity(4200000001, 7, 8)
+LARGE = LargeCommunity(global_admin=4200000001, local1=7, local2=8)
 ADVERTISEMENTS = (
     BgpAdvertisement(localpref=150, communities=(COMMUNITY, LARGE)),
     BgpAdvertisement(aggregation_length=24, aggregation_length_v6=64),

@@ -131,7 +131,10 @@ class TestUpdate:
     def test_scapy_decodes_ebgp_update_with_four_octet_path(self):
         """scapy (4-octet mode) reads our AS path, next hop, communities and NLRI."""
         (msg,) = w.encode_updates(
-            attrs_(local_asn=4200000001, communities=(Community(65000 << 16 | 1), LargeCommunity(1, 2, 3))),
+            attrs_(
+                local_asn=4200000001,
+                communities=(Community(65000 << 16 | 1), LargeCommunity(global_admin=1, local1=2, local2=3)),
+            ),
             [netaddr.IPNetwork("198.51.100.10/32"), netaddr.IPNetwork("198.51.100.0/24")],
         )
         upd = sb.BGP(msg)[sb.BGPUpdate]

@@ -11,7 +11,7 @@ import time
 import netaddr
 import pytest
 from metallb.allocator.interfaces import Announcer, AnnouncerSettings
-from metallb.allocator.model import Config, NodeInfo, PoolSpec, ServiceView
+from metallb.allocator.model import Config, L2Advertisement, NodeInfo, PoolSpec, ServiceView
 from metallb.allocator.plugins import get_plugin_manager
 from metallb.announcers.layer2 import responder as l2_responder
 from metallb.announcers.layer2.packets import checksum, mac_bytes
@@ -34,9 +34,8 @@ def make_pool(*, interfaces: tuple[str, ...] = ()) -> PoolSpec:
     return PoolSpec(
         name="l2",
         kind="address-pools",
-        protocol="layer2",
         cidrs=(netaddr.IPNetwork("192.0.2.96/28"), netaddr.IPNetwork("2001:db8:1::100/120")),
-        interfaces=interfaces,
+        advertisements=(L2Advertisement(interfaces=interfaces),),
     )
 
 
@@ -99,9 +98,7 @@ class TestPlugin:
     def test_factory_builds_a_layer2_announcer(self, l2lab):
         """The hook, loaded from the entry point, returns an Announcer for protocol layer2."""
         pm = get_plugin_manager(allow=["layer2"])
-        settings = AnnouncerSettings(
-            node_name="node", options={"netns": f"/run/netns/{l2lab.node}", "registry": CollectorRegistry()}
-        )
+        settings = AnnouncerSettings(node_name="node", netns=f"/run/netns/{l2lab.node}", registry=CollectorRegistry())
         announcer = pm.hook.metallb_make_announcer(protocol="layer2", settings=settings)
         l2lab.announcers.append(announcer)
         assert isinstance(announcer, Announcer)
