@@ -437,6 +437,41 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 # -- dnsmasq in a namespace -----------------------------------------------------------------------------
 
 
+def read_leases(path: Path, *, settle: float = 0.25, timeout: float = 10.0) -> dict[str, tuple[int, str, str, str]]:
+    """ip -> (expiry, mac, hostname, client-id) from a dnsmasq lease file, never from half a rewrite.
+
+    dnsmasq rewrites the file in place: it truncates it, then writes every
+    lease in one go. A read in between sees an empty (or, with a large file,
+    unfinished) file. So a read counts only when the file did not change
+    while it was read and ends with a complete line; an empty file counts
+    once it has stayed empty for *settle* seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            before = path.stat()
+            text = path.read_bytes()
+            after = path.stat()
+        except FileNotFoundError:
+            return {}
+        unchanged = (before.st_ino, before.st_size, before.st_mtime_ns) == (
+            after.st_ino,
+            after.st_size,
+            after.st_mtime_ns,
+        )
+        whole = text.endswith(b"\n") or (not text and time.time() - after.st_mtime >= settle)
+        if unchanged and len(text) == after.st_size and whole:
+            break
+        assert time.monotonic() < deadline, f"{path} stayed half-written for {timeout} s"
+        time.sleep(0.01)
+    out = {}
+    for line in text.decode().splitlines():
+        parts = line.split()
+        if len(parts) >= 5:
+            out[parts[2]] = (int(parts[0]), parts[1], parts[3], parts[4])
+    return out
+
+
 @attrs.define
 class DhcpLab:
     """Namespace ``srv`` runs dnsmasq on n0 (192.0.2.2); the address service uses c0 in namespace ``cli``."""
@@ -482,15 +517,8 @@ class DhcpLab:
         self.dnsmasq.wait(timeout=5)
 
     def leases(self) -> dict[str, tuple[int, str, str, str]]:
-        """ip -> (expiry, mac, hostname, client-id) from dnsmasq's lease file."""
-        if not self.leasefile.exists():
-            return {}
-        out = {}
-        for line in self.leasefile.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 5:
-                out[parts[2]] = (int(parts[0]), parts[1], parts[3], parts[4])
-        return out
+        """ip -> (expiry, mac, hostname, client-id) from dnsmasq's lease file (see :func:`read_leases`)."""
+        return read_leases(self.leasefile)
 
 
 @pytest.fixture
@@ -528,11 +556,12 @@ class Helpers:
     wait_for: Callable[..., Any] = wait_for
     with_options: Callable[..., Config] = with_options
     server_held: Callable[[str], dict[str, str]] = server_held
+    read_leases: Callable[..., dict[str, tuple[int, str, str, str]]] = read_leases
 
 
 @pytest.fixture
 def helpers() -> Helpers:
-    """``pool_yaml``, ``held_by``, ``wait_for``, ``with_options``, ``server_held``."""
+    """``pool_yaml``, ``held_by``, ``wait_for``, ``with_options``, ``server_held``, ``read_leases``."""
     return Helpers()
 
 
