@@ -206,3 +206,12 @@ class TestQuickRetries:
         alloc.unassign("ns/a")
         assert time.monotonic() - started < 5.0
         assert legacy.count("DELETE") == 3 and alloc._sources["dm"].pending_releases() == {}
+
+    def test_waits_grow_between_tries(self, legacy, make_allocator, helpers) -> None:
+        """Without testing mode the retries wait: at least backoff before the second POST, twice that before the third."""
+        legacy.post_faults += ["500", "500"]
+        alloc = make_allocator(section(helpers.pool_yaml("dm", legacy.url)), backoff=0.2)
+        started = time.monotonic()
+        alloc.allocate("ns/a", pool="dm")
+        assert 0.6 <= time.monotonic() - started < 5.0
+        assert legacy.count("POST") == 3
