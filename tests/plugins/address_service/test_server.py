@@ -151,9 +151,10 @@ class TestOtherEndpoints:
 
     def test_metrics(self, bundled) -> None:
         """Prometheus metrics count requests by code and leases by state."""
-        httpx.post(f"{bundled.url}/v1/ip", json={"service": "ns/a"})
-        httpx.post(f"{bundled.url}/v1/ip", json={"service": "bad"})
-        text = httpx.get(f"{bundled.url}/metrics").text
+        with httpx.Client(base_url=bundled.url) as client:  # one connection: each request is counted before the next
+            client.post("/v1/ip", json={"service": "ns/a"})
+            client.post("/v1/ip", json={"service": "bad"})
+            text = client.get("/metrics").text
         assert 'metallb_address_service_requests_total{code="201",method="POST",path="/v1/ip"} 1.0' in text
         assert 'metallb_address_service_requests_total{code="400",method="POST",path="/v1/ip"} 1.0' in text
         assert 'metallb_address_service_leases{state="bound"} 1.0' in text
