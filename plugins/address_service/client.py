@@ -330,7 +330,7 @@ class AddressServiceSource(SourceBase):
                 problems.append(f"{exc}; the POST is not repeated (it could leak a lease)")
                 raise answer.final() from None
             if found is None:
-                raise
+                raise answer
             log.info("%s", self._where(f"adopted lease {found.ip} made for {owner} by a POST whose answer was lost"))
             return found
 

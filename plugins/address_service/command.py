@@ -130,13 +130,17 @@ def make_backend(kind: str, options: BackendOptions, *, plugin_manager: pluggy.P
     """The backend *kind*, from whichever plugin builds it (``metallb_make_backend``).
 
     Raises :class:`~metallb.allocator.PluginError` when no plugin builds
-    *kind* or a plugin returns no :class:`Backend`, and the plugin's
-    ``ValueError`` when the options do not suit it.
+    *kind*, its dependencies are missing, or a plugin returns no
+    :class:`Backend`, and ``ValueError`` naming *kind* when the options do
+    not suit it.
     """
     from metallb.allocator import PluginError, default_plugin_manager
 
     pm = plugin_manager if plugin_manager is not None else default_plugin_manager()
-    backend = pm.hook.metallb_make_backend(kind=kind, options=options)
+    try:
+        backend = pm.hook.metallb_make_backend(kind=kind, options=options)
+    except ValueError as exc:
+        raise ValueError(f"backend {kind!r}: {exc}") from None
     if backend is None:
         raise PluginError(f"unknown backend {kind!r}: built in are memory and dhcp; plugins may add more")
     if not isinstance(backend, Backend):
@@ -150,6 +154,16 @@ def _listen_address(text: str) -> tuple[str, int]:
         return host.strip("[]") or "127.0.0.1", int(port)
     except ValueError:
         raise ValueError(f"--listen {text!r}: write HOST:PORT") from None
+
+
+def _backend_options(args: argparse.Namespace) -> BackendOptions:
+    return BackendOptions(
+        cidrs=args.cidr,
+        interface=args.interface,
+        netns=args.netns,
+        offer_timeout=args.offer_timeout,
+        renew_after=args.renew_after or None,
+    )
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -177,26 +191,12 @@ def run(args: argparse.Namespace) -> int:
             f"metallb address-service needs {missing_dependency(exc)}: pip install 'metallb[{EXTRA}]'", file=sys.stderr
         )
         return 1
-    options = BackendOptions(
-        cidrs=args.cidr,
-        interface=args.interface,
-        netns=args.netns,
-        offer_timeout=args.offer_timeout,
-        renew_after=args.renew_after or None,
-    )
     try:
         host, port = _listen_address(args.listen)
         token = _token(args)
-    except ValueError as exc:
+        backend = make_backend(args.backend, _backend_options(args))
+    except (PluginError, ValueError) as exc:  # a bad option, no such backend, or its dependencies missing
         print(exc, file=sys.stderr)
-        return 2
-    try:
-        backend = make_backend(args.backend, options)
-    except PluginError as exc:  # no such backend, or its dependencies are missing
-        print(exc, file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"backend {args.backend!r}: {exc}", file=sys.stderr)
         return 2
     service = AddressService(
         backend=backend,

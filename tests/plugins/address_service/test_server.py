@@ -203,6 +203,25 @@ class TestProcess:
         )  # fmt: skip
         assert proc.returncode == 2 and "unknown backend 'nope': built in are memory and dhcp" in proc.stderr
 
+    @pytest.mark.parametrize(
+        ("args", "says"),
+        [
+            (["--backend", "memory"], "backend 'memory': the memory backend needs at least one --cidr"),
+            (["--listen", "nowhere", "--cidr", "192.0.2.0/24"], "--listen 'nowhere': write HOST:PORT"),
+            (
+                ["--auth-token-file", "/nonexistent/token", "--cidr", "192.0.2.0/24"],
+                "--auth-token-file '/nonexistent/token': No such file or directory",
+            ),
+        ],
+    )
+    def test_bad_options(self, args: list[str], says: str) -> None:
+        """A bad option stops the command with status 2 and one line naming the option, never a traceback."""
+        proc = subprocess.run(
+            [*COMMAND, "address-service", *args],
+            capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"}, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [says]
+
     def test_missing_interface(self) -> None:
         """A dhcp backend on an interface that does not exist fails at start, naming the interface."""
         proc = subprocess.run(
