@@ -22,13 +22,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+# pip's noisy 'WARNING: Location' lines are dropped; its exit status is kept (pipefail;
+# grep finding nothing to print is no failure).
+pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
 pip install -q -U pip 'setuptools>=69' wheel
 rm -rf build dist
-"$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w dist . 2>&1 | grep -v '^WARNING: Location' || true
-pip install -q --force-reinstall --no-deps dist/metallb-*.whl
-pip install -q dist/metallb-*.whl
+pip wheel -q --no-deps --no-build-isolation -w dist .
+wheels=(dist/metallb-*.whl)
+# Every extra (the operator, address services, DHCP), at the versions CI tests (.ci/constraints.txt).
+pip install -q --force-reinstall --no-deps "${wheels[0]}"
+pip install -q -c .ci/constraints.txt "${wheels[0]}[all]"
 if [ -n "${WITH_TEST_TOOLS:-}" ]; then
-  pip install -q -r .ci/requirements-test.txt -r docs/requirements.txt
+  pip install -q -c .ci/constraints.txt -r .ci/requirements-test.txt -r docs/requirements.txt
 fi
 "$VENV/bin/python" -c "import metallb.allocator, metallb.operator.cli" || { echo "metallb did not install" >&2; exit 1; }

@@ -1,47 +1,61 @@
 """The ``metallb`` command: one entry point, a subcommand per job.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``run(args) -> int``; modules are imported only when their command runs, so
-``metallb plugins`` never loads the Kubernetes client.
+The operator's own commands come from :mod:`metallb.operator.commands`; every
+other command comes from a plugin's ``metallb_add_commands`` hook (``metallb
+address-service`` is the address-service plugin's). Building the parser
+imports no command's implementation: each command imports its own when it
+runs, so ``metallb plugins`` never loads the Kubernetes client. A command
+whose implementation needs a missing extra says which one to install.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.metadata
+import re
 import sys
 from collections.abc import Sequence
+from typing import Any, cast
 
+import pluggy
+from metallb.allocator import default_plugin_manager
+from metallb.operator.commands import COMMANDS, EPILOG, add_commands
 from metallb.operator.logs import setup_logging
 
-#: name -> (module, one-line help). The module provides add_arguments and run.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "check-config": ("metallb.operator.cmd_config", "validate a MetalLB config file and print it normalised"),
-    "plugins": ("metallb.operator.cmd_plugins", "list the loaded plugins, their versions and hooks"),
-    "allocate": ("metallb.operator.cmd_allocate", "allocate addresses for service names from a config (dry run)"),
-    "standalone": ("metallb.operator.standalone", "controller and speaker for one host, without Kubernetes"),
-    "controller": ("metallb.operator.controller", "allocate addresses for LoadBalancer Services in a cluster"),
-    "speaker": ("metallb.operator.speaker", "announce service addresses from this node (layer 2 or BGP)"),
-    "address-service": (
-        "metallb.plugins.address_service.server",
-        "run the bundled address service (memory or dhcp backend)",
-    ),
-    "status": ("metallb.operator.cmd_status", "show services, addresses, pools, announcers and why pending"),
-}
+__all__ = ["COMMANDS", "build_parser", "extras_providing", "main"]
 
-EPILOG = """\
-examples:
-  metallb check-config examples/config.yaml
-  metallb plugins
-  metallb allocate --config examples/config.yaml default/web default/dns
-  metallb standalone --config examples/config.yaml --services examples/services.yaml --node n1
-  metallb status --state metallb-state.json
-  metallb COMMAND --help          details and examples for one command
-"""
+DISTRIBUTION = "metallb"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (imports each command module for its options)."""
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: descriptions and examples keep their line breaks unless a plugin says otherwise."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def _add_plugin_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], pm: pluggy.PluginManager
+) -> None:
+    """Call each plugin's ``metallb_add_commands`` on its own: a broken plugin costs only its commands."""
+    for impl in pm.hook.metallb_add_commands.get_hookimpls():
+        try:
+            impl.function(**{name: subparsers for name in impl.argnames})
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not take the whole command line down
+            error = f"{type(exc).__name__}: {exc}"
+            print(f"metallb: plugin {impl.plugin_name!r} failed to add its commands, skipped: {error}", file=sys.stderr)
+
+
+def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
+    """The full argument parser: the operator's commands, then every plugin's (default: installed plugins)."""
     parser = argparse.ArgumentParser(
         prog="metallb",
         description="A load balancer for bare-metal Kubernetes: address pools and address services, "
@@ -49,24 +63,53 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log format (default: text)")
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="default: info"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        doc = (module.__doc__ or help_text).strip()
-        command = sub.add_parser(
-            name,
-            help=help_text,
-            description=doc.split("\n\n", 1)[0],
-            epilog=getattr(module, "EPILOG", None),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        module.add_arguments(command)
-        command.set_defaults(_module=module)
+    # add_parser returns a CommandParser, which is an ArgumentParser: what hooks are promised.
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser),
+    )
+    add_commands(sub)
+    _add_plugin_commands(sub, plugin_manager or default_plugin_manager())
     return parser
+
+
+def _module_of(requirement: str) -> str:
+    """The import name of a requirement's distribution (``prometheus-client`` -> ``prometheus_client``)."""
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement.strip())
+    return match.group().lower().replace("-", "_").replace(".", "_") if match else ""
+
+
+def extras_providing(module: str) -> list[str]:
+    """The extras of metallb's own metadata that install top-level *module* (``all`` left out)."""
+    try:
+        requires = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    found = set()
+    for line in requires:
+        requirement, _, marker = line.partition(";")
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
+        if extra and extra.group(1) != "all" and _module_of(requirement) == module:
+            found.add(extra.group(1))
+    return sorted(found)
+
+
+def missing_extra_message(command: str, exc: ModuleNotFoundError) -> str | None:
+    """One line naming the extra to install, or None when *exc* is not about an optional dependency."""
+    module = (exc.name or "").partition(".")[0]
+    extras = extras_providing(module)
+    if not extras:
+        return None
+    declared = next((c.extra for c in COMMANDS if c.name == command), "")
+    if declared in extras:
+        extras = [declared]
+    install = " or ".join(f"pip install '{DISTRIBUTION}[{extra}]'" for extra in extras)
+    return f"metallb {command}: needs the Python module {module!r}, which is not installed: {install}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,11 +119,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.error(f"command {args.command!r} has no run function (set_defaults(run=...) in its plugin)")
     setup_logging(fmt=args.log_format, level=args.log_level)
     try:
-        return int(args._module.run(args))
+        return int(run(args))
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(args.command, exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

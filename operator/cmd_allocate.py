@@ -14,21 +14,6 @@ from metallb.allocator import Allocator, MetalLBError, parse_config
 from metallb.operator.cmd_config import read_config_text
 from metallb.operator.table import render_table
 
-EPILOG = """\
-examples:
-  metallb allocate --config examples/config.yaml default/web default/dns
-  metallb allocate --config examples/config.yaml default/web@production default/db=192.0.2.10
-  metallb allocate --config examples/config.yaml 'default/v6#6' 'default/dual%4,6'
-"""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``metallb allocate``."""
-    parser.add_argument("--config", required=True, help="config file (bare YAML or ConfigMap manifest)")
-    parser.add_argument(
-        "services", nargs="+", metavar="SERVICE", help="namespace/name[@pool][=address][#family][%%4,6]"
-    )
-
 
 def run(args: argparse.Namespace) -> int:
     """Allocate in order and print a table of the results."""

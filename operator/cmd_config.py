@@ -14,13 +14,6 @@ from pathlib import Path
 import yaml
 from metallb.allocator import ConfigError, MetalLBError, dump_config, parse_config
 
-EPILOG = """\
-examples:
-  metallb check-config examples/config.yaml
-  metallb check-config operator/deploy/config.yaml      # a ConfigMap manifest
-  kubectl -n metallb-system get cm config -o jsonpath='{.data.config}' | metallb check-config -
-"""
-
 
 def read_config_text(path: str) -> str:
     """The config YAML in *path* (``-`` for stdin), unwrapping a ConfigMap manifest."""
@@ -35,12 +28,6 @@ def read_config_text(path: str) -> str:
             raise ConfigError(f'{path}: the ConfigMap has no "config" key under data')
         return str(data["config"])
     return text
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``metallb check-config``."""
-    parser.add_argument("file", help="config file (bare YAML or a ConfigMap manifest); - for stdin")
-    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing when the config is valid")
 
 
 def run(args: argparse.Namespace) -> int:

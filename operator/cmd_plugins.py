@@ -14,18 +14,6 @@ import json
 from metallb.allocator import get_plugin_manager, list_plugins
 from metallb.operator.table import render_table
 
-EPILOG = """\
-examples:
-  metallb plugins
-  metallb plugins --json
-  METALLB_DISABLE_PLUGINS=bgp metallb plugins
-"""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``metallb plugins``."""
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
 
 def run(args: argparse.Namespace) -> int:
     """Print the plugin table; exit 1 if any plugin failed to load."""

@@ -17,22 +17,6 @@ from typing import Any
 
 from metallb.operator.table import render_table
 
-EPILOG = """\
-examples:
-  metallb status --state metallb-state.json
-  metallb status --url http://127.0.0.1:7472
-  metallb status --kubeconfig ~/.kube/config
-"""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``metallb status``."""
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--state", help="a standalone state file")
-    source.add_argument("--url", help="a running standalone instance's metrics address")
-    source.add_argument("--kubeconfig", help="a cluster (default: KUBECONFIG, then in-cluster)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
 
 def _rows(services: dict[str, Any]) -> list[tuple[str, ...]]:
     return [

@@ -37,17 +37,10 @@ from metallb.operator.metrics import ControllerMetrics, MetricsServer
 from metallb.operator.service import FINALIZER, read_service
 from prometheus_client import CollectorRegistry
 
-__all__ = ["Controller", "LeaderLease", "add_arguments", "run"]
+__all__ = ["Controller", "LeaderLease", "run"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-
-EPILOG = """\
-examples:
-  metallb controller --kubeconfig ~/.kube/config
-  metallb controller --namespace metallb-system --config config --lb-class example.com/metallb
-  metallb controller --log-format json --metrics-port 7472 --workers 8
-"""
 
 
 def _drain(response: Any) -> None:
@@ -426,28 +419,6 @@ class Controller:
         for thread in self._threads:
             thread.join(timeout=5)
         self.allocator.close()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``metallb controller``."""
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
-    parser.add_argument(
-        "--namespace", default=os.environ.get("METALLB_NAMESPACE", "metallb-system"), help="default: %(default)s"
-    )
-    parser.add_argument("--config", default="config", help="name of the config ConfigMap (default: %(default)s)")
-    parser.add_argument(
-        "--lb-class", default=None, help="serve only Services of this loadBalancerClass (default: only those without)"
-    )
-    parser.add_argument("--workers", type=int, default=4, help="concurrent Service workers (default: %(default)s)")
-    parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
-    parser.add_argument(
-        "--metrics-port", type=int, default=7472, help="metrics and /healthz, /readyz (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--reconcile-interval", type=float, default=300.0, help="seconds between address-service checks"
-    )
-    parser.add_argument("--lease-name", default="metallb-controller", help="leader Lease name (default: %(default)s)")
-    parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 import time
@@ -44,19 +43,12 @@ from metallb.operator.metrics import MetricsServer, SpeakerMetrics
 from metallb.operator.service import read_service
 from prometheus_client import CollectorRegistry
 
-__all__ = ["Speaker", "add_arguments", "run"]
+__all__ = ["Speaker", "run"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 LEASE_PREFIX = "metallb-speaker-"
 LEASE_LABELS = {"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component": "speaker"}
-
-EPILOG = """\
-examples:
-  metallb speaker --node-name $(hostname) --kubeconfig ~/.kube/config
-  METALLB_NODE_NAME=node-a metallb speaker --interfaces eth1 --lease-renew 0.5 --lease-duration 1.5
-  metallb speaker --node-name n1 --ignore-exclude-lb          # single-node clusters
-"""
 
 
 class Speaker:
@@ -411,39 +403,6 @@ class Speaker:
             "not_announced": dict(self.reasons),
             "live_speakers": sorted(self.live_speakers()),
         }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``metallb speaker``."""
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
-    parser.add_argument(
-        "--node-name", default=os.environ.get("METALLB_NODE_NAME"), help="this node (env METALLB_NODE_NAME)"
-    )
-    parser.add_argument(
-        "--namespace", default=os.environ.get("METALLB_NAMESPACE", "metallb-system"), help="default: %(default)s"
-    )
-    parser.add_argument("--config", default="config", help="name of the config ConfigMap (default: %(default)s)")
-    parser.add_argument(
-        "--interfaces", action="append", default=[], help="limit layer 2 to these interfaces (repeatable)"
-    )
-    parser.add_argument(
-        "--ignore-exclude-lb",
-        action="store_true",
-        help="announce even from nodes labelled exclude-from-external-load-balancers",
-    )
-    parser.add_argument(
-        "--lease-renew", type=float, default=0.4, help="seconds between Lease renewals (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--lease-duration",
-        type=float,
-        default=1.2,
-        help="a speaker is dead after this many seconds without renewal (default: %(default)s)",
-    )
-    parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
-    parser.add_argument(
-        "--metrics-port", type=int, default=7472, help="metrics, /healthz and /status (default: %(default)s)"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

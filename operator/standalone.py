@@ -48,13 +48,6 @@ from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
-EPILOG = """\
-examples:
-  metallb standalone --config examples/config.yaml --services examples/services.yaml --node $(hostname)
-  metallb standalone --config c.yaml --services s.yaml --node n1 --interfaces eth1 --state /var/lib/metallb/state.json
-  metallb standalone --config c.yaml --services s.yaml --node n1 --once     # allocate, print, exit
-  metallb status --state /var/lib/metallb/state.json                        # the table, from another shell
-"""
 STATE_VERSION = 1
 
 
@@ -331,30 +324,6 @@ def table(rows: Sequence[Row]) -> str:
         ("SERVICE", "ADDRESSES", "POOL", "ANNOUNCED", "PENDING"),
         ((r.service, ",".join(r.addresses) or "<pending>", r.pool or "-", r.announced or "-", r.pending) for r in rows),
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``metallb standalone``."""
-    parser.add_argument("--config", required=True, help="MetalLB config (bare YAML or ConfigMap manifest)")
-    parser.add_argument("--services", required=True, help="YAML file of Service manifests")
-    parser.add_argument(
-        "--node", default=os.environ.get("METALLB_NODE_NAME", os.uname().nodename), help="this node's name"
-    )
-    parser.add_argument(
-        "--interfaces", action="append", default=[], help="layer-2 interfaces (names or patterns); repeatable"
-    )
-    parser.add_argument("--state", default="metallb-state.json", help="state file (default: %(default)s)")
-    parser.add_argument(
-        "--metrics-host", default="127.0.0.1", help="metrics/status listen address (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--metrics-port", type=int, default=7472, help="metrics/status port, 0 for none (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--poll-interval", type=float, default=1.0, help="seconds between file checks (default: %(default)s)"
-    )
-    parser.add_argument("--once", action="store_true", help="allocate, print the table, write the state, and exit")
-    parser.add_argument("--no-announce", action="store_true", help="allocate only; do not answer ARP/NDP or speak BGP")
 
 
 def _iter_interfaces(values: Sequence[str]) -> Iterator[str]:

@@ -63,12 +63,13 @@ def example_configs() -> list[Path]:
 @pytest.mark.slow
 class TestNewcomer:
     def test_fresh_install_runs_every_command(self, tmp_path):
-        """The wheel installs into a new venv; --help, check-config on every example config, and plugins work."""
+        """The wheel installs with every extra into a new venv; --help, check-config on every example config,
+        and plugins work (tests/test_packaging.py checks the bare install)."""
         venv = tmp_path / "venv"
         created = run(sys.executable, "-m", "venv", venv)
         assert created.returncode == 0, created.stderr
         python, metallb = venv / "bin" / "python", venv / "bin" / "metallb"
-        wheels = [wheel(ROOT, tmp_path)]
+        wheels = [f"{wheel(ROOT, tmp_path)}[all]"]
         # The example plugin, as a user trying it would add it (its config needs it).
         wheels += [wheel(p.parent, tmp_path) for p in sorted((ROOT / "examples").glob("*/setup.cfg"))]
         installed = run(python, "-m", "pip", "install", "-q", *wheels)
@@ -79,6 +80,8 @@ class TestNewcomer:
 
         helped = run(metallb, "--help")
         assert helped.returncode == 0 and "examples:" in helped.stdout, helped.stderr
+        version = run(metallb, "--version")
+        assert version.stdout.startswith("metallb "), version.stderr
 
         configs = example_configs()
         assert ROOT / "examples" / "config.yaml" in configs

@@ -94,6 +94,7 @@ class TestThirdPartyPlugin:
             "metallb_pool_sections",
             "metallb_parse_pool",
             "metallb_make_source",
+            "metallb_add_commands",
         }
         table = run_metallb("plugins").stdout
         assert "stride-pools" in table and "0.3.1" in table
@@ -156,7 +157,7 @@ class TestCheckConfigCommand:
         from metallb.operator.cli import COMMANDS
 
         assert "examples:" in run_metallb("--help").stdout
-        for name in COMMANDS:
+        for name in (command.name for command in COMMANDS):
             out = run_metallb(name, "--help")
             assert out.returncode == 0, name
             assert "examples:" in out.stdout, f"`metallb {name} --help` shows no examples"

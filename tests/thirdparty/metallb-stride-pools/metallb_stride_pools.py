@@ -1,11 +1,13 @@
 """A tiny third-party pool plugin: ``stride-pools`` hand out every Nth address of a CIDR.
 
 It exists to prove that a plugin installed from its own distribution adds a
-config section and is allocated from exactly like a built-in one.
+config section and is allocated from exactly like a built-in one, and adds a
+command to ``metallb`` (``metallb stride-preview``).
 """
 
 from __future__ import annotations
 
+import argparse
 import threading
 from collections.abc import Sequence
 
@@ -82,3 +84,23 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
 @hookimpl
 def metallb_make_source(spec: PoolSpec) -> StrideSource | None:
     return StrideSource(spec) if spec.kind == SECTION else None
+
+
+def _preview(args: argparse.Namespace) -> int:
+    cidr = netaddr.IPNetwork(args.cidr)
+    for value in range(cidr.first, cidr.last + 1, args.stride):
+        print(netaddr.IPAddress(value, cidr.version))
+    return 0
+
+
+@hookimpl
+def metallb_add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "stride-preview",
+        help="print the addresses a stride pool hands out, in order",
+        description="Print the addresses a stride pool of CIDR hands out, first fit first.",
+        epilog="examples:\n  metallb stride-preview 192.0.2.0/28 --stride 4\n",
+    )
+    parser.add_argument("cidr", metavar="CIDR")
+    parser.add_argument("--stride", type=int, default=1, help="every Nth address (default: 1)")
+    parser.set_defaults(run=_preview)

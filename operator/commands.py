@@ -1,0 +1,315 @@
+"""The operator's own ``metallb`` subcommands: their help, options and examples.
+
+Light on purpose: building the parser imports this module (and the plugins'
+``metallb_add_commands`` hooks), never a command's implementation. Each
+``run`` imports its implementation module when the command runs, so
+``metallb plugins`` or ``metallb check-config`` never load the Kubernetes
+client, and work on a bare ``pip install metallb``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+
+import attrs
+
+__all__ = ["COMMANDS", "EPILOG", "Command", "add_commands"]
+
+EPILOG = """\
+examples:
+  metallb check-config examples/config.yaml
+  metallb plugins
+  metallb allocate --config examples/config.yaml default/web default/dns
+  metallb standalone --config examples/config.yaml --services examples/services.yaml --node n1
+  metallb status --state metallb-state.json
+  metallb COMMAND --help          details and examples for one command
+"""
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """One subcommand: its help, its options, how it runs, and the extra its implementation needs."""
+
+    name: str
+    help: str
+    description: str
+    epilog: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    #: The ``metallb[...]`` extra the implementation imports ("" for none).
+    extra: str = ""
+
+
+# -- check-config ---------------------------------------------------------------------
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="config file (bare YAML or a ConfigMap manifest); - for stdin")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing when the config is valid")
+
+
+def _run_check_config(args: argparse.Namespace) -> int:
+    from metallb.operator import cmd_config
+
+    return cmd_config.run(args)
+
+
+# -- plugins --------------------------------------------------------------------------
+
+
+def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _run_plugins(args: argparse.Namespace) -> int:
+    from metallb.operator import cmd_plugins
+
+    return cmd_plugins.run(args)
+
+
+# -- allocate -------------------------------------------------------------------------
+
+
+def _allocate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="config file (bare YAML or ConfigMap manifest)")
+    parser.add_argument(
+        "services", nargs="+", metavar="SERVICE", help="namespace/name[@pool][=address][#family][%%4,6]"
+    )
+
+
+def _run_allocate(args: argparse.Namespace) -> int:
+    from metallb.operator import cmd_allocate
+
+    return cmd_allocate.run(args)
+
+
+# -- standalone -----------------------------------------------------------------------
+
+
+def _standalone_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="MetalLB config (bare YAML or ConfigMap manifest)")
+    parser.add_argument("--services", required=True, help="YAML file of Service manifests")
+    parser.add_argument(
+        "--node", default=os.environ.get("METALLB_NODE_NAME", os.uname().nodename), help="this node's name"
+    )
+    parser.add_argument(
+        "--interfaces", action="append", default=[], help="layer-2 interfaces (names or patterns); repeatable"
+    )
+    parser.add_argument("--state", default="metallb-state.json", help="state file (default: %(default)s)")
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="metrics/status listen address (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=7472, help="metrics/status port, 0 for none (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between file checks (default: %(default)s)"
+    )
+    parser.add_argument("--once", action="store_true", help="allocate, print the table, write the state, and exit")
+    parser.add_argument("--no-announce", action="store_true", help="allocate only; do not answer ARP/NDP or speak BGP")
+
+
+def _run_standalone(args: argparse.Namespace) -> int:
+    from metallb.operator import standalone
+
+    return standalone.run(args)
+
+
+# -- controller -----------------------------------------------------------------------
+
+
+def _controller_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument(
+        "--namespace", default=os.environ.get("METALLB_NAMESPACE", "metallb-system"), help="default: %(default)s"
+    )
+    parser.add_argument("--config", default="config", help="name of the config ConfigMap (default: %(default)s)")
+    parser.add_argument(
+        "--lb-class", default=None, help="serve only Services of this loadBalancerClass (default: only those without)"
+    )
+    parser.add_argument("--workers", type=int, default=4, help="concurrent Service workers (default: %(default)s)")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
+    parser.add_argument(
+        "--metrics-port", type=int, default=7472, help="metrics and /healthz, /readyz (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--reconcile-interval", type=float, default=300.0, help="seconds between address-service checks"
+    )
+    parser.add_argument("--lease-name", default="metallb-controller", help="leader Lease name (default: %(default)s)")
+    parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default: %(default)s)")
+
+
+def _run_controller(args: argparse.Namespace) -> int:
+    from metallb.operator import controller
+
+    return controller.run(args)
+
+
+# -- speaker --------------------------------------------------------------------------
+
+
+def _speaker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument(
+        "--node-name", default=os.environ.get("METALLB_NODE_NAME"), help="this node (env METALLB_NODE_NAME)"
+    )
+    parser.add_argument(
+        "--namespace", default=os.environ.get("METALLB_NAMESPACE", "metallb-system"), help="default: %(default)s"
+    )
+    parser.add_argument("--config", default="config", help="name of the config ConfigMap (default: %(default)s)")
+    parser.add_argument(
+        "--interfaces", action="append", default=[], help="limit layer 2 to these interfaces (repeatable)"
+    )
+    parser.add_argument(
+        "--ignore-exclude-lb",
+        action="store_true",
+        help="announce even from nodes labelled exclude-from-external-load-balancers",
+    )
+    parser.add_argument(
+        "--lease-renew", type=float, default=0.4, help="seconds between Lease renewals (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=1.2,
+        help="a speaker is dead after this many seconds without renewal (default: %(default)s)",
+    )
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
+    parser.add_argument(
+        "--metrics-port", type=int, default=7472, help="metrics, /healthz and /status (default: %(default)s)"
+    )
+
+
+def _run_speaker(args: argparse.Namespace) -> int:
+    from metallb.operator import speaker
+
+    return speaker.run(args)
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--state", help="a standalone state file")
+    source.add_argument("--url", help="a running standalone instance's metrics address")
+    source.add_argument("--kubeconfig", help="a cluster (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from metallb.operator import cmd_status
+
+    return cmd_status.run(args)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="check-config",
+        help="validate a MetalLB config file and print it normalised",
+        description="Validate a MetalLB configuration file and print it normalised.",
+        epilog="""\
+examples:
+  metallb check-config examples/config.yaml
+  metallb check-config operator/deploy/config.yaml      # a ConfigMap manifest
+  kubectl -n metallb-system get cm config -o jsonpath='{.data.config}' | metallb check-config -
+""",
+        add_arguments=_config_arguments,
+        run=_run_check_config,
+    ),
+    Command(
+        name="plugins",
+        help="list the loaded plugins, their versions and hooks",
+        description="List the loaded plugins, their versions and the hooks each implements.",
+        epilog="""\
+examples:
+  metallb plugins
+  metallb plugins --json
+  METALLB_DISABLE_PLUGINS=bgp metallb plugins
+""",
+        add_arguments=_plugins_arguments,
+        run=_run_plugins,
+    ),
+    Command(
+        name="allocate",
+        help="allocate addresses for service names from a config (dry run)",
+        description="Allocate addresses for services from a config, without a cluster (a dry run).",
+        epilog="""\
+examples:
+  metallb allocate --config examples/config.yaml default/web default/dns
+  metallb allocate --config examples/config.yaml default/web@production default/db=192.0.2.10
+  metallb allocate --config examples/config.yaml 'default/v6#6' 'default/dual%4,6'
+""",
+        add_arguments=_allocate_arguments,
+        run=_run_allocate,
+    ),
+    Command(
+        name="standalone",
+        help="controller and speaker for one host, without Kubernetes",
+        description="Controller and speaker for one host, without Kubernetes.",
+        epilog="""\
+examples:
+  metallb standalone --config examples/config.yaml --services examples/services.yaml --node $(hostname)
+  metallb standalone --config c.yaml --services s.yaml --node n1 --interfaces eth1 --state /var/lib/metallb/state.json
+  metallb standalone --config c.yaml --services s.yaml --node n1 --once     # allocate, print, exit
+  metallb status --state /var/lib/metallb/state.json                        # the table, from another shell
+""",
+        add_arguments=_standalone_arguments,
+        run=_run_standalone,
+        extra="operator",
+    ),
+    Command(
+        name="controller",
+        help="allocate addresses for LoadBalancer Services in a cluster",
+        description="Allocate addresses for LoadBalancer Services in a cluster.",
+        epilog="""\
+examples:
+  metallb controller --kubeconfig ~/.kube/config
+  metallb controller --namespace metallb-system --config config --lb-class example.com/metallb
+  metallb controller --log-format json --metrics-port 7472 --workers 8
+""",
+        add_arguments=_controller_arguments,
+        run=_run_controller,
+        extra="operator",
+    ),
+    Command(
+        name="speaker",
+        help="announce service addresses from this node (layer 2 or BGP)",
+        description="Announce service addresses from one node.",
+        epilog="""\
+examples:
+  metallb speaker --node-name $(hostname) --kubeconfig ~/.kube/config
+  METALLB_NODE_NAME=node-a metallb speaker --interfaces eth1 --lease-renew 0.5 --lease-duration 1.5
+  metallb speaker --node-name n1 --ignore-exclude-lb          # single-node clusters
+""",
+        add_arguments=_speaker_arguments,
+        run=_run_speaker,
+        extra="operator",
+    ),
+    Command(
+        name="status",
+        help="show services, addresses, pools, announcers and why pending",
+        description="Show services, their addresses, pool, who announces them, and why a pending one is pending.",
+        epilog="""\
+examples:
+  metallb status --state metallb-state.json
+  metallb status --url http://127.0.0.1:7472
+  metallb status --kubeconfig ~/.kube/config
+""",
+        add_arguments=_status_arguments,
+        run=_run_status,
+        extra="operator",
+    ),
+)
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the operator's commands, the way plugins add theirs through ``metallb_add_commands``."""
+    for command in COMMANDS:
+        parser = subparsers.add_parser(
+            command.name, help=command.help, description=command.description, epilog=command.epilog
+        )
+        command.add_arguments(parser)
+        parser.set_defaults(run=command.run)
