@@ -187,8 +187,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         from metallb.plugins.address_service.plugin import missing_dependency
 
+        module = missing_dependency(exc)
         print(
-            f"metallb address-service needs {missing_dependency(exc)}: pip install 'metallb[{EXTRA}]'", file=sys.stderr
+            f"metallb address-service: needs the Python module {module!r}, which is not installed: "
+            f"pip install 'metallb[{EXTRA}]'",
+            file=sys.stderr,
         )
         return 1
     try:

@@ -194,7 +194,7 @@ class TestBareInstall:
         """metallb address-service without prometheus-client exits 1 with one line naming the extra."""
         report = probe("run", "prometheus_client")
         assert report["status"] == 1
-        assert (
-            report["stderr"]
-            == "metallb address-service needs prometheus_client: pip install 'metallb[address-services]'"
+        assert report["stderr"] == (
+            "metallb address-service: needs the Python module 'prometheus_client', which is not installed: "
+            "pip install 'metallb[address-services]'"
         )
