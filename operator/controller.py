@@ -173,8 +173,8 @@ class Controller:
         self.core = client.CoreV1Api(api)
         self.namespace, self.config_name, self.lb_class = namespace, config_name, lb_class
         self.registry = registry or CollectorRegistry()
-        self.metrics = ControllerMetrics(self.registry)
         self.allocator = Allocator(plugin_manager=default_plugin_manager())
+        self.metrics = ControllerMetrics(self.registry, self.allocator)
         self.queue = WorkQueue()
         self.workers = workers
         self.reconcile_interval = reconcile_interval
@@ -375,11 +375,9 @@ class Controller:
                 self.queue.retry(key)
 
     def _housekeeping(self) -> None:
-        """Refresh pool gauges every second; reconcile with address services periodically."""
+        """Reconcile with address services every ``reconcile_interval`` seconds."""
         last_reconcile = time.monotonic()
         while not self._stop.wait(1.0):
-            if self.config is not None:
-                self.metrics.refresh(self.allocator)
             if self.synced and time.monotonic() - last_reconcile >= self.reconcile_interval:
                 last_reconcile = time.monotonic()
                 self.reconcile_sources()

@@ -3,7 +3,8 @@
 An :class:`Informer` lists, then watches from the returned resourceVersion,
 relists on 410 Gone, reconnects with backoff, and bounds every request with a
 server-side ``timeoutSeconds`` and a client read timeout so a stalled stream
-cannot hang. Objects are kept as plain dicts (the API's JSON).
+cannot hang. A watch that ends at once with no event counts as a failure and
+backs off too. Objects are kept as plain dicts (the API's JSON).
 
 A :class:`WorkQueue` hands keys to worker threads: a key is processed by one
 worker at a time, repeated adds collapse, and failed keys come back after an
@@ -15,7 +16,6 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -24,11 +24,16 @@ from typing import Any
 
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
+from metallb.allocator.retry import Backoff
 
-__all__ = ["Backoff", "Informer", "WorkQueue", "obj_key"]
+__all__ = ["SHORT_WATCH", "Informer", "WorkQueue", "obj_key"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+
+#: A watch that ends sooner than this (seconds) without one event failed, as client-go's reflector
+#: judges: an API server or proxy answering with an empty stream must not be re-watched at once.
+SHORT_WATCH = 1.0
 
 
 def obj_key(obj: Obj) -> str:
@@ -36,24 +41,6 @@ def obj_key(obj: Obj) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
-
-
-class Backoff:
-    """Exponential backoff with jitter: base, 2*base ... capped."""
-
-    def __init__(self, *, base: float = 0.5, cap: float = 60.0) -> None:
-        self.base, self.cap = base, cap
-        self.failures = 0
-
-    def next(self) -> float:
-        """The next delay (and count one more failure)."""
-        delay = min(self.cap, self.base * (2**self.failures))
-        self.failures += 1
-        return float(delay * random.uniform(0.8, 1.2))
-
-    def reset(self) -> None:
-        """Back to the first delay."""
-        self.failures = 0
 
 
 class Informer:
@@ -88,6 +75,8 @@ class Informer:
         self.resource_version = ""
         self._stop = threading.Event()
         self._watch: watch.Watch | None = None
+        self._delivered = 0  # events of the current watch
+        self._backoff = Backoff(initial=0.2, cap=30.0)
         self._thread = threading.Thread(target=self._run, name=f"informer-{name}", daemon=True)
         self.relists = 0
 
@@ -135,48 +124,73 @@ class Informer:
             _request_timeout=(5, self.watch_timeout + 15),
         )
 
+    def _watch_events(self) -> None:
+        """Apply one watch stream's events to the cache, counting them (bookmarks too) in ``_delivered``."""
+        for event in self._stream():
+            if self._stop.is_set():
+                return
+            self._delivered += 1
+            if self._delivered == 1:
+                self._healthy()
+            kind = event.get("type")
+            obj = event.get("raw_object") or {}
+            rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            if rv:
+                self.resource_version = rv
+            if kind == "BOOKMARK":
+                continue
+            key = obj_key(obj)
+            if kind == "DELETED":
+                self.cache.pop(key, None)
+            elif kind in ("ADDED", "MODIFIED"):
+                self.cache[key] = obj
+            else:
+                continue
+            self.on_event(str(kind), obj)
+
     def _run(self) -> None:
-        backoff = Backoff(base=0.2, cap=30.0)
         need_list = True
         while not self._stop.is_set():
+            listed, watching, problem, expired = need_list, 0.0, "", False
+            self._delivered = 0
             try:
                 if need_list:
                     self._list()
                     need_list = False
-                for event in self._stream():
-                    if self._stop.is_set():
-                        return
-                    kind = event.get("type")
-                    obj = event.get("raw_object") or {}
-                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-                    if rv:
-                        self.resource_version = rv
-                    if kind == "BOOKMARK":
-                        continue
-                    key = obj_key(obj)
-                    if kind == "DELETED":
-                        self.cache.pop(key, None)
-                    elif kind in ("ADDED", "MODIFIED"):
-                        self.cache[key] = obj
-                    else:
-                        continue
-                    self.on_event(str(kind), obj)
-                backoff.reset()  # a watch that ended by its timeout is normal: watch again
+                watching = time.monotonic()
+                self._watch_events()
             except ApiException as exc:
-                if exc.status == 410:
-                    log.info("%s: resourceVersion %s expired; listing again", self.name, self.resource_version)
-                    need_list = True
-                    continue
-                delay = backoff.next()
-                log.warning("%s: API error %s %s; retrying in %.1fs", self.name, exc.status, exc.reason, delay)
-                need_list = need_list or exc.status is None
-                self._stop.wait(delay)
+                expired = exc.status == 410
+                need_list = need_list or expired or exc.status is None
+                problem = f"API error {exc.status} {exc.reason}"
             except Exception as exc:  # noqa: BLE001 - dropped connections, timeouts: reconnect
-                delay = backoff.next()
-                log.warning(
-                    "%s: watch interrupted (%s: %s); reconnecting in %.1fs", self.name, type(exc).__name__, exc, delay
-                )
-                self._stop.wait(delay)
+                problem = f"watch interrupted ({type(exc).__name__}: {exc})"
+            if self._stop.is_set():
+                return
+            # client-go's reflector rule: a watch that brought events or lasted a while was healthy.
+            healthy = self._delivered > 0 or (watching > 0 and time.monotonic() - watching >= SHORT_WATCH)
+            if healthy:
+                self._healthy()
+            if expired and (healthy or not listed):  # a 410 at once after a fresh list is no ordinary expiry
+                log.info("%s: resourceVersion %s expired; listing again", self.name, self.resource_version)
+            elif problem or not healthy:
+                self._failed(problem or "the watch ended at once with no events")
+
+    def _failed(self, problem: str) -> None:
+        """Wait before the next attempt; only the first failure of a streak is a warning."""
+        delay = self._backoff.next()
+        failures = self._backoff.failures
+        if failures == 1:
+            log.warning("%s: %s; retrying in %.1fs, backing off while it lasts", self.name, problem, delay)
+        else:
+            log.debug("%s: %s (failure %d); retrying in %.1fs", self.name, problem, failures, delay)
+        self._stop.wait(delay)
+
+    def _healthy(self) -> None:
+        """The watch works: the next failure starts a new streak from the first delay."""
+        if self._backoff.failures > 1:
+            log.info("%s: watching again after %d failed attempts", self.name, self._backoff.failures)
+        self._backoff.reset()
 
 
 class WorkQueue:
@@ -211,7 +225,7 @@ class WorkQueue:
     def retry(self, key: str, *, base: float = 0.5, cap: float = 60.0) -> float:
         """Queue *key* again after its next backoff delay; returns the delay."""
         with self._cond:
-            backoff = self._backoff.setdefault(key, Backoff(base=base, cap=cap))
+            backoff = self._backoff.setdefault(key, Backoff(initial=base, cap=cap))
             delay = backoff.next()
         self.add_after(key, delay)
         return delay

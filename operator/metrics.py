@@ -8,36 +8,71 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from metallb.allocator import Allocator
+from metallb.allocator import Allocator, UnknownPoolError
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["ControllerMetrics", "MetricsServer", "SpeakerMetrics"]
+__all__ = ["ControllerMetrics", "MetricsServer", "PoolCollector", "SpeakerMetrics"]
+
+
+class PoolCollector:
+    """The allocator's per-pool gauges, read from it at scrape time (a prometheus ``Collector``).
+
+    Nothing to keep in step: a pool removed from the config is gone from the next scrape.
+    """
+
+    def __init__(self, allocator: Allocator) -> None:
+        self._allocator = allocator
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "metallb_allocator_addresses_total", "Number of usable IP addresses, per pool", labels=["pool"]
+            ),
+            GaugeMetricFamily(
+                "metallb_allocator_addresses_in_use_total", "Number of IP addresses in use, per pool", labels=["pool"]
+            ),
+            GaugeMetricFamily(
+                "metallb_allocator_services_allocated_total",
+                "Number of services with addresses, per pool",
+                labels=["pool"],
+            ),
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families without samples, so the registry knows their names without scraping."""
+        return iter(self._families())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """One sample per pool of the allocator's current config (no capacity sample while it is unknown)."""
+        total, in_use, services = self._families()
+        allocator = self._allocator
+        per_pool: dict[str, int] = {}
+        for allocation in allocator.allocations():
+            per_pool[allocation.pool] = per_pool.get(allocation.pool, 0) + 1
+        for pool in allocator.config.pools:
+            try:
+                stats = allocator.stats(pool)
+            except UnknownPoolError:  # the config changed since we read it: the next scrape has it
+                continue
+            if stats.total is not None:
+                total.add_metric([pool], float(stats.total))
+            in_use.add_metric([pool], float(stats.in_use))
+            services.add_metric([pool], float(per_pool.get(pool, 0)))
+        return iter((total, in_use, services))
 
 
 class ControllerMetrics:
     """The allocator and Kubernetes-client metrics of MetalLB's controller."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, allocator: Allocator) -> None:
         self.registry = registry
-        self.addresses_total = Gauge(
-            "metallb_allocator_addresses_total", "Number of usable IP addresses, per pool", ["pool"], registry=registry
-        )
-        self.addresses_in_use = Gauge(
-            "metallb_allocator_addresses_in_use_total",
-            "Number of IP addresses in use, per pool",
-            ["pool"],
-            registry=registry,
-        )
-        self.services_allocated = Gauge(
-            "metallb_allocator_services_allocated_total",
-            "Number of services with addresses, per pool",
-            ["pool"],
-            registry=registry,
-        )
+        registry.register(PoolCollector(allocator))
         self.updates = Counter("metallb_k8s_client_updates", "Number of work items processed", registry=registry)
         self.update_errors = Counter(
             "metallb_k8s_client_update_errors", "Number of work items that failed and were retried", registry=registry
@@ -50,23 +85,6 @@ class ControllerMetrics:
             "1 while running on an old configuration because the newest one failed",
             registry=registry,
         )
-
-    def refresh(self, allocator: Allocator) -> None:
-        """Set the per-pool gauges from the allocator (pools that vanished are dropped)."""
-        pools = list(allocator.config.pools)
-        per_pool: dict[str, int] = dict.fromkeys(pools, 0)
-        for allocation in allocator.allocations():
-            per_pool[allocation.pool] = per_pool.get(allocation.pool, 0) + 1
-        for gauge in (self.addresses_total, self.addresses_in_use, self.services_allocated):
-            for labels in list(gauge._metrics):  # drop series of removed pools
-                if labels[0] not in per_pool:
-                    gauge.remove(*labels)
-        for pool in pools:
-            stats = allocator.stats(pool)
-            if stats.total is not None:
-                self.addresses_total.labels(pool).set(float(stats.total))
-            self.addresses_in_use.labels(pool).set(stats.in_use)
-            self.services_allocated.labels(pool).set(per_pool[pool])
 
 
 class SpeakerMetrics:

@@ -36,7 +36,7 @@ from metallb.allocator import (
     default_plugin_manager,
     parse_config,
 )
-from metallb.operator.announcing import Announcers
+from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.informer import Informer
 from metallb.operator.kube import api_client, event_body, now_rfc3339
 from metallb.operator.metrics import MetricsServer, SpeakerMetrics
@@ -78,7 +78,7 @@ class Speaker:
         self.metrics = SpeakerMetrics(self.registry)
         self.pm = default_plugin_manager()
         self.config: Config | None = None
-        self.announcers = Announcers(
+        announcers = Announcers(
             self.pm,
             AnnouncerSettings(
                 node_name=node_name,
@@ -87,14 +87,11 @@ class Speaker:
                 options={"registry": self.registry},
             ),
         )
-        self.announced: dict[str, tuple[str, ServiceView]] = {}
-        self.reasons: dict[str, str] = {}
+        self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
         self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._node_labels: dict[str, str] | None = None
-        self._applied_config: Config | None = None
         kw = {"watch_timeout": watch_timeout}
         self.services = Informer("services", self.core.list_service_for_all_namespaces, self._changed, **kw)  # type: ignore[arg-type]
         self.slices = Informer(
@@ -198,25 +195,31 @@ class Speaker:
             out[f"{meta.get('namespace')}/{name}"] = (nodes, ready)
         return {k: (frozenset(n), r) for k, (n, r) in out.items()}
 
-    def sync(self) -> None:
-        """Decide every Service and apply the difference."""
-        config = self.config
-        if config is None:
-            return
+    @property
+    def announced(self) -> dict[str, tuple[str, ServiceView]]:
+        """Service key -> (protocol, view) this speaker announces."""
+        return self.announcements.announced
+
+    @property
+    def reasons(self) -> dict[str, str]:
+        """Service key -> why this speaker does not announce it."""
+        return self.announcements.reasons
+
+    def _cluster(self) -> ClusterView:
         node = self._node()
-        if node.labels != self._node_labels or config is not self._applied_config:
-            self._node_labels, self._applied_config = dict(node.labels), config
-            self.announcers.set_config(config, node)
         nodes = {
             name: NodeInfo(name=name, labels=(o.get("metadata") or {}).get("labels") or {})
             for name, o in self.nodes.cache.items()
         }
         nodes.setdefault(self.node_name, node)
-        cluster = ClusterView(
+        return ClusterView(
             node=node, nodes=nodes, live_speakers=self.live_speakers(), ignore_exclude_lb=self.ignore_exclude_lb
         )
+
+    def _candidates(self, config: Config) -> tuple[dict[str, tuple[str, ServiceView]], dict[str, str]]:
+        """Services with an address of a pool and endpoints: key -> (protocol, view), and why the others are not."""
         endpoints = self._endpoints()
-        desired: dict[str, tuple[str, ServiceView]] = {}
+        candidates: dict[str, tuple[str, ServiceView]] = {}
         reasons: dict[str, str] = {}
         for key, obj in list(self.services.cache.items()):
             intent = read_service(obj)
@@ -246,55 +249,17 @@ class Speaker:
                 ready_nodes=ready_nodes,
                 has_ready_endpoints=any_ready,
             )
-            chosen = self.announcers.get(pool.protocol, config, node)
-            if chosen is None:
-                reasons[key] = f"no announcer for protocol {pool.protocol}"
-                continue
-            reason = chosen.should_announce(view, cluster)
-            if reason is None:
-                desired[key] = (pool.protocol, view)
-            else:
-                reasons[key] = reason
-        self.reasons = reasons
-        for key in list(self.announced):
-            if (
-                key not in desired
-                or desired[key][0] != self.announced[key][0]
-                or desired[key][1].ips != self.announced[key][1].ips
-            ):
-                self._withdraw(key)
-        for key, (protocol, view) in desired.items():
-            if self.announced.get(key) == (protocol, view):
-                continue
-            try:
-                self.announcers.get(protocol, config, node).announce(view)  # type: ignore[union-attr]
-            except Exception:
-                log.exception("announcing %s failed", key)
-                continue
-            new = key not in self.announced
-            self.announced[key] = (protocol, view)
-            for ip in view.ips:
-                self.metrics.announced.labels(key, protocol, self.node_name, str(ip)).set(1)
-            if new:
-                log.info("%s: announcing %s by %s", key, ",".join(map(str, view.ips)), protocol)
-                self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
+            candidates[key] = (pool.protocol, view)
+        return candidates, reasons
 
-    def _withdraw(self, key: str) -> None:
-        protocol, view = self.announced[key]
-        announcer = self.announcers.known(protocol)
-        if announcer is not None:
-            try:
-                announcer.withdraw(key)
-            except Exception:
-                log.exception("withdrawing %s failed; will try again", key)
-                return
-        del self.announced[key]
-        for ip in view.ips:
-            try:
-                self.metrics.announced.remove(key, protocol, self.node_name, str(ip))
-            except KeyError:
-                pass
-        log.info("%s: withdrawn (%s)", key, self.reasons.get(key, "serviceDeleted"))
+    def sync(self) -> None:
+        """Decide every Service and apply the difference."""
+        config = self.config
+        if config is None:
+            return
+        candidates, reasons = self._candidates(config)
+        for key in self.announcements.update(candidates, self._cluster(), config, reasons=reasons):
+            self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
 
     def _event(self, obj: Obj, message: str) -> None:
         meta = obj.get("metadata") or {}
@@ -385,9 +350,7 @@ class Speaker:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5)
-        for key in list(self.announced):
-            self._withdraw(key)
-        self.announcers.close()
+        self.announcements.close()
         for informer in (self.configmaps, self.nodes, self.leases, self.slices, self.services):
             informer.stop()
         try:
@@ -415,13 +378,12 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
         log.error("%s", exc)
         return 1
-    interfaces = tuple(i.strip() for v in args.interfaces for i in v.split(",") if i.strip())
     speaker = Speaker(
         api,
         node_name=args.node_name,
         namespace=args.namespace,
         config_name=args.config,
-        interfaces=interfaces,
+        interfaces=parse_interfaces(args.interfaces),
         ignore_exclude_lb=args.ignore_exclude_lb,
         lease_renew=args.lease_renew,
         lease_duration=args.lease_duration,

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from metallb.allocator import (
     default_plugin_manager,
     parse_config,
 )
-from metallb.operator.announcing import Announcers
+from metallb.allocator.retry import Backoff
+from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import read_config_text
 from metallb.operator.converge import converge
 from metallb.operator.metrics import ControllerMetrics, MetricsServer, SpeakerMetrics
@@ -110,16 +111,16 @@ class Standalone:
         self.interfaces = tuple(interfaces)
         self.announce_enabled = announce
         self.registry = registry or CollectorRegistry()
-        self.metrics = ControllerMetrics(self.registry)
-        self.speaker_metrics = SpeakerMetrics(self.registry)
         self.pm = default_plugin_manager()
         self.allocator = Allocator(plugin_manager=self.pm)
-        self.announcers = Announcers(
+        self.metrics = ControllerMetrics(self.registry, self.allocator)
+        self.speaker_metrics = SpeakerMetrics(self.registry)
+        announcers = Announcers(
             self.pm,
             AnnouncerSettings(node_name=node, interfaces=self.interfaces, options={"registry": self.registry}),
         )
+        self.announcements = ServiceAnnouncements(announcers, self.speaker_metrics, node_name=node)
         self.rows: dict[str, Row] = {}
-        self.announced: dict[str, tuple[str, tuple[str, ...]]] = {}  # key -> (protocol, ips)
         self.previous: dict[str, tuple[str, ...]] = {}  # addresses from the state file
         self.retry = False  # a service is pending for a reason that may pass (a source was down)
         self._mtimes: tuple[float, float] = (0.0, 0.0)
@@ -149,7 +150,6 @@ class Standalone:
             if config != self.config:
                 self.allocator.set_config(config)
                 self.config = config
-                self.announcers.set_config(config, self.node)
         except (MetalLBError, OSError) as exc:
             log.error("config %s not applied, keeping the last good one: %s", self.config_path, exc)
             self.metrics.config_stale.set(1)
@@ -216,8 +216,7 @@ class Standalone:
             self.previous = {}
             for key in list(self.rows):
                 if key not in intents:
-                    self.allocator.unassign(key)
-                    self._withdraw(key)
+                    self.allocator.unassign(key)  # its announcement is withdrawn by _announce
                     del self.rows[key]
             # The sync barrier (first sync after a start): every service from the state
             # file keeps its addresses before anything new is allocated.
@@ -238,71 +237,57 @@ class Standalone:
                     level = logging.INFO if event.type == "Normal" else logging.WARNING
                     log.log(level, "%s %s: %s", key, event.reason, event.message)
             self.rows = rows
-            self.metrics.refresh(self.allocator)
-            if self.announce_enabled:
-                for key, intent in intents.items():
-                    self._announce(key, intent)
+            if self.announce_enabled and self.config is not None:
+                self._announce(intents, self.config)
             self.save_state()
             return list(self.rows.values())
 
-    def _announce(self, key: str, intent: ServiceIntent) -> None:
-        row = self.rows[key]
-        spec = self.config.pools.get(row.pool) if self.config and row.pool else None
-        if spec is None or not row.addresses:
-            self._withdraw(key)
-            return
-        previous = self.announced.get(key)
-        if previous and previous != (spec.protocol, row.addresses):
-            self._withdraw(key)
-        announcer = self.announcers.get(spec.protocol, self.config, self.node)
-        if announcer is None:
-            row.announced = f"no {spec.protocol} announcer"
-            return
-        view = ServiceView(
-            key=key,
-            ips=self.allocator.ips(key),
-            pool=spec,
-            local_traffic=intent.local_traffic,
-            ready_nodes=frozenset({self.node.name}),
-            has_ready_endpoints=True,
-        )
-        cluster = ClusterView(
-            node=self.node, nodes={self.node.name: self.node}, live_speakers=frozenset({self.node.name})
-        )
-        reason = announcer.should_announce(view, cluster)
-        if reason is not None:
-            self._withdraw(key)
-            row.announced = f"not announced: {reason}"
-            return
-        try:
-            announcer.announce(view)
-        except Exception as exc:
-            log.exception("announcing %s failed", key)
-            row.announced = f"announce failed: {exc}"
-            return
-        self.announced[key] = (spec.protocol, row.addresses)
-        row.announced = f"{spec.protocol} from {self.node.name}"
-        for ip in row.addresses:
-            self.speaker_metrics.announced.labels(key, spec.protocol, self.node.name, ip).set(1)
+    def _announce(self, intents: dict[str, ServiceIntent], config: Config) -> None:
+        """Announce every service with addresses from this host (each has a ready endpoint here)."""
+        node = self.node.name
+        candidates: dict[str, tuple[str, ServiceView]] = {}
+        for key, intent in intents.items():
+            row = self.rows[key]
+            spec = config.pools.get(row.pool) if row.pool else None
+            if spec is None or not row.addresses:
+                continue
+            view = ServiceView(
+                key=key,
+                ips=self.allocator.ips(key),
+                pool=spec,
+                local_traffic=intent.local_traffic,
+                ready_nodes=frozenset({node}),
+                has_ready_endpoints=True,
+            )
+            candidates[key] = (spec.protocol, view)
+        cluster = ClusterView(node=self.node, nodes={node: self.node}, live_speakers=frozenset({node}))
+        announcements = self.announcements
+        announcements.update(candidates, cluster, config)
+        for key in candidates:
+            if key in announcements.failed:
+                self.rows[key].announced = f"announce failed: {announcements.failed[key]}"
+            elif key in announcements.announced:
+                self.rows[key].announced = f"{announcements.announced[key][0]} from {node}"
+            else:
+                self.rows[key].announced = f"not announced: {announcements.reasons[key]}"
 
-    def _withdraw(self, key: str) -> None:
-        previous = self.announced.pop(key, None)
-        if previous is None:
-            return
-        protocol, ips = previous
-        announcer = self.announcers.known(protocol)
-        if announcer is not None:
+    def follow(self, stop: threading.Event, *, poll_interval: float) -> None:
+        """Sync (and print the table) when a file changes or pending services are due a retry, until *stop*."""
+        # Pending services are retried with exponential backoff (1 s .. 60 s), from 1 s again after a change.
+        backoff = Backoff(initial=1.0, cap=60.0, jitter=0.0)
+        next_retry = time.monotonic() + backoff.next()
+        while not stop.wait(poll_interval):
+            changed = self.changed()
+            if not (changed or (self.retry and time.monotonic() >= next_retry)):
+                continue
+            log.info("input files changed; syncing" if changed else "retrying pending services")
             try:
-                announcer.withdraw(key)
-            except Exception:
-                log.exception("withdrawing %s failed; will try again", key)
-                self.announced[key] = previous
-                return
-        for ip in ips:
-            try:
-                self.speaker_metrics.announced.remove(key, protocol, self.node.name, ip)
-            except KeyError:
-                pass
+                print(table(self.sync()), flush=True)
+            except MetalLBError as exc:
+                log.error("%s", exc)
+            if changed or not self.retry:
+                backoff.reset()
+            next_retry = time.monotonic() + backoff.next()
 
     def status(self) -> dict[str, Any]:
         """The allocations, as served on ``/status``."""
@@ -312,9 +297,7 @@ class Standalone:
     def close(self) -> None:
         """Withdraw everything and close announcers and sources (releases no address)."""
         with self._lock:
-            for key in list(self.announced):
-                self._withdraw(key)
-            self.announcers.close()
+            self.announcements.close()
             self.allocator.close()
 
 
@@ -326,11 +309,6 @@ def table(rows: Sequence[Row]) -> str:
     )
 
 
-def _iter_interfaces(values: Sequence[str]) -> Iterator[str]:
-    for value in values:
-        yield from (v.strip() for v in value.split(",") if v.strip())
-
-
 def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT (or once with --once)."""
     app = Standalone(
@@ -338,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
         services_path=args.services,
         node=args.node,
         state_path=args.state,
-        interfaces=tuple(_iter_interfaces(args.interfaces)),
+        interfaces=parse_interfaces(args.interfaces),
         announce=not (args.no_announce or args.once),
     )
     try:
@@ -360,21 +338,8 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         server = MetricsServer(app.registry, host=args.metrics_host, port=args.metrics_port, status=app.status).start()
         log.info("serving /metrics and /status on %s:%d", args.metrics_host, server.port)
-    backoff, next_retry = 1.0, time.monotonic() + 1.0
     try:
-        while not stop.wait(args.poll_interval):
-            changed = app.changed()
-            retry_due = app.retry and time.monotonic() >= next_retry
-            if not (changed or retry_due):
-                continue
-            log.info("input files changed; syncing" if changed else "retrying pending services")
-            try:
-                print(table(app.sync()), flush=True)
-            except MetalLBError as exc:
-                log.error("%s", exc)
-            # Pending services are retried with exponential backoff (1 s .. 60 s).
-            backoff = 1.0 if changed or not app.retry else min(60.0, backoff * 2)
-            next_retry = time.monotonic() + backoff
+        app.follow(stop, poll_interval=args.poll_interval)
     finally:
         app.close()
         if server is not None:

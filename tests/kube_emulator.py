@@ -8,6 +8,7 @@ The official ``kubernetes`` client talks to it exactly as to a cluster::
         emu.faults.conflict_next_writes(1)
         emu.faults.drop_watches_after(3)             # abrupt=False: a clean end instead of a cut
         emu.faults.expire_resume(True)               # every resumed watch gets 410
+        emu.faults.end_watches_at_once(True)         # every watch: an empty 200 (abrupt=True: a cut)
         emu.close_all_watches()
         emu.get("services", "default", "a")          # a copy, or None; also objects(), put_object()
         emu.clock.advance(30); emu.now()             # the server clock (timestamps, Date header)
@@ -397,7 +398,7 @@ class Faults:
     """Misbehaviour to inject, as real API servers misbehave; :meth:`clear` turns it all off.
 
     Attributes:
-        injected: how many faults have fired (failures, conflicts, dropped and expired watches).
+        injected: how many faults have fired (failures, conflicts, dropped, expired and ended watches).
     """
 
     def __init__(self) -> None:
@@ -413,6 +414,7 @@ class Faults:
             self._drop_after: int | None = None
             self._drop_abrupt = True
             self._expire = False
+            self._end_at_once: bool | None = None
 
     def fail_next(
         self, method: str, path_regex: str, status: int, count: int = 1, *, retry_after: int | None = None
@@ -438,6 +440,15 @@ class Faults:
         """
         with self._lock:
             self._drop_after, self._drop_abrupt = n_events, abrupt
+
+    def end_watches_at_once(self, on: bool = True, *, abrupt: bool = False) -> None:
+        """Answer every watch with 200 and end its stream before any event, until turned off.
+
+        As an API server or a proxy in front of it may: an empty 200 (the final chunk at once) or,
+        *abrupt*, the connection closed right after the headers.
+        """
+        with self._lock:
+            self._end_at_once = abrupt if on else None
 
     def expire_resume(self, on: bool = True) -> None:
         """Answer every watch that resumes from a resourceVersion with 410 Expired."""
@@ -475,6 +486,12 @@ class Faults:
         with self._lock:
             self.injected += self._expire
             return self._expire
+
+    def _end_now(self) -> bool | None:
+        """None to serve the watch, else whether to end it at once abruptly."""
+        with self._lock:
+            self.injected += self._end_at_once is not None
+            return self._end_at_once
 
     def _drop_now(self, sent: int) -> bool | None:
         """None to go on, else whether to drop abruptly."""
@@ -1148,6 +1165,10 @@ class KubeEmulator:
             self._watches += 1
         try:
             out.start_chunks()
+            end_abrupt = self.faults._end_now()
+            if end_abrupt is not None:
+                out.end_stream(abrupt=end_abrupt)
+                return
             if expired:
                 out.chunk(self._expired(cursor, history))
                 out.end_chunks()

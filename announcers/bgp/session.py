@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 import netaddr
 from metallb.allocator.model import PeerSpec
+from metallb.allocator.retry import Backoff
 from metallb.announcers.bgp import net as bgp_net
 from metallb.announcers.bgp import wire as bgp_wire
 from metallb.announcers.bgp.metrics import BgpMetrics
@@ -32,8 +33,8 @@ __all__ = [
     "PeerNotification",
     "Session",
     "SessionStatus",
-    "backoff_delay",
     "peer_label",
+    "reconnect_backoff",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ BACKOFF_CAP = 120.0
 _WRITE_HIGH_WATER = 64 * 1024
 
 
-def backoff_delay(failures: int, *, cap: float = BACKOFF_CAP) -> float:
-    """Pause before the next attempt after *failures* consecutive failures: 0, 1, 2, 4 ... up to *cap*."""
-    return 0.0 if failures <= 0 else min(float(2 ** (failures - 1)), cap)
+def reconnect_backoff(*, cap: float = BACKOFF_CAP) -> Backoff:
+    """MetalLB's pauses before connection attempts: 0 (the first), 1, 2, 4 ... up to *cap* seconds."""
+    return Backoff(initial=1.0, cap=cap, jitter=0.0, immediate=True)
 
 
 def peer_label(peer: PeerSpec) -> str:
@@ -209,13 +210,12 @@ class Session:
     # -- connection loop -------------------------------------------------------------
 
     async def _run(self) -> None:
-        failures = 0
+        backoff = reconnect_backoff(cap=self._backoff_cap)
         while True:
-            delay = backoff_delay(failures, cap=self._backoff_cap)
+            delay = backoff.next()
             if delay:
                 log.debug("session to %s: next attempt in %.0f s", self.label, delay)
                 await asyncio.sleep(delay)
-            failures += 1
             try:
                 conn = await self._open()
             except _EXPECTED as exc:
@@ -225,7 +225,7 @@ class Session:
                 log.exception("session to %s: unexpected error while connecting", self.label)
                 self._last_error = "internal error (see log)"
                 continue
-            failures = 0  # MetalLB resets the backoff after a successful OPEN exchange
+            backoff.reset()  # MetalLB resets the backoff after a successful OPEN exchange
             try:
                 await self._established(conn)
             except _EXPECTED as exc:

@@ -362,6 +362,23 @@ class TestConcurrency:
         waiter.join(5)
         assert str(result["slow"]) == "198.51.100.7"
 
+    def test_calls_for_one_service_wait_their_turn(self, mixed):
+        """Calls for a service whose acquire blocks wait, then all see its one address."""
+        results = []
+        callers = [
+            threading.Thread(target=lambda: results.append(mixed.allocate("ns/x", pool="slow"))) for _ in range(3)
+        ]
+        for caller in callers:
+            caller.start()
+        time.sleep(0.2)
+        assert results == [] and mixed._sources["slow"].calls == 1
+        assert str(mixed.allocate("ns/other", pool="fast")) == "10.0.0.0"
+        _Slow.gate.set()
+        for caller in callers:
+            caller.join(5)
+        assert [str(ip) for ip in results] == ["198.51.100.7"] * 3
+        assert mixed._sources["slow"].calls == 1 and mixed.users("198.51.100.7") == ("ns/x",)
+
     def test_error_lists_pools_tried(self):
         """When every auto-assign pool fails, the error names each one and why."""
         pm = get_plugin_manager(entry_points=False, plugins=[static_pool, _SlowPlugin()])

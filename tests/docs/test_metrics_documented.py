@@ -12,6 +12,8 @@ import attrs
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 SUBPACKAGES = ("allocator", "announcers", "operator", "plugins")
 KINDS = ("Counter", "Gauge", "Histogram", "Summary", "Info", "Enum")
+# A custom collector's families (prometheus_client.core.GaugeMetricFamily...) are read as their kind.
+FAMILIES = {f"{kind}MetricFamily": kind for kind in KINDS}
 
 
 @attrs.frozen
@@ -82,6 +84,7 @@ def registered_metrics() -> tuple[list[Metric], list[str]]:
                 continue
             func = node.func
             kind = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            kind = FAMILIES.get(kind, kind)
             if kind not in KINDS:
                 continue
             arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "name"), None)

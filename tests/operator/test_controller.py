@@ -62,6 +62,10 @@ def ingress(kube, name):
     return [i.get("ip") for i in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()]
 
 
+def stale(controller):
+    return controller.registry.get_sample_value("metallb_k8s_client_config_stale_bool")
+
+
 def events(kube, name, reason=None):
     return [
         e
@@ -137,11 +141,11 @@ class TestConfig:
             make_service(core, f"s{i}")
         wait_for(lambda: events(kube, "s4", "AllocationFailed"))
         core.patch_namespaced_config_map("config", NS, {"data": {"config": "address-pools: [broken"}})
-        wait_for(lambda: c.metrics.config_stale._value.get() == 1, what="stale gauge")
+        wait_for(lambda: stale(c) == 1, what="stale gauge")
         good = CONFIG + "- name: extra\n  protocol: layer2\n  addresses: [203.0.113.0/30]\n"
         core.patch_namespaced_config_map("config", NS, {"data": {"config": good}})
         assert wait_for(lambda: ingress(kube, "s4")) == ["203.0.113.0"]
-        assert c.metrics.config_stale._value.get() == 0
+        assert stale(c) == 0
 
     def test_orphaning_config_rejected(self, kube, core, start):
         """A config that drops a pool in use is rejected and the Service keeps its address."""
@@ -149,7 +153,7 @@ class TestConfig:
         make_service(core, "a")
         wait_for(lambda: ingress(kube, "a"))
         core.patch_namespaced_config_map("config", NS, {"data": {"config": "address-pools: []\n"}})
-        wait_for(lambda: c.metrics.config_stale._value.get() == 1)
+        wait_for(lambda: stale(c) == 1)
         assert ingress(kube, "a") == ["192.0.2.10"]
 
 
@@ -166,6 +170,21 @@ class TestMisbehavingApi:
             make_service(core, f"s{i}")
         got = {wait_for(lambda i=i: tuple(ingress(kube, f"s{i}")), timeout=30) for i in range(3)}
         assert got == {("192.0.2.10",), ("192.0.2.11",), ("192.0.2.12",)}
+
+    @pytest.mark.parametrize("abrupt", [False, True], ids=["empty-200", "connection-cut"])
+    def test_watches_ended_at_once_back_off(self, kube, core, start, abrupt):
+        """Watches the server ends at once are retried with backoff (not hundreds a second), and resume after."""
+        kube.faults.end_watches_at_once(True, abrupt=abrupt)
+        c = start()
+        wait_for(lambda: c.synced)
+        before = kube.request_count("GET", "watch=True")
+        time.sleep(3.0)
+        watches = kube.request_count("GET", "watch=True") - before
+        print(f"controller watch requests in 3 s, every watch ended at once: {watches}")
+        assert watches < 20  # two informers, each about 0.2, 0.4, 0.8, 1.6 s apart
+        kube.faults.clear()
+        make_service(core, "a")
+        assert wait_for(lambda: ingress(kube, "a"), timeout=15) == ["192.0.2.10"]
 
 
 class TestLeaderLease:

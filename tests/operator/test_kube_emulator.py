@@ -763,11 +763,37 @@ class TestFaults:
         assert kube.request_count("GET", "watch=True") == 2
         assert collect(core.list_namespaced_config_map, NS, count=1)[0][0] == "ADDED"
 
+    def test_end_watches_at_once(self, core, kube):
+        """end_watches_at_once answers each watch with an empty 200 at once (events never arrive) until turned off."""
+        rv = list_rv(core)
+        core.create_namespaced_config_map(NS, cm("a"))
+        kube.faults.end_watches_at_once(True)
+        for _ in range(3):
+            started = time.monotonic()
+            assert collect(core.list_namespaced_config_map, NS, resource_version=rv, count=1, timeout=5) == []
+            assert time.monotonic() - started < 1
+        assert kube.request_count("GET", "watch=True") == 3
+        assert kube.faults.injected == 3
+        kube.faults.end_watches_at_once(False)
+        assert collect(core.list_namespaced_config_map, NS, resource_version=rv, count=1)[0][0] == "ADDED"
+
+    def test_end_watches_at_once_abrupt(self, core, kube):
+        """With abrupt=True the connection is cut right after the headers: the client sees a protocol error."""
+        kube.faults.end_watches_at_once(True, abrupt=True)
+        started = time.monotonic()
+        with pytest.raises(urllib3.exceptions.ProtocolError):
+            collect(core.list_namespaced_config_map, NS, resource_version=list_rv(core), count=1, timeout=5)
+        assert time.monotonic() - started < 1
+        kube.faults.clear()
+        core.create_namespaced_config_map(NS, cm("a"))
+        assert collect(core.list_namespaced_config_map, NS, count=1)[0][0] == "ADDED"
+
     def test_clear(self, core, kube):
         """clear removes pending faults."""
         kube.faults.fail_next("*", ".", 500, count=5)
         kube.faults.conflict_next_writes(3)
         kube.faults.drop_watches_after(0)
+        kube.faults.end_watches_at_once(True)
         kube.faults.clear()
         assert kube.faults.pending() == 0
         core.create_namespaced_config_map(NS, cm("a"))

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from metallb.allocator.testing import wait_for
+from metallb.operator.standalone import Standalone
 
 CONFIG = """
 address-pools:
@@ -233,3 +236,38 @@ class TestRemoteSourceAcrossRuns:
         finally:
             server.kill()
             server.wait(10)
+
+
+class TestPendingRetries:
+    def test_pending_services_retried_after_1_then_2_seconds(self, tmp_path, caplog):
+        """A Service pending on an unreachable address service is retried 1 s, then 2 s after each failed pass."""
+        caplog.set_level(logging.INFO, logger="metallb.operator.standalone")
+        (tmp_path / "config.yaml").write_text(
+            f"address-services:\n- name: down\n  protocol: layer2\n  url: http://127.0.0.1:{free_port()}\n"
+            "  cidrs: [10.30.0.0/28]\n"
+        )
+        (tmp_path / "services.yaml").write_text(service("a"))
+        app = Standalone(
+            config_path=str(tmp_path / "config.yaml"),
+            services_path=str(tmp_path / "services.yaml"),
+            node="n1",
+            state_path=None,
+            announce=False,
+        )
+        app.changed()
+        app.sync()
+        assert app.retry
+        stop = threading.Event()
+        thread = threading.Thread(target=app.follow, args=(stop,), kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            wait_for(lambda: caplog.text.count("retrying pending services") >= 2, timeout=20)
+        finally:
+            stop.set()
+            thread.join(20)
+            app.close()
+        # Each pause runs from the end of a pass (its AllocationFailed line) to the next retry.
+        ours = [r for r in caplog.records if r.name == "metallb.operator.standalone"]
+        ends = [r.created for r in ours if "AllocationFailed" in r.getMessage()]
+        starts = [r.created for r in ours if r.getMessage() == "retrying pending services"]
+        assert [round(start - end) for end, start in zip(ends, starts[:2], strict=False)] == [1, 2]

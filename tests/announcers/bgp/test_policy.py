@@ -18,7 +18,7 @@ from metallb.allocator.model import (
 from metallb.allocator.plugins import get_plugin_manager
 from metallb.announcers.bgp import plugin as bgp
 from metallb.announcers.bgp.policy import DesiredSet, Route, advertise_reason, routes_for
-from metallb.announcers.bgp.session import backoff_delay, derive_router_id, peer_label
+from metallb.announcers.bgp.session import derive_router_id, peer_label, reconnect_backoff
 from prometheus_client import CollectorRegistry
 
 RACK_A = (NodeSelector(match_labels=(("rack", "a"),)),)
@@ -157,8 +157,16 @@ class TestSessionHelpers:
     """Backoff, router ID and metric labels."""
 
     def test_backoff_sequence(self):
-        """Pauses are 0, 1, 2, 4 ... seconds, capped at 120."""
-        assert [backoff_delay(n) for n in range(10)] == [0, 1, 2, 4, 8, 16, 32, 64, 120, 120]
+        """Pauses are 0, 1, 2, 4 ... seconds, capped at 120, and start from 0 again after a reset."""
+        backoff = reconnect_backoff()
+        assert [backoff.next() for _ in range(10)] == [0, 1, 2, 4, 8, 16, 32, 64, 120, 120]
+        backoff.reset()
+        assert [backoff.next() for _ in range(3)] == [0, 1, 2]
+
+    def test_backoff_cap(self):
+        """The cap (the plugin's backoff_cap option) bounds every pause."""
+        backoff = reconnect_backoff(cap=2)
+        assert [backoff.next() for _ in range(5)] == [0, 1, 2, 2, 2]
 
     def test_router_id_configured_wins(self):
         """A configured IPv4 router ID is used as is."""

@@ -1,0 +1,47 @@
+"""The speaker against an API server whose watches end at once: it backs off, then resumes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from metallb.allocator.testing import wait_for
+from metallb.operator.speaker import Speaker
+
+NS = "metallb-system"
+CONFIG = "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [192.0.2.0/28]\n"
+
+
+@pytest.fixture(name="speaker")
+def _speaker(kube):
+    if kube.get("namespaces", None, NS) is None:
+        kube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    speaker = Speaker(kube.api_client(), node_name="n1", namespace=NS, watch_timeout=5)
+    yield speaker
+    speaker.stop()
+
+
+class TestSpeakerWatches:
+    @pytest.mark.parametrize("abrupt", [False, True], ids=["empty-200", "connection-cut"])
+    def test_watches_ended_at_once_back_off(self, kube, speaker, abrupt):
+        """Five informers make fewer than 50 watch requests in 3 s while every watch ends at once; then resume."""
+        kube.faults.end_watches_at_once(True, abrupt=abrupt)
+        speaker.start()
+        wait_for(lambda: all(i.synced.is_set() for i in (speaker.configmaps, speaker.services, speaker.leases)))
+        before = kube.request_count("GET", "watch=True")
+        time.sleep(3.0)
+        watches = kube.request_count("GET", "watch=True") - before
+        print(f"speaker watch requests in 3 s, every watch ended at once: {watches}")
+        assert watches < 50  # five informers, each about 0.2, 0.4, 0.8, 1.6 s apart
+        assert speaker.config is None
+        kube.faults.clear()
+        kube.put_object(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "config", "namespace": NS},
+                "data": {"config": CONFIG},
+            }
+        )
+        wait_for(lambda: speaker.config is not None, timeout=15, what="the config, through the resumed watch")
+        assert list(speaker.config.pools) == ["l2"]
