@@ -9,8 +9,8 @@ with its exact signature; a test keeps the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -198,19 +198,4 @@ def metallb_add_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
     ``metallb plugins`` works without your extras installed.
 
     :param subparsers: the ``metallb`` parser's subcommand group.
-    """
-
-
-# -- address-service backends --------------------------------------------------------
-
-
-@hookspec(firstresult=True)
-def metallb_make_backend(kind: str, options: Mapping[str, Any]) -> Any | None:
-    """Build a backend of the bundled address service (``memory``, ``dhcp`` ...).
-
-    :param kind: the backend name given to ``metallb address-service --backend``.
-    :param options: backend options from the command line or its config file.
-    :return: the backend, or None when *kind* is not this plugin's.
-
-    Stops at first non-None result.
     """

@@ -39,15 +39,17 @@ CIDRS = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]
 
 
 def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """``metallb address-service`` as deployed, through the metallb command line."""
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "metallb.plugins.address_service.server",
-            "--listen",
-            "127.0.0.1:0",
+            "metallb.operator",
             "--log-level",
             "warning",
+            "address-service",
+            "--listen",
+            "127.0.0.1:0",
             *args,
         ],
         stdout=subprocess.PIPE,
@@ -141,6 +143,16 @@ def sh(cmd: str) -> None:
     subprocess.run(cmd, shell=True, check=True, capture_output=True)
 
 
+def lease_lines(path: Path) -> int:
+    """Leases in dnsmasq's lease file. It is rewritten in place (truncated, then written), so skip a read in between."""
+    for _ in range(200):
+        text = path.read_text()
+        if text.endswith("\n"):
+            return len(text.splitlines())
+        time.sleep(0.01)
+    return 0
+
+
 def bench_dhcp(quick: bool) -> dict[str, object]:
     if os.geteuid() != 0 or shutil.which("dnsmasq") is None or shutil.which("ip") is None:
         return {"skipped": "needs root, iproute2 and dnsmasq (dnsmasq-base)"}
@@ -174,7 +186,7 @@ def bench_dhcp(quick: bool) -> dict[str, object]:
             started = time.perf_counter()
             alloc.allocate(f"bench/dhcp-{i}", pool="bench")
             latencies.append(time.perf_counter() - started)
-        leased = len((work / "leases").read_text().splitlines())
+        leased = lease_lines(work / "leases")
         for a in alloc.allocations():
             alloc.unassign(a.service)
         alloc.close()

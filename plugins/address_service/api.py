@@ -2,8 +2,9 @@
 
 A backend turns a :class:`LeaseRequest` into a :class:`Lease` (the ``memory``
 backend from configured CIDRs, the ``dhcp`` backend from a real DHCP server)
-and keeps it alive; the server (``server``) owns the
-allocation table, the MAC pool, the state file and the HTTP API.
+and keeps it alive; the service (``service``) owns the allocation table, the
+MAC pool and the lease store, ``wire`` and ``http`` the HTTP API. Only base
+dependencies here: the plugin's entry module imports this one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -20,6 +22,7 @@ __all__ = [
     "AddressTakenError",
     "Backend",
     "BackendError",
+    "BackendOptions",
     "Lease",
     "LeaseListener",
     "LeaseRequest",
@@ -28,6 +31,7 @@ __all__ = [
     "client_id_for",
     "derive_mac",
     "normalise_mac",
+    "rfc3339",
     "status_hostname",
     "wire_hostname",
 ]
@@ -135,6 +139,26 @@ class Lease:
 LeaseListener = Callable[[Lease], None]
 
 
+@attrs.frozen(kw_only=True)
+class BackendOptions:
+    """The backend options of ``metallb address-service``, as ``metallb_make_backend`` receives them.
+
+    Attributes:
+        cidrs: ``--cidr``: the networks addresses come from (``memory``: required;
+            ``dhcp``: what ``GET /v1/config`` reports).
+        interface: ``--interface``: where DHCP goes.
+        netns: ``--netns``: the named network namespace of *interface* ("" = the process's own).
+        offer_timeout: ``--offer-timeout``: seconds to wait for a DHCPOFFER before repeating.
+        renew_after: ``--renew-after``: renew this many seconds after each ACK instead of at T1.
+    """
+
+    cidrs: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    interface: str = ""
+    netns: str = ""
+    offer_timeout: float = 5.0
+    renew_after: float | None = None
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Where the bundled server's addresses come from. Built by ``metallb_make_backend``.
@@ -170,6 +194,16 @@ class Backend(Protocol):
     def close(self) -> None:
         """Stop background work. Releases nothing: leases stay for the next start."""
         ...
+
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as DHCPManager prints an unset time
+
+
+def rfc3339(ts: float | None) -> str:
+    """Unix seconds as Go prints a ``time.Time`` in JSON; None is Go's zero time."""
+    if ts is None:
+        return _ZERO_TIME
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def status_hostname(service: str) -> str:

@@ -6,7 +6,8 @@ answer is checked (2xx, JSON, ``status: success``, an IPv4 ``ip`` inside the
 pool); a lease we cannot use is given back at once. A POST whose answer was
 lost is never repeated blindly: the server's idempotent POST or its
 ``/v1/status`` proves no lease was made for the service first. DELETEs that
-fail are retried by a background thread until the server confirms them.
+fail are retried by a background thread (``releases``) until the server
+confirms them. Quick retries go through :func:`metallb.allocator.retry.retrying`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 import httpx
@@ -33,10 +34,13 @@ from metallb.allocator import (
     SourceCapabilities,
     SourceUnavailableError,
 )
+from metallb.allocator.retry import retrying
+from metallb.plugins.address_service.releases import ReleaseError, ReleaseQueue
 
 __all__ = ["ATTEMPTS", "AddressServiceSource", "LeaseRecord", "service_of_hostname"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: POSTs per allocation at most (the fork recursed without limit).
 ATTEMPTS = 3
@@ -50,7 +54,7 @@ EXTENSIONS_TTL = 300.0
 _SNIPPET = 120
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class LeaseRecord:
     """What we know of one address obtained from the service.
 
@@ -69,15 +73,6 @@ class LeaseRecord:
     expires: str = ""
 
 
-@attrs.define
-class _PendingDelete:
-    record: LeaseRecord
-    due: float
-    delay: float
-    attempts: int = 0
-    last_error: str = ""
-
-
 class _Answer(Exception):
     """One POST outcome that is not a usable lease; says whether to try again."""
 
@@ -94,6 +89,15 @@ class _Answer(Exception):
         self.ambiguous = ambiguous  # the server may have made a lease we never heard of
         self.kind = kind
 
+    @staticmethod
+    def retryable(exc: Exception) -> bool:
+        """For :func:`retrying`: try again after this?"""
+        return isinstance(exc, _Answer) and exc.retry
+
+    def final(self) -> _Answer:
+        """The same outcome, not to be retried."""
+        return _Answer(str(self), retry=False, ambiguous=self.ambiguous, kind=self.kind)
+
 
 def service_of_hostname(hostname: str) -> str:
     """``name.namespace`` (DHCPManager's Hostname) -> ``namespace/name``; "" if it is not one."""
@@ -104,6 +108,20 @@ def service_of_hostname(hostname: str) -> str:
 def _snippet(text: str) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= _SNIPPET else flat[:_SNIPPET] + "..."
+
+
+def _failure(code: int, status: object, message: str, *, leased: bool) -> _Answer:
+    """A POST answer that gave no usable lease, classified: what it means and whether to try again."""
+    if code == 409:
+        return _Answer(message, retry=False, kind=AddressInUseError)
+    if code == 503 or (code < 300 and status == "error"):
+        return _Answer(message, retry=True, kind=PoolExhaustedError if code == 503 else SourceUnavailableError)
+    if code == 504 or status == "timeout":
+        # The server already waited its full lease time; the caller requeues with backoff.
+        return _Answer(message, retry=False)
+    if code >= 500:
+        return _Answer(message, retry=True, ambiguous=not leased)
+    return _Answer(message, retry=code < 400)
 
 
 class AddressServiceSource(SourceBase):
@@ -123,6 +141,7 @@ class AddressServiceSource(SourceBase):
     def __init__(self, spec: PoolSpec, *, transport: httpx.BaseTransport | None = None) -> None:
         self.spec = spec
         self.url = str(spec.options["url"])
+        self._label = f'address service "{spec.name}" ({self.url})'
         self.timeout = float(spec.options.get("timeout", TOTAL_TIMEOUT))  # type: ignore[arg-type]
         self.connect_timeout = min(self.timeout, float(spec.options.get("connect-timeout", CONNECT_TIMEOUT)))  # type: ignore[arg-type]
         self.backoff = float(spec.options.get("backoff", BACKOFF))  # type: ignore[arg-type]
@@ -152,21 +171,25 @@ class AddressServiceSource(SourceBase):
         self._owners: dict[netaddr.IPAddress, set[str]] = {}
         self._leases: dict[netaddr.IPAddress, LeaseRecord] = {}
         self._inflight: dict[str, int] = {}
-        self._pending: dict[netaddr.IPAddress, _PendingDelete] = {}
         self._extensions: frozenset[str] | None = None
         self._extensions_until = 0.0
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._releases: ReleaseQueue[LeaseRecord] = ReleaseQueue(
+            send=self._delete,
+            held=self._holds,
+            label=self._label,
+            first_delay=max(self.backoff, 0.05) * 2**ATTEMPTS,
+            max_delay=MAX_BACKOFF,
+            thread_name=f"address-service-{spec.name}-delete",
+        )
 
     def __repr__(self) -> str:
-        held, pending = len(self._owners), len(self._pending)
+        held, pending = len(self._owners), len(self._releases)
         return f"<AddressServiceSource({self.spec.name!r}, url={self.url!r}, held={held}, pending={pending})>"
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _where(self, what: str) -> str:
-        return f'address service "{self.spec.name}" ({self.url}): {what}'
+        return f"{self._label}: {what}"
 
     def _request(
         self, method: str, path: str, *, body: Mapping[str, Any] | None = None, timeout: float | None = None
@@ -180,8 +203,32 @@ class AddressServiceSource(SourceBase):
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout))
         return self._http.request(method, path, **kwargs)
 
-    def _sleep(self, attempt: int) -> None:
-        self._stop.wait(min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1)))
+    def _retried(self, on: type[Exception] | Callable[[Exception], bool], call: Callable[[], T]) -> T:
+        """*call* up to :data:`ATTEMPTS` times while it fails with *on*, waiting from ``backoff`` seconds up.
+
+        The waits and bounds are :func:`retrying`'s. The first try runs outside it, so an
+        allocation that succeeds at once does not pay for setting up a retry (about 50 us);
+        a failure is handed to :func:`retrying` as its first attempt.
+        """
+        try:
+            return call()
+        except Exception as exc:
+            if not (isinstance(exc, on) if isinstance(on, type) else on(exc)):
+                raise
+            first: Exception | None = exc
+        for attempt in retrying(
+            on=on,
+            attempts=ATTEMPTS,
+            timeout=ATTEMPTS * self.timeout + MAX_BACKOFF,
+            wait_initial=self.backoff,
+            wait_max=MAX_BACKOFF,
+        ):
+            with attempt:
+                if first is not None:
+                    failure, first = first, None
+                    raise failure  # counted as the first attempt: retrying() waits, then tries again
+                result = call()
+        return result
 
     def extensions(self) -> frozenset[str]:
         """The protocol extensions the server lists in ``GET /v1/config`` (cached; empty for DHCPManager)."""
@@ -260,34 +307,36 @@ class AddressServiceSource(SourceBase):
 
     def _acquire(self, owner: str, wanted: netaddr.IPAddress | None, extensions: frozenset[str]) -> netaddr.IPAddress:
         problems: list[str] = []
-        last: _Answer | None = None
-        for attempt in range(1, ATTEMPTS + 1):
+        try:
+            record = self._retried(_Answer.retryable, lambda: self._attempt(owner, wanted, extensions, problems))
+        except _Answer as last:
+            detail = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
+            raise last.kind(detail) from None
+        return self._take(owner, record)
+
+    def _attempt(
+        self, owner: str, wanted: netaddr.IPAddress | None, extensions: frozenset[str], problems: list[str]
+    ) -> LeaseRecord:
+        """One POST; after a lost answer, the lease it may have made. Problems are appended to *problems*."""
+        try:
+            return self._post(owner, wanted)
+        except _Answer as answer:
+            problems.append(str(answer))
+            if not answer.ambiguous or "idempotent-post" in extensions:
+                raise
+            # The server may have made a lease: find it before any repeat, or do not repeat.
             try:
-                return self._take(owner, self._post(owner, wanted))
-            except _Answer as answer:
-                problems.append(str(answer))
-                last = answer
-            if last.ambiguous and "idempotent-post" not in extensions:
-                # The server may have made a lease: find it before any repeat, or do not repeat.
-                try:
-                    found = self._find_lease(owner)
-                except _Answer as answer:
-                    problems.append(str(answer))
-                    break
-                except SourceUnavailableError as exc:
-                    problems.append(f"{exc}; the POST is not repeated (it could leak a lease)")
-                    break
-                if found is not None:
-                    log.info(
-                        "%s", self._where(f"adopted lease {found.ip} made for {owner} by a POST whose answer was lost")
-                    )
-                    return self._take(owner, found)
-            if not last.retry or attempt == ATTEMPTS:
-                break
-            self._sleep(attempt)
-        assert last is not None
-        detail = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
-        raise last.kind(detail)
+                found = self._find_lease(owner)
+            except _Answer as lookup:
+                problems.append(str(lookup))
+                raise answer.final() from None
+            except SourceUnavailableError as exc:
+                problems.append(f"{exc}; the POST is not repeated (it could leak a lease)")
+                raise answer.final() from None
+            if found is None:
+                raise answer
+            log.info("%s", self._where(f"adopted lease {found.ip} made for {owner} by a POST whose answer was lost"))
+            return found
 
     def _holds(self, ip: netaddr.IPAddress) -> bool:
         with self._lock:
@@ -297,7 +346,7 @@ class AddressServiceSource(SourceBase):
         with self._lock:
             # Being handed this address again proves its earlier release happened: a
             # still-queued DELETE for it would now release the new owner's lease.
-            self._pending.pop(record.ip, None)
+            self._releases.discard(record.ip)
             self._leases[record.ip] = record
             self._owners.setdefault(record.ip, set()).add(owner)
         return record.ip
@@ -323,6 +372,10 @@ class AddressServiceSource(SourceBase):
             raise _Answer(
                 self._where(f"{what}: connection failed: {exc or type(exc).__name__}"), retry=True, ambiguous=True
             ) from None
+        return self._judge(owner, wanted, resp, what)
+
+    def _judge(self, owner: str, wanted: netaddr.IPAddress | None, resp: httpx.Response, what: str) -> LeaseRecord:
+        """The usable lease in a POST's answer, or an :class:`_Answer`; an unusable lease is given back."""
         code = resp.status_code
         head = self._where(f"{what}: HTTP {code}")
         snippet = f'body "{_snippet(resp.text)}"'
@@ -337,61 +390,51 @@ class AddressServiceSource(SourceBase):
                 retry=code >= 500 or code < 300,
                 ambiguous=code >= 500,
             )
-        status = data.get("status")
-        text = data.get("ip")
-        ip = _parse_ipv4(text)
-        record = (
-            None
-            if ip is None
-            else LeaseRecord(
-                ip=ip,
-                service=owner,
-                id=str(data.get("id") or ""),
-                mac=str(data.get("mac") or ""),
-                expires=str(data.get("expires") or ""),
-            )
+        ip = _parse_ipv4(data.get("ip"))
+        problem = self._problem(code, data, ip, wanted)
+        if ip is None:
+            raise _failure(code, data.get("status"), f"{head}: {problem}; {snippet}", leased=False)
+        record = LeaseRecord(
+            ip=ip,
+            service=owner,
+            id=str(data.get("id") or ""),
+            mac=str(data.get("mac") or ""),
+            expires=str(data.get("expires") or ""),
         )
+        if not problem:
+            return record
+        if self._holds(record.ip):  # a confused server: giving it back would release another's address
+            problem += f"; {record.ip} is held here by another service, so it is not given back"
+        else:
+            self._give_back(record)
+            problem += f"; gave {record.ip} back"
+        raise _failure(code, data.get("status"), f"{head}: {problem}; {snippet}", leased=True)
+
+    def _problem(
+        self, code: int, data: Mapping[str, Any], ip: netaddr.IPAddress | None, wanted: netaddr.IPAddress | None
+    ) -> str:
+        """Why the answer *data* is no usable lease, or "" when it is one."""
+        status = data.get("status")
         message = f" ({data['message']})" if isinstance(data.get("message"), str) and data["message"] else ""
-        problem = ""
         if not 200 <= code < 300:
-            problem = f'status "{status}"{message}'
-        elif status != "success":
-            problem = (
-                f'status "{status}"' if isinstance(status, str) else 'no "status"'
-            ) + f' instead of "success"{message}'
-        elif ip is None:
-            problem = f'"ip" {text!r} is not an IPv4 address'
-        elif not self.spec.contains(ip):
+            return f'status "{status}"{message}'
+        if status != "success":
+            said = f'status "{status}"' if isinstance(status, str) else 'no "status"'
+            return f'{said} instead of "success"{message}'
+        if ip is None:
+            return f'"ip" {data.get("ip")!r} is not an IPv4 address'
+        if not self.spec.contains(ip):
             rule = (
                 "avoid-buggy-ips"
                 if any(ip in c for c in self.spec.cidrs)
                 else f"cidrs {', '.join(map(str, self.spec.cidrs))}"
             )
-            problem = f"{ip} is outside the pool ({rule})"
-        elif wanted is not None and ip != wanted:
-            problem = f"asked for {wanted}, got {ip}"
-        elif self._holds(ip):
-            problem = f"{ip} is already held here (the service leased it twice)"
-        if not problem:
-            assert record is not None
-            return record
-        if record is not None:
-            if self._holds(record.ip):  # a confused server: giving it back would release another's address
-                problem += f"; {record.ip} is held here by another service, so it is not given back"
-            else:
-                self._give_back(record)
-                problem += f"; gave {record.ip} back"
-        message_text = f"{head}: {problem}; {snippet}"
-        if code == 409:
-            raise _Answer(message_text, retry=False, kind=AddressInUseError)
-        if code == 503 or (code < 300 and status == "error"):
-            raise _Answer(message_text, retry=True, kind=PoolExhaustedError if code == 503 else SourceUnavailableError)
-        if code == 504 or status == "timeout":
-            # The server already waited its full lease time; the caller requeues with backoff.
-            raise _Answer(message_text, retry=False)
-        if code >= 500:
-            raise _Answer(message_text, retry=True, ambiguous=record is None)
-        raise _Answer(message_text, retry=code < 400)
+            return f"{ip} is outside the pool ({rule})"
+        if wanted is not None and ip != wanted:
+            return f"asked for {wanted}, got {ip}"
+        if self._holds(ip):
+            return f"{ip} is already held here (the service leased it twice)"
+        return ""
 
     def _find_lease(self, owner: str) -> LeaseRecord | None:
         """After a lost answer: a lease the server made for *owner* that we do not hold, if any."""
@@ -420,28 +463,29 @@ class AddressServiceSource(SourceBase):
     # -- status --------------------------------------------------------------------------------
 
     def _status(self) -> list[_Entry] | None:
-        """``GET /v1/status`` as entries; None when the server has none (404/405)."""
-        error = ""
-        for attempt in range(1, ATTEMPTS + 1):
+        """``GET /v1/status`` as entries (a few tries); None when the server has none (404/405)."""
+        try:
+            return self._retried(_Answer.retryable, self._status_once)
+        except _Answer as failure:
+            raise SourceUnavailableError(self._where(str(failure))) from None
+
+    def _status_once(self) -> list[_Entry] | None:
+        try:
+            resp = self._request("GET", "/v1/status")
+        except httpx.HTTPError as exc:
+            raise _Answer(f"GET /v1/status: {type(exc).__name__}: {exc}", retry=True) from None
+        if resp.status_code in (404, 405):
+            return None
+        if resp.status_code == 200:
             try:
-                resp = self._request("GET", "/v1/status")
-            except httpx.HTTPError as exc:
-                error = f"GET /v1/status: {type(exc).__name__}: {exc}"
-            else:
-                if resp.status_code in (404, 405):
-                    return None
-                if resp.status_code == 200:
-                    try:
-                        return _entries(resp.json())
-                    except (ValueError, AttributeError, TypeError, KeyError):
-                        error = f'GET /v1/status: HTTP 200 but unreadable: body "{_snippet(resp.text)}"'
-                        break
-                error = f'GET /v1/status: HTTP {resp.status_code}: body "{_snippet(resp.text)}"'
-                if resp.status_code < 500:
-                    break
-            if attempt < ATTEMPTS:
-                self._sleep(attempt)
-        raise SourceUnavailableError(self._where(error))
+                return _entries(resp.json())
+            except (ValueError, AttributeError, TypeError, KeyError):
+                raise _Answer(
+                    f'GET /v1/status: HTTP 200 but unreadable: body "{_snippet(resp.text)}"', retry=False
+                ) from None
+        raise _Answer(
+            f'GET /v1/status: HTTP {resp.status_code}: body "{_snippet(resp.text)}"', retry=resp.status_code >= 500
+        )
 
     # -- release ----------------------------------------------------------------------------
 
@@ -465,30 +509,16 @@ class AddressServiceSource(SourceBase):
 
     def _give_back(self, record: LeaseRecord) -> None:
         """DELETE now (a few quick tries); if that fails, queue it for the background worker."""
-        error = ""
-        for attempt in range(1, ATTEMPTS + 1):
-            done, error = self._delete(record)
-            if done:
-                with self._lock:
-                    self._pending.pop(record.ip, None)
-                return
-            if attempt < ATTEMPTS:
-                self._sleep(attempt)
-        log.warning("%s", self._where(f"DELETE of {record.ip} failed ({error}); retrying in the background"))
-        with self._lock:
-            delay = max(self.backoff, 0.05) * 2**ATTEMPTS
-            self._pending[record.ip] = _PendingDelete(
-                record=record, due=time.monotonic() + delay, delay=delay, attempts=ATTEMPTS, last_error=error
-            )
-            if self._worker is None and not self._stop.is_set():
-                self._worker = threading.Thread(
-                    target=self._work, name=f"address-service-{self.spec.name}-delete", daemon=True
-                )
-                self._worker.start()
-        self._wake.set()
+        try:
+            self._retried(ReleaseError, lambda: self._delete(record))
+        except ReleaseError as exc:
+            log.warning("%s", self._where(f"DELETE of {record.ip} failed ({exc}); retrying in the background"))
+            self._releases.add(record, error=str(exc), attempts=ATTEMPTS)
+            return
+        self._releases.discard(record.ip)
 
-    def _delete(self, record: LeaseRecord) -> tuple[bool, str]:
-        """One DELETE; (done, error). Unknown (404, or DHCPManager's "error" with empty id) counts as done."""
+    def _delete(self, record: LeaseRecord) -> None:
+        """One DELETE; :class:`ReleaseError` unless done. Unknown (404, DHCPManager's "error" with no id) is done."""
         body: dict[str, Any] = {"ip": str(record.ip)}
         if record.service:
             body["service"] = record.service  # extra fields are harmless to DHCPManager
@@ -497,7 +527,7 @@ class AddressServiceSource(SourceBase):
         try:
             resp = self._request("DELETE", "/v1/ip", body=body)
         except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: the client was closed meanwhile
-            return False, f"{type(exc).__name__}: {exc}"
+            raise ReleaseError(f"{type(exc).__name__}: {exc}") from None
         code = resp.status_code
         try:
             data = resp.json()
@@ -505,83 +535,34 @@ class AddressServiceSource(SourceBase):
             data = None
         status = data.get("status") if isinstance(data, dict) else None
         if 200 <= code < 300 and status == "success":
-            return True, ""
+            return
         if code == 404 or (code == 200 and status == "error" and isinstance(data, dict) and not data.get("id")):
-            return True, ""  # already released, or never known
+            return  # already released, or never known
         if code == 409:
             log.warning(
                 "%s", self._where(f"DELETE of {record.ip}: the service says another owner holds it now; not released")
             )
-            return True, ""
-        return False, f'HTTP {code}: body "{_snippet(resp.text)}"'
+            return
+        raise ReleaseError(f'HTTP {code}: body "{_snippet(resp.text)}"')
 
     def _retry_pending_of(self, owner: str) -> None:
         """Before a new POST for *owner*: an idempotent server would hand back a lease we are deleting."""
-        with self._lock:
-            mine = [p.record for p in self._pending.values() if p.record.service == owner]
-        for record in mine:
-            done, error = self._delete(record)
-            if not done:
+        for record in self._releases.records_of(owner):
+            try:
+                self._delete(record)
+            except ReleaseError as exc:
                 raise SourceUnavailableError(
-                    self._where(f"the previous address {record.ip} of {owner} is not returned yet ({error})")
-                )
-            with self._lock:
-                self._pending.pop(record.ip, None)
-
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            now = time.monotonic()
-            with self._lock:
-                due = [p for p in self._pending.values() if p.due <= now]
-                upcoming = min((p.due for p in self._pending.values()), default=now + 60.0)
-            for pending in due:
-                if self._stop.is_set():
-                    return
-                with self._lock:
-                    if pending.record.ip in self._owners or self._pending.get(pending.record.ip) is not pending:
-                        # The address is held again (or the entry was replaced): never delete it now.
-                        if self._pending.get(pending.record.ip) is pending:
-                            del self._pending[pending.record.ip]
-                        continue
-                done, error = self._delete(pending.record)
-                with self._lock:
-                    if done:
-                        if self._pending.get(pending.record.ip) is pending:
-                            del self._pending[pending.record.ip]
-                        log.info(
-                            "%s",
-                            self._where(f"DELETE of {pending.record.ip} succeeded after {pending.attempts + 1} tries"),
-                        )
-                    else:
-                        pending.attempts += 1
-                        pending.last_error = error
-                        if pending.attempts % 10 == 0:
-                            log.warning(
-                                "%s",
-                                self._where(f"DELETE of {pending.record.ip}: {pending.attempts} tries so far: {error}"),
-                            )
-                        pending.delay = min(MAX_BACKOFF, pending.delay * 2)
-                        pending.due = time.monotonic() + pending.delay
-            if not due:
-                self._wake.wait(max(0.0, upcoming - time.monotonic()))
-                self._wake.clear()
+                    self._where(f"the previous address {record.ip} of {owner} is not returned yet ({exc})")
+                ) from None
+            self._releases.discard(record.ip)
 
     def pending_releases(self) -> dict[netaddr.IPAddress, str]:
         """Addresses whose DELETE has not succeeded yet, with the last error."""
-        with self._lock:
-            return {ip: p.last_error for ip, p in self._pending.items()}
+        return self._releases.pending()
 
     def flush(self, timeout: float) -> bool:
         """Wait until no DELETE is pending (tests, shutdown); True if none is left."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._pending:
-                    return True
-            self._wake.set()
-            time.sleep(0.05)
-        with self._lock:
-            return not self._pending
+        return self._releases.flush(timeout)
 
     # -- the rest of the AddressSource protocol -----------------------------------------------
 
@@ -602,27 +583,8 @@ class AddressServiceSource(SourceBase):
         if allocations is None:
             return ReconcileReport(supported=False)
         by_ip = {e.ip: e for e in allocations if e.ip is not None}
-        released: list[netaddr.IPAddress] = []
+        released = self._release_orphans(by_ip, held)
         lost: list[tuple[str, netaddr.IPAddress]] = []
-        with self._lock:
-            ours = set(self._owners)
-            busy = set(self._inflight)
-        for ip, entry in by_ip.items():
-            if ip in held or ip in ours or entry.service in busy or not self.spec.contains(ip):
-                continue  # ours, being allocated right now, or another pool's business
-            done, error = self._delete(LeaseRecord(ip=ip, service=entry.service, id=entry.id))
-            if done:
-                with self._lock:
-                    self._pending.pop(ip, None)
-                released.append(ip)
-                log.info(
-                    "%s",
-                    self._where(
-                        f"released orphan {ip} (held at the service for {entry.service or '?'}, by nobody here)"
-                    ),
-                )
-            else:
-                log.warning("%s", self._where(f"could not release orphan {ip}: {error}"))
         for ip, owners in held.items():
             known = by_ip.get(ip)
             with self._lock:
@@ -634,15 +596,33 @@ class AddressServiceSource(SourceBase):
                 lost.extend((owner, ip) for owner in owners)
         return ReconcileReport(released=tuple(released), lost=tuple(lost), supported=True)
 
+    def _release_orphans(
+        self, by_ip: Mapping[netaddr.IPAddress, _Entry], held: Mapping[netaddr.IPAddress, tuple[str, ...]]
+    ) -> list[netaddr.IPAddress]:
+        """Give back the service's leases in this pool that nobody here holds or is waiting for."""
+        released: list[netaddr.IPAddress] = []
+        with self._lock:
+            ours = set(self._owners)
+            busy = set(self._inflight)
+        for ip, entry in by_ip.items():
+            if ip in held or ip in ours or entry.service in busy or not self.spec.contains(ip):
+                continue  # ours, being allocated right now, or another pool's business
+            try:
+                self._delete(LeaseRecord(ip=ip, service=entry.service, id=entry.id))
+            except ReleaseError as exc:
+                log.warning("%s", self._where(f"could not release orphan {ip}: {exc}"))
+                continue
+            self._releases.discard(ip)
+            released.append(ip)
+            log.info(
+                "%s",
+                self._where(f"released orphan {ip} (held at the service for {entry.service or '?'}, by nobody here)"),
+            )
+        return released
+
     def close(self) -> None:
         """Stop the DELETE worker and close connections (pending DELETEs are logged, not sent)."""
-        self._stop.set()
-        self._wake.set()
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout=5)
-        with self._lock:
-            left = list(self._pending)
+        left = self._releases.close()
         if left:
             log.warning(
                 "%s", self._where(f"closing with {len(left)} DELETEs not confirmed: {', '.join(map(str, left))}")
@@ -650,7 +630,7 @@ class AddressServiceSource(SourceBase):
         self._http.close()
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class _Entry:
     ip: netaddr.IPAddress | None
     service: str

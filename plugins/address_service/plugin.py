@@ -1,4 +1,4 @@
-"""Address services: the ``address-services`` pool section, and the bundled server's backends.
+"""Address services: the ``address-services`` pool section, the bundled server's command and backends.
 
 A pool of this section leases each address from an HTTP address service
 (DHCPManager's v1 protocol, or ``metallb address-service``)::
@@ -11,22 +11,31 @@ A pool of this section leases each address from an HTTP address service
       auth-token: s3cret                           # optional, sent as X-Auth-Token
       ca-file: /etc/metallb/ca.pem                 # optional, for https
 
-The client lives in ``client``; the server and its built-in
-``memory`` and ``dhcp`` backends in the other modules of this package.
+This entry module imports only metallb's base dependencies, so a bare
+install parses these pools; the client (httpx), the server (prometheus-client)
+and the ``dhcp`` backend (scapy) are imported when first used, and a missing
+one is reported with the extra that brings it.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from metallb.allocator import AddressSource, ConfigError, PoolEntry, PoolSpec, hookimpl
+import pluggy
+from metallb.allocator import AddressSource, ConfigError, PluginError, PoolEntry, PoolSpec, hookimpl
 from metallb.allocator.config import as_str, parse_pool_entry
-from metallb.plugins.address_service.api import Backend
+from metallb.plugins.address_service import hookspecs
+from metallb.plugins.address_service.api import Backend, BackendOptions
 
 SECTION = "address-services"
+
+
+def missing_dependency(exc: ImportError) -> str:
+    """The distribution to install for a failed import: the top-level package (``scapy`` for ``scapy.layers``)."""
+    return (exc.name or str(exc)).partition(".")[0]
 
 
 def _fail(where: str, field: str, value: str, rule: str) -> ConfigError:
@@ -103,28 +112,59 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
     if spec.kind != SECTION:
         return None
     # Imported here: speakers load this plugin too, and never need httpx.
-    from metallb.plugins.address_service.client import AddressServiceSource
-
+    try:
+        from metallb.plugins.address_service.client import AddressServiceSource
+    except ImportError as exc:
+        raise ConfigError(
+            f'pool "{spec.name}": address-services pools need {missing_dependency(exc)}, which is not installed: '
+            "pip install 'metallb[address-services]'"
+        ) from None
     return AddressServiceSource(spec)
 
 
 @hookimpl
-def metallb_make_backend(kind: str, options: Mapping[str, Any]) -> Backend | None:
+def metallb_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
+    """Add ``metallb_make_backend`` (``hookspecs``), which backend plugins implement."""
+    plugin_manager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def metallb_make_backend(kind: str, options: BackendOptions) -> Backend | None:
     """The bundled server's ``memory`` and ``dhcp`` backends (dhcp imports scapy only when asked for)."""
     if kind == "memory":
         from metallb.plugins.address_service.memory import MemoryBackend
 
-        return MemoryBackend(cidrs=list(options.get("cidrs") or ()))
+        return MemoryBackend(cidrs=options.cidrs)
     if kind == "dhcp":
-        from metallb.plugins.address_service.dhcp import DhcpBackend
-
-        if not options.get("interface"):
+        if not options.interface:
             raise ValueError("the dhcp backend needs --interface")
+        try:
+            from metallb.plugins.address_service.dhcp import DhcpBackend
+        except ImportError as exc:
+            raise PluginError(
+                f"the dhcp backend needs {missing_dependency(exc)}, which is not installed: pip install 'metallb[dhcp]'"
+            ) from None
         return DhcpBackend(
-            interface=str(options["interface"]),
-            netns=str(options.get("netns") or ""),
-            cidrs=list(options.get("cidrs") or ()),
-            offer_timeout=float(options.get("offer_timeout") or 5.0),
-            renew_after=options.get("renew_after"),
+            interface=options.interface,
+            netns=options.netns,
+            cidrs=options.cidrs,
+            offer_timeout=options.offer_timeout,
+            renew_after=options.renew_after,
         )
     return None
+
+
+@hookimpl
+def metallb_add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``metallb address-service``: the bundled server (its dependencies load when it runs)."""
+    from metallb.plugins.address_service import command
+
+    parser = subparsers.add_parser(
+        "address-service",
+        help=command.HELP,
+        description=command.DESCRIPTION,
+        epilog=command.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_arguments(parser)
+    parser.set_defaults(run=command.run)

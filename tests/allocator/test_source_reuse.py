@@ -25,8 +25,9 @@ from metallb.operator.converge import converge
 from metallb.operator.service import read_service
 from metallb.plugins import static_pool
 from metallb.plugins.address_service import plugin as address_service
+from metallb.plugins.address_service.http import HttpServer, make_http_server
 from metallb.plugins.address_service.memory import MemoryBackend
-from metallb.plugins.address_service.server import AddressService, HttpServer, make_http_server
+from metallb.plugins.address_service.service import AddressService
 from metallb.plugins.static_pool import StaticSource
 
 #: How each PoolSpec field is changed below; the fields outside ALLOCATION_FIELDS only say how

@@ -30,8 +30,9 @@ import netaddr
 import pytest
 from metallb.allocator import Allocator, Config, parse_config
 from metallb.allocator.testing import wait_for
+from metallb.plugins.address_service.http import HttpServer, make_http_server
 from metallb.plugins.address_service.memory import MemoryBackend
-from metallb.plugins.address_service.server import AddressService, HttpServer, make_http_server
+from metallb.plugins.address_service.service import AddressService
 from prometheus_client import CollectorRegistry
 
 CIDR = "192.0.2.0/24"
@@ -301,6 +302,11 @@ class Bundled:
     def url(self) -> str:
         return self.httpd.url
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Where its metrics live."""
+        return self.httpd.metrics.registry
+
     def held(self) -> dict[str, str]:
         """ip -> service of every bound lease."""
         return {lease.ip: lease.service for lease in self.service.leases() if not lease.lost}
@@ -308,14 +314,16 @@ class Bundled:
 
 @pytest.fixture
 def make_bundled() -> Iterator[Callable[..., Bundled]]:
-    """Factory: ``make_bundled(cidrs=[...], auth_token=..., tls=(cert, key))``."""
+    """Factory: ``make_bundled(cidrs=[...], auth_token=..., tls=(cert, key), **service_options)``."""
     made: list[Bundled] = []
 
-    def make(*, cidrs: tuple[str, ...] = (CIDR,), tls: tuple[str, str] | None = None, **options: Any) -> Bundled:
-        service = AddressService(backend=MemoryBackend(cidrs=cidrs), registry=CollectorRegistry(), **options)
+    def make(
+        *, cidrs: tuple[str, ...] = (CIDR,), tls: tuple[str, str] | None = None, auth_token: str = "", **options: Any
+    ) -> Bundled:
+        service = AddressService(backend=MemoryBackend(cidrs=cidrs), **options)
         service.start()
         cert, key = tls or ("", "")
-        httpd = make_http_server(service, tls_cert=cert, tls_key=key)
+        httpd = make_http_server(service, tls_cert=cert, tls_key=key, auth_token=auth_token)
         httpd.start_thread()
         made.append(Bundled(service=service, httpd=httpd))
         return made[-1]
@@ -359,7 +367,7 @@ def make_allocator() -> Iterator[Callable[..., Allocator]]:
 
     def make(text: str, **options: Any) -> Allocator:
         config = parse_config(text)
-        made.append(Allocator(config=with_options(config, backoff=0.05, **options)))
+        made.append(Allocator(config=with_options(config, **{"backoff": 0.05, **options})))
         return made[-1]
 
     yield make
@@ -375,9 +383,13 @@ def held_by(alloc: Allocator, pool: str) -> dict[str, str]:
 # -- the bundled server as a process ------------------------------------------------------------------
 
 
+#: ``metallb address-service`` as deployed: through the ``metallb`` command line.
+COMMAND = (sys.executable, "-m", "metallb.operator")
+
+
 @attrs.define
 class ServerProcess:
-    """``python -m metallb.plugins.address_service.server`` with its URL."""
+    """``metallb address-service`` (a process) with its URL."""
 
     proc: subprocess.Popen[str]
     url: str
@@ -386,14 +398,14 @@ class ServerProcess:
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Factory: start the server process with *args*; waits for its readiness line; killed at teardown."""
+    """Factory: ``start(*args, options=(...))`` runs ``metallb *options address-service *args``; waits for its readiness line; killed at teardown."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, timeout: float = 20.0) -> ServerProcess:
+    def start(*args: str, options: tuple[str, ...] = (), timeout: float = 20.0) -> ServerProcess:
         log = tmp_path / f"server-{len(started)}.log"
         with open(log, "w") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "metallb.plugins.address_service.server", "--listen", "127.0.0.1:0", *args],
+                [*COMMAND, *options, "address-service", "--listen", "127.0.0.1:0", *args],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
@@ -423,6 +435,41 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 # -- dnsmasq in a namespace -----------------------------------------------------------------------------
+
+
+def read_leases(path: Path, *, settle: float = 0.25, timeout: float = 10.0) -> dict[str, tuple[int, str, str, str]]:
+    """ip -> (expiry, mac, hostname, client-id) from a dnsmasq lease file, never from half a rewrite.
+
+    dnsmasq rewrites the file in place: it truncates it, then writes every
+    lease in one go. A read in between sees an empty (or, with a large file,
+    unfinished) file. So a read counts only when the file did not change
+    while it was read and ends with a complete line; an empty file counts
+    once it has stayed empty for *settle* seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            before = path.stat()
+            text = path.read_bytes()
+            after = path.stat()
+        except FileNotFoundError:
+            return {}
+        unchanged = (before.st_ino, before.st_size, before.st_mtime_ns) == (
+            after.st_ino,
+            after.st_size,
+            after.st_mtime_ns,
+        )
+        whole = text.endswith(b"\n") or (not text and time.time() - after.st_mtime >= settle)
+        if unchanged and len(text) == after.st_size and whole:
+            break
+        assert time.monotonic() < deadline, f"{path} stayed half-written for {timeout} s"
+        time.sleep(0.01)
+    out = {}
+    for line in text.decode().splitlines():
+        parts = line.split()
+        if len(parts) >= 5:
+            out[parts[2]] = (int(parts[0]), parts[1], parts[3], parts[4])
+    return out
 
 
 @attrs.define
@@ -470,15 +517,8 @@ class DhcpLab:
         self.dnsmasq.wait(timeout=5)
 
     def leases(self) -> dict[str, tuple[int, str, str, str]]:
-        """ip -> (expiry, mac, hostname, client-id) from dnsmasq's lease file."""
-        if not self.leasefile.exists():
-            return {}
-        out = {}
-        for line in self.leasefile.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 5:
-                out[parts[2]] = (int(parts[0]), parts[1], parts[3], parts[4])
-        return out
+        """ip -> (expiry, mac, hostname, client-id) from dnsmasq's lease file (see :func:`read_leases`)."""
+        return read_leases(self.leasefile)
 
 
 @pytest.fixture
@@ -516,11 +556,12 @@ class Helpers:
     wait_for: Callable[..., Any] = wait_for
     with_options: Callable[..., Config] = with_options
     server_held: Callable[[str], dict[str, str]] = server_held
+    read_leases: Callable[..., dict[str, tuple[int, str, str, str]]] = read_leases
 
 
 @pytest.fixture
 def helpers() -> Helpers:
-    """``pool_yaml``, ``held_by``, ``wait_for``, ``with_options``, ``server_held``."""
+    """``pool_yaml``, ``held_by``, ``wait_for``, ``with_options``, ``server_held``, ``read_leases``."""
     return Helpers()
 
 

@@ -211,15 +211,16 @@ class TestRestartAndConcurrency:
     def test_backend_hook(self) -> None:
         """metallb_make_backend builds memory and dhcp backends and leaves other kinds to other plugins."""
         from metallb.allocator import get_plugin_manager
+        from metallb.plugins.address_service.api import BackendOptions
 
         hook = get_plugin_manager().hook.metallb_make_backend
-        memory = hook(kind="memory", options={"cidrs": ["192.0.2.0/30"]})
-        dhcp = hook(kind="dhcp", options={"interface": "eth9", "renew_after": 2.0})
+        memory = hook(kind="memory", options=BackendOptions(cidrs=["192.0.2.0/30"]))
+        dhcp = hook(kind="dhcp", options=BackendOptions(interface="eth9", renew_after=2.0))
         assert memory.kind == "memory" and list(memory.cidrs()) == ["192.0.2.0/30"]
         assert dhcp.kind == "dhcp" and dhcp.renew_after == 2.0 and dhcp.offer_timeout == 5.0
-        assert hook(kind="nope", options={}) is None
+        assert hook(kind="nope", options=BackendOptions()) is None
         with pytest.raises(ValueError, match="needs --interface"):
-            hook(kind="dhcp", options={})
+            hook(kind="dhcp", options=BackendOptions())
 
 
 class TestAgainstDHCPManager:

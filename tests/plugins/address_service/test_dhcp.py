@@ -6,7 +6,10 @@ its DHCP socket on c0 inside the client namespace (``--netns``).
 
 from __future__ import annotations
 
+import os
+import random
 import signal
+import threading
 import time
 
 import attrs
@@ -185,3 +188,38 @@ class TestRenewalMethod:
             backend.close()
         assert renewed.ip == lease.ip and renewed.expires > lease.expires and not renewed.lost
         assert f"lease {lease.ip} for ns/a rebound (any server)" in caplog.text
+
+
+class TestLeaseFileReads:
+    """The tests' reader of dnsmasq's lease file, against a writer that rewrites it the way dnsmasq does."""
+
+    def test_never_sees_half_a_rewrite(self, tmp_path, helpers) -> None:
+        """While the file is truncated and rewritten in place over and over, every read returns a whole lease table."""
+        path = tmp_path / "leases"
+        tables = [
+            "".join(f"{1700000000 + n} 02:00:00:00:00:{i:02x} 192.0.2.{50 + i} s{i}-ns 00:6d:65\n" for i in range(n))
+            for n in (2, 3)
+        ]
+        path.write_text(tables[0])
+        stop = threading.Event()
+
+        def dnsmasq() -> None:
+            # lease.c, lease_update_file(): rewind, ftruncate, write every lease, fflush, fsync.
+            with open(path, "r+") as fh:
+                while not stop.is_set():
+                    fh.seek(0)
+                    fh.truncate()
+                    time.sleep(random.uniform(0, 0.005))  # a busy machine may pause it right here
+                    fh.write(random.choice(tables))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    time.sleep(random.uniform(0, 0.002))
+
+        writer = threading.Thread(target=dnsmasq)
+        writer.start()
+        try:
+            sizes = [len(helpers.read_leases(path)) for _ in range(300)]
+        finally:
+            stop.set()
+            writer.join()
+        assert set(sizes) <= {2, 3}

@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+COMMAND = (sys.executable, "-m", "metallb.operator")
+
 
 class TestIpEndpoint:
     """POST and DELETE /v1/ip."""
@@ -149,9 +151,10 @@ class TestOtherEndpoints:
 
     def test_metrics(self, bundled) -> None:
         """Prometheus metrics count requests by code and leases by state."""
-        httpx.post(f"{bundled.url}/v1/ip", json={"service": "ns/a"})
-        httpx.post(f"{bundled.url}/v1/ip", json={"service": "bad"})
-        text = httpx.get(f"{bundled.url}/metrics").text
+        with httpx.Client(base_url=bundled.url) as client:  # one connection: each request is counted before the next
+            client.post("/v1/ip", json={"service": "ns/a"})
+            client.post("/v1/ip", json={"service": "bad"})
+            text = client.get("/metrics").text
         assert 'metallb_address_service_requests_total{code="201",method="POST",path="/v1/ip"} 1.0' in text
         assert 'metallb_address_service_requests_total{code="400",method="POST",path="/v1/ip"} 1.0' in text
         assert 'metallb_address_service_leases{state="bound"} 1.0' in text
@@ -176,16 +179,16 @@ class TestProcess:
         assert json.loads(Path(state).read_text())["leases"][0]["id"] == lease["id"]
 
     def test_help_has_examples(self) -> None:
-        """--help shows usage examples."""
+        """metallb address-service --help shows usage examples."""
         out = subprocess.run(
-            [sys.executable, "-m", "metallb.plugins.address_service.server", "--help"],
+            [*COMMAND, "address-service", "--help"],
             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONSAFEPATH": "1"},
         ).stdout  # fmt: skip
         assert "examples:" in out and "--backend dhcp --interface eth1" in out
 
     def test_json_logs(self, start_server) -> None:
-        """--log-format json writes one JSON object per log line."""
-        server = start_server("--log-format", "json", "--cidr", "192.0.2.0/29")
+        """metallb's --log-format json (set up by the command line before the server runs) writes JSON lines."""
+        server = start_server("--cidr", "192.0.2.0/29", options=("--log-format", "json"))
         httpx.post(f"{server.url}/v1/ip", json={"service": "ns/a"})
         server.proc.terminate()
         assert server.proc.wait(timeout=10) == 0
@@ -195,15 +198,34 @@ class TestProcess:
     def test_unknown_backend(self) -> None:
         """An unknown backend name fails at start with a message naming the built-in ones."""
         proc = subprocess.run(
-            [sys.executable, "-m", "metallb.plugins.address_service.server", "--backend", "nope"],
+            [*COMMAND, "address-service", "--backend", "nope"],
             capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"},
         )  # fmt: skip
         assert proc.returncode == 2 and "unknown backend 'nope': built in are memory and dhcp" in proc.stderr
 
+    @pytest.mark.parametrize(
+        ("args", "says"),
+        [
+            (["--backend", "memory"], "backend 'memory': the memory backend needs at least one --cidr"),
+            (["--listen", "nowhere", "--cidr", "192.0.2.0/24"], "--listen 'nowhere': write HOST:PORT"),
+            (
+                ["--auth-token-file", "/nonexistent/token", "--cidr", "192.0.2.0/24"],
+                "--auth-token-file '/nonexistent/token': No such file or directory",
+            ),
+        ],
+    )
+    def test_bad_options(self, args: list[str], says: str) -> None:
+        """A bad option stops the command with status 2 and one line naming the option, never a traceback."""
+        proc = subprocess.run(
+            [*COMMAND, "address-service", *args],
+            capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"}, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [says]
+
     def test_missing_interface(self) -> None:
         """A dhcp backend on an interface that does not exist fails at start, naming the interface."""
         proc = subprocess.run(
-            [sys.executable, "-m", "metallb.plugins.address_service.server", "--backend", "dhcp", "--interface", "nosuch0"],
+            [*COMMAND, "address-service", "--backend", "dhcp", "--interface", "nosuch0"],
             capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"}, timeout=30,
         )  # fmt: skip
         assert proc.returncode == 1

@@ -1,0 +1,249 @@
+"""``metallb address-service``: its options, and the run that wires backend, service and HTTP server.
+
+The ``metallb`` command line adds this command through the plugin's
+``metallb_add_commands`` and sets up logging (``--log-format``,
+``--log-level``) before :func:`run`. Only the standard library is imported at
+module level, so building the parser costs nothing; :func:`run` imports the
+server's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from metallb.plugins.address_service.api import Backend, BackendOptions
+
+if TYPE_CHECKING:
+    import pluggy
+    from metallb.plugins.address_service.http import HttpServer
+    from metallb.plugins.address_service.service import AddressService
+
+__all__ = ["DESCRIPTION", "EPILOG", "HELP", "add_arguments", "make_backend", "run"]
+
+HELP = "run the bundled address service (memory or dhcp backend)"
+DESCRIPTION = (
+    "The bundled address service: an HTTP server that leases addresses to MetalLB pools "
+    "(DHCPManager's v1 protocol plus extensions), from memory or from a DHCP server."
+)
+EPILOG = """\
+examples:
+  # addresses from fixed ranges, for tests and small sites
+  metallb address-service --backend memory --cidr 192.0.2.0/24 --state-file /var/lib/metallb/as.json
+
+  # real DHCP leases on eth1, one derived MAC per service, token from a file
+  metallb address-service --backend dhcp --interface eth1 --cidr 192.0.2.0/24 \\
+      --derive-macs --state-file /var/lib/metallb/as.json --auth-token-file /etc/metallb/token \\
+      --listen 0.0.0.0:8000
+
+  # JSON logs (a global option of metallb, before the command)
+  metallb --log-format json address-service --backend memory --cidr 192.0.2.0/24
+
+  # register MACs for leases (networks that allow only known MACs)
+  curl -X POST -d '{"macs": ["02:00:5e:10:00:01"]}' http://127.0.0.1:8000/v1/mac
+
+  # the token may also come from METALLB_ADDRESS_SERVICE_TOKEN
+"""
+#: The extra that brings the server's dependencies.
+EXTRA = "address-services"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``metallb address-service``."""
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8000",
+        metavar="HOST:PORT",
+        help="address to serve on (default: 127.0.0.1:8000; port 0 picks one)",
+    )
+    parser.add_argument(
+        "--backend",
+        default="memory",
+        help="where addresses come from: memory, dhcp, or a plugin's backend (default: memory)",
+    )
+    parser.add_argument(
+        "--cidr",
+        action="append",
+        default=[],
+        help="network addresses come from (repeat; memory: required; dhcp: reported by /v1/config)",
+    )
+    parser.add_argument(
+        "--state-file",
+        default="",
+        metavar="PATH",
+        help="JSON file holding leases and MACs across restarts (put it on a volume)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long POST /v1/ip waits for a lease (default: 10)",
+    )
+    parser.add_argument(
+        "--auth-token-file",
+        default="",
+        metavar="PATH",
+        help="require this X-Auth-Token on /v1/* (else METALLB_ADDRESS_SERVICE_TOKEN, else none)",
+    )
+    parser.add_argument(
+        "--tls-cert", default="", metavar="PATH", help="serve HTTPS with this certificate (PEM, chain included)"
+    )
+    parser.add_argument("--tls-key", default="", metavar="PATH", help="private key of --tls-cert")
+    parser.add_argument("--mac", action="append", default=[], help="put this MAC in the pool at start (repeat)")
+    parser.add_argument(
+        "--derive-macs",
+        action="store_true",
+        help="when the MAC pool is empty, derive a locally administered MAC from each service name",
+    )
+    dhcp = parser.add_argument_group("dhcp backend")
+    dhcp.add_argument("--interface", default="", help="interface to send DHCP on (required for dhcp)")
+    dhcp.add_argument(
+        "--netns",
+        default="",
+        help="open the DHCP socket in this network namespace (/run/netns/NAME); HTTP stays where the process runs",
+    )
+    dhcp.add_argument(
+        "--offer-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="wait for a DHCPOFFER (default: 5, above the 3 s ping check of servers)",
+    )
+    dhcp.add_argument(
+        "--renew-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="renew this long after each ACK instead of at T1 (tests; default: T1)",
+    )
+
+
+def make_backend(kind: str, options: BackendOptions, *, plugin_manager: pluggy.PluginManager | None = None) -> Backend:
+    """The backend *kind*, from whichever plugin builds it (``metallb_make_backend``).
+
+    Raises :class:`~metallb.allocator.PluginError` when no plugin builds
+    *kind*, its dependencies are missing, or a plugin returns no
+    :class:`Backend`, and ``ValueError`` naming *kind* when the options do
+    not suit it.
+    """
+    from metallb.allocator import PluginError, default_plugin_manager
+
+    pm = plugin_manager if plugin_manager is not None else default_plugin_manager()
+    try:
+        backend = pm.hook.metallb_make_backend(kind=kind, options=options)
+    except ValueError as exc:
+        raise ValueError(f"backend {kind!r}: {exc}") from None
+    if backend is None:
+        raise PluginError(f"unknown backend {kind!r}: built in are memory and dhcp; plugins may add more")
+    if not isinstance(backend, Backend):
+        raise PluginError(f"backend {kind!r}: the plugin returned a {type(backend).__name__}, not a Backend")
+    return backend
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        raise ValueError(f"--listen {text!r}: write HOST:PORT") from None
+
+
+def _backend_options(args: argparse.Namespace) -> BackendOptions:
+    return BackendOptions(
+        cidrs=args.cidr,
+        interface=args.interface,
+        netns=args.netns,
+        offer_timeout=args.offer_timeout,
+        renew_after=args.renew_after or None,
+    )
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.auth_token_file:
+        try:
+            with open(args.auth_token_file, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise ValueError(f"--auth-token-file {args.auth_token_file!r}: {exc.strerror}") from None
+    return os.environ.get("METALLB_ADDRESS_SERVICE_TOKEN", "").strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit status."""
+    try:
+        from metallb.allocator import PluginError
+        from metallb.plugins.address_service.http import make_http_server
+        from metallb.plugins.address_service.service import AddressService
+        from metallb.plugins.address_service.store import StateFile
+        from prometheus_client import CollectorRegistry, ProcessCollector
+    except ImportError as exc:
+        from metallb.plugins.address_service.plugin import missing_dependency
+
+        module = missing_dependency(exc)
+        print(
+            f"metallb address-service: needs the Python module {module!r}, which is not installed: "
+            f"pip install 'metallb[{EXTRA}]'",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        host, port = _listen_address(args.listen)
+        token = _token(args)
+        backend = make_backend(args.backend, _backend_options(args))
+    except (PluginError, ValueError) as exc:  # a bad option, no such backend, or its dependencies missing
+        print(exc, file=sys.stderr)
+        return 2
+    service = AddressService(
+        backend=backend,
+        store=StateFile(args.state_file) if args.state_file else None,
+        macs=args.mac,
+        derive_macs=args.derive_macs,
+        request_timeout=args.request_timeout,
+    )
+    try:
+        service.start()
+    except OSError as exc:  # typically: no CAP_NET_RAW, or no such interface or namespace
+        print(f"cannot start the {backend.kind} backend: {exc}", file=sys.stderr)
+        return 1
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    try:
+        httpd = make_http_server(
+            service,
+            host=host,
+            port=port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            auth_token=token,
+            registry=registry,
+        )
+    except OSError as exc:  # port taken, unreadable certificate
+        print(f"cannot serve on {args.listen}: {exc}", file=sys.stderr)
+        service.close()
+        return 1
+    return _serve(service, httpd)
+
+
+def _serve(service: AddressService, httpd: HttpServer) -> int:
+    """Serve until SIGTERM or SIGINT, then stop without releasing anything."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    httpd.start_thread()
+    log.info("address service (%s backend) listening on %s", service.backend.kind, httpd.url)
+    print(f"listening on {httpd.url}", flush=True)  # readiness line for scripts and tests
+    while not stop.wait(1.0):
+        pass
+    log.info("stopping: leases stay and resume at the next start")
+    httpd.shutdown()
+    httpd.server_close()
+    service.close()
+    return 0

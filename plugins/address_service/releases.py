@@ -1,0 +1,185 @@
+"""Releases an address service has not confirmed yet, retried in the background until it does.
+
+The client sends each DELETE itself first (a few quick tries); what still
+fails lands in a :class:`ReleaseQueue`, whose thread retries every address on
+its own :class:`~metallb.allocator.retry.Backoff` schedule. A release is
+dropped, never sent, once the address is held here again: the service handed
+it out anew, so the earlier release evidently happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+import attrs
+import netaddr
+from metallb.allocator.retry import Backoff
+
+__all__ = ["ReleaseError", "ReleaseQueue"]
+
+log = logging.getLogger(__name__)
+
+
+class ReleaseError(Exception):
+    """A release the service did not confirm; the message says what went wrong."""
+
+
+class _Release(Protocol):
+    """What the queue needs of a release: the address and the service it was made for."""
+
+    @property
+    def ip(self) -> netaddr.IPAddress: ...
+
+    @property
+    def service(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Release)
+
+
+@attrs.define(kw_only=True)
+class _Pending(Generic[R]):
+    record: R
+    backoff: Backoff
+    due: float
+    attempts: int
+    last_error: str
+
+
+class ReleaseQueue(Generic[R]):
+    """Releases retried by one background thread until *send* succeeds, each with its own backoff.
+
+    Args:
+        send: one try; raises :class:`ReleaseError` when the service did not confirm.
+        held: whether an address is in use here again (its release is then dropped).
+        label: what log lines start with (the pool and its URL).
+        first_delay: the wait before the first background try; it doubles per failure ...
+        max_delay: ... up to this.
+        thread_name: the worker thread's name, started at the first :meth:`add`.
+    """
+
+    def __init__(
+        self,
+        *,
+        send: Callable[[R], None],
+        held: Callable[[netaddr.IPAddress], bool],
+        label: str,
+        first_delay: float,
+        max_delay: float,
+        thread_name: str,
+    ) -> None:
+        self._send = send
+        self._held = held
+        self._label = label
+        self._first_delay = first_delay
+        self._max_delay = max_delay
+        self._thread_name = thread_name
+        self._changed = threading.Condition()
+        self._pending: dict[netaddr.IPAddress, _Pending[R]] = {}
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._pending)
+
+    def add(self, record: R, *, error: str, attempts: int) -> None:
+        """Queue *record*, which failed *attempts* times already (the last time with *error*)."""
+        backoff = Backoff(initial=self._first_delay, cap=self._max_delay)
+        with self._changed:
+            self._pending[record.ip] = _Pending(
+                record=record,
+                backoff=backoff,
+                due=time.monotonic() + backoff.next(),
+                attempts=attempts,
+                last_error=error,
+            )
+            if self._worker is None and not self._stopping:
+                self._worker = threading.Thread(target=self._work, name=self._thread_name, daemon=True)
+                self._worker.start()
+            self._changed.notify_all()
+
+    def discard(self, ip: netaddr.IPAddress) -> None:
+        """Forget the release of *ip* (confirmed some other way, or *ip* is handed out again)."""
+        with self._changed:
+            if self._pending.pop(ip, None) is not None:
+                self._changed.notify_all()
+
+    def records_of(self, service: str) -> list[R]:
+        """The queued releases made for *service*."""
+        with self._changed:
+            return [p.record for p in self._pending.values() if p.record.service == service]
+
+    def pending(self) -> dict[netaddr.IPAddress, str]:
+        """Queued addresses with the last error of each."""
+        with self._changed:
+            return {ip: p.last_error for ip, p in self._pending.items()}
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the queue is empty (tests, shutdown); True if it is."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending, timeout)
+
+    def close(self, timeout: float = 5.0) -> list[netaddr.IPAddress]:
+        """Stop the thread (waiting up to *timeout* for a try in progress); returns what is left unconfirmed."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout=timeout)
+        with self._changed:
+            return list(self._pending)
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                due = [p for p in self._pending.values() if p.due <= now]
+                if not due:
+                    upcoming = min((p.due for p in self._pending.values()), default=now + 60.0)
+                    self._changed.wait(upcoming - now)
+                    continue
+            for entry in due:
+                with self._changed:
+                    if self._stopping:
+                        return
+                self._try(entry)
+
+    def _current(self, entry: _Pending[R]) -> bool:
+        with self._changed:
+            return self._pending.get(entry.record.ip) is entry
+
+    def _forget(self, entry: _Pending[R]) -> None:
+        with self._changed:
+            if self._pending.get(entry.record.ip) is entry:
+                del self._pending[entry.record.ip]
+                self._changed.notify_all()
+
+    def _try(self, entry: _Pending[R]) -> None:
+        ip = entry.record.ip
+        if not self._current(entry):
+            return  # discarded, or replaced by a newer release of the same address
+        if self._held(ip):
+            self._forget(entry)  # held again: releasing now would take it from its new owner
+            return
+        try:
+            self._send(entry.record)
+        except ReleaseError as exc:
+            with self._changed:
+                entry.attempts += 1
+                entry.last_error = str(exc)
+                entry.due = time.monotonic() + entry.backoff.next()
+            if entry.attempts % 10 == 0:
+                log.warning("%s: DELETE of %s: %d tries so far: %s", self._label, ip, entry.attempts, exc)
+            return
+        self._forget(entry)
+        log.info("%s: DELETE of %s succeeded after %d tries", self._label, ip, entry.attempts + 1)

@@ -1,0 +1,296 @@
+"""The address-service protocol on the wire: request bodies in, answers out, no sockets.
+
+Byte-compatible with DHCPManager (kramergroup/dhcpmanager) for its clients:
+JSON bodies as Go's encoder writes them (a trailing newline, no charset),
+lower-case keys on ``/v1/ip`` and Go's capitalised field names elsewhere,
+gorilla/mux's text 404 and empty 405; plus our extensions, which
+``GET /v1/config`` lists. Any HTTP server can serve it: find the route with
+:func:`route`, check the token where :func:`needs_token` says so, then
+:func:`call` it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import netaddr
+from metallb.plugins.address_service.api import (
+    SERVICE_PATTERN,
+    AddressTakenError,
+    BackendError,
+    Lease,
+    LeaseTimeoutError,
+    rfc3339,
+    status_hostname,
+)
+from metallb.plugins.address_service.service import AddressService, NotOwnerError, UnknownLeaseError
+
+__all__ = [
+    "BAD_LENGTH",
+    "EXTENSIONS",
+    "MAX_BODY",
+    "METHOD_NOT_ALLOWED",
+    "NOT_FOUND",
+    "TOO_LARGE",
+    "UNAUTHORIZED",
+    "Answer",
+    "ApiError",
+    "Route",
+    "call",
+    "json_answer",
+    "needs_token",
+    "path_label",
+    "route",
+]
+
+log = logging.getLogger(__name__)
+
+#: What ``GET /v1/config`` advertises; clients use an extension only when listed.
+EXTENSIONS = ("idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service")
+#: Longest request body read; longer ones get :data:`TOO_LARGE`.
+MAX_BODY = 64 * 1024
+
+Json = dict[str, Any]
+
+
+@attrs.frozen
+class Answer:
+    """One HTTP answer: status code, body bytes, ``Content-Type`` ("" sends none)."""
+
+    code: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+def json_answer(code: int, body: Mapping[str, Any]) -> Answer:
+    """*body* as DHCPManager writes JSON: Go's encoder output, a newline, no charset."""
+    return Answer(code, json.dumps(body).encode() + b"\n")
+
+
+NOT_FOUND = Answer(404, b"404 page not found\n", "text/plain; charset=utf-8")  # gorilla/mux's answer
+METHOD_NOT_ALLOWED = Answer(405, b"", "")
+UNAUTHORIZED = json_answer(401, {"status": "unauthorized", "message": "missing or wrong X-Auth-Token"})
+BAD_LENGTH = json_answer(400, {"status": "error", "message": "bad Content-Length header"})
+TOO_LARGE = json_answer(413, {"status": "error", "message": "body too large"})
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP code plus the v1 body."""
+
+    def __init__(self, code: int, body: Json) -> None:
+        super().__init__(body.get("message", body.get("status", "")))
+        self.code = code
+        self.body = body
+
+
+# -- bodies ------------------------------------------------------------------------------
+
+
+def _ip_body(ip: str, lease_id: str, status: str, message: str = "") -> Json:
+    body: Json = {"ip": ip, "id": lease_id, "status": status}
+    if message:
+        body["message"] = message
+    return body
+
+
+def _lease_body(lease: Lease) -> Json:
+    body = _ip_body(lease.ip, lease.id, "success")
+    body["service"] = lease.service
+    if lease.mac:
+        body["mac"] = lease.mac
+    if lease.expires is not None:
+        body["expires"] = rfc3339(lease.expires)
+    return body
+
+
+def _netmask_b64(netmask: str) -> str | None:
+    """Go's IPMask is a byte slice: JSON carries it as base64 ("////AA==" for /24)."""
+    if not netmask:
+        return None
+    return base64.b64encode(netaddr.IPAddress(netmask).packed).decode()
+
+
+def _allocation(lease: Lease) -> Json:
+    """One ``GET /v1/status`` entry: DHCPManager's Allocation plus our ``Service``, ``UID``, ``MAC``, ``Lost`` ..."""
+    return {
+        "Interface": {"Index": 0, "MTU": 0, "Name": lease.interface, "HardwareAddr": lease.mac, "Flags": 0},
+        "ID": lease.id,
+        "Lease": {
+            "ServerID": lease.server_id,
+            "FixedAddress": lease.ip,
+            "Netmask": _netmask_b64(lease.netmask),
+            "NextServer": "",
+            "Broadcast": "",
+            "Router": list(lease.routers) or None,
+            "DNS": list(lease.dns) or None,
+            "TimeServer": None,
+            "DomainName": "",
+            "MTU": 0,
+            "Bound": rfc3339(lease.bound),
+            "Renew": rfc3339(lease.renew),
+            "Rebind": rfc3339(lease.rebind),
+            "Expire": rfc3339(lease.expires),
+        },
+        "Hostname": status_hostname(lease.service),
+        # DHCPManager's states: 1 Bound; 2 "Stale" fits a lease we could not renew.
+        "State": 2 if lease.lost else 1,
+        "Service": lease.service,
+        "UID": lease.uid,
+        "MAC": lease.mac,
+        "ClientID": lease.client_id,
+        "Lost": lease.lost,
+    }
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        raise ApiError(400, {"status": "error", "message": "the body is not JSON"}) from None
+
+
+# -- routes ------------------------------------------------------------------------------
+
+Route = Callable[[AddressService, bytes], tuple[int, Json]]
+
+
+def _post_ip(service: AddressService, raw: bytes) -> tuple[int, Json]:
+    data = _parse_json(raw)
+    if not isinstance(data, dict):
+        raise ApiError(
+            400, _ip_body("", "", "error", 'the body must be a JSON object like {"service": "namespace/name"}')
+        )
+    name = data.get("service")
+    if not isinstance(name, str) or not SERVICE_PATTERN.match(name):
+        raise ApiError(400, _ip_body("", "", "error", f'"service" must be "namespace/name", got {name!r}'))
+    uid = data.get("uid") or ""
+    wanted = data.get("ip") or ""
+    if not isinstance(uid, str) or not isinstance(wanted, str):
+        raise ApiError(400, _ip_body("", "", "error", '"uid" and "ip" must be strings'))
+    if wanted:
+        try:
+            wanted = str(netaddr.IPAddress(wanted, 4))
+        except (netaddr.AddrFormatError, ValueError):
+            raise ApiError(400, _ip_body("", "", "error", f'"ip" must be an IPv4 address, got {wanted!r}')) from None
+    try:
+        lease, created = service.obtain(name, uid=uid, wanted=wanted)
+    except LeaseTimeoutError as exc:
+        raise ApiError(504, _ip_body("", "", "timeout", str(exc))) from None
+    except AddressTakenError as exc:
+        raise ApiError(409, _ip_body("", "", "error", str(exc))) from None
+    except BackendError as exc:
+        raise ApiError(503, _ip_body("", "", "error", str(exc))) from None
+    return (201 if created else 200), _lease_body(lease)
+
+
+def _delete_ip(service: AddressService, raw: bytes) -> tuple[int, Json]:
+    data = _parse_json(raw)
+    data = data if isinstance(data, dict) else {}
+    text = data.get("ip")
+    try:
+        ip = str(netaddr.IPAddress(str(text).strip(), 4)) if isinstance(text, str) else ""
+    except (netaddr.AddrFormatError, ValueError):
+        ip = ""
+    if not ip:
+        raise ApiError(400, _ip_body("invalid", "", "error", '"ip" must be an IPv4 address'))
+    owner, lease_id = data.get("service"), data.get("id")
+    try:
+        lease = service.release(
+            ip,
+            service=owner if isinstance(owner, str) else "",
+            lease_id=lease_id if isinstance(lease_id, str) else "",
+        )
+    except UnknownLeaseError as exc:
+        raise ApiError(404, _ip_body(ip, "", "error", str(exc))) from None
+    except NotOwnerError as exc:
+        raise ApiError(409, _ip_body(ip, "", "error", str(exc))) from None
+    return 200, _ip_body(ip, lease.id, "success")
+
+
+def _mac_list(raw: bytes) -> list[Any]:
+    data = _parse_json(raw)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key.lower() == "macs" and isinstance(value, list):  # Go matches the key without case
+                return value
+    raise ApiError(400, {"Status": "error", "message": 'the body must be {"macs": ["02:00:00:00:00:01", ...]}'})
+
+
+def _post_mac(service: AddressService, raw: bytes) -> tuple[int, Json]:
+    added, rejected = service.add_macs(_mac_list(raw))
+    body = {"Status": "error" if rejected else "success", "Rejected": list(rejected) or None, "Reasons": rejected}
+    return (400 if rejected and not added else 200), body
+
+
+def _delete_mac(service: AddressService, raw: bytes) -> tuple[int, Json]:
+    unprocessed = service.remove_macs(_mac_list(raw))
+    return 200, {
+        "Status": "error" if unprocessed else "success",
+        "Unprocessed": list(unprocessed) or None,
+        "Reasons": unprocessed,
+    }
+
+
+def _status(service: AddressService, _raw: bytes) -> tuple[int, Json]:
+    leases, macs = service.snapshot()
+    return 200, {"Allocations": [_allocation(lease) for lease in leases] or None, "AvailableMACs": macs or None}
+
+
+def _config(service: AddressService, _raw: bytes) -> tuple[int, Json]:
+    """The historical ``cidrs`` plus the extensions we speak."""
+    backend = service.backend
+    return 200, {"cidrs": list(backend.cidrs()), "backend": backend.kind, "extensions": list(EXTENSIONS)}
+
+
+def _healthz(_service: AddressService, _raw: bytes) -> tuple[int, Json]:
+    return 200, {"status": "ok"}
+
+
+def _readyz(service: AddressService, _raw: bytes) -> tuple[int, Json]:
+    return (200, {"status": "ok"}) if service.started else (503, {"status": "starting"})
+
+
+ROUTES: dict[str, dict[str, Route]] = {
+    "/v1/ip": {"POST": _post_ip, "DELETE": _delete_ip},
+    "/v1/mac": {"POST": _post_mac, "DELETE": _delete_mac},
+    "/v1/status": {"GET": _status},
+    "/v1/config": {"GET": _config},
+    "/healthz": {"GET": _healthz},
+    "/readyz": {"GET": _readyz},
+}
+
+
+def route(method: str, path: str) -> Route | Answer:
+    """The route for *method* on *path* (without query), or the router's 404 or 405 answer."""
+    routes = ROUTES.get(path)
+    if routes is None:
+        return NOT_FOUND
+    found = routes.get(method)
+    return METHOD_NOT_ALLOWED if found is None else found
+
+
+def needs_token(path: str) -> bool:
+    """Whether the auth token guards *path* (the API; health checks and metrics stay open)."""
+    return path.startswith("/v1/")
+
+
+def path_label(path: str) -> str:
+    """*path* as a metrics label: known paths as they are, anything else ``other`` (bounded cardinality)."""
+    return path if path in ROUTES or path == "/metrics" else "other"
+
+
+def call(found: Route, service: AddressService, body: bytes, *, what: str) -> Answer:
+    """Run a route; an error becomes its answer, a bug a 500 (logged with *what*, e.g. ``POST /v1/ip``)."""
+    try:
+        code, payload = found(service, body)
+    except ApiError as exc:
+        code, payload = exc.code, exc.body
+    except Exception as exc:
+        log.exception("%s failed", what)
+        code, payload = 500, {"status": "error", "message": f"internal error: {type(exc).__name__}"}
+    return json_answer(code, payload)
