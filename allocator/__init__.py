@@ -42,6 +42,7 @@ from metallb.allocator.interfaces import (
 )
 from metallb.allocator.model import (
     Advertisement,
+    BfdProfile,
     BgpAdvertisement,
     ClusterView,
     Community,
@@ -85,6 +86,7 @@ __all__ = [
     "Announcer",
     "AnnouncerBase",
     "AnnouncerSettings",
+    "BfdProfile",
     "BgpAdvertisement",
     "ClusterView",
     "Community",

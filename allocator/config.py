@@ -24,6 +24,7 @@ import pluggy
 import yaml
 from metallb.allocator.errors import ConfigError, PluginError
 from metallb.allocator.model import (
+    BfdProfile,
     Community,
     Config,
     LabelExpression,
@@ -37,6 +38,7 @@ from metallb.allocator.model import (
 from metallb.allocator.plugins import Hooks, default_plugin_manager
 
 __all__ = [
+    "BFD_PROFILE_KEYS",
     "COMMON_POOL_KEYS",
     "PEER_KEYS",
     "as_bool",
@@ -64,13 +66,25 @@ PEER_KEYS = (
     "source-address",
     "password",
     "node-selectors",
+    "bfd-profile",
 )
 #: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
-UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile", "ebgp-multihop")
+UNSUPPORTED_PEER_KEYS = ("keepalive-time", "ebgp-multihop")
+#: The keys of one ``bfd-profiles`` item (MetalLB's FRR-mode section, milliseconds).
+BFD_PROFILE_KEYS = (
+    "name",
+    "receive-interval",
+    "transmit-interval",
+    "detect-multiplier",
+    "echo-interval",
+    "echo-mode",
+    "passive-mode",
+    "minimum-ttl",
+)
 #: Keys every pool entry accepts, whatever its section (the announcement
 #: protocols add the keys they own).
 COMMON_POOL_KEYS = ("name", "protocol", "auto-assign", "avoid-buggy-ips", "node-selectors")
-CORE_SECTIONS = ("peers", "bgp-communities")
+CORE_SECTIONS = ("peers", "bgp-communities", "bfd-profiles")
 
 
 # -- YAML ------------------------------------------------------------------------------
@@ -325,7 +339,59 @@ def _parse_peer(index: int, raw: object) -> PeerSpec:
         source_address=source,
         password=as_str(data.get("password"), where, "password"),
         node_selectors=selectors,
+        bfd_profile=as_str(data.get("bfd-profile"), where, "bfd-profile"),
     )
+
+
+# -- BFD profiles ------------------------------------------------------------------------
+
+# MetalLB's ranges (its BFDProfile CRD and loader), in the order its loader checks them.
+_BFD_RANGES = (
+    ("detect-multiplier", "detect multiplier", 2, 255),
+    ("receive-interval", "receive interval", 10, 60000),
+    ("transmit-interval", "transmit interval", 10, 60000),
+    ("minimum-ttl", "minimum ttl", 1, 254),
+    ("echo-interval", "echo interval", 10, 60000),
+)
+
+
+def _parse_bfd_profiles(raw: object) -> dict[str, BfdProfile]:
+    """``bfd-profiles``: MetalLB's BFD profiles, checked as MetalLB checks them; echo mode is refused."""
+    out: dict[str, BfdProfile] = {}
+    defaults = BfdProfile()
+    for i, item in enumerate(as_list(raw, "bfd-profiles", "bfd-profiles"), 1):
+        where = f"bfd profile #{i}"
+        data = as_mapping(item, where, keys=BFD_PROFILE_KEYS)
+        name = as_str(data.get("name"), where, "name")
+        if not name:
+            raise ConfigError(f'{where}: missing bfd profile name: every profile needs a unique "name"')
+        where = f'{where} "{name}"'
+        values: dict[str, int] = {}
+        for key, noun, low, high in _BFD_RANGES:
+            field = key.replace("-", "_")
+            value = as_int(data.get(key), where, key, default=getattr(defaults, field))
+            if not low <= value <= high:
+                raise field_error(where, key, data.get(key), f"invalid {noun} value: must be in {low}-{high} range")
+            values[field] = value
+        if as_bool(data.get("echo-mode"), where, "echo-mode", default=False):
+            raise field_error(
+                where, "echo-mode", data.get("echo-mode"),
+                "echo mode is not supported: metallb's BFD runs asynchronous mode only; remove it or set false",
+            )  # fmt: skip
+        if name in out:
+            raise ConfigError(f'{where}: found duplicate bfd profile name "{name}"')
+        out[name] = BfdProfile(
+            passive_mode=as_bool(data.get("passive-mode"), where, "passive-mode", default=False), **values
+        )
+    return out
+
+
+def _check_bfd_profile(index: int, peer: PeerSpec, profiles: Mapping[str, BfdProfile]) -> None:
+    if peer.bfd_profile and peer.bfd_profile not in profiles:
+        known = ", ".join(profiles) or "none"
+        raise field_error(
+            f"peer #{index}", "bfd-profile", peer.bfd_profile, f"no such profile in bfd-profiles (defined: {known})"
+        )
 
 
 # -- communities -------------------------------------------------------------------------
@@ -541,20 +607,17 @@ def parse_config(text: str, *, plugin_manager: pluggy.PluginManager | None = Non
         )
     claimed = hooks.pool_sections()
     for key in raw:
-        if key == "bfd-profiles":
-            raise ConfigError(
-                'section "bfd-profiles" is not supported: BFD exists only in MetalLB\'s FRR mode; remove the section '
-                "(and any bfd-profile on peers)"
-            )
         if key not in CORE_SECTIONS and key not in claimed:
             known = ", ".join(sorted({*CORE_SECTIONS, *claimed}))
             raise ConfigError(
                 f'unknown top-level key "{key}": no installed plugin handles it (known: {known}); '
                 f"check its spelling, or run `metallb plugins` to see which plugins are loaded"
             )
+    bfd_profiles = _parse_bfd_profiles(raw.get("bfd-profiles"))
     peers: list[PeerSpec] = []
     for i, item in enumerate(as_list(raw.get("peers"), "peers", "peers"), 1):
         peer = _parse_peer(i, item)
+        _check_bfd_profile(i, peer, bfd_profiles)
         if peer in peers:
             raise ConfigError(f"peer #{i}: already exists: it repeats peer #{peers.index(peer) + 1} exactly")
         peers.append(peer)
@@ -591,7 +654,9 @@ def parse_config(text: str, *, plugin_manager: pluggy.PluginManager | None = Non
                         )
                 seen.append((cidr, spec.name))
             pools[spec.name] = spec
-    config = Config(pools=pools, peers=tuple(peers), communities=communities, sections=sections)
+    config = Config(
+        pools=pools, peers=tuple(peers), communities=communities, sections=sections, bfd_profiles=bfd_profiles
+    )
     hooks.validate_config(config)
     return config
 
@@ -633,8 +698,23 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
                 **({"source-address": str(p.source_address)} if p.source_address else {}),
                 **({"password": "<set>"} if p.password else {}),
                 **({"node-selectors": selectors(p.node_selectors)} if p.node_selectors else {}),
+                **({"bfd-profile": p.bfd_profile} if p.bfd_profile else {}),
             }
             for p in config.peers
+        ]
+    if config.bfd_profiles:
+        doc["bfd-profiles"] = [
+            {
+                "name": name,
+                "receive-interval": b.receive_interval,
+                "transmit-interval": b.transmit_interval,
+                "detect-multiplier": b.detect_multiplier,
+                "echo-interval": b.echo_interval,
+                "echo-mode": b.echo_mode,
+                "passive-mode": b.passive_mode,
+                "minimum-ttl": b.minimum_ttl,
+            }
+            for name, b in config.bfd_profiles.items()
         ]
     if config.communities:
         doc["bgp-communities"] = {k: str(v) for k, v in config.communities.items()}

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Advertisement",
+    "BfdProfile",
     "BgpAdvertisement",
     "ClusterView",
     "Community",
@@ -288,8 +289,34 @@ def is_buggy(ip: netaddr.IPAddress) -> bool:
 
 
 @attrs.frozen(kw_only=True)
+class BfdProfile:
+    """A BFD profile (MetalLB's ``BFDProfile``, the ConfigMap's ``bfd-profiles``); times in milliseconds.
+
+    Attributes:
+        receive_interval: the shortest interval between the peer's packets we accept (10-60000).
+        transmit_interval: how often we want to send (10-60000).
+        detect_multiplier: how many intervals without a packet fail the session (2-255).
+        echo_interval: the echo function's interval (10-60000); unused while echo is off.
+        echo_mode: use the echo function (metallb's BFD has none: the parser rejects true).
+        passive_mode: wait for the peer's first packet before sending.
+        minimum_ttl: the lowest TTL accepted from a multi-hop peer (1-254).
+    """
+
+    receive_interval: int = 300
+    transmit_interval: int = 300
+    detect_multiplier: int = 3
+    echo_interval: int = 50
+    echo_mode: bool = False
+    passive_mode: bool = False
+    minimum_ttl: int = 254
+
+
+@attrs.frozen(kw_only=True)
 class PeerSpec:
-    """One BGP peer, as in MetalLB's ``peers`` section."""
+    """One BGP peer, as in MetalLB's ``peers`` section.
+
+    ``bfd_profile`` names a profile of :attr:`Config.bfd_profiles`; empty: no BFD.
+    """
 
     my_asn: int
     peer_asn: int
@@ -300,6 +327,7 @@ class PeerSpec:
     source_address: netaddr.IPAddress | None = None
     password: str = ""
     node_selectors: tuple[NodeSelector, ...] = ()
+    bfd_profile: str = ""
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with *labels* peers with this router."""
@@ -316,6 +344,7 @@ class Config:
         peers: BGP peers in file order.
         communities: the ``bgp-communities`` aliases.
         sections: the pool sections present in the file, in file order.
+        bfd_profiles: the BFD profiles by name, which peers name in ``bfd_profile``.
     """
 
     pools: Mapping[str, PoolSpec] = attrs.field(factory=frozen_mapping, converter=frozen_mapping)
@@ -324,6 +353,7 @@ class Config:
         factory=frozen_mapping, converter=frozen_mapping
     )
     sections: tuple[str, ...] = ()
+    bfd_profiles: Mapping[str, BfdProfile] = attrs.field(factory=frozen_mapping, converter=frozen_mapping)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Config):
@@ -333,6 +363,7 @@ class Config:
             and self.peers == other.peers
             and dict(self.communities) == dict(other.communities)
             and self.sections == other.sections
+            and dict(self.bfd_profiles) == dict(other.bfd_profiles)
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -7,25 +7,36 @@ protocol ``bgp``. One asyncio loop in a background thread runs one
 declarative: the union of the routes of every announced service, one route per
 prefix, pushed to every session. Of the :class:`~metallb.allocator.AnnouncerSettings`,
 it reads ``ignore_exclude_lb``, ``registry``, ``connect_timeout`` and ``backoff_cap``.
+
+A peer with a ``bfd-profile`` also gets a BFD session (:mod:`.bfd`, on a thread
+of its own, started with the first such peer). BGP never waits for BFD: a router
+without BFD still gets our routes. When a BFD session that was Up goes Down, the
+peer's BGP session closes at once instead of at the end of its hold time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
+import attrs
 import netaddr
 from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
-from metallb.allocator.model import ClusterView, Config, NodeInfo, PeerSpec, ServiceView
+from metallb.allocator.model import BfdProfile, ClusterView, Config, NodeInfo, PeerSpec, ServiceView
+from metallb.announcers.bgp.bfd import metrics as bfd_metrics
+from metallb.announcers.bgp.bfd.machine import Transition
+from metallb.announcers.bgp.bfd.packet import Diag
+from metallb.announcers.bgp.bfd.service import BfdService, BfdStatus, SessionKey, SessionSpec
 from metallb.announcers.bgp.metrics import metrics_for
 from metallb.announcers.bgp.policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
 from metallb.announcers.bgp.session import BACKOFF_CAP, CONNECT_TIMEOUT, Session, SessionStatus
 from prometheus_client import CollectorRegistry
 
-__all__ = ["BgpAnnouncer", "SessionStatus"]
+__all__ = ["BfdStatus", "BgpAnnouncer", "SessionStatus"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -54,6 +65,8 @@ class BgpAnnouncer(AnnouncerBase):
         self._live_counts = {4: 0, 6: 0}  # prefixes of _live per IP version
         self._sessions: dict[PeerSpec, Session] = {}  # touched only on the loop
         self._closed = False
+        self._bfd: BfdService | None = None  # created on the loop with the first peer that has a profile
+        self._bfd_peers: dict[SessionKey, list[PeerSpec]] = {}  # touched only on the loop
         self._loop = asyncio.new_event_loop()
         # The loop thread inherits the creating thread's network namespace, as do its sockets.
         self._thread = threading.Thread(target=self._loop.run_forever, name="metallb-bgp", daemon=True)
@@ -69,6 +82,7 @@ class BgpAnnouncer(AnnouncerBase):
         self._peers = config.peers
         wanted = [p for p in config.peers if p.selects(node.labels)]
         self._call(self._apply_peers(wanted))
+        self._call(self._apply_bfd(wanted, config.bfd_profiles))
 
     def should_announce(self, service: ServiceView, cluster: ClusterView) -> str | None:
         """None when this node advertises *service*, else MetalLB's reason (``noLocalEndpoints`` ...)."""
@@ -96,6 +110,8 @@ class BgpAnnouncer(AnnouncerBase):
         try:
             self._call(self._shutdown(), timeout=10)
         finally:
+            if self._bfd is not None:  # after the Cease: the peers see AdminDown, not a failure
+                self._bfd.close()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             if not self._thread.is_alive():  # closing a running loop would raise and hide the real error
@@ -108,6 +124,11 @@ class BgpAnnouncer(AnnouncerBase):
         if self._closed:
             return []
         return self._call(self._statuses())
+
+    def bfd_sessions(self) -> list[BfdStatus]:
+        """The state of every BFD session (peers with a ``bfd-profile``)."""
+        bfd = self._bfd
+        return [] if bfd is None or self._closed else bfd.sessions()
 
     def desired(self) -> Mapping[netaddr.IPNetwork, Route]:
         """The routes every peer should have from this node (a copy)."""
@@ -167,6 +188,46 @@ class BgpAnnouncer(AnnouncerBase):
                 )
                 self._sessions[peer] = session
                 session.start()
+
+    async def _apply_bfd(self, wanted: list[PeerSpec], profiles: Mapping[str, BfdProfile]) -> None:
+        specs: dict[SessionKey, SessionSpec] = {}
+        self._bfd_peers = {}
+        for peer in wanted:
+            if not peer.bfd_profile:
+                continue
+            profile = profiles.get(peer.bfd_profile)
+            if profile is None:  # the parser refuses this; a hand-built Config may not
+                log.error(
+                    "peer %s: bfd-profile %r is not defined; BGP runs without BFD", peer.peer_address, peer.bfd_profile
+                )
+                continue
+            if profile.echo_mode:
+                log.warning("peer %s: BFD echo mode is not supported; asynchronous mode only", peer.peer_address)
+                profile = attrs.evolve(profile, echo_mode=False)
+            # Multihop BFD (RFC 5883) goes with eBGP multihop, as in MetalLB's FRR mode.
+            multihop = bool(getattr(peer, "ebgp_multihop", False))
+            spec = SessionSpec(peer=peer.peer_address, local=peer.source_address, multihop=multihop, profile=profile)
+            specs[spec.key] = spec
+            self._bfd_peers.setdefault(spec.key, []).append(peer)
+        if specs and self._bfd is None:
+            # Started from this thread, so the BFD thread and its sockets share its network namespace.
+            registry = self._settings.registry if isinstance(self._settings.registry, CollectorRegistry) else None
+            self._bfd = BfdService(metrics=bfd_metrics.metrics_for(registry), listener=self._bfd_changed)
+        if self._bfd is not None:
+            self._bfd.configure(specs.values())
+
+    def _bfd_changed(self, spec: SessionSpec, transition: Transition) -> None:
+        """On the BFD thread: hand a failure to the BGP loop."""
+        if transition.failed:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                self._loop.call_soon_threadsafe(self._bfd_failed, spec, transition)
+
+    def _bfd_failed(self, spec: SessionSpec, transition: Transition) -> None:
+        reason = f"BFD session to {spec.peer} went down ({Diag.text(transition.diag)})"
+        for peer in self._bfd_peers.get(spec.key, ()):
+            session = self._sessions.get(peer)
+            if session is not None:
+                session.fail(reason)
 
     async def _shutdown(self) -> None:
         sessions = list(self._sessions.values())

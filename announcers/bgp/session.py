@@ -157,6 +157,7 @@ class Session:
         self._last_error = ""
         self._skipped: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        self._abort: asyncio.Future[None] | None = None  # set while established; fail() completes it
 
     # -- control -------------------------------------------------------------------
 
@@ -191,6 +192,15 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._metrics.session_up(self.label, False)
+
+    def fail(self, reason: str) -> None:
+        """End the established connection now (a detector outside BGP, BFD, saw the path fail), then reconnect.
+
+        Sends NOTIFICATION Cease/10 "BFD Down" (RFC 9384) without waiting for the hold timer.
+        """
+        abort = self._abort
+        if abort is not None and not abort.done():
+            abort.set_exception(BgpError(6, 10, reason))
 
     def status(self) -> SessionStatus:
         """A snapshot of this session."""
@@ -357,15 +367,18 @@ class Session:
             self.label, conn.local, self._router_id, conn.hold, "iBGP" if conn.ibgp else "eBGP",
         )  # fmt: skip
         self._changed.set()
-        tasks = [
+        self._abort = asyncio.get_running_loop().create_future()
+        tasks: list[asyncio.Future[None]] = [
             asyncio.create_task(self._read_loop(conn)),
             asyncio.create_task(self._sync_loop(conn)),
+            self._abort,
         ]
         if conn.hold:
             tasks.append(asyncio.create_task(self._keepalive_loop(conn)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
+            self._abort = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -41,10 +41,9 @@ class TestDocument:
         with pytest.raises(ConfigError, match=r"invalid YAML: line \d+, column \d+"):
             parse("address-pools:\n - name: [\n")
 
-    def test_bfd_profiles_are_not_supported(self, parse):
-        """bfd-profiles (FRR-only upstream) gives a clear not-supported error."""
-        with pytest.raises(ConfigError, match='"bfd-profiles" is not supported'):
-            parse("bfd-profiles: []")
+    def test_bfd_profiles_is_a_core_section(self, parse):
+        """bfd-profiles (FRR-only upstream) is accepted: metallb's speaker runs BFD (tests/announcers/bgp/test_bfd_config.py)."""
+        assert dict(parse("bfd-profiles: []").bfd_profiles) == {}
 
     def test_unknown_pool_key_is_rejected(self, parse):
         """Strict keys: an unknown field in a pool names the field and the allowed ones."""
