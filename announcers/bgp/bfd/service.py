@@ -16,6 +16,9 @@ arrive with TTL 255 (RFC 5881 5), multihop ones with at least the profile's
 ``minimum_ttl``. A send the kernel refuses (``ENOBUFS`` from a full queue,
 ``EPERM`` from a firewall) is counted and logged once per streak; the
 session's own timers then decide, as if the packet was lost on the wire.
+Linux reports ``ENOBUFS`` on UDP only to sockets with ``IP_RECVERR``, so the
+sending sockets set it, and drain the ICMP errors it queues (a router without
+BFD answers port unreachable).
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ __all__ = ["BfdService", "BfdStatus", "EchoNotSupported", "SessionKey", "Session
 
 log = logging.getLogger(__name__)
 
-_IP_RECVTTL = 12  # <linux/in.h>; the socket module lacks it
+_IP_RECVTTL = 12  # <linux/in.h>; the socket module lacks these
+_IP_RECVERR, _IPV6_RECVERR = 11, 25
+# Errors an ICMP message leaves on a socket with RECVERR, which the next send reports instead of sending.
+_ICMP_ERRORS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
 _TOS_NETWORK_CONTROL = 0xC0  # CS6, as FRR and BIRD send BFD
 _SOURCE_PORTS = (49152, 65535)  # RFC 5881 4
 _RX_RETRY = 5.0  # seconds between attempts to open a receiving socket that failed
@@ -293,6 +299,7 @@ class BfdService:
             auth=Authenticator(spec.auth, rng=self._rng) if spec.auth is not None else None,
         )
         s = _Session(spec, machine, self._sending_socket(spec))
+        self._loop.add_reader(s.sock, _drain, s.sock)
         self._sessions[spec.key] = s
         self._by_discr[discr] = s
         if self._metrics is not None:
@@ -326,6 +333,7 @@ class BfdService:
         if s.machine.admin_down(now) is not None:
             self._send(s, s.machine.transmit(now))  # the peer sees AdminDown, not a failure (RFC 5882 3.2)
         self._by_discr.pop(s.machine.local_discr, None)
+        self._loop.remove_reader(s.sock)
         s.sock.close()
         if self._metrics is not None:
             self._metrics.forget(s.label)
@@ -357,9 +365,11 @@ class BfdService:
             if family == socket.AF_INET:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, _TOS_NETWORK_CONTROL)
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
             else:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, _TOS_NETWORK_CONTROL)
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
             host = str(spec.local) if spec.local is not None else ("0.0.0.0" if family == socket.AF_INET else "::")
             low, high = _SOURCE_PORTS
             for _ in range(64):  # random, so sessions get distinct ports (RFC 5881 4: SHOULD be unique)
@@ -423,7 +433,12 @@ class BfdService:
     def _send(self, s: _Session, pkt: ControlPacket) -> None:
         data = s.machine.auth.sign(pkt) if s.machine.auth is not None else encode(pkt)
         try:
-            s.sock.sendto(data, s.dest)
+            try:
+                s.sock.sendto(data, s.dest)
+            except OSError as exc:
+                if exc.errno not in _ICMP_ERRORS:
+                    raise
+                s.sock.sendto(data, s.dest)  # that was an earlier ICMP error, now cleared: send for real
         except OSError as exc:
             # ENOBUFS (a full or zero-length queue), EPERM (a firewall), EAGAIN...: a packet lost on our side.
             if s.refused == 0:
@@ -545,6 +560,16 @@ class BfdService:
                 self._listener(s.spec, t)
             except Exception:  # a listener's bug must not stop BFD
                 log.exception("BFD: the state-change listener failed")
+
+
+def _drain(sock: socket.socket) -> None:
+    """Empty a sending socket's error queue (ICMP errors, RECVERR) and any datagram sent to its port."""
+    for flags in (socket.MSG_ERRQUEUE, 0):
+        for _ in range(_BATCH):
+            try:
+                sock.recvmsg(_MAX_PACKET, 512, flags)
+            except OSError:  # EAGAIN: empty; anything else: nothing to do about it here
+                break
 
 
 def _ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
