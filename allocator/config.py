@@ -381,7 +381,12 @@ def _parse_bfd_profiles(raw: object) -> dict[str, BfdProfile]:
         if name in out:
             raise ConfigError(f'{where}: found duplicate bfd profile name "{name}"')
         out[name] = BfdProfile(
-            passive_mode=as_bool(data.get("passive-mode"), where, "passive-mode", default=False), **values
+            receive_interval=values["receive_interval"],
+            transmit_interval=values["transmit_interval"],
+            detect_multiplier=values["detect_multiplier"],
+            echo_interval=values["echo_interval"],
+            passive_mode=as_bool(data.get("passive-mode"), where, "passive-mode", default=False),
+            minimum_ttl=values["minimum_ttl"],
         )
     return out
 

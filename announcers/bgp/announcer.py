@@ -8,8 +8,8 @@ declarative: the union of the routes of every announced service, one route per
 prefix, pushed to every session. Of the :class:`~metallb.allocator.AnnouncerSettings`,
 it reads ``ignore_exclude_lb``, ``registry``, ``connect_timeout`` and ``backoff_cap``.
 
-A peer with a ``bfd-profile`` also gets a BFD session (:mod:`.bfd`, on a thread
-of its own, started with the first such peer). BGP never waits for BFD: a router
+A peer with a ``bfd-profile`` also gets a BFD session (:mod:`.bfd`, in a
+process of its own, started with the first such peer). BGP never waits for BFD: a router
 without BFD still gets our routes. When a BFD session that was Up goes Down, the
 peer's BGP session closes at once instead of at the end of its hold time.
 """
@@ -30,7 +30,8 @@ from metallb.allocator.model import BfdProfile, ClusterView, Config, NodeInfo, P
 from metallb.announcers.bgp.bfd import metrics as bfd_metrics
 from metallb.announcers.bgp.bfd.machine import Transition
 from metallb.announcers.bgp.bfd.packet import Diag
-from metallb.announcers.bgp.bfd.service import BfdService, BfdStatus, SessionKey, SessionSpec
+from metallb.announcers.bgp.bfd.process import BfdProcess
+from metallb.announcers.bgp.bfd.service import BfdStatus, SessionKey, SessionSpec
 from metallb.announcers.bgp.metrics import metrics_for
 from metallb.announcers.bgp.policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
 from metallb.announcers.bgp.session import BACKOFF_CAP, CONNECT_TIMEOUT, Session, SessionStatus
@@ -65,7 +66,7 @@ class BgpAnnouncer(AnnouncerBase):
         self._live_counts = {4: 0, 6: 0}  # prefixes of _live per IP version
         self._sessions: dict[PeerSpec, Session] = {}  # touched only on the loop
         self._closed = False
-        self._bfd: BfdService | None = None  # created on the loop with the first peer that has a profile
+        self._bfd: BfdProcess | None = None  # started from the loop with the first peer that has a profile
         self._bfd_peers: dict[SessionKey, list[PeerSpec]] = {}  # touched only on the loop
         self._loop = asyncio.new_event_loop()
         # The loop thread inherits the creating thread's network namespace, as do its sockets.
@@ -210,14 +211,14 @@ class BgpAnnouncer(AnnouncerBase):
             specs[spec.key] = spec
             self._bfd_peers.setdefault(spec.key, []).append(peer)
         if specs and self._bfd is None:
-            # Started from this thread, so the BFD thread and its sockets share its network namespace.
+            # Started from this thread, so the BFD process and its sockets share its network namespace.
             registry = self._settings.registry if isinstance(self._settings.registry, CollectorRegistry) else None
-            self._bfd = BfdService(metrics=bfd_metrics.metrics_for(registry), listener=self._bfd_changed)
+            self._bfd = BfdProcess(metrics=bfd_metrics.metrics_for(registry), listener=self._bfd_changed)
         if self._bfd is not None:
             self._bfd.configure(specs.values())
 
     def _bfd_changed(self, spec: SessionSpec, transition: Transition) -> None:
-        """On the BFD thread: hand a failure to the BGP loop."""
+        """On a BFD thread: hand a failure to the BGP loop."""
         if transition.failed:
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 self._loop.call_soon_threadsafe(self._bfd_failed, spec, transition)

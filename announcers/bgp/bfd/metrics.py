@@ -59,21 +59,21 @@ class BfdMetrics:
         self._up.labels(peer).set(1 if up else 0)
         (self._ups if up else self._downs).labels(peer).inc()
 
-    def received(self, peer: str) -> None:
-        """One control packet accepted from *peer*."""
-        self._rx.labels(peer).inc()
+    def received(self, peer: str, count: int = 1) -> None:
+        """*count* control packets accepted from *peer*."""
+        self._rx.labels(peer).inc(count)
 
-    def sent(self, peer: str) -> None:
-        """One control packet sent to *peer*."""
-        self._tx.labels(peer).inc()
+    def sent(self, peer: str, count: int = 1) -> None:
+        """*count* control packets sent to *peer*."""
+        self._tx.labels(peer).inc(count)
 
-    def send_error(self, peer: str) -> None:
-        """The kernel refused a packet to *peer*."""
-        self._send_errors.labels(peer).inc()
+    def send_error(self, peer: str, count: int = 1) -> None:
+        """The kernel refused *count* packets to *peer*."""
+        self._send_errors.labels(peer).inc(count)
 
-    def discarded(self, peer: str) -> None:
-        """A packet from *peer* was discarded."""
-        self._discarded.labels(peer).inc()
+    def discarded(self, peer: str, count: int = 1) -> None:
+        """*count* packets from *peer* were discarded."""
+        self._discarded.labels(peer).inc(count)
 
     def forget(self, peer: str) -> None:
         """Drop *peer*'s series (its session was removed)."""

@@ -33,13 +33,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import attrs
 import netaddr
 from metallb.allocator.model import BfdProfile
 from metallb.announcers.bgp.bfd.auth import Authenticator, AuthKey
 from metallb.announcers.bgp.bfd.machine import SessionMachine, Transition
-from metallb.announcers.bgp.bfd.metrics import BfdMetrics
 from metallb.announcers.bgp.bfd.packet import (
     MULTI_HOP_PORT,
     SINGLE_HOP_PORT,
@@ -51,7 +51,16 @@ from metallb.announcers.bgp.bfd.packet import (
     encode,
 )
 
-__all__ = ["BfdService", "BfdStatus", "EchoNotSupported", "SessionKey", "SessionSpec", "peer_label"]
+__all__ = [
+    "BfdService",
+    "BfdStatus",
+    "EchoNotSupported",
+    "Listener",
+    "MetricsSink",
+    "SessionKey",
+    "SessionSpec",
+    "peer_label",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,18 @@ _BATCH = 64  # packets read per wake-up before other sessions' timers get a turn
 
 #: (peer, local address or None, multihop): what makes two sessions different.
 SessionKey = tuple[netaddr.IPAddress, netaddr.IPAddress | None, bool]
+
+
+class MetricsSink(Protocol):
+    """What the service counts (:class:`~metallb.announcers.bgp.bfd.metrics.BfdMetrics` in the speaker)."""
+
+    def start(self, peer: str) -> None: ...
+    def session_up(self, peer: str, up: bool) -> None: ...
+    def received(self, peer: str, count: int = 1) -> None: ...
+    def sent(self, peer: str, count: int = 1) -> None: ...
+    def send_error(self, peer: str, count: int = 1) -> None: ...
+    def discarded(self, peer: str, count: int = 1) -> None: ...
+    def forget(self, peer: str) -> None: ...
 
 
 class EchoNotSupported(ValueError):
@@ -188,7 +209,7 @@ class BfdService:
     def __init__(
         self,
         *,
-        metrics: BfdMetrics | None = None,
+        metrics: MetricsSink | None = None,
         listener: Listener | None = None,
         rng: random.Random | None = None,
     ) -> None:

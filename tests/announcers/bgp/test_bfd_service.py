@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import signal
 import socket
 import sys
 import time
@@ -20,6 +22,7 @@ from metallb.allocator.model import BfdProfile
 from metallb.announcers.bgp.bfd.machine import Transition
 from metallb.announcers.bgp.bfd.metrics import BfdMetrics
 from metallb.announcers.bgp.bfd.packet import ControlPacket, State, decode, encode
+from metallb.announcers.bgp.bfd.process import BfdProcess
 from metallb.announcers.bgp.bfd.service import BfdService, SessionSpec
 from prometheus_client import CollectorRegistry
 
@@ -322,6 +325,73 @@ class TestFailuresOnOurSide:
         h.service.configure([spec(profile=attrs.evolve(FAST, echo_mode=True))])
         assert h.service.sessions() == []
         assert "echo mode is not supported" in caplog.text
+
+
+@pytest.fixture(name="process")
+def _process(lab, bgp):
+    """A BfdProcess whose child runs in the node namespace, with a private registry; closed at teardown."""
+    made: list[BfdProcess] = []
+
+    def make() -> Harness:
+        registry = CollectorRegistry()
+        changes: list[Transition] = []
+        with bgp.in_netns(lab.node):
+            proc = BfdProcess(metrics=BfdMetrics(registry), listener=lambda spec, t: changes.append(t))
+        made.append(proc)
+        return Harness(proc, registry, changes)  # type: ignore[arg-type]
+
+    yield make
+    for proc in made:
+        proc.close()
+
+
+class TestProcess:
+    """BFD in a child process: the same behaviour, reported back to the parent; a dead child is replaced."""
+
+    def test_state_metrics_logs_and_listener_reach_the_parent(self, process, scripted, caplog):
+        """The handshake runs in the child; the parent sees the status, the counters, the log lines, the change."""
+        caplog.set_level(logging.INFO, logger="metallb.announcers.bgp.bfd")
+        peer = scripted()
+        h = process()
+        h.service.configure([spec()])
+        bring_up(h, peer)
+        h_wait(lambda: h.state() == "Up")
+        h_wait(lambda: h.metric("metallb_bfd_control_packet_output_total") >= 3)  # counters come every 100 ms
+        assert h.metric("metallb_bfd_session_up") == 1 and h.metric("metallb_bfd_session_up_events_total") == 1
+        assert h.metric("metallb_bfd_control_packet_input_total") >= 2
+        assert [(t.old, t.new) for t in h.changes][-1] == (State.INIT, State.UP)
+        assert "BFD session to 192.0.2.1: Init -> Up" in caplog.text
+        assert any(r.name == "metallb.announcers.bgp.bfd.service" for r in caplog.records)
+
+    def test_a_killed_child_is_replaced_and_reconfigured(self, process, scripted, caplog):
+        """SIGKILL to the child: the parent logs it, starts another, and the session runs again."""
+        peer = scripted()
+        h = process()
+        h.service.configure([spec()])
+        first = peer.recv()[0].my_discr
+        old_pid = h.service.pid
+        os.kill(old_pid, signal.SIGKILL)
+        h_wait(lambda: "exited with status -9; starting another" in caplog.text)
+        deadline = time.monotonic() + 5
+        while (pkt := peer.recv()[0]).my_discr == first:
+            assert time.monotonic() < deadline
+        assert h.service.pid != old_pid and pkt.state == State.DOWN
+        assert h.state() == "Down"
+
+    def test_close_says_admin_down_and_ends_the_child(self, process, scripted):
+        """On close the peer gets AdminDown and the child process is gone."""
+        peer = scripted()
+        h = process()
+        h.service.configure([spec()])
+        bring_up(h, peer)
+        pid = h.service.pid
+        h.service.close()
+        while (pkt := peer.recv()[0]).state != State.ADMIN_DOWN:
+            pass
+        assert pkt.diag == 7
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        assert h.service.sessions() == []
 
 
 def h_wait(predicate, *, timeout: float = 3.0) -> None:
