@@ -15,8 +15,10 @@ way; state changes, status replies, log records and metric updates the other
 (packet counters are summed and sent every 100 ms). The child starts from the
 thread that creates the :class:`BfdProcess`, so it lives in that thread's
 network namespace. If it dies, the parent logs why, starts a new one (with
-backoff) and configures it again; when the parent goes, the child sees its
-stdin close, sends AdminDown and exits.
+backoff) and configures it again; when the parent goes, even killed, the
+child sees its stdin close, sends AdminDown and exits: RFC 5882 has routers
+treat AdminDown as no path failure, so one that does graceful restart keeps
+our routes while the speaker restarts.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class BfdProcess:
             stdout=subprocess.PIPE,
             cwd="/",
             close_fds=True,
+            start_new_session=True,  # a terminal's Ctrl-C goes to the speaker, which then closes us in order
         )
         threading.Thread(target=self._read, args=(proc,), name=f"metallb-bfd-{proc.pid}", daemon=True).start()
         return proc
