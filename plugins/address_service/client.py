@@ -31,7 +31,6 @@ from metallb.allocator import (
     PoolSpec,
     ReconcileReport,
     SourceBase,
-    SourceCapabilities,
     SourceUnavailableError,
 )
 from metallb.allocator.retry import Attempt, Retryable, retrying
@@ -133,9 +132,6 @@ class AddressServiceSource(SourceBase):
             accepted in YAML, for tests and embedding).
         transport: an httpx transport to use instead of the network.
     """
-
-    #: Releases are DELETEs to the service (so Services carry the finalizer); the lease id is annotated.
-    capabilities = SourceCapabilities(remote_release=True, annotations={"lease-id": "metallb.io/address-service-lease"})
 
     def __init__(self, spec: PoolSpec, *, transport: httpx.BaseTransport | None = None) -> None:
         self.spec = spec
