@@ -62,7 +62,7 @@ def load_services(path: str) -> list[dict[str, Any]]:
     return out
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Row:
     """One service in the status table."""
 

@@ -25,12 +25,8 @@ from metallb.allocator import (
     ProtocolInfo,
     SourceCapabilities,
     hookimpl,
-    interfaces,
-    model,
     parse_config,
     parse_pool_entry,
-    plugins,
-    testing,
 )
 from metallb.allocator.testing import plugin_manager_with
 from metallb.plugins import static_pool
@@ -297,28 +293,8 @@ class TestPoolCapabilities:
         assert not alloc.config.pools
 
 
-#: Classes keeping positional construction: the Allocator contract and docs/api.md name them so.
-POSITIONAL = {"Port", "PoolStats", "ReconcileReport", "Community", "NodeSelector", "NodeInfo"}
-
-
-def attrs_classes() -> list[type]:
-    found = []
-    for module in (model, interfaces, plugins, testing):
-        for value in vars(module).values():
-            if isinstance(value, type) and attrs.has(value) and value.__module__ == module.__name__:
-                found.append(value)
-    return found
-
-
 class TestValueObjects:
-    @pytest.mark.parametrize("cls", attrs_classes(), ids=lambda c: c.__name__)
-    def test_more_than_two_fields_means_keywords_only(self, cls):
-        """Every attrs class with more than two fields is built with keywords only, except the documented ones."""
-        fields = [f for f in attrs.fields(cls) if f.init]
-        if cls.__name__ in POSITIONAL:
-            assert not any(f.kw_only for f in fields), cls
-        elif len(fields) > 2:
-            assert all(f.kw_only for f in fields), f"{cls.__name__} takes positional arguments"
+    """(Every attrs class of the package is checked in tests/test_value_objects.py.)"""
 
     def test_positional_construction_is_refused(self):
         """Building a spec positionally fails loudly instead of mixing up fields."""
