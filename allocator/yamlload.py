@@ -215,7 +215,7 @@ class _PythonLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser
 _LOADERS: dict[str, Callable[..., _Composer]] = {"python": _PythonLoader}
 
 try:
-    from yaml.cyaml import CParser  # libyaml's event parser (the module fails to import without libyaml)
+    from yaml._yaml import CParser
 except ImportError:  # PyYAML built without libyaml
     pass
 else:
