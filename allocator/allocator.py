@@ -134,11 +134,13 @@ class Allocator:
         """
         with self._lock:
             kinds = self._kinds
-        if kinds is None:
-            kinds = self._resolve_kinds(self.config)
-            with self._lock:
-                self._kinds = kinds
-        return kinds
+        if kinds is not None:
+            return kinds
+        resolved = self._resolve_kinds(self.config)  # hooks run outside the lock
+        with self._lock:
+            if self._kinds is None:  # unless a set_config resolved them meanwhile
+                self._kinds = resolved
+            return self._kinds
 
     def capabilities(self, pool: str) -> SourceCapabilities:
         """What *pool*'s kind declares (finalizer, annotations); the defaults for an unknown pool."""
