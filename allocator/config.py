@@ -64,6 +64,7 @@ PEER_KEYS = (
     "source-address",
     "password",
     "node-selectors",
+    "graceful-restart",
 )
 #: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
 UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile", "ebgp-multihop")
@@ -325,6 +326,7 @@ def _parse_peer(index: int, raw: object) -> PeerSpec:
         source_address=source,
         password=as_str(data.get("password"), where, "password"),
         node_selectors=selectors,
+        enable_graceful_restart=as_bool(data.get("graceful-restart"), where, "graceful-restart", default=False),
     )
 
 

@@ -300,6 +300,7 @@ class PeerSpec:
     source_address: netaddr.IPAddress | None = None
     password: str = ""
     node_selectors: tuple[NodeSelector, ...] = ()
+    enable_graceful_restart: bool = False
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with *labels* peers with this router."""
