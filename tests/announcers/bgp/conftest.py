@@ -237,6 +237,7 @@ protocol bgp speaker {{
             head = re.match(r"([0-9a-f.:]+/\d+)\s+unicast", block)
             if not head:
                 continue
+            block = re.sub(r"\n\s+(?=\()", " ", block)  # long community lists wrap onto more lines
             attrs_ = dict(re.findall(r"^\s+BGP\.(\w+): ?(.*)$", block, re.M))
             entries[head.group(1)] = RibEntry(
                 prefix=head.group(1),
@@ -275,6 +276,7 @@ class GoBgp(Router):
 {pw}  [neighbors.timers.config]
     hold-time = {self.hold}
     keepalive-interval = {max(1, self.hold // 3)}
+    idle-hold-time-after-reset = 1
   [neighbors.transport.config]
     passive-mode = true
 {gr}  [[neighbors.afi-safis]]
@@ -386,7 +388,9 @@ router bgp {self.asn}
                 next_hop=nexthops[0] if nexthops else "",
                 as_path=tuple(n for seg in segments for n in seg.get("list", [])),
                 local_pref=path.get("locPrf"),
-                communities=tuple(path.get("community", {}).get("string", "").split()),
+                # "string" is cut short for long lists; "list" is not.
+                communities=tuple(map(str, path.get("community", {}).get("list", ())))
+                or tuple(path.get("community", {}).get("string", "").split()),
                 large_communities=tuple(path.get("largeCommunity", {}).get("string", "").split()),
                 stale=bool(path.get("stale")),
             )
