@@ -109,7 +109,7 @@ class SessionFailed(Exception):
 _EXPECTED = (OSError, EOFError, BgpError, PeerNotification, TimeoutError, SessionFailed)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SessionStatus:
     """A snapshot of one session, for status tables.
 
@@ -144,7 +144,7 @@ class SessionStatus:
     refused_reason: str = ""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class _Conn:
     """What one established connection negotiated."""
 
@@ -506,9 +506,9 @@ class Session:
         if v6 is not None:
             next_hops[6] = v6
         return _Conn(
-            reader,
-            writer,
-            local,
+            reader=reader,
+            writer=writer,
+            local=local,
             hold=min(peer.hold_time, their.hold_time),
             ibgp=peer.my_asn == peer.peer_asn,
             four_octet=their.four_octet,

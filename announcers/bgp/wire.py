@@ -179,7 +179,7 @@ def decode_header(header: bytes, *, max_len: int = MAX_MESSAGE_LEN) -> tuple[Msg
 # -- OPEN ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class GracefulRestart:
     """The graceful restart capability (RFC 4724 section 3).
 
@@ -210,10 +210,15 @@ class GracefulRestart:
             raise BgpError(2, 0, f"malformed graceful restart capability ({len(value)} bytes)")
         (head,) = struct.unpack("!H", value[:2])
         families = tuple((afi, safi, bool(flags & 0x80)) for afi, safi, flags in struct.iter_unpack("!HBB", value[2:]))
-        return cls(head & 0xFFF, bool(head & 0x8000), bool(head & 0x4000), families)
+        return cls(
+            restart_time=head & 0xFFF,
+            restarting=bool(head & 0x8000),
+            notification=bool(head & 0x4000),
+            families=families,
+        )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Open:
     """The parts of an OPEN message a speaker acts on."""
 
@@ -388,7 +393,7 @@ def encode_end_of_rib(afi: int, safi: int = SAFI_UNICAST) -> bytes:
 # -- UPDATE -------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class PathAttributes:
     """Everything an UPDATE carries besides the prefixes; equal values share an UPDATE.
 
@@ -558,7 +563,7 @@ class UpdateAction(enum.IntEnum):
     TREAT_AS_WITHDRAW = 2
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class UpdateCheck:
     """What :func:`validate_update` found in a received UPDATE.
 
@@ -813,4 +818,6 @@ def validate_update(body: bytes, *, four_octet: bool = True, ibgp: bool = False)
             eor = (AFI_IPV4, SAFI_UNICAST)
         elif seen == {MP_UNREACH} and unreach is not None:
             eor = unreach
-    return UpdateCheck(action, tuple(problems), announced, withdrawn, eor)
+    return UpdateCheck(
+        action=action, problems=tuple(problems), announced=announced, withdrawn=withdrawn, end_of_rib=eor
+    )
