@@ -67,6 +67,7 @@ PEER_KEYS = (
     "password",
     "node-selectors",
     "bfd-profile",
+    "graceful-restart",
 )
 #: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
 UNSUPPORTED_PEER_KEYS = ("keepalive-time", "ebgp-multihop")
@@ -340,6 +341,7 @@ def _parse_peer(index: int, raw: object) -> PeerSpec:
         password=as_str(data.get("password"), where, "password"),
         node_selectors=selectors,
         bfd_profile=as_str(data.get("bfd-profile"), where, "bfd-profile"),
+        enable_graceful_restart=as_bool(data.get("graceful-restart"), where, "graceful-restart", default=False),
     )
 
 

@@ -328,6 +328,7 @@ class PeerSpec:
     password: str = ""
     node_selectors: tuple[NodeSelector, ...] = ()
     bfd_profile: str = ""
+    enable_graceful_restart: bool = False
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with *labels* peers with this router."""

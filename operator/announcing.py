@@ -172,7 +172,18 @@ class ServiceAnnouncements:
         return True
 
     def close(self) -> None:
-        """Withdraw everything, then close the announcers."""
-        for key in list(self.announced):
-            self.withdraw(key)
+        """Close the announcers, then forget every service and its metric.
+
+        Each announcer withdraws what it still announces as it closes (the
+        ``Announcer`` contract), except what it keeps announced on purpose: a
+        BGP peer with graceful restart keeps our routes while the speaker
+        restarts. Withdrawing service by service first would undo that.
+        """
         self.announcers.close()
+        for protocol, view in self.announced.values():
+            for ip in view.ips:
+                try:
+                    self._metrics.announced.remove(view.key, protocol, self._node_name, str(ip))
+                except KeyError:
+                    pass
+        self.announced.clear()

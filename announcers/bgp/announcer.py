@@ -12,51 +12,99 @@ A peer with a ``bfd-profile`` also gets a BFD session (:mod:`.bfd`, in a
 process of its own, started with the first such peer). BGP never waits for BFD: a router
 without BFD still gets our routes. When a BFD session that was Up goes Down, the
 peer's BGP session closes at once instead of at the end of its hold time.
+
+Flap damping: a prefix withdrawn and wanted again is advertised again no sooner
+than ``flap_interval`` seconds after its previous advertisement (withdrawals
+are never delayed), so a Service whose endpoints flap does not make every
+router on the path recompute at the same rate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
 import logging
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import attrs
 import netaddr
 from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
 from metallb.allocator.model import BfdProfile, ClusterView, Config, NodeInfo, PeerSpec, ServiceView
+from metallb.announcers.bgp import net as bgp_net
 from metallb.announcers.bgp.bfd import metrics as bfd_metrics
 from metallb.announcers.bgp.bfd.machine import Transition
 from metallb.announcers.bgp.bfd.packet import Diag
 from metallb.announcers.bgp.bfd.process import BfdProcess
 from metallb.announcers.bgp.bfd.service import BfdStatus, SessionKey, SessionSpec
 from metallb.announcers.bgp.metrics import metrics_for
+from metallb.announcers.bgp.net import InterfaceAddress
 from metallb.announcers.bgp.policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
-from metallb.announcers.bgp.session import BACKOFF_CAP, CONNECT_TIMEOUT, Session, SessionStatus
+from metallb.announcers.bgp.session import (
+    BACKOFF_CAP,
+    CONNECT_TIMEOUT,
+    END_OF_RIB_DELAY,
+    RESTART_TIME,
+    Session,
+    SessionStatus,
+)
 from prometheus_client import CollectorRegistry
 
-__all__ = ["BfdStatus", "BgpAnnouncer", "SessionStatus"]
+__all__ = ["FLAP_INTERVAL", "BfdStatus", "BgpAnnouncer", "SessionStatus"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _FLUSH_DELAY = 0.01  # seconds
+#: Flap damping: the shortest time between two advertisements of one prefix (seconds).
+FLAP_INTERVAL = 5.0
 
 
 class BgpAnnouncer(AnnouncerBase):
-    """Announces service prefixes to the BGP peers that select this node."""
+    """Announces service prefixes to the BGP peers that select this node.
+
+    Keyword options (the plugin passes none, so these are the defaults a
+    speaker runs with): *flap_interval* (seconds, 0 turns damping off);
+    *restart_time*, the graceful restart time advertised to peers with
+    ``enable_graceful_restart``; *extended_messages*, advertise RFC 8654;
+    *end_of_rib_delay*, how long the desired set must stay unchanged before
+    End-of-RIB; *interface_addresses*, the rtnetlink dump (a seam for tests);
+    *forwarding_preserved*, force the graceful-restart F bit (None: derived).
+    """
 
     protocol = "bgp"
 
-    def __init__(self, settings: AnnouncerSettings) -> None:
+    def __init__(
+        self,
+        settings: AnnouncerSettings,
+        *,
+        flap_interval: float = FLAP_INTERVAL,
+        restart_time: int = RESTART_TIME,
+        extended_messages: bool = True,
+        end_of_rib_delay: float = END_OF_RIB_DELAY,
+        interface_addresses: Callable[[], Sequence[InterfaceAddress]] = bgp_net.interface_addresses,
+        forwarding_preserved: bool | None = None,
+    ) -> None:
         self._settings = settings
         registry = settings.registry
         if registry is not None and not isinstance(registry, CollectorRegistry):
             raise TypeError(f"AnnouncerSettings.registry must be a CollectorRegistry, not {type(registry).__name__}")
+        if flap_interval < 0:
+            raise ValueError(f"flap_interval {flap_interval} must be 0 (off) or more seconds")
         self._metrics = metrics_for(registry)
         self._connect_timeout = CONNECT_TIMEOUT if settings.connect_timeout is None else settings.connect_timeout
         self._backoff_cap = BACKOFF_CAP if settings.backoff_cap is None else settings.backoff_cap
+        self._flap_interval = flap_interval
+        self._session_options: dict[str, Any] = {
+            "restart_time": restart_time,
+            "extended_messages": extended_messages,
+            "end_of_rib_delay": end_of_rib_delay,
+            "interface_addresses": interface_addresses,
+            "forwarding_preserved": forwarding_preserved,
+        }
+        # rtnetlink dumps run here, off the loop; threads start from the loop thread, in its netns.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="metallb-bgp-net")
         self._peers: tuple[PeerSpec, ...] = ()
         self._lock = threading.Lock()  # guards _set, _changes and _flush_pending
         self._set = DesiredSet()
@@ -64,10 +112,14 @@ class BgpAnnouncer(AnnouncerBase):
         self._flush_pending = False
         self._live: dict[PrefixKey, Route] = {}  # what sessions see; changed only on the loop
         self._live_counts = {4: 0, 6: 0}  # prefixes of _live per IP version
+        # Flap damping, on the loop: when each prefix was last advertised, and those held back.
+        self._advertised_at: dict[PrefixKey, float] = {}
+        self._held: dict[PrefixKey, float] = {}  # prefix -> loop time it may be advertised again
+        self._held_queue: list[tuple[float, PrefixKey]] = []
+        self._release_timer: asyncio.TimerHandle | None = None
         self._sessions: dict[PeerSpec, Session] = {}  # touched only on the loop
         self._closed = False
         self._bfd: BfdProcess | None = None  # started from the loop with the first peer that has a profile
-        self._bfd_peers: dict[SessionKey, list[PeerSpec]] = {}  # touched only on the loop
         self._loop = asyncio.new_event_loop()
         # The loop thread inherits the creating thread's network namespace, as do its sockets.
         self._thread = threading.Thread(target=self._loop.run_forever, name="metallb-bgp", daemon=True)
@@ -104,7 +156,12 @@ class BgpAnnouncer(AnnouncerBase):
         self._update(key, ())
 
     def close(self) -> None:
-        """Withdraw every route, send NOTIFICATION Cease to every peer and stop the loop."""
+        """Withdraw every route, send NOTIFICATION Cease to every peer and stop the loop.
+
+        A peer that negotiated graceful restart instead sees the connection
+        close without a NOTIFICATION and keeps our routes for the restart time,
+        so a speaker restarted within it drops no traffic (RFC 4724).
+        """
         if self._closed:
             return
         self._closed = True
@@ -117,6 +174,7 @@ class BgpAnnouncer(AnnouncerBase):
             self._thread.join(timeout=5)
             if not self._thread.is_alive():  # closing a running loop would raise and hide the real error
                 self._loop.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- extras --------------------------------------------------------------------------
 
@@ -135,6 +193,49 @@ class BgpAnnouncer(AnnouncerBase):
         """The routes every peer should have from this node (a copy)."""
         with self._lock:
             return self._set.by_prefix()
+
+    def refusals(self) -> dict[str, str]:
+        """Services with a route some peer cannot be sent, and why: ``{service key: reason}``.
+
+        For example a route with 2 000 communities to a peer without extended
+        messages (RFC 8654). The route still goes to the peers that can take it.
+        """
+        if self._closed:
+            return {}
+        refused = self._call(self._refused())
+        out: dict[str, str] = {}
+        with self._lock:
+            for (prefix, peer), why in sorted(refused.items()):
+                route = self._set.routes.get(prefix)
+                if route is None:
+                    continue
+                for key in self._set.owners(prefix):
+                    out.setdefault(key, f"route {route.prefix} not sent to {peer}: {why}")
+        return out
+
+    def fail_session(self, peer_address: netaddr.IPAddress, reason: str) -> None:
+        """Bring the sessions to *peer_address* down at once (BFD saw the path fail); thread-safe.
+
+        They reconnect with the usual backoff. See :meth:`Session.fail`.
+        """
+        if self._closed:
+            return
+
+        def fail() -> None:
+            for session in self._sessions.values():
+                if session.peer.peer_address == peer_address:
+                    session.fail(reason)
+
+        self._loop.call_soon_threadsafe(fail)
+
+    def session_for(self, peer: PeerSpec) -> Session | None:
+        """The session to *peer*; only for code running on this announcer's loop (BFD)."""
+        return self._sessions.get(peer)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the sessions run on (a BFD implementation may run beside them)."""
+        return self._loop
 
     # -- loop side -----------------------------------------------------------------------
 
@@ -155,16 +256,70 @@ class BgpAnnouncer(AnnouncerBase):
             changes, self._changes = self._changes, set()
             updates = {p: self._set.routes.get(p) for p in changes}
             self._flush_pending = False
+        self._apply(updates)
+
+    def _apply(self, updates: Mapping[PrefixKey, Route | None]) -> None:
+        """Make *updates* live (withdrawals at once, re-advertisements damped) and tell the sessions."""
+        now = self._loop.time()
+        changed: list[PrefixKey] = []
+        held = 0
         for prefix, route in updates.items():
             if route is None:
+                self._held.pop(prefix, None)
                 if self._live.pop(prefix, None) is not None:
                     self._live_counts[prefix[0]] -= 1
-            else:
-                if prefix not in self._live:
-                    self._live_counts[prefix[0]] += 1
-                self._live[prefix] = route
-        for session in self._sessions.values():
-            session.mark_changed(changes)
+                    changed.append(prefix)
+                continue
+            if prefix not in self._live:  # an advertisement, not an attribute change
+                last = self._advertised_at.get(prefix)
+                if last is not None and now - last < self._flap_interval - 0.001:
+                    self._hold(prefix, last + self._flap_interval)
+                    held += 1
+                    continue
+                self._advertised_at[prefix] = now
+                self._live_counts[prefix[0]] += 1
+            self._live[prefix] = route
+            changed.append(prefix)
+        if held:
+            log.info(
+                "flap damping: %d prefixes withdrawn and wanted again within %g s; advertised again later",
+                held, self._flap_interval,
+            )  # fmt: skip
+        self._metrics.damped(len(self._held))
+        if len(self._advertised_at) > 2 * len(self._live) + 1024:  # forget what can no longer hold anything back
+            self._advertised_at = {p: t for p, t in self._advertised_at.items() if now - t < self._flap_interval}
+        if changed:
+            for session in self._sessions.values():
+                session.mark_changed(changed)
+
+    def _hold(self, prefix: PrefixKey, until: float) -> None:
+        if prefix in self._held:
+            return
+        self._held[prefix] = until
+        heapq.heappush(self._held_queue, (until, prefix))
+        if self._release_timer is None or self._release_timer.when() > until:
+            if self._release_timer is not None:
+                self._release_timer.cancel()
+            self._release_timer = self._loop.call_at(until, self._release)
+
+    def _release(self) -> None:
+        """Advertise the held prefixes whose damping interval is over, if they are still wanted."""
+        self._release_timer = None
+        now = self._loop.time()
+        due: list[PrefixKey] = []
+        while self._held_queue and self._held_queue[0][0] <= now:
+            _, prefix = heapq.heappop(self._held_queue)
+            if self._held.pop(prefix, None) is not None:
+                due.append(prefix)
+        if due:
+            with self._lock:
+                updates = {p: self._set.routes.get(p) for p in due}
+            self._apply({p: r for p, r in updates.items() if r is not None})
+        while self._held_queue and self._held_queue[0][1] not in self._held:
+            heapq.heappop(self._held_queue)  # withdrawn while held
+        if self._held_queue:
+            self._release_timer = self._loop.call_at(self._held_queue[0][0], self._release)
+        self._metrics.damped(len(self._held))
 
     async def _apply_peers(self, wanted: list[PeerSpec]) -> None:
         removed = [self._sessions.pop(p) for p in list(self._sessions) if p not in wanted]
@@ -186,13 +341,14 @@ class BgpAnnouncer(AnnouncerBase):
                     metrics=self._metrics,
                     connect_timeout=self._connect_timeout,
                     backoff_cap=self._backoff_cap,
+                    executor=self._executor,
+                    **self._session_options,
                 )
                 self._sessions[peer] = session
                 session.start()
 
     async def _apply_bfd(self, wanted: list[PeerSpec], profiles: Mapping[str, BfdProfile]) -> None:
         specs: dict[SessionKey, SessionSpec] = {}
-        self._bfd_peers = {}
         for peer in wanted:
             if not peer.bfd_profile:
                 continue
@@ -209,7 +365,6 @@ class BgpAnnouncer(AnnouncerBase):
             multihop = bool(getattr(peer, "ebgp_multihop", False))
             spec = SessionSpec(peer=peer.peer_address, local=peer.source_address, multihop=multihop, profile=profile)
             specs[spec.key] = spec
-            self._bfd_peers.setdefault(spec.key, []).append(peer)
         if specs and self._bfd is None:
             # Started from this thread, so the BFD process and its sockets share its network namespace.
             registry = self._settings.registry if isinstance(self._settings.registry, CollectorRegistry) else None
@@ -218,22 +373,21 @@ class BgpAnnouncer(AnnouncerBase):
             self._bfd.configure(specs.values())
 
     def _bfd_changed(self, spec: SessionSpec, transition: Transition) -> None:
-        """On a BFD thread: hand a failure to the BGP loop."""
+        """On a BFD thread: a session that was Up failed, so its peer's BGP session closes now."""
         if transition.failed:
-            with contextlib.suppress(RuntimeError):  # the loop is closing
-                self._loop.call_soon_threadsafe(self._bfd_failed, spec, transition)
-
-    def _bfd_failed(self, spec: SessionSpec, transition: Transition) -> None:
-        reason = f"BFD session to {spec.peer} went down ({Diag.text(transition.diag)})"
-        for peer in self._bfd_peers.get(spec.key, ()):
-            session = self._sessions.get(peer)
-            if session is not None:
-                session.fail(reason)
+            self.fail_session(spec.peer, f"BFD session to {spec.peer} went down ({Diag.text(transition.diag)})")
 
     async def _shutdown(self) -> None:
         sessions = list(self._sessions.values())
         self._sessions.clear()
-        await asyncio.gather(*(s.stop(subcode=2, withdraw=True) for s in sessions), return_exceptions=True)
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+        await asyncio.gather(
+            *(s.stop(subcode=2, withdraw=True, graceful=True) for s in sessions), return_exceptions=True
+        )
 
     async def _statuses(self) -> list[SessionStatus]:
         return [s.status() for s in self._sessions.values()]
+
+    async def _refused(self) -> dict[tuple[PrefixKey, str], str]:
+        return {(prefix, s.label): why for s in self._sessions.values() for prefix, why in s.refused().items()}

@@ -109,6 +109,10 @@ class DesiredSet:
         """The elected routes keyed by their prefix."""
         return {r.prefix: r for r in self.routes.values()}
 
+    def owners(self, prefix: PrefixKey) -> list[str]:
+        """The services wanting *prefix*, sorted."""
+        return sorted(self._owners.get(prefix, ()))
+
     def set(self, key: str, routes: tuple[Route, ...]) -> set[PrefixKey]:
         """Make *routes* the routes of service *key* (empty to remove it); return the prefixes whose route changed."""
         old = self._by_service.get(key, ())
