@@ -563,10 +563,10 @@ class BfdService:
         why = Diag.text(t.diag) if t.diag else "handshake"
         if t.remote_admin_down:
             why = "the peer signalled AdminDown"
+        timers = f"; tx {m.tx_interval() * 1e3:g} ms, detection time {m.detection_time() * 1e3:g} ms"
         log.log(
             logging.WARNING if t.failed else logging.INFO,
-            "BFD session to %s: %s -> %s (%s; tx %g ms, detection time %g ms)",
-            s.label, t.old, t.new, why, m.tx_interval() * 1e3, m.detection_time() * 1e3,
+            "BFD session to %s: %s -> %s (%s%s)", s.label, t.old, t.new, why, timers if t.new == State.UP else "",
         )  # fmt: skip
         if t.new == State.UP:
             s.up_since = time.time()

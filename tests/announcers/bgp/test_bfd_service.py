@@ -12,7 +12,9 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
+import threading
 import time
 
 import attrs
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.netns
 RTR4, NODE4 = "192.0.2.1", "192.0.2.2"
 FAST = BfdProfile(receive_interval=100, transmit_interval=100, detect_multiplier=3)
 PEER_DISCR = 0x0BADCAFE
-_IP_RECVTTL, _IP_RECVTOS = 12, 13
+_IP_RECVTTL, _IP_RECVTOS, _SO_TIMESTAMPNS = 12, 13, 35
 
 
 class ScriptedPeer:
@@ -42,11 +44,13 @@ class ScriptedPeer:
             self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.rx.setsockopt(socket.IPPROTO_IP, _IP_RECVTTL, 1)
             self.rx.setsockopt(socket.IPPROTO_IP, _IP_RECVTOS, 1)
+            self.rx.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)  # when the kernel got it, whatever our load
             self.rx.bind(("0.0.0.0", port))
             self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.tx.bind((RTR4, 49999))
         self.port = port
         self.their_discr = 0
+        self.stamp = 0.0  # kernel receive time of the last packet
 
     def recv(self, timeout: float = 3.0) -> tuple[ControlPacket, int, int, tuple[str, int]]:
         """The next packet from us: (packet, TTL, TOS, source address)."""
@@ -58,6 +62,9 @@ class ScriptedPeer:
                 ttl = int.from_bytes(value[:4], sys.byteorder)
             elif (level, kind) == (socket.IPPROTO_IP, socket.IP_TOS):
                 tos = value[0]
+            elif (level, kind) == (socket.SOL_SOCKET, _SO_TIMESTAMPNS):
+                sec, nsec = struct.unpack("=qq", value[:16])
+                self.stamp = sec + nsec * 1e-9
         pkt = decode(data)
         self.their_discr = pkt.my_discr
         return pkt, ttl, tos, addr
@@ -221,7 +228,7 @@ class TestTimers:
         last = time.monotonic()
         h_wait(lambda: h.state() == "Down", timeout=2)
         took = time.monotonic() - last
-        assert 0.29 <= took < 0.5, took
+        assert 0.29 <= took < 0.6, took
         failed = [t for t in h.changes if t.failed]
         assert len(failed) == 1 and failed[0].diag == 1
         assert h.service.sessions()[0].diag == "detection time expired"
@@ -234,14 +241,14 @@ class TestTimers:
         h.service.configure([spec()])
         bring_up(h, peer)
         stamps, polls = [], []
-        for _ in range(5):
+        for _ in range(9):
             pkt = peer.recv()[0]
-            stamps.append(time.monotonic())
+            stamps.append(peer.stamp)
             polls.append(pkt.poll)
             peer.send(State.UP)
         assert all(polls) and pkt.desired_min_tx == 100_000
-        gaps = [b - a for a, b in itertools.pairwise(stamps)]
-        assert max(gaps) < 0.12 and min(gaps) > 0.06, gaps
+        gaps = sorted(b - a for a, b in itertools.pairwise(stamps))
+        assert 0.07 <= gaps[len(gaps) // 2] <= 0.1 and gaps[-1] < 0.25, gaps  # 75-100 ms, with room for a busy CI
         peer.send(State.UP, final=True)
         while peer.recv()[0].poll:
             peer.send(State.UP)
@@ -253,11 +260,11 @@ class TestTimers:
         h = harness()
         h.service.configure([spec()])
         bring_up(h, peer)
+        sent = time.time()
         peer.send(State.UP, poll=True, final=False)
-        start = time.monotonic()
         while not (pkt := peer.recv()[0]).final:
             pass
-        assert time.monotonic() - start < 0.05 and not pkt.poll
+        assert peer.stamp - sent < 0.1 and not pkt.poll  # kernel time of arrival; periodic ones come 75-100 ms apart
 
     def test_profile_change_polls_without_restart(self, harness, scripted):
         """A new transmit interval goes out with Poll on the same discriminator; the session stays Up."""
@@ -286,18 +293,26 @@ class TestFailuresOnOurSide:
         h = harness()
         h.service.configure([spec()])
         bring_up(h, peer)
-        lab.run(lab.node, "tc qdisc replace dev n0 root pfifo limit 0")
-        for _ in range(8):  # keep the session Up from the peer's side while ours cannot send
-            peer.send(State.UP, final=True)
-            time.sleep(0.05)
-        refused = h.metric("metallb_bfd_control_packet_send_errors_total")
-        assert refused >= 3
-        assert caplog.text.count("the kernel refused a packet (No buffer space available)") == 1
-        lab.run(lab.node, "tc qdisc del dev n0 root")
-        peer.send(State.UP, final=True)
-        peer.recv()
-        assert f"sending again after {int(h.metric('metallb_bfd_control_packet_send_errors_total'))}" in caplog.text
-        assert h.state() == "Up"
+        stop = threading.Event()
+
+        def keep_up() -> None:  # the peer keeps our session Up while we cannot send
+            while not stop.wait(0.05):
+                peer.send(State.UP, final=True)
+
+        feeder = threading.Thread(target=keep_up)
+        feeder.start()
+        try:
+            lab.run(lab.node, "tc qdisc replace dev n0 root pfifo limit 0")
+            h_wait(lambda: h.metric("metallb_bfd_control_packet_send_errors_total") >= 3)
+            assert caplog.text.count("the kernel refused a packet (No buffer space available)") == 1
+            lab.run(lab.node, "tc qdisc del dev n0 root")
+            h_wait(lambda: "sending again after" in caplog.text)
+        finally:
+            stop.set()
+            feeder.join()
+        refused = int(h.metric("metallb_bfd_control_packet_send_errors_total"))
+        assert f"sending again after {refused} refused packets" in caplog.text
+        assert h.state() == "Up" and not [t for t in h.changes if t.failed]
 
     def test_port_in_use_is_reported_and_retried(self, harness, scripted, lab, bgp, caplog):
         """Another socket on 3784: the status says why; once it is gone the service binds and comes up."""

