@@ -646,7 +646,10 @@ class Session:
                     continue
             await self._changed.wait()
             self._changed.clear()
+            started = loop.time()
             await self._sync(conn)
+            log.debug("session to %s: synced in %.3f s, %d routes at the peer", self.label, loop.time() - started,
+                      len(self._advertised))  # fmt: skip
             if not self._changed.is_set():
                 self._synced.set()
 
