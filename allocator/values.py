@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import attrs
 import netaddr
@@ -114,6 +114,9 @@ class Port:
         return cls(protocol, int(number))
 
 
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
 def ports(value: object, where: str) -> frozenset[Port]:
     """The ``ports`` argument: an iterable of :class:`Port` (a list, a set ...), as a frozenset.
 
@@ -121,6 +124,10 @@ def ports(value: object, where: str) -> frozenset[Port]:
     single Port is a ``TypeError`` saying what to write instead: they are
     never taken apart into something else.
     """
+    if type(value) in _COLLECTIONS:  # the usual case, checked quickly
+        given = cast("Iterable[object]", value)
+        if all(type(item) is Port for item in given):
+            return frozenset(cast("Iterable[Port]", given))
     rule = 'must be a list of Port, like [Port("TCP", 80)]'
     if isinstance(value, Port):
         raise TypeError(_message(where, "ports", value, f"{rule}: put the one Port in a list"))
