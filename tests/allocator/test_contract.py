@@ -375,12 +375,14 @@ class TestEveryRuleCanFail:
         with pytest.raises(ContractViolation, match="the factory built object, which lacks some of owns, acquire"):
             check_source_contract(object)  # type: ignore[arg-type]
 
-    def test_capabilities_of_the_wrong_type(self):
-        """capabilities must be a SourceCapabilities."""
+    def test_spec_of_the_wrong_type(self):
+        """spec must be a PoolSpec."""
         spec = spec_of("192.0.2.0/30")
 
-        class Declares(StaticSource):
-            capabilities = ("remote_release",)  # type: ignore[assignment]
+        class Unspecified(StaticSource):
+            def __init__(self) -> None:
+                super().__init__(spec)
+                self.spec = spec.name  # type: ignore[assignment]
 
-        with pytest.raises(ContractViolation, match="capabilities is a tuple, not a SourceCapabilities"):
-            check_source_contract(lambda: Declares(spec))
+        with pytest.raises(ContractViolation, match="its spec is a PoolSpec: spec is 'p'"):
+            check_source_contract(Unspecified)
