@@ -54,6 +54,8 @@ _TAGS: dict[type, tuple[str, str]] = {
     MappingStartEvent: (_STD + "map", "mapping"),
 }
 
+_DEFAULT_TAGS = {ScalarNode: _STD + "str", SequenceNode: _STD + "seq", MappingNode: _STD + "map"}
+
 _SCALAR = (1, 0)  # a scalar's (expanded size, height in collections)
 
 
@@ -75,6 +77,8 @@ def shown(value: object, *, limit: int = 60) -> str:
     ``\\x00``, ``\\u2028``). Cost depends on *limit* only, never on the value's size.
     """
     text = value if isinstance(value, str) else _REPR.repr(value)
+    if len(text) <= limit and text.isprintable():  # the usual case, and on every error path: fast
+        return text
     out: list[str] = []
     length = 0
     for char in text:
@@ -100,6 +104,7 @@ class _Composer(Composer, BaseConstructor, BaseResolver):
     if TYPE_CHECKING:  # from the parser, and BaseConstructor's untyped ones
 
         def peek_event(self) -> Any: ...
+        def get_event(self) -> Any: ...
         def dispose(self) -> None: ...
         def check_data(self) -> bool: ...
 
@@ -113,6 +118,10 @@ class _Composer(Composer, BaseConstructor, BaseResolver):
         self.added = 0  # nodes added by alias expansion, over the whole stream
         self.shapes: dict[int, tuple[int, int]] = {}  # id(collection node) -> (expanded size, height)
         self.tagged: set[int] = set()  # ids of scalars with an explicit tag: text, never null
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        # BaseResolver has no implicit or path resolvers: every node gets its kind's default tag.
+        return _DEFAULT_TAGS[kind]
 
     def compose_document(self) -> Node | None:
         # Ids are only meaningful while the document's nodes are alive.
@@ -132,6 +141,15 @@ class _Composer(Composer, BaseConstructor, BaseResolver):
                 "(only !!str on a scalar, !!seq on a sequence and !!map on a mapping)",
                 event.start_mark,
             )
+        if type(event) is ScalarEvent and event.anchor is None:
+            # Three nodes in four: skip the composer's anchor, resolver and path bookkeeping,
+            # which BaseResolver answers with the default tag anyway.
+            self.get_event()
+            marks: tuple[Any, Any] = (event.start_mark, event.end_mark)  # libyaml's marks are its own class
+            scalar = ScalarNode(tag, event.value, *marks, style=event.style)
+            if event.tag is not None:
+                self.tagged.add(id(scalar))
+            return scalar
         if isinstance(event, CollectionStartEvent):
             self.depth += 1
             if self.depth > self.max_depth:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pluggy
 from metallb.allocator import AddressSource, ConfigError, PluginError, PoolEntry, PoolSpec, hookimpl
 from metallb.allocator.config import as_str, parse_pool_entry
+from metallb.allocator.yamlload import shown
 from metallb.plugins.address_service import hookspecs
 from metallb.plugins.address_service.api import Backend, BackendOptions
 
@@ -39,7 +40,7 @@ def missing_dependency(exc: ImportError) -> str:
 
 
 def _fail(where: str, field: str, value: str, rule: str) -> ConfigError:
-    return ConfigError(f'{where}: field "{field}": value "{value}": {rule}')
+    return ConfigError(f'{where}: field "{field}": value "{shown(value)}": {rule}')
 
 
 def parse_url(value: object, where: str) -> str:
