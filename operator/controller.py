@@ -208,7 +208,8 @@ class Controller:
             self.metrics.config_stale.set(1)
             return
         try:
-            config = parse_config(config_text(obj, self.namespace, self.config_name), plugin_manager=self.allocator._pm)
+            text = config_text(obj, self.namespace, self.config_name)
+            config = parse_config(text, plugin_manager=self.allocator.plugin_manager)
             self.allocator.set_config(config)
         except Exception as exc:  # any bad config keeps the last good one
             unexpected = "" if isinstance(exc, MetalLBError) else f"{type(exc).__name__}: "

@@ -16,6 +16,7 @@ from metallb.allocator import (
     Allocator,
     ConfigError,
     PoolExhaustedError,
+    SourceCapabilities,
     SourceUnavailableError,
     get_plugin_manager,
     parse_config,
@@ -24,7 +25,7 @@ from metallb.allocator.testing import check_source_contract, wait_for
 
 TOKEN = "0123456789abcdef"
 METALLB = [sys.executable, "-m", "metallb.operator"]
-HOOKS = {"metallb_pool_sections", "metallb_parse_pool", "metallb_make_source"}
+HOOKS = {"metallb_pool_sections", "metallb_parse_pool", "metallb_make_source", "metallb_pool_capabilities"}
 
 
 def config_for(url: str, *, prefix: int = 7, cidrs: str = "192.0.2.0/28", extra: str = "") -> str:
@@ -126,6 +127,10 @@ class TestAllocator:
         assert alloc.unassign("default/web") is False
         assert netbox.addresses("metallb") == {"192.0.2.3": "metallb: default/dns"}
         assert netbox.addresses()["192.0.2.1"] == "gateway"
+
+    def test_declares_remote_releases(self, alloc):
+        """NetBox pools declare remote releases (their Services carry the finalizer) and no annotation."""
+        assert alloc.capabilities("lab") == SourceCapabilities(remote_release=True)
 
     def test_requested_and_shared_addresses(self, alloc, netbox):
         """A requested address is created in NetBox; it is deleted when its last sharer goes."""
