@@ -6,6 +6,12 @@ not the base-60 number 90; ``name: no`` is the pool "no") and converted by the
 field's type, YAML 1.1 booleans. Errors name the section, the entry, the field,
 the value and the rule, and are raised in MetalLB's validation order.
 
+Any input gives a ``Config`` or one ``ConfigError`` line, in time and memory bounded by its
+size: the YAML reader (:mod:`~metallb.allocator.yamlload`) bounds aliases, nesting and tags;
+values in errors are cut short (``shown``); numbers past 64 bits and durations past Go's are
+range errors, never huge integers or floats; the checks across pools sort once (no pair of
+pools is ever compared).
+
 Pool sections belong to plugins (``metallb_pool_sections``/``metallb_parse_pool``),
 and so do announcement protocols with the pool keys they own
 (``metallb_announcer_protocols``/``metallb_parse_advertisements``); this module

@@ -6,6 +6,11 @@ address-service`` is the address-service plugin's). Building the parser
 imports no command's implementation: each command imports its own when it
 runs, so ``metallb plugins`` never loads the Kubernetes client. A command
 whose implementation needs a missing extra says which one to install.
+
+Bad input is one line on standard error, never a traceback: a bad option is
+argparse's error in one line (status 2), a command reports the errors it
+expects, and :func:`main` turns anything else into ``metallb CMD: unexpected
+error: ...`` (status 1) with the traceback logged at debug level.
 """
 
 from __future__ import annotations
