@@ -155,7 +155,8 @@ def probe(what: str, *missing: str) -> dict[str, object]:
         text=True,
         timeout=60,
         cwd="/",
-        env={**os.environ, "METALLB_PLUGINS": "address-services"},  # other installed plugins have their own imports
+        # layer2: pools name an announcement protocol, which must be loaded; it imports nothing heavy at load
+        env={**os.environ, "METALLB_PLUGINS": "address-services,layer2"},
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.splitlines()[-1])
