@@ -259,7 +259,8 @@ class _Connection(asyncio.Protocol):
         # the request being parsed
         self.in_message = False
         self.head_done = False
-        self.head_bytes = 0
+        self.head_bytes = 0  # parsed so far: request line and headers
+        self.head_chunks = 0  # received while the head was incomplete (what llhttp may be holding)
         self.url = b""
         self.token: bytes | None = None
         self.expect_continue = False
@@ -302,8 +303,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._stop(_parser_error(exc))
         if self.in_message and not self.head_done:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD:
+            self.head_chunks += len(data)
+            if self.head_chunks > MAX_HEAD:
                 self.refused = HEADERS_TOO_LARGE
         if self.refused is not None and not self.stopped:
             self._stop(self.refused)
@@ -324,6 +325,7 @@ class _Connection(asyncio.Protocol):
         self.in_message = True
         self.head_done = False
         self.head_bytes = 0
+        self.head_chunks = 0
         self.url = b""
         self.token = None
         self.expect_continue = False
@@ -333,8 +335,10 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
         lower = name.lower()
         if lower == b"x-auth-token":
             self.token = value
@@ -348,7 +352,9 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.head_done = True
-        if self.content_length > wire.MAX_BODY:
+        if self.head_bytes > MAX_HEAD:
+            self.refused = HEADERS_TOO_LARGE
+        elif self.content_length > wire.MAX_BODY:
             self.refused = wire.TOO_LARGE  # answered without reading the body, then closed
         elif self.expect_continue and not self.busy and not self.queue and self.transport is not None:
             self.transport.write(CONTINUE)  # (never between a pipelined request and its answer)
@@ -548,6 +554,7 @@ class HttpServer:
     def serve_forever(self) -> None:
         """Serve on this thread until :meth:`shutdown`."""
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # this thread's
         self._loop = loop
         self._stopped.clear()
         try:
@@ -561,10 +568,12 @@ class HttpServer:
             pending = [task for task in asyncio.all_tasks(loop) if not task.done()]  # TLS handshakes
             for task in pending:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(asyncio.sleep(0))  # let the transports close their sockets
         finally:
             loop.close()
+            asyncio.set_event_loop(None)
             self._loop = None
             self._serving.clear()
             self._stopped.set()
