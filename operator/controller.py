@@ -211,7 +211,7 @@ class Controller:
         try:
             if text is None:
                 raise ConfigError(f'configmap {self.namespace}/{self.config_name} has no "config" key')
-            config = parse_config(text, plugin_manager=self.allocator._pm)
+            config = parse_config(text, plugin_manager=self.allocator.plugin_manager)
             self.allocator.set_config(config)
         except MetalLBError as exc:
             log.error("config not applied, keeping the last good one: %s", exc)

@@ -227,7 +227,7 @@ class _Workers:
 # -- connections ---------------------------------------------------------------------------------
 
 
-@attrs.define(slots=True)
+@attrs.define(kw_only=True)
 class _Request:
     method: str
     target: bytes
@@ -763,7 +763,7 @@ class HttpServer:
 
     def _metrics_answer(self) -> wire.Answer:
         payload, content_type = self.metrics.exposition()
-        return wire.Answer(200, payload, content_type)
+        return wire.Answer(code=200, body=payload, content_type=content_type)
 
     def _authorised(self, given: bytes | None) -> bool:
         token = self.auth_token

@@ -25,12 +25,22 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import pluggy
-from metallb.allocator import AddressSource, ConfigError, PluginError, PoolEntry, PoolSpec, hookimpl
+from metallb.allocator import (
+    AddressSource,
+    ConfigError,
+    PluginError,
+    PoolEntry,
+    PoolSpec,
+    SourceCapabilities,
+    hookimpl,
+)
 from metallb.allocator.config import as_str, parse_pool_entry
 from metallb.plugins.address_service import hookspecs
 from metallb.plugins.address_service.api import Backend, BackendOptions
 
 SECTION = "address-services"
+#: Releases are DELETEs to the service (so Services carry the finalizer); the lease id is annotated.
+CAPABILITIES = SourceCapabilities(remote_release=True, annotations={"lease-id": "metallb.io/address-service-lease"})
 
 
 def missing_dependency(exc: ImportError) -> str:
@@ -120,6 +130,12 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
             "pip install 'metallb[address-services]'"
         ) from None
     return AddressServiceSource(spec)
+
+
+@hookimpl
+def metallb_pool_capabilities(section: str) -> SourceCapabilities | None:
+    """Address-service pools need the finalizer and carry the lease id as an annotation (:data:`CAPABILITIES`)."""
+    return CAPABILITIES if section == SECTION else None
 
 
 @hookimpl

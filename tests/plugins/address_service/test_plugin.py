@@ -155,7 +155,7 @@ def probe(what: str, *missing: str) -> dict[str, object]:
         text=True,
         timeout=60,
         cwd="/",
-        # layer2: pools name an announcement protocol, which must be loaded; it imports nothing heavy at load
+        # Other plugins have their own imports; layer2 (a light module) declares the protocol the pools name.
         env={**os.environ, "METALLB_PLUGINS": "address-services,layer2"},
     )
     assert proc.returncode == 0, proc.stderr
