@@ -391,8 +391,10 @@ def _parse_bfd_profiles(raw: object) -> dict[str, BfdProfile]:
         data = as_mapping(item, where, keys=BFD_PROFILE_KEYS)
         name = as_str(data.get("name"), where, "name")
         if not name:
-            raise ConfigError(f'{where}: missing bfd profile name: every profile needs a unique "name"')
-        where = f'{where} "{name}"'
+            raise field_error(where, "name", "", "missing bfd profile name: every profile needs a unique name")
+        if name in out:
+            raise field_error(where, "name", name, "found duplicate bfd profile name: names are unique")
+        where = f'{where} "{shown(name)}"'  # the name shown bounded and on one line, in every later error
         values: dict[str, int] = {}
         for key, noun, low, high in _BFD_RANGES:
             field = key.replace("-", "_")
@@ -405,8 +407,6 @@ def _parse_bfd_profiles(raw: object) -> dict[str, BfdProfile]:
                 where, "echo-mode", data.get("echo-mode"),
                 "echo mode is not supported: metallb's BFD runs asynchronous mode only; remove it or set false",
             )  # fmt: skip
-        if name in out:
-            raise ConfigError(f'{where}: found duplicate bfd profile name "{name}"')
         out[name] = BfdProfile(
             receive_interval=values["receive_interval"],
             transmit_interval=values["transmit_interval"],
@@ -420,7 +420,8 @@ def _parse_bfd_profiles(raw: object) -> dict[str, BfdProfile]:
 
 def _check_bfd_profile(index: int, peer: PeerSpec, profiles: Mapping[str, BfdProfile]) -> None:
     if peer.bfd_profile and peer.bfd_profile not in profiles:
-        known = ", ".join(profiles) or "none"
+        # The names shown bounded: a file may define thousands, each as long as it likes.
+        known = shown(", ".join(profiles), limit=120) if profiles else "none"
         raise field_error(
             f"peer #{index}", "bfd-profile", peer.bfd_profile, f"no such profile in bfd-profiles (defined: {known})"
         )

@@ -6,7 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from metallb.allocator import BfdProfile, ConfigError, dump_config, parse_config
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from metallb.allocator import BfdProfile, Config, ConfigError, dump_config, parse_config
 
 PEER = """
 peers:
@@ -82,15 +85,108 @@ class TestProfiles:
 
     def test_name_is_required_and_unique(self):
         """A profile without a name, or with a name used before, is an error."""
-        with pytest.raises(ConfigError, match="bfd profile #1: missing bfd profile name"):
+        with pytest.raises(ConfigError, match='bfd profile #1: field "name": value "": missing bfd profile name'):
             parse_config("bfd-profiles:\n- receive-interval: 100\n")
-        with pytest.raises(ConfigError, match='bfd profile #2 "p": found duplicate bfd profile name "p"'):
+        with pytest.raises(
+            ConfigError, match='bfd profile #2: field "name": value "p": found duplicate bfd profile name'
+        ):
             parse_config("bfd-profiles:\n- name: p\n- name: p\n")
 
     def test_unknown_field_lists_the_allowed_ones(self):
         """A misspelt key is named with every key a profile accepts."""
         with pytest.raises(ConfigError, match='unknown field "recieve-interval".*receive-interval, transmit-interval'):
             parse_config("bfd-profiles:\n- name: p\n  recieve-interval: 100\n")
+
+
+# CI must be deterministic: each property is derandomized.
+SETTINGS = settings(
+    derandomize=True, database=None, deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow]
+)
+#: Values that mean something to a profile field, and values that break naive converters.
+ANY = st.none() | st.sampled_from(
+    [
+        "", "0", "1", "2", "9", "10", "100", "254", "255", "256", "60000", "60001", "-1", "+5", "0x10", "1e3",
+        "1_000", "\u0661\u0662", "9" * 5000, "true", "false", "yes", "maybe", "a\nb", "x" * 5000, "caf\xe9", "\u2028",
+    ]
+) | st.lists(st.sampled_from(["1", "a"]), max_size=2) | st.dictionaries(st.sampled_from(["a", "name"]), st.just("1"))  # fmt: skip
+NAMES = st.sampled_from(["fast", "slow", "", "a\nb", "n" * 5000, "\x00"]) | ANY
+FIELDS = ["receive-interval", "transmit-interval", "detect-multiplier", "echo-interval", "echo-mode",
+          "passive-mode", "minimum-ttl", "unknown-field"]  # fmt: skip
+PROFILES = st.lists(
+    st.fixed_dictionaries({"name": NAMES}, optional={f: ANY for f in FIELDS}) | ANY, max_size=4
+) | ANY  # fmt: skip
+PEERS = st.lists(
+    st.fixed_dictionaries(
+        {"my-asn": st.just("64512"), "peer-asn": st.just("64513"), "peer-address": st.just("192.0.2.1")},
+        optional={"bfd-profile": NAMES},
+    ),
+    max_size=2,
+)
+
+
+def verdict(doc: object) -> Config | str:
+    """The Config, or the ConfigError's message, checked to be one bounded line; anything else fails the test."""
+    try:
+        return parse_config(yaml.safe_dump(doc, allow_unicode=True))
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.splitlines() == [message] and "\r" not in message and "\u2028" not in message, message
+        assert 0 < len(message) < 400, message
+        return message
+
+
+class TestAnyInput:
+    """Any ``bfd-profiles`` input and any peer reference give a Config or one ConfigError line (issue 11's rule)."""
+
+    @SETTINGS
+    @given(profiles=PROFILES, peers=PEERS)
+    def test_generated_profiles(self, profiles: object, peers: object) -> None:
+        """A generated section parses, or fails with one short line naming where, the field or item, and the rule."""
+        got = verdict({"bfd-profiles": profiles, "peers": peers})
+        if isinstance(got, str):
+            assert got.startswith(("bfd-profiles", "bfd profile #", "peer #")), got
+            if got.startswith("bfd profile #") and 'field "' in got and "unknown field" not in got:
+                assert 'value "' in got, got  # field, value, rule (an unknown key is named with the allowed ones)
+        else:
+            for name, profile in got.bfd_profiles.items():
+                assert 10 <= profile.receive_interval <= 60000 and 2 <= profile.detect_multiplier <= 255, name
+                assert not profile.echo_mode
+            assert all(p.bfd_profile in got.bfd_profiles for p in got.peers if p.bfd_profile)
+
+    @pytest.mark.parametrize(
+        ("doc", "expected"),
+        [
+            (
+                {"bfd-profiles": [{"name": "a\nb", "receive-interval": "9"}]},
+                'bfd profile #1 "a\\nb": field "receive-interval": value "9": invalid receive interval value',
+            ),
+            (
+                {"bfd-profiles": [{"name": "n" * 5000, "detect-multiplier": "1"}]},
+                'bfd profile #1 "' + "n" * 60 + '…": field "detect-multiplier"',
+            ),
+            ({"bfd-profiles": [{"name": "p"}, {"name": "p"}]}, 'bfd profile #2: field "name": value "p": found dup'),
+            ({"bfd-profiles": [{"name": None}]}, 'bfd profile #1: field "name": value "": missing bfd profile name'),
+            (
+                {"bfd-profiles": [{"name": "p", "minimum-ttl": "9" * 5000}]},
+                'bfd profile #1 "p": field "minimum-ttl": value "' + "9" * 60 + '…": must be between',
+            ),
+        ],
+    )
+    def test_hostile_profile_values(self, doc: object, expected: str) -> None:
+        """Multi-line and huge names and values are shown escaped and cut, in one short line."""
+        got = verdict(doc)
+        assert isinstance(got, str) and got.startswith(expected), got
+
+    def test_thousands_of_profiles_in_an_unknown_reference(self) -> None:
+        """A peer naming a missing profile among 5 000 gets a short line: the defined names are cut."""
+        doc = {
+            "bfd-profiles": [{"name": f"profile-{i}"} for i in range(5000)],
+            "peers": [{"my-asn": "1", "peer-asn": "2", "peer-address": "192.0.2.1", "bfd-profile": "nope"}],
+        }
+        got = verdict(doc)
+        assert isinstance(got, str)
+        assert got.startswith('peer #1: field "bfd-profile": value "nope": no such profile in bfd-profiles (defined: ')
+        assert "profile-0, profile-1" in got and got.endswith("…)")
 
 
 class TestPeerReference:
