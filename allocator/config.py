@@ -79,9 +79,11 @@ PEER_KEYS = (
     "node-selectors",
     "bfd-profile",
     "graceful-restart",
+    "keepalive-time",
+    "ebgp-multihop",
 )
-#: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
-UNSUPPORTED_PEER_KEYS = ("keepalive-time", "ebgp-multihop")
+#: Keys of MetalLB's FRR mode that metallb's own speaker does not do (none left).
+UNSUPPORTED_PEER_KEYS: tuple[str, ...] = ()
 #: The keys of one ``bfd-profiles`` item (MetalLB's FRR-mode section, milliseconds).
 BFD_PROFILE_KEYS = (
     "name",
@@ -348,6 +350,21 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
                 f'{where}: field "hold-time": value "{shown(hold_text)}" is less than a second and rounds down to 0, '
                 'which turns off the hold timer and keepalives; write "0s" to mean that, or at least "3s"'
             )
+    keepalive = None
+    keepalive_text = as_str(data.get("keepalive-time"), where, "keepalive-time")
+    if keepalive_text:
+        nanoseconds = parse_duration_ns(keepalive_text)
+        if nanoseconds is None:
+            raise field_error(
+                where, "keepalive-time", keepalive_text,
+                'invalid keepalive time: write a duration with a unit, like "30s"',
+            )  # fmt: skip
+        keepalive = nanoseconds // 10**9  # whole seconds, as the hold time
+        if not 1 <= keepalive <= hold:
+            raise field_error(
+                where, "keepalive-time", keepalive_text,
+                f"invalid keepalive time: must be at least 1s and not above hold-time ({hold}s)",
+            )  # fmt: skip
     router_id = None
     if data.get("router-id") not in (None, ""):
         router_id = _parse_ip(data.get("router-id"), where, "router-id", "invalid router ID: must be an IP address")
@@ -367,6 +384,8 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
         node_selectors=selectors,
         bfd_profile=as_str(data.get("bfd-profile"), where, "bfd-profile"),
         enable_graceful_restart=as_bool(data.get("graceful-restart"), where, "graceful-restart", default=False),
+        keepalive_time=keepalive,
+        ebgp_multihop=as_bool(data.get("ebgp-multihop"), where, "ebgp-multihop", default=False),
     )
 
 
@@ -846,6 +865,9 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
                 **({"password": "<set>"} if p.password else {}),
                 **({"node-selectors": selectors(p.node_selectors)} if p.node_selectors else {}),
                 **({"bfd-profile": p.bfd_profile} if p.bfd_profile else {}),
+                **({"graceful-restart": True} if p.enable_graceful_restart else {}),
+                **({"keepalive-time": f"{p.keepalive_time}s"} if p.keepalive_time is not None else {}),
+                **({"ebgp-multihop": True} if p.ebgp_multihop else {}),
             }
             for p in config.peers
         ]

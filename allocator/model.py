@@ -314,6 +314,10 @@ class PeerSpec:
     """One BGP peer, as in MetalLB's ``peers`` section.
 
     ``bfd_profile`` names a profile of :attr:`Config.bfd_profiles`; empty: no BFD.
+    ``keepalive_time``: seconds between KEEPALIVEs (at most a third of the
+    negotiated hold time); None: a third of it. ``ebgp_multihop``: an eBGP
+    peer more than one hop away: the session's packets leave with TTL 255 and
+    its BFD session is multihop (RFC 5883).
     """
 
     my_asn: int
@@ -327,6 +331,8 @@ class PeerSpec:
     node_selectors: tuple[NodeSelector, ...] = ()
     bfd_profile: str = ""
     enable_graceful_restart: bool = False
+    keepalive_time: int | None = None
+    ebgp_multihop: bool = False
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with *labels* peers with this router."""

@@ -392,6 +392,13 @@ class Session:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if peer.password:
                 bgp_net.set_md5(sock, peer.peer_address, peer.password)
+            if peer.ebgp_multihop and peer.my_asn != peer.peer_asn:
+                # eBGP multihop: leave with TTL 255 so any number of routed hops (or a router's
+                # GTSM check, RFC 5082) lets the session through. Otherwise the kernel's default.
+                if peer.peer_address.version == 4:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
             if peer.source_address is not None:
                 sock.bind((str(peer.source_address), 0))
             loop = asyncio.get_running_loop()
@@ -622,6 +629,8 @@ class Session:
 
     async def _keepalive_loop(self, conn: _Conn) -> None:
         interval = conn.hold / 3
+        if self.peer.keepalive_time is not None:
+            interval = min(interval, self.peer.keepalive_time)  # keepalive-time, never slower than hold / 3
         while True:
             await asyncio.sleep(interval)
             conn.writer.write(bgp_wire.encode_keepalive())

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import attrs
 import netaddr
 import pytest
-from metallb.allocator import BgpAdvertisement, Community, ConfigError, L2Advertisement, LargeCommunity, NodeSelector
+from metallb.allocator import (
+    BgpAdvertisement,
+    Community,
+    ConfigError,
+    L2Advertisement,
+    LargeCommunity,
+    NodeSelector,
+    dump_config,
+)
 
 POOL = """
 address-pools:
@@ -266,10 +275,30 @@ class TestPeers:
         (peer,) = parse(self.PEER + "  source-address: 192.0.2.9\n  router-id: 10.0.0.1\n  password: s3cret\n").peers
         assert (str(peer.source_address), str(peer.router_id), peer.password) == ("192.0.2.9", "10.0.0.1", "s3cret")
 
-    def test_frr_only_keys_are_not_supported(self, parse):
-        """keepalive-time and friends give a clear not-supported error."""
-        with pytest.raises(ConfigError, match='field "keepalive-time" is not supported'):
-            parse(self.PEER + "  keepalive-time: 10s\n")
+    def test_keepalive_time_and_ebgp_multihop(self, parse):
+        """keepalive-time is a duration in whole seconds up to hold-time; ebgp-multihop a boolean; both default off."""
+        (peer,) = parse(self.PEER + "  hold-time: 30s\n  keepalive-time: 10.5s\n  ebgp-multihop: true\n").peers
+        assert (peer.keepalive_time, peer.ebgp_multihop) == (10, True)
+        (peer,) = parse(self.PEER).peers
+        assert (peer.keepalive_time, peer.ebgp_multihop) == (None, False)
+        assert parse(dump_config(parse(self.PEER + "  keepalive-time: 10s\n  ebgp-multihop: true\n"))).peers == (
+            attrs.evolve(peer, keepalive_time=10, ebgp_multihop=True),
+        )
+
+    @pytest.mark.parametrize(
+        ("extra", "rule"),
+        [
+            ("  keepalive-time: 10\n", 'field "keepalive-time": value "10": invalid keepalive time: write a duration'),
+            ("  keepalive-time: 0s\n", 'value "0s": invalid keepalive time: must be at least 1s and not above hold'),
+            ("  hold-time: 9s\n  keepalive-time: 10s\n", 'value "10s": .*not above hold-time \\(9s\\)'),
+            ("  hold-time: 0s\n  keepalive-time: 1s\n", 'value "1s": .*not above hold-time \\(0s\\)'),
+            ("  ebgp-multihop: maybe\n", 'field "ebgp-multihop": value "maybe": must be a boolean'),
+        ],
+    )
+    def test_keepalive_time_and_ebgp_multihop_errors(self, parse, extra, rule):
+        """Bad values give one line naming field, value and rule."""
+        with pytest.raises(ConfigError, match=rule):
+            parse(self.PEER + extra)
 
 
 class TestNodeSelectors:

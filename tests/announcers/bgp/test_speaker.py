@@ -373,6 +373,21 @@ class TestTimers:
         gaps = [b - a for a, b in itertools.pairwise(stamps)]
         assert all(0.7 < g < 1.5 for g in gaps), gaps
 
+    @pytest.mark.parametrize(("keepalive", "peer_hold", "expected"), [(1, 30, 1.0), (5, 3, 1.0)])
+    def test_keepalive_time(self, fake_peer, make_speaker, bgp, keepalive, peer_hold, expected):
+        """keepalive-time sets the spacing, but never slower than a third of the negotiated hold time."""
+        fp = fake_peer()
+        make_speaker().configure(bgp.peer(64512, 64513, hold_time=30, keepalive_time=keepalive))
+        conn = fp.accept()
+        conn.handshake(64513, hold=peer_hold)
+        stamps = []
+        while len(stamps) < 3:
+            conn.recv_type(KEEPALIVE, timeout=2 * expected + 1)
+            stamps.append(time.monotonic())
+            conn.send(bgp.KEEPALIVE)
+        gaps = [b - a for a, b in itertools.pairwise(stamps)]
+        assert all(0.7 * expected < g < 1.5 * expected for g in gaps), gaps
+
     def test_hold_timer_expiry_sends_notification(self, fake_peer, make_speaker, bgp, caplog):
         """A peer that goes silent is dropped with NOTIFICATION 4/0 after the hold time."""
         caplog.set_level(logging.WARNING)
