@@ -81,6 +81,7 @@ PEER_KEYS = (
     "graceful-restart",
     "keepalive-time",
     "ebgp-multihop",
+    "dynamic-asn",
 )
 #: Keys of MetalLB's FRR mode that metallb's own speaker does not do (none left).
 UNSUPPORTED_PEER_KEYS: tuple[str, ...] = ()
@@ -326,8 +327,13 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
     if my_asn == 0:
         raise ConfigError(f'{where}: missing local ASN: set "my-asn" to this cluster\'s AS number')
     peer_asn = as_int(data.get("peer-asn"), where, "peer-asn", default=0)
-    if peer_asn == 0:
-        raise ConfigError(f'{where}: missing peer ASN: set "peer-asn" to the router\'s AS number')
+    dynamic = as_str(data.get("dynamic-asn"), where, "dynamic-asn")
+    if dynamic and dynamic not in ("internal", "external"):
+        raise field_error(where, "dynamic-asn", dynamic, 'must be "internal" or "external" (exact case)')
+    if dynamic and peer_asn:
+        raise field_error(where, "dynamic-asn", dynamic, "peer-asn and dynamic-asn are mutually exclusive: set one")
+    if peer_asn == 0 and not dynamic:
+        raise ConfigError(f'{where}: missing peer ASN: set "peer-asn" to the router\'s AS number (or "dynamic-asn")')
     address = _parse_ip(
         data.get("peer-address"), where, "peer-address", "invalid peer IP: must be an IPv4 or IPv6 address"
     )
@@ -386,6 +392,7 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
         enable_graceful_restart=as_bool(data.get("graceful-restart"), where, "graceful-restart", default=False),
         keepalive_time=keepalive,
         ebgp_multihop=as_bool(data.get("ebgp-multihop"), where, "ebgp-multihop", default=False),
+        dynamic_asn=dynamic,
     )
 
 
@@ -856,7 +863,7 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
         doc["peers"] = [
             {
                 "my-asn": p.my_asn,
-                "peer-asn": p.peer_asn,
+                **({"dynamic-asn": p.dynamic_asn} if p.dynamic_asn else {"peer-asn": p.peer_asn}),
                 "peer-address": str(p.peer_address),
                 "peer-port": p.peer_port,
                 "hold-time": f"{p.hold_time}s",

@@ -317,7 +317,8 @@ class PeerSpec:
     ``keepalive_time``: seconds between KEEPALIVEs (at most a third of the
     negotiated hold time); None: a third of it. ``ebgp_multihop``: an eBGP
     peer more than one hop away: the session's packets leave with TTL 255 and
-    its BFD session is multihop (RFC 5883).
+    its BFD session is multihop (RFC 5883). ``dynamic_asn``: "internal" or
+    "external", ``peer_asn`` 0: any peer AS of that kind, read from its OPEN.
     """
 
     my_asn: int
@@ -333,6 +334,11 @@ class PeerSpec:
     enable_graceful_restart: bool = False
     keepalive_time: int | None = None
     ebgp_multihop: bool = False
+    dynamic_asn: str = ""
+
+    def external(self) -> bool:
+        """Whether the session is eBGP: by ``dynamic_asn`` when set, else by the two ASNs."""
+        return self.dynamic_asn == "external" if self.dynamic_asn else self.my_asn != self.peer_asn
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with *labels* peers with this router."""

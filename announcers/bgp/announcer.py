@@ -362,7 +362,7 @@ class BgpAnnouncer(AnnouncerBase):
                 log.warning("peer %s: BFD echo mode is not supported; asynchronous mode only", peer.peer_address)
                 profile = attrs.evolve(profile, echo_mode=False)
             # Multihop BFD (RFC 5883) goes with eBGP multihop, as in MetalLB's FRR mode.
-            multihop = peer.ebgp_multihop and peer.my_asn != peer.peer_asn
+            multihop = peer.ebgp_multihop and peer.external()
             spec = SessionSpec(peer=peer.peer_address, local=peer.source_address, multihop=multihop, profile=profile)
             specs[spec.key] = spec
         if specs and self._bfd is None:

@@ -392,7 +392,7 @@ class Session:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if peer.password:
                 bgp_net.set_md5(sock, peer.peer_address, peer.password)
-            if peer.ebgp_multihop and peer.my_asn != peer.peer_asn:
+            if peer.ebgp_multihop and peer.external():
                 # eBGP multihop: leave with TTL 255 so any number of routed hops (or a router's
                 # GTSM check, RFC 5082) lets the session through. Otherwise the kernel's default.
                 if peer.peer_address.version == 4:
@@ -483,13 +483,20 @@ class Session:
             if mtype != MsgType.OPEN:
                 raise BgpError(5, 1, f"expected OPEN, got {mtype.name}")
             their = bgp_wire.decode_open(body)
-            if their.asn != peer.peer_asn:
+            if peer.dynamic_asn:
+                if (their.asn == peer.my_asn) != (peer.dynamic_asn == "internal"):
+                    raise BgpError(
+                        2, 2, f"peer ASN is {their.asn} but dynamic-asn is {peer.dynamic_asn} (our ASN {peer.my_asn})",
+                        body[1:3],
+                    )  # fmt: skip
+            elif their.asn != peer.peer_asn:
                 raise BgpError(2, 2, f"peer ASN is {their.asn} but peer-asn is {peer.peer_asn}", body[1:3])
+            ibgp = their.asn == peer.my_asn
             if their.hold_time in (1, 2):
                 raise BgpError(2, 6, f"unacceptable hold time {their.hold_time} s (must be 0 or >= 3)")
             if int(their.router_id) == 0:
                 raise BgpError(2, 3, "peer router ID is 0.0.0.0")
-            if peer.my_asn == peer.peer_asn and their.router_id == router_id:
+            if ibgp and their.router_id == router_id:
                 raise BgpError(2, 3, f"iBGP peer router ID {their.router_id} is ours too (RFC 6286)")
             writer.write(bgp_wire.encode_keepalive())
             self._state = "OpenConfirm"
@@ -517,7 +524,7 @@ class Session:
             writer=writer,
             local=local,
             hold=min(peer.hold_time, their.hold_time),
-            ibgp=peer.my_asn == peer.peer_asn,
+            ibgp=ibgp,
             four_octet=their.four_octet,
             families=their.families,
             next_hops=next_hops,

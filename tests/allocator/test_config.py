@@ -285,9 +285,20 @@ class TestPeers:
             attrs.evolve(peer, keepalive_time=10, ebgp_multihop=True),
         )
 
+    def test_dynamic_asn(self, parse):
+        """dynamic-asn replaces peer-asn (internal or external, decided from the peer's OPEN); dump keeps it."""
+        text = "peers:\n- my-asn: 64512\n  dynamic-asn: external\n  peer-address: 192.0.2.1\n"
+        (peer,) = parse(text).peers
+        assert (peer.peer_asn, peer.dynamic_asn, peer.external()) == (0, "external", True)
+        assert parse(dump_config(parse(text))).peers == (peer,)
+        (peer,) = parse(text.replace("external", "internal")).peers
+        assert not peer.external()
+
     @pytest.mark.parametrize(
         ("extra", "rule"),
         [
+            ("  dynamic-asn: external\n", 'field "dynamic-asn": value "external": peer-asn and dynamic-asn are mut'),
+            ("  dynamic-asn: External\n", 'field "dynamic-asn": value "External": must be "internal" or "external"'),
             ("  keepalive-time: 10\n", 'field "keepalive-time": value "10": invalid keepalive time: write a duration'),
             ("  keepalive-time: 0s\n", 'value "0s": invalid keepalive time: must be at least 1s and not above hold'),
             ("  hold-time: 9s\n  keepalive-time: 10s\n", 'value "10s": .*not above hold-time \\(9s\\)'),
