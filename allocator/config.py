@@ -82,6 +82,7 @@ PEER_KEYS = (
     "keepalive-time",
     "ebgp-multihop",
     "dynamic-asn",
+    "connect-time",
 )
 #: Keys of MetalLB's FRR mode that metallb's own speaker does not do (none left).
 UNSUPPORTED_PEER_KEYS: tuple[str, ...] = ()
@@ -371,6 +372,16 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
                 where, "keepalive-time", keepalive_text,
                 f"invalid keepalive time: must be at least 1s and not above hold-time ({hold}s)",
             )  # fmt: skip
+    connect = None
+    connect_text = as_str(data.get("connect-time"), where, "connect-time")
+    if connect_text:
+        nanoseconds = parse_duration_ns(connect_text)
+        if nanoseconds is None or not 10**9 <= nanoseconds <= 65535 * 10**9:
+            raise field_error(
+                where, "connect-time", connect_text,
+                'invalid connect time: must be a duration from 1s to 65535s, like "10s"',
+            )  # fmt: skip
+        connect = nanoseconds // 10**9
     router_id = None
     if data.get("router-id") not in (None, ""):
         router_id = _parse_ip(data.get("router-id"), where, "router-id", "invalid router ID: must be an IP address")
@@ -393,6 +404,7 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
         keepalive_time=keepalive,
         ebgp_multihop=as_bool(data.get("ebgp-multihop"), where, "ebgp-multihop", default=False),
         dynamic_asn=dynamic,
+        connect_time=connect,
     )
 
 
@@ -875,6 +887,7 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
                 **({"graceful-restart": True} if p.enable_graceful_restart else {}),
                 **({"keepalive-time": f"{p.keepalive_time}s"} if p.keepalive_time is not None else {}),
                 **({"ebgp-multihop": True} if p.ebgp_multihop else {}),
+                **({"connect-time": f"{p.connect_time}s"} if p.connect_time is not None else {}),
             }
             for p in config.peers
         ]

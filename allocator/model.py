@@ -319,6 +319,8 @@ class PeerSpec:
     peer more than one hop away: the session's packets leave with TTL 255 and
     its BFD session is multihop (RFC 5883). ``dynamic_asn``: "internal" or
     "external", ``peer_asn`` 0: any peer AS of that kind, read from its OPEN.
+    ``connect_time``: seconds between connection attempts; None: MetalLB's
+    backoff (0, 1, 2, 4 ... seconds).
     """
 
     my_asn: int
@@ -335,6 +337,7 @@ class PeerSpec:
     keepalive_time: int | None = None
     ebgp_multihop: bool = False
     dynamic_asn: str = ""
+    connect_time: int | None = None
 
     def external(self) -> bool:
         """Whether the session is eBGP: by ``dynamic_asn`` when set, else by the two ASNs."""

@@ -336,6 +336,8 @@ class Session:
 
     async def _run(self) -> None:
         backoff = reconnect_backoff(cap=self._backoff_cap)
+        if self.peer.connect_time is not None:  # connect-time: a fixed pause, as FRR's connect timer
+            backoff = Backoff(initial=self.peer.connect_time, cap=self.peer.connect_time, jitter=0.0, immediate=True)
         while True:
             delay = backoff.next()
             if delay:

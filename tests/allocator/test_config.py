@@ -275,12 +275,15 @@ class TestPeers:
         (peer,) = parse(self.PEER + "  source-address: 192.0.2.9\n  router-id: 10.0.0.1\n  password: s3cret\n").peers
         assert (str(peer.source_address), str(peer.router_id), peer.password) == ("192.0.2.9", "10.0.0.1", "s3cret")
 
-    def test_keepalive_time_and_ebgp_multihop(self, parse):
-        """keepalive-time is a duration in whole seconds up to hold-time; ebgp-multihop a boolean; both default off."""
-        (peer,) = parse(self.PEER + "  hold-time: 30s\n  keepalive-time: 10.5s\n  ebgp-multihop: true\n").peers
-        assert (peer.keepalive_time, peer.ebgp_multihop) == (10, True)
+    def test_keepalive_time_ebgp_multihop_connect_time(self, parse):
+        """keepalive-time (whole seconds up to hold-time), ebgp-multihop (a boolean), connect-time (1s-65535s)."""
+        (peer,) = parse(
+            self.PEER + "  hold-time: 30s\n  keepalive-time: 10.5s\n  ebgp-multihop: true\n  connect-time: 1m\n"
+        ).peers
+        assert (peer.keepalive_time, peer.ebgp_multihop, peer.connect_time) == (10, True, 60)
+        assert parse(dump_config(parse(self.PEER + "  connect-time: 7s\n"))).peers[0].connect_time == 7
         (peer,) = parse(self.PEER).peers
-        assert (peer.keepalive_time, peer.ebgp_multihop) == (None, False)
+        assert (peer.keepalive_time, peer.ebgp_multihop, peer.connect_time) == (None, False, None)
         assert parse(dump_config(parse(self.PEER + "  keepalive-time: 10s\n  ebgp-multihop: true\n"))).peers == (
             attrs.evolve(peer, keepalive_time=10, ebgp_multihop=True),
         )
@@ -298,6 +301,8 @@ class TestPeers:
         ("extra", "rule"),
         [
             ("  dynamic-asn: external\n", 'field "dynamic-asn": value "external": peer-asn and dynamic-asn are mut'),
+            ("  connect-time: 0.5s\n", 'field "connect-time": value "0.5s": invalid connect time: must be a dur'),
+            ("  connect-time: 65536s\n", 'field "connect-time": value "65536s": invalid connect time'),
             ("  dynamic-asn: External\n", 'field "dynamic-asn": value "External": must be "internal" or "external"'),
             ("  keepalive-time: 10\n", 'field "keepalive-time": value "10": invalid keepalive time: write a duration'),
             ("  keepalive-time: 0s\n", 'value "0s": invalid keepalive time: must be at least 1s and not above hold'),

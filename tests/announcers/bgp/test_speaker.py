@@ -100,6 +100,18 @@ class TestHandshake:
         speaker.announcer.close()
         assert time.monotonic() - started < 3
 
+    def test_connect_time_spaces_the_attempts(self, fake_peer, make_speaker, bgp):
+        """With connect-time 1s a peer that hangs up at once is dialled every second, not after 1, 2, 4 s."""
+        fp = fake_peer()
+        make_speaker(backoff_cap=30).configure(bgp.peer(64512, 64513, connect_time=1))
+        stamps = []
+        for _ in range(4):
+            conn = fp.accept(timeout=3)
+            stamps.append(time.monotonic())
+            conn.close()
+        gaps = [b - a for a, b in itertools.pairwise(stamps)]
+        assert all(0.7 < g < 1.6 for g in gaps[1:]), gaps  # the first pause may be 0 or 1 s
+
     def test_peer_notification_in_open_is_logged(self, fake_peer, make_speaker, bgp, caplog):
         """A NOTIFICATION instead of an OPEN is logged with its name."""
         caplog.set_level(logging.WARNING)
