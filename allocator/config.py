@@ -83,6 +83,7 @@ PEER_KEYS = (
     "ebgp-multihop",
     "dynamic-asn",
     "connect-time",
+    "disable-mp",
 )
 #: Keys of MetalLB's FRR mode that metallb's own speaker does not do (none left).
 UNSUPPORTED_PEER_KEYS: tuple[str, ...] = ()
@@ -405,6 +406,7 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
         ebgp_multihop=as_bool(data.get("ebgp-multihop"), where, "ebgp-multihop", default=False),
         dynamic_asn=dynamic,
         connect_time=connect,
+        disable_mp=as_bool(data.get("disable-mp"), where, "disable-mp", default=False),
     )
 
 
@@ -888,6 +890,7 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
                 **({"keepalive-time": f"{p.keepalive_time}s"} if p.keepalive_time is not None else {}),
                 **({"ebgp-multihop": True} if p.ebgp_multihop else {}),
                 **({"connect-time": f"{p.connect_time}s"} if p.connect_time is not None else {}),
+                **({"disable-mp": True} if p.disable_mp else {}),
             }
             for p in config.peers
         ]

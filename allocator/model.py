@@ -320,7 +320,9 @@ class PeerSpec:
     its BFD session is multihop (RFC 5883). ``dynamic_asn``: "internal" or
     "external", ``peer_asn`` 0: any peer AS of that kind, read from its OPEN.
     ``connect_time``: seconds between connection attempts; None: MetalLB's
-    backoff (0, 1, 2, 4 ... seconds).
+    backoff (0, 1, 2, 4 ... seconds). ``disable_mp``: only the session's own
+    address family over it (MetalLB's ``disableMP``): IPv4 routes to an IPv4
+    peer, IPv6 routes to an IPv6 peer.
     """
 
     my_asn: int
@@ -338,6 +340,7 @@ class PeerSpec:
     ebgp_multihop: bool = False
     dynamic_asn: str = ""
     connect_time: int | None = None
+    disable_mp: bool = False
 
     def external(self) -> bool:
         """Whether the session is eBGP: by ``dynamic_asn`` when set, else by the two ASNs."""

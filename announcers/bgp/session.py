@@ -466,7 +466,7 @@ class Session:
             restart = bgp_wire.GracefulRestart(
                 restart_time=self._restart_time,
                 restarting=self._restarted,
-                families=tuple((afi, safi, forwarding) for afi, safi in _FAMILIES),
+                families=tuple((afi, safi, forwarding) for afi, safi in self._families()),
             )
         writer.write(
             bgp_wire.encode_open(
@@ -475,6 +475,7 @@ class Session:
                 router_id=router_id,
                 graceful_restart=restart,
                 extended_message=self._extended,
+                afis=tuple(afi for afi, _ in self._families()),
             )
         )
         self._state = "OpenSent"
@@ -672,7 +673,7 @@ class Session:
                 self._synced.set()
 
     async def _send_end_of_rib(self, conn: _Conn) -> None:
-        families = [f for f in _FAMILIES if f in conn.families]
+        families = [f for f in self._families() if f in conn.families]
         for afi, safi in families:
             await self._send(conn, bgp_wire.encode_end_of_rib(afi, safi))
         log.info(
@@ -680,10 +681,19 @@ class Session:
             self.label, len(self._advertised), ", ".join("IPv4" if f[0] == 1 else "IPv6" for f in families),
         )  # fmt: skip
 
-    @staticmethod
-    def _why_not(conn: _Conn, family: int) -> str | None:
+    def _families(self) -> tuple[tuple[int, int], ...]:
+        """The families we offer: both, or with disable-mp only the session's own (MetalLB's meaning)."""
+        if not self.peer.disable_mp:
+            return _FAMILIES
+        return (
+            (bgp_wire.AFI_IPV4 if self.peer.peer_address.version == 4 else bgp_wire.AFI_IPV6, bgp_wire.SAFI_UNICAST),
+        )
+
+    def _why_not(self, conn: _Conn, family: int) -> str | None:
         """Why routes of *family* cannot go to this peer, or None when they can."""
         afi = bgp_wire.AFI_IPV4 if family == 4 else bgp_wire.AFI_IPV6
+        if (afi, bgp_wire.SAFI_UNICAST) not in self._families():
+            return f"disable-mp: only IPv{self.peer.peer_address.version} routes over this session"
         if (afi, bgp_wire.SAFI_UNICAST) not in conn.families:
             return f"the peer did not negotiate IPv{family} unicast"
         if family not in conn.next_hops:

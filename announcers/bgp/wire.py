@@ -240,16 +240,14 @@ def encode_open(
     router_id: netaddr.IPAddress,
     graceful_restart: GracefulRestart | None = None,
     extended_message: bool = False,
+    afis: tuple[int, ...] = (AFI_IPV4, AFI_IPV6),
 ) -> bytes:
-    """An OPEN with MP IPv4 and IPv6 unicast, route refresh and 4-octet AS capabilities.
+    """An OPEN with MP unicast for *afis* (IPv4 and IPv6), route refresh and 4-octet AS capabilities.
 
     Optionally also extended messages (RFC 8654) and graceful restart (RFC 4724).
     """
-    caps = (
-        struct.pack("!BBHBB", CAP_MP, 4, AFI_IPV4, 0, SAFI_UNICAST)
-        + struct.pack("!BBHBB", CAP_MP, 4, AFI_IPV6, 0, SAFI_UNICAST)
-        + struct.pack("!BB", CAP_ROUTE_REFRESH, 0)
-    )
+    caps = b"".join(struct.pack("!BBHBB", CAP_MP, 4, afi, 0, SAFI_UNICAST) for afi in afis)
+    caps += struct.pack("!BB", CAP_ROUTE_REFRESH, 0)
     if extended_message:
         caps += struct.pack("!BB", CAP_EXTENDED_MESSAGE, 0)
     if graceful_restart is not None:

@@ -282,6 +282,7 @@ class TestPeers:
         ).peers
         assert (peer.keepalive_time, peer.ebgp_multihop, peer.connect_time) == (10, True, 60)
         assert parse(dump_config(parse(self.PEER + "  connect-time: 7s\n"))).peers[0].connect_time == 7
+        assert parse(dump_config(parse(self.PEER + "  disable-mp: true\n"))).peers[0].disable_mp
         (peer,) = parse(self.PEER).peers
         assert (peer.keepalive_time, peer.ebgp_multihop, peer.connect_time) == (None, False, None)
         assert parse(dump_config(parse(self.PEER + "  keepalive-time: 10s\n  ebgp-multihop: true\n"))).peers == (

@@ -6,6 +6,7 @@ Routes are read back through each router's own CLI (``birdc``, ``gobgp``, ``vtys
 from __future__ import annotations
 
 import logging
+import time
 
 import netaddr
 import pytest
@@ -91,6 +92,20 @@ class TestIpv6Session:
         assert table["2001:db8:ff::10/128"].next_hop == bgp.NODE6
         assert table["198.51.100.10/32"].next_hop == bgp.NODE4
         assert speaker.metric("metallb_bgp_session_up", f"[{bgp.RTR6}]:179") == 1
+
+    @pytest.mark.parametrize("transport", [4, 6])
+    def test_disable_mp_keeps_to_the_session_family(self, kind, transport, make_router, make_speaker, bgp):
+        """With disable-mp an IPv4 session carries only IPv4 routes and an IPv6 session only IPv6 ones."""
+        router = make_router(kind, asn=64513, peer_asn=64512, transport=transport)
+        speaker = make_speaker()
+        address = netaddr.IPAddress(bgp.RTR4 if transport == 4 else bgp.RTR6)
+        announce_two_services(speaker, bgp, 64512, 64513, peer_address=address, disable_mp=True)
+        own = {p for p in ALL_PREFIXES if (":" in p) == (transport == 6)}
+        router.wait_routes(lambda t: set(t) == own)
+        time.sleep(0.5)  # nothing of the other family follows
+        assert set(router.wait_routes(lambda t: True)) == own
+        status = speaker.announcer.sessions()[0]
+        assert status.state == "Established"
 
 
 @pytest.mark.parametrize("kind", ROUTERS)
