@@ -84,6 +84,7 @@ PEER_KEYS = (
     "dynamic-asn",
     "connect-time",
     "disable-mp",
+    "interface",
 )
 #: Keys of MetalLB's FRR mode that metallb's own speaker does not do (none left).
 UNSUPPORTED_PEER_KEYS: tuple[str, ...] = ()
@@ -373,6 +374,23 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
                 where, "keepalive-time", keepalive_text,
                 f"invalid keepalive time: must be at least 1s and not above hold-time ({hold}s)",
             )  # fmt: skip
+    interface = as_str(data.get("interface"), where, "interface")
+    link_local = address.version == 6 and address.is_link_local()
+    if interface and not _INTERFACE_NAME.fullmatch(interface):
+        raise field_error(where, "interface", interface, "invalid interface name: 1 to 15 characters, no / : or space")
+    if interface and not link_local:
+        raise field_error(where, "interface", interface, "only for a link-local IPv6 peer-address (fe80::/10)")
+    if link_local and not interface:
+        raise field_error(
+            where,
+            "peer-address",
+            str(address),
+            'a link-local peer-address needs "interface": the node\'s interface to it',
+        )
+    if interface and data.get("bfd-profile"):
+        raise field_error(
+            where, "interface", interface, "BFD to a link-local peer is not supported: remove bfd-profile"
+        )
     connect = None
     connect_text = as_str(data.get("connect-time"), where, "connect-time")
     if connect_text:
@@ -407,7 +425,12 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
         dynamic_asn=dynamic,
         connect_time=connect,
         disable_mp=as_bool(data.get("disable-mp"), where, "disable-mp", default=False),
+        interface=interface,
     )
+
+
+#: A Linux interface name (IFNAMSIZ - 1 characters; no slash, colon or white space).
+_INTERFACE_NAME = re.compile(r"[^/:\s]{1,15}")
 
 
 # -- BFD profiles ------------------------------------------------------------------------
@@ -891,6 +914,7 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
                 **({"ebgp-multihop": True} if p.ebgp_multihop else {}),
                 **({"connect-time": f"{p.connect_time}s"} if p.connect_time is not None else {}),
                 **({"disable-mp": True} if p.disable_mp else {}),
+                **({"interface": p.interface} if p.interface else {}),
             }
             for p in config.peers
         ]

@@ -322,7 +322,8 @@ class PeerSpec:
     ``connect_time``: seconds between connection attempts; None: MetalLB's
     backoff (0, 1, 2, 4 ... seconds). ``disable_mp``: only the session's own
     address family over it (MetalLB's ``disableMP``): IPv4 routes to an IPv4
-    peer, IPv6 routes to an IPv6 peer.
+    peer, IPv6 routes to an IPv6 peer. ``interface``: the node's interface
+    of a link-local IPv6 ``peer_address`` (set exactly then).
     """
 
     my_asn: int
@@ -341,6 +342,7 @@ class PeerSpec:
     dynamic_asn: str = ""
     connect_time: int | None = None
     disable_mp: bool = False
+    interface: str = ""
 
     def external(self) -> bool:
         """Whether the session is eBGP: by ``dynamic_asn`` when set, else by the two ASNs."""

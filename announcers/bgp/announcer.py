@@ -350,7 +350,7 @@ class BgpAnnouncer(AnnouncerBase):
     async def _apply_bfd(self, wanted: list[PeerSpec], profiles: Mapping[str, BfdProfile]) -> None:
         specs: dict[SessionKey, SessionSpec] = {}
         for peer in wanted:
-            if not peer.bfd_profile:
+            if not peer.bfd_profile or peer.interface:  # no BFD to link-local peers (the config refuses it)
                 continue
             profile = profiles.get(peer.bfd_profile)
             if profile is None:  # the parser refuses this; a hand-built Config may not

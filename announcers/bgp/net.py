@@ -104,15 +104,18 @@ def ipv6_next_hop_for(
 ) -> netaddr.IPAddress | None:
     """The IPv6 next hop for a session whose local address is *local*.
 
-    An IPv6 session uses its own address; an IPv4 session uses the first usable
-    global IPv6 address of the interface that carries it. None when there is none.
+    An IPv6 session uses its own address; an IPv4 or link-local IPv6 session uses
+    the first usable global IPv6 address of the interface that carries it (a
+    link-local session its own address when there is none). None when there is none.
     *addrs* is a dump already taken (default: take one now).
     """
-    if local.version == 6:
+    if local.version == 6 and not local.is_link_local():
         return local
     addrs = interface_addresses() if addrs is None else addrs
     index = _interface_of(local, addrs)
-    return next((a.address for a in addrs if a.index == index and a.address.version == 6 and a.usable_global), None)
+    found = next((a.address for a in addrs if a.index == index and a.address.version == 6 and a.usable_global), None)
+    # A link-local session: the interface's global address, which routers beyond this link can use too.
+    return found if found is not None or local.version == 4 else local
 
 
 def ipv4_for_interface_of(

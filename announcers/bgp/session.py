@@ -73,7 +73,8 @@ def reconnect_backoff(*, cap: float = BACKOFF_CAP) -> Backoff:
 
 def peer_label(peer: PeerSpec) -> str:
     """``addr:port`` (``[addr]:port`` for IPv6), the metrics label MetalLB uses."""
-    host = f"[{peer.peer_address}]" if peer.peer_address.version == 6 else str(peer.peer_address)
+    zone = f"%{peer.interface}" if peer.interface else ""  # link-local: one address per interface
+    host = f"[{peer.peer_address}{zone}]" if peer.peer_address.version == 6 else str(peer.peer_address)
     return f"{host}:{peer.peer_port}"
 
 
@@ -406,7 +407,7 @@ class Session:
             loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self._connect_timeout):
-                    await loop.sock_connect(sock, (str(peer.peer_address), peer.peer_port))
+                    await loop.sock_connect(sock, self._sockaddr())
             except TimeoutError:
                 hint = (
                     "a TCP MD5 password mismatch is a likely cause (the peer drops segments with a wrong signature)"
@@ -428,6 +429,13 @@ class Session:
             else:
                 sock.close()
             raise
+
+    def _sockaddr(self) -> tuple[str, int] | tuple[str, int, int, int]:
+        """The peer's socket address; a link-local one carries its interface's index (the scope)."""
+        peer = self.peer
+        if not peer.interface:
+            return (str(peer.peer_address), peer.peer_port)
+        return (str(peer.peer_address), peer.peer_port, 0, socket.if_nametoindex(peer.interface))
 
     def _forwarding_preserved(self) -> bool:
         """The F bit: whether the forwarding state of our routes survived since the peer last had them.

@@ -289,6 +289,17 @@ class TestPeers:
             attrs.evolve(peer, keepalive_time=10, ebgp_multihop=True),
         )
 
+    def test_link_local_peer_needs_an_interface(self, parse):
+        """A link-local peer-address needs interface (and no bfd-profile); dump keeps it."""
+        text = "peers:\n- my-asn: 64512\n  peer-asn: 64513\n  peer-address: fe80::1\n"
+        with pytest.raises(ConfigError, match='field "peer-address": value "fe80::1": a link-local peer-address needs'):
+            parse(text)
+        (peer,) = parse(text + "  interface: eth0\n").peers
+        assert peer.interface == "eth0"
+        assert parse(dump_config(parse(text + "  interface: eth0\n"))).peers == (peer,)
+        with pytest.raises(ConfigError, match='field "interface": value "eth0": BFD to a link-local peer is not'):
+            parse("bfd-profiles:\n- name: f\n" + text + "  interface: eth0\n  bfd-profile: f\n")
+
     def test_dynamic_asn(self, parse):
         """dynamic-asn replaces peer-asn (internal or external, decided from the peer's OPEN); dump keeps it."""
         text = "peers:\n- my-asn: 64512\n  dynamic-asn: external\n  peer-address: 192.0.2.1\n"
@@ -304,6 +315,8 @@ class TestPeers:
             ("  dynamic-asn: external\n", 'field "dynamic-asn": value "external": peer-asn and dynamic-asn are mut'),
             ("  connect-time: 0.5s\n", 'field "connect-time": value "0.5s": invalid connect time: must be a dur'),
             ("  connect-time: 65536s\n", 'field "connect-time": value "65536s": invalid connect time'),
+            ("  interface: eth0\n", 'field "interface": value "eth0": only for a link-local IPv6 peer-address'),
+            ("  interface: a/b\n", 'field "interface": value "a/b": invalid interface name'),
             ("  dynamic-asn: External\n", 'field "dynamic-asn": value "External": must be "internal" or "external"'),
             ("  keepalive-time: 10\n", 'field "keepalive-time": value "10": invalid keepalive time: write a duration'),
             ("  keepalive-time: 0s\n", 'value "0s": invalid keepalive time: must be at least 1s and not above hold'),
