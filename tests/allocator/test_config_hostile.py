@@ -152,6 +152,12 @@ def sections(noise: int) -> dict[str, st.SearchStrategy[object]]:
         "node-selectors": maybe(selectors),
         "bfd-profile": maybe(st.sampled_from(["fast", "slow", "none"])),
         "graceful-restart": maybe(BOOLS),
+        "keepalive-time": maybe(DURATIONS),
+        "connect-time": maybe(DURATIONS),
+        "ebgp-multihop": maybe(BOOLS),
+        "disable-mp": maybe(BOOLS),
+        "dynamic-asn": maybe(st.sampled_from(["internal", "external", "External"])),
+        "interface": maybe(st.sampled_from(["eth0", "a/b", "x" * 16])),
     }
     url = st.sampled_from(["http://x", "https://x:8443/a/", "ftp://x"])
     return {

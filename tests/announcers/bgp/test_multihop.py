@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
+import netaddr
 import pytest
 from metallb.allocator.model import BfdProfile, Config
 
@@ -73,14 +74,14 @@ def _lab(netlab: Any) -> Iterator[HopLab]:
 # -- the routers: passive, eBGP AS 64513, multihop, GTSM at two hops --------------------------
 
 
-def start_bird(lab: HopLab) -> Callable[[], set[str]]:
+def start_bird(lab: HopLab, *, neighbor: str = NODE4) -> Callable[[], set[str]]:
     conf = f"""
 router id {RTR4};
 protocol device {{ }}
-protocol static {{ ipv4; route {NODE4}/32 via 10.2.0.1; }}
+protocol static {{ ipv4; route {neighbor}/32 via 10.2.0.1; }}
 protocol bgp speaker {{
   local {RTR4} as 64513;
-  neighbor {NODE4} as 64512;
+  neighbor {neighbor} as 64512;
   multihop 2;
   ttl security on;
   passive on;
@@ -249,6 +250,26 @@ class TestEbgpMultihop:
         speaker.announcer.set_config(Config(pools={pool.name: pool}, peers=(peer,)), speaker.node)
         out, _ = capture.communicate(timeout=15)  # nothing listens: each SYN gets a reset, and is retried
         assert f"ttl {ttl},".encode() in out, out
+
+
+class TestSourceAddress:
+    """source-address against a real router."""
+
+    def test_session_from_the_configured_address(self, lab, make_speaker, bgp):
+        """With two addresses on the node, the session and next hop use source-address; BIRD knows only that one."""
+        lab.run(lab.node, "ip addr add 192.0.2.3/32 dev lo")
+        lab.run(lab.hop, "ip route add 192.0.2.3/32 via 10.1.0.2")
+        lab.run(lab.rtr, "ip route add 192.0.2.3/32 via 10.2.0.1")
+        routes = start_bird(lab, neighbor="192.0.2.3")
+        speaker = make_speaker()
+        source = netaddr.IPAddress("192.0.2.3")
+        configure(speaker, bgp, ebgp_multihop=True, source_address=source)
+        speaker.wait_established(timeout=20)
+        wait(lambda: routes() == {ROUTE}, "BIRD to receive the route")
+        assert speaker.announcer.sessions()[0].local_address == "192.0.2.3"
+        ctl = lab.path("bird.ctl")
+        out = lab.run(lab.rtr, f"birdc -s {ctl} show route all table master4 protocol speaker").stdout
+        assert "BGP.next_hop: 192.0.2.3" in out, out
 
 
 class TestMultihopBfd:
