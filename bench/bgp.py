@@ -147,13 +147,15 @@ def speaker(n: int) -> None:
 
 FEEDER = """\
 import os, sys
-n = int(sys.argv[1])
+n, parent = int(sys.argv[1]), os.getppid()
 ps = [f"10.{{i >> 16}}.{{(i >> 8) & 255}}.{{i & 255}}/32" for i in range(1, n + 1)]
 for verb in ("announce", "withdraw"):
     for i in range(0, n, 1000):
         sys.stdout.write(f"{{verb}} attributes next-hop {exa} nlri " + " ".join(ps[i:i + 1000]) + "\\n")
     sys.stdout.flush()
     while not os.path.exists(sys.argv[2]):
+        if os.getppid() != parent:  # ExaBGP was killed (it starts us in a process group of our own)
+            sys.exit(0)
         __import__("time").sleep(0.01)
     os.unlink(sys.argv[2])
 """
