@@ -180,8 +180,13 @@ protocol bgp speaker {{
         detail = json.loads(self.vtysh(f"show bgp ipv4 unicast {SERVICE_IP}/32 json") or "{}")
         return any(p.get("stale") for p in detail.get("paths", []))
 
-    def settled(self, gr: bool) -> bool:
-        return self.routed() and not (gr and self.in_restart())
+    def settled(self) -> bool:
+        """The route installed and the router out of any restart state: the new speaker's session is up.
+
+        Without graceful restart too: after a restart with it (the switch between modes), the
+        router keeps the stale route until the new session comes up, without the capability.
+        """
+        return self.routed() and not self.in_restart()
 
     def restart(self, how: str, gr: bool, down: float) -> dict[str, float | int]:
         """One restart while the client pings; the speaker runs again afterwards."""
@@ -195,7 +200,7 @@ protocol bgp speaker {{
         self.speaker.wait(30)
         time.sleep(down)
         started = self.start_speaker(gr)
-        settled = wait(lambda: self.settled(gr), "the restarted speaker to settle")
+        settled = wait(self.settled, "the restarted speaker to settle")
         time.sleep(0.5)
         ping.send_signal(signal.SIGINT)
         out = ping.communicate(timeout=10)[0]
