@@ -45,8 +45,8 @@ IPLike: TypeAlias = "str | netaddr.IPAddress"
 
 #: The :class:`PoolSpec` fields that decide which addresses a pool's source hands
 #: out. A pool whose other fields change (protocol, interfaces, node selectors,
-#: advertisements, auto-assign: how its addresses are announced, and whether
-#: they are offered unasked) keeps its source, and with it what the source
+#: advertisements, auto-assign, service allocation, labels: how its addresses are
+#: announced, and to whom they are offered unasked) keeps its source, and with it what the source
 #: tracks (an address service's lease ids); the source gets the new spec.
 ALLOCATION_FIELDS = ("name", "kind", "cidrs", "avoid_buggy_ips", "options")
 

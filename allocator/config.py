@@ -35,6 +35,8 @@ from metallb.allocator.model import (
     ProtocolInfo,
 )
 from metallb.allocator.plugins import Hooks, default_plugin_manager
+from metallb.allocator.yamlload import Quoted
+from metallb.allocator.yamlload import load_yaml as _load_marked
 
 __all__ = [
     "COMMON_POOL_KEYS",
@@ -64,9 +66,11 @@ PEER_KEYS = (
     "source-address",
     "password",
     "node-selectors",
+    "ebgp-multihop",
 )
 #: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
-UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile", "ebgp-multihop")
+#: (``ebgp-multihop`` is accepted, as MetalLB v0.12 accepts it: see ``metallb check-config``'s warnings.)
+UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile")
 #: Keys every pool entry accepts, whatever its section (the announcement
 #: protocols add the keys they own).
 COMMON_POOL_KEYS = ("name", "protocol", "auto-assign", "avoid-buggy-ips", "node-selectors")
@@ -147,6 +151,8 @@ def as_bool(value: object, where: str, field: str, *, default: bool) -> bool:
         return default
     if not isinstance(value, str):
         raise field_error(where, field, value, "must be a boolean (true or false), not a list or mapping")
+    if isinstance(value, Quoted):  # Go's YAML decodes no quoted text into a boolean
+        raise field_error(where, field, value, "must be a boolean (true or false), not quoted text")
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -158,6 +164,8 @@ def as_int(value: object, where: str, field: str, *, default: int, bits: int = 3
     """An unsigned integer field of *bits* bits (decimal)."""
     if value is None:
         return default
+    if isinstance(value, Quoted):  # Go's YAML decodes no quoted text into a number: my-asn: "1" is refused
+        raise field_error(where, field, value, "must be a number, not quoted text (remove the quotes)")
     text = as_str(value, where, field).strip()
     if not re.fullmatch(r"[-+]?[0-9]+", text):
         raise field_error(where, field, value, "must be a whole number")
@@ -315,6 +323,11 @@ def _parse_peer(index: int, raw: object) -> PeerSpec:
     source = None
     if data.get("source-address") not in (None, ""):
         source = _parse_ip(data.get("source-address"), where, "source-address", "must be an IP address of this node")
+    multihop = as_bool(data.get("ebgp-multihop"), where, "ebgp-multihop", default=False)
+    if multihop and my_asn == peer_asn:
+        raise field_error(
+            where, "ebgp-multihop", "true", "invalid ebgp-multihop parameter set for an ibgp peer (my-asn is peer-asn)"
+        )
     return PeerSpec(
         my_asn=my_asn,
         peer_asn=peer_asn,
@@ -325,6 +338,7 @@ def _parse_peer(index: int, raw: object) -> PeerSpec:
         source_address=source,
         password=as_str(data.get("password"), where, "password"),
         node_selectors=selectors,
+        ebgp_multihop=multihop,
     )
 
 
@@ -519,20 +533,34 @@ def _overlaps(a: netaddr.IPNetwork, b: netaddr.IPNetwork) -> bool:
 
 
 def parse_config(text: str, *, plugin_manager: pluggy.PluginManager | None = None) -> Config:
-    """Parse the YAML MetalLB keeps under ``data.config`` into a :class:`Config`.
+    """Parse a configuration in either format into a :class:`Config`.
+
+    The legacy format is the YAML MetalLB kept under the ConfigMap's
+    ``data.config``; the other is a YAML stream of MetalLB's resources
+    (``IPAddressPool``, ``BGPPeer`` ...; a ``kubectl get -o yaml`` List too),
+    parsed by :func:`~metallb.allocator.parse_resources`. A stream is read as
+    resources when its documents carry ``apiVersion`` and ``kind``.
 
     Args:
-        text: the YAML document.
+        text: the YAML document or stream.
         plugin_manager: the plugins that own pool sections and announcement
             protocols; by default every installed plugin
             (:func:`~metallb.allocator.default_plugin_manager`).
 
     Raises:
-        ConfigError: the message names the section, entry, field, value and rule.
+        ConfigError: the message names the section, entry, field, value and rule
+            (:class:`~metallb.allocator.TransientConfigError` when resources
+            refer to something that may appear later).
         PluginError: a plugin broke its hook's contract.
     """
+    from metallb.allocator import resources  # imports this module
+
+    if resources.looks_like_resources(text):
+        found = resources.parse_resource_text(text, plugin_manager=plugin_manager)
+        if found is not None:
+            return found
     hooks = _default_hooks(plugin_manager)
-    raw = load_yaml(text)
+    raw = _load_marked(text, quoted=True)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
