@@ -1,9 +1,10 @@
 """The allocator: which service holds which address, from which pool.
 
 Semantics are MetalLB's (first fit in configuration order, sharing keys,
-``avoid-buggy-ips``, all-or-nothing config changes) with three deliberate
-improvements: auto-assign pools are tried in configuration order instead of at
-random, capacity is exact for any pool size, and no operation scans a pool.
+``avoid-buggy-ips``, pools chosen by ``serviceAllocation`` and priority,
+all-or-nothing config changes) with three deliberate improvements: auto-assign
+pools of equal priority are tried in configuration order instead of at random,
+capacity is exact for any pool size, and no operation scans a pool.
 
 Concurrency: every method is thread-safe. The bookkeeping is a lock-free
 :class:`~metallb.allocator.ledger.Ledger`; this facade holds one lock around
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias
 
 import netaddr
@@ -266,17 +267,22 @@ class Allocator:
         ports: Iterable[Port] = (),
         sharing_key: str = "",
         backend_key: str = "",
+        labels: Mapping[str, str] | None = None,
     ) -> netaddr.IPAddress:
         """Give *service* one address and return it.
 
         Args:
             family: 4 or 6 (default: the family of *ip*, else 4).
             pool: take it from this pool (``auto-assign: false`` pools allowed);
-                default: the auto-assign pools in configuration order.
+                default: the auto-assign pools whose ``service_allocation``
+                selects the service, by priority, then those without one, in
+                configuration order.
             ip: exactly this address (the pool's source is asked for it).
             ports: the service's ports, for sharing.
             sharing_key: the ``allow-shared-ip`` value; empty means never share.
             backend_key: services share only with equal backend keys.
+            labels: the Service's labels, for pools' ``service_allocation``
+                (the namespace is the part of *service* before the slash).
 
         A service that already holds an address of *family* keeps it (its
         ports and keys are updated); asking for another ``ip`` or ``pool``
@@ -290,7 +296,7 @@ class Allocator:
             raise AllocationError(f'allocate "{service}": family must be 4 or 6, not {family!r}')
         if wanted is not None and wanted.version != fam:
             raise AllocationError(f'allocate "{service}": requested address {wanted} is not an IPv{fam} address')
-        tenant = Tenant(service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key)
+        tenant = _tenant(service, ports, sharing_key, backend_key, labels)
         with self._serial(service):
             return self._allocate(tenant, fam, pool, wanted, extend=False)
 
@@ -305,13 +311,15 @@ class Allocator:
         sharing_key: str = "",
         backend_key: str = "",
         require_all: bool = True,
+        labels: Mapping[str, str] | None = None,
     ) -> tuple[netaddr.IPAddress, ...]:
         """Give *service* one address per family, all from the same pool.
 
         ``require_all=False`` is Kubernetes' ``PreferDualStack``: when no pool
         can serve every family, fall back to the first family that works.
+        *labels* are the Service's, as in :meth:`allocate`.
         """
-        tenant = Tenant(service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key)
+        tenant = _tenant(service, ports, sharing_key, backend_key, labels)
         requested = {a.version: a for a in map(_ip, ips)}
         with self._serial(service):
             with self._lock:
@@ -405,11 +413,15 @@ class Allocator:
         """The pools an automatic allocation tries: a plugin's choice, else the auto-assign ones."""
         pools = list(self._ledger.config.pools.values())
         request = PoolRequest(
-            service=tenant.service, family=family, sharing_key=tenant.sharing_key, backend_key=tenant.backend_key
+            service=tenant.service,
+            family=family,
+            sharing_key=tenant.sharing_key,
+            backend_key=tenant.backend_key,
+            labels=dict(tenant.labels),
         )
         chosen = self._select_pools(request, pools)
         if chosen is None:
-            return self._ledger.auto_pools(family)
+            return self._ledger.auto_pools(family, request.namespace, request.labels)
         for p in chosen:
             if not isinstance(p, PoolSpec) or p.name not in self._ledger.config.pools:
                 raise PluginError(f"metallb_select_pools returned {p!r}, which is not a configured pool")
@@ -560,6 +572,18 @@ class Allocator:
         for source in sources:
             with contextlib.suppress(Exception):
                 source.close()
+
+
+def _tenant(
+    service: str, ports: Iterable[Port], sharing_key: str, backend_key: str, labels: Mapping[str, str] | None
+) -> Tenant:
+    return Tenant(
+        service=service,
+        ports=frozenset(ports),
+        sharing_key=sharing_key,
+        backend_key=backend_key,
+        labels=tuple(sorted((labels or {}).items())),
+    )
 
 
 def _hand_spec(source: AddressSource, spec: PoolSpec) -> None:

@@ -221,7 +221,9 @@ def metallb_select_pools(request: PoolRequest, pools: Sequence[PoolSpec]) -> Seq
     :return: the pools to try, in order; None to leave the choice to the next
         plugin. When every plugin returns None, the allocator tries the
         ``auto-assign`` pools that have addresses of ``request.family`` (or no
-        local CIDRs at all), in configuration order.
+        local CIDRs at all): first those whose ``service_allocation`` selects
+        the Service (``request.namespace``, ``request.labels``), by priority,
+        then those without a ``service_allocation``, in configuration order.
 
     Stops at first non-None result.
     """

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import netaddr
 from metallb.allocator.config import as_int, as_list, as_mapping, as_str, field_error, parse_cidrs, parse_community
 from metallb.allocator.errors import ConfigError
@@ -23,9 +24,12 @@ from metallb.allocator.model import (
     Advertisement,
     BgpAdvertisement,
     Community,
+    Config,
     LargeCommunity,
+    PeerSpec,
     PoolEntry,
     ProtocolInfo,
+    Unapplied,
 )
 from metallb.allocator.plugins import hookimpl
 
@@ -34,12 +38,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADVERTISEMENT_KEYS",
+    "APPLIED_PEER_FIELDS",
+    "BFD_APPLIED",
+    "NOT_STARTED_WITHOUT",
     "PROTOCOL",
     "metallb_announcer_protocols",
     "metallb_dump_advertisements",
     "metallb_make_announcer",
     "metallb_parse_advertisements",
+    "metallb_unapplied_config",
     "parse_advertisements",
+    "sort_key",
+    "starts_session",
+    "unapplied_peer_fields",
 ]
 
 PROTOCOL = "bgp"
@@ -188,3 +199,74 @@ def metallb_make_announcer(protocol: str, settings: AnnouncerSettings) -> BgpAnn
     from metallb.announcers.bgp.announcer import BgpAnnouncer
 
     return BgpAnnouncer(settings)
+
+
+# -- what the speaker applies ----------------------------------------------------------------
+
+#: The PeerSpec fields metallb's BGP speaker applies. A peer setting another field (to other
+#: than its default) is accepted and reported as not applied (``metallb_unapplied_config``).
+#: Implementing a field is adding it here.
+APPLIED_PEER_FIELDS = frozenset(
+    {
+        "name",
+        "my_asn",
+        "peer_asn",
+        "peer_address",
+        "peer_port",
+        "hold_time",
+        "router_id",
+        "source_address",
+        "password",
+        "node_selectors",
+        "dual_stack_address_family",  # the speaker always sends both families over one session
+    }
+)
+#: Of the fields not applied, those without which a session would be wrong rather than weaker:
+#: such a peer gets no session until the field is applied.
+NOT_STARTED_WITHOUT = frozenset({"interface", "vrf", "dynamic_asn"})
+#: Whether the speaker runs BFD (``BFDProfile`` objects and peers' ``bfd_profile``).
+BFD_APPLIED = False
+
+_PEER_DEFAULTS = {f.name: f.default for f in attrs.fields(PeerSpec)}
+
+
+def unapplied_peer_fields(peer: PeerSpec) -> tuple[str, ...]:
+    """The fields of *peer* the speaker does not apply, in model order."""
+    out = []
+    for field in attrs.fields(PeerSpec):
+        name = field.name
+        if name in APPLIED_PEER_FIELDS or getattr(peer, name) == _PEER_DEFAULTS[name]:
+            continue
+        if name == "keepalive_time" and peer.keepalive_time is not None and peer.keepalive_time * 3 == peer.hold_time:
+            continue  # what the speaker does anyway: a third of the hold time
+        if name == "bfd_profile" and BFD_APPLIED:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def starts_session(peer: PeerSpec) -> bool:
+    """Whether the speaker opens a session to *peer* (it has an address, and nothing it needs is missing)."""
+    return peer.peer_address is not None and not set(unapplied_peer_fields(peer)) & NOT_STARTED_WITHOUT
+
+
+@hookimpl
+def metallb_unapplied_config(config: Config) -> Sequence[Unapplied]:
+    """Peers' fields the speaker does not apply yet, and every BFD profile while BFD is not applied."""
+    out = []
+    for index, peer in enumerate(config.peers, 1):
+        fields = unapplied_peer_fields(peer)
+        if fields:
+            effect = "the session runs without them" if starts_session(peer) else "the session is not started"
+            out.append(Unapplied(kind="BGPPeer", name=peer.name, index=index, fields=fields, effect=effect))
+    if not BFD_APPLIED:
+        for profile in config.bfd_profiles.values():
+            out.append(
+                Unapplied(
+                    kind="BFDProfile",
+                    name=profile.name,
+                    fields=("name",),
+                    effect="the BGP speaker does not run BFD yet; sessions using the profile run without it",
+                )
+            )
+    return out
