@@ -388,6 +388,18 @@ def is_buggy(ip: netaddr.IPAddress) -> bool:
     return ip.version == 4 and int(ip) & 0xFF in (0, 255)
 
 
+def buggy_count(cidr: netaddr.IPNetwork) -> int:
+    """How many addresses of *cidr* end in .0 or .255 (IPv4 only)."""
+    if cidr.version != 4:
+        return 0
+    if cidr.prefixlen <= 24:
+        return 2 * (1 << (24 - int(cidr.prefixlen)))
+    # A block inside one /24: only its first address can end in .0, only its last in .255.
+    if cidr.first == cidr.last:
+        return int(cidr.first & 0xFF in (0, 0xFF))
+    return int(cidr.first & 0xFF == 0) + int(cidr.last & 0xFF == 0xFF)
+
+
 @attrs.frozen(kw_only=True)
 class PeerSpec:
     """One BGP peer: a ``peers`` entry of the ConfigMap, or a ``BGPPeer`` resource.

@@ -84,6 +84,7 @@ __all__ = [
     "pool_resource",
     "read_resource_documents",
     "resolve_secret",
+    "resource_field",
 ]
 
 _T = TypeVar("_T")
@@ -1470,6 +1471,36 @@ def _frr(loader: _Loader, peers: list[tuple[_Obj, Mapping[str, Any]]]) -> None:
                 "Unsupported",
             )
         asns.setdefault(vrf, spec.get("myASN"))
+
+
+# -- model fields as resource fields ----------------------------------------------------------
+
+#: Model field names whose resource spelling is not their camelCase.
+_SPELLING = {
+    "my_asn": "myASN",
+    "peer_asn": "peerASN",
+    "dynamic_asn": "dynamicASN",
+    "router_id": "routerID",
+    "ebgp_multihop": "ebgpMultiHop",
+    "disable_mp": "disableMP",
+    "bfd_profile": "bfdProfile",
+    "password": "password",
+    "keepalive_time": "keepaliveTime",
+    "minimum_ttl": "minimumTtl",
+    "localpref": "localPref",
+    "aggregation_length_v6": "aggregationLengthV6",
+}
+
+
+def resource_field(field: str) -> str:
+    """The resource field (``spec.ebgpMultiHop``) of a model field (``ebgp_multihop``); ``metadata.name`` for name."""
+    if field == "name":
+        return "metadata.name"
+    spelled = _SPELLING.get(field)
+    if spelled is None:
+        head, *rest = field.split("_")
+        spelled = head + "".join(part.capitalize() for part in rest)
+    return f"spec.{spelled}"
 
 
 # -- the public entry points -------------------------------------------------------------

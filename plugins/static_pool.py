@@ -25,24 +25,12 @@ from metallb.allocator import (
 )
 from metallb.allocator.config import parse_pool_entry
 from metallb.allocator.freespace import FreeSpace, RankSpace
-from metallb.allocator.model import is_buggy
+from metallb.allocator.model import buggy_count, is_buggy
 from metallb.allocator.resources import address_texts, parse_pool_resource, pool_resource
 
 SECTION = "address-pools"
 #: The same pools as resources: MetalLB's ``IPAddressPool``.
 KIND = PoolResourceKind(kind="IPAddressPool", plural="ipaddresspools", section=SECTION, versions=("v1beta1",))
-
-
-def buggy_count(cidr: netaddr.IPNetwork) -> int:
-    """How many addresses of *cidr* end in .0 or .255 (IPv4 only)."""
-    if cidr.version != 4:
-        return 0
-    if cidr.prefixlen <= 24:
-        return 2 * (1 << (24 - int(cidr.prefixlen)))
-    # A block inside one /24: only its first address can end in .0, only its last in .255.
-    if cidr.first == cidr.last:
-        return int(cidr.first & 0xFF in (0, 0xFF))
-    return int(cidr.first & 0xFF == 0) + int(cidr.last & 0xFF == 0xFF)
 
 
 class StaticSource(SourceBase):
