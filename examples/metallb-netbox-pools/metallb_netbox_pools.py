@@ -1,8 +1,9 @@
 """metallb-netbox-pools: pools whose addresses are recorded in a NetBox prefix.
 
 A worked example of a third-party metallb plugin. It adds the config section
-``netbox-pools``; each entry is a pool whose addresses come from one NetBox
-prefix through NetBox's REST API::
+``netbox-pools`` and, for configurations made of resources, the pool kind
+``NetBoxPool`` (group ``netbox.example.com``); each is a pool whose addresses come
+from one NetBox prefix through NetBox's REST API::
 
     netbox-pools:
     - name: lab
@@ -13,7 +14,17 @@ prefix through NetBox's REST API::
       token: 0123456789abcdef             # optional: an API token (Authorization: Token ...)
       timeout: 5                          # optional: seconds per request (default 5)
 
-An allocation creates an IP address object in the prefix (``POST
+    apiVersion: netbox.example.com/v1alpha1
+    kind: NetBoxPool
+    metadata: {name: lab, namespace: metallb-system}
+    spec:
+      url: https://netbox.example.com
+      prefixID: 42
+      cidrs: [192.0.2.0/24]
+      tokenSecret: {name: netbox-token}    # optional: a Secret with the API token (key "token")
+      timeout: 5
+
+Advertisements select a NetBoxPool by name or labels like any pool. An allocation creates an IP address object in the prefix (``POST
 .../available-ips/``, or ``POST /api/ipam/ip-addresses/`` for a requested
 address) described ``metallb: <namespace/name>``; releasing the last owner
 deletes it. Only objects with that description are ever deleted.
@@ -35,6 +46,8 @@ from metallb.allocator import (
     ConfigError,
     PoolEntry,
     PoolExhaustedError,
+    PoolResource,
+    PoolResourceKind,
     PoolSpec,
     ReconcileReport,
     SourceBase,
@@ -42,11 +55,16 @@ from metallb.allocator import (
     SourceUnavailableError,
     hookimpl,
     parse_pool_entry,
+    parse_pool_resource,
+    pool_resource,
 )
+from metallb.allocator.resources import resolve_secret
 
-__all__ = ["SECTION", "NetBoxSource"]
+__all__ = ["KIND", "SECTION", "NetBoxSource"]
 
 SECTION = "netbox-pools"
+#: The same pools as resources; a group of our own, not metallb.io.
+KIND = PoolResourceKind(kind="NetBoxPool", plural="netboxpools", section=SECTION, group="netbox.example.com")
 #: Description prefix of the IP address objects this plugin creates (and may delete).
 MARKER = "metallb: "
 log = logging.getLogger(__name__)
@@ -121,6 +139,86 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
             "mark .0 and .255 addresses as reserved in NetBox instead"
         )
     return spec
+
+
+@hookimpl
+def metallb_pool_resource_kinds() -> Sequence[PoolResourceKind]:
+    """NetBox pools are ``NetBoxPool`` resources too."""
+    return [KIND]
+
+
+def _number(value: object, where: str) -> object:
+    """A JSON number as the text the section's converters read (``prefixID: 42``, ``timeout: 2.5``)."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+@hookimpl
+def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
+    """``NetBoxPool``: url, prefixID and cidrs (required), tokenSecret, timeout, and the shared pool fields."""
+    if resource.kind.kind != KIND.kind:
+        return None
+    where = resource.where()
+    spec = parse_pool_resource(
+        resource,
+        cidrs_key="cidrs",
+        options={
+            "url": _url,
+            "prefixID": lambda v, w: _prefix_id(_number(v, w), w),
+            "timeout": lambda v, w: _timeout(_number(v, w), w),
+            "tokenSecret": lambda v, w: v,
+        },
+        required=("url", "prefixID"),
+    )
+    if spec.avoid_buggy_ips:
+        raise ConfigError(f'{where}: field "spec.avoidBuggyIPs": value "true": not supported: NetBox picks the addresses')
+    token = ""
+    ref = spec.options["tokenSecret"]
+    if ref is not None:
+        if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
+            raise ConfigError(f'{where}: field "spec.tokenSecret": must be {{name: <Secret>, key: <key>}}')
+        key = str(ref.get("key") or "token")
+        token = _token(resolve_secret(where, "spec.tokenSecret.name", ref["name"], key, resource.secrets).decode(), where)
+    options = {
+        "url": spec.options["url"],
+        "prefix-id": spec.options["prefixID"],
+        "token": token,
+        "timeout": spec.options["timeout"],
+    }
+    return PoolSpec(
+        name=spec.name,
+        kind=SECTION,
+        cidrs=spec.cidrs,
+        auto_assign=spec.auto_assign,
+        options=options,
+        service_allocation=spec.service_allocation,
+        labels=spec.labels,
+    )
+
+
+@hookimpl
+def metallb_render_pool_resource(spec: PoolSpec, namespace: str) -> Sequence[dict[str, object]] | None:
+    """A ``netbox-pools`` pool as a ``NetBoxPool``, its token in a Secret."""
+    if spec.kind != SECTION:
+        return None
+    own: dict[str, object] = {
+        "url": spec.options["url"],
+        "prefixID": spec.options["prefix-id"],
+        "cidrs": [str(c) for c in spec.cidrs],
+        "timeout": spec.options["timeout"],
+    }
+    objects: list[dict[str, object]] = []
+    if spec.options["token"]:
+        own["tokenSecret"] = {"name": f"{spec.name}-netbox-token"}
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{spec.name}-netbox-token", "namespace": namespace},
+                "type": "Opaque",
+                "stringData": {"token": str(spec.options["token"])},
+            }
+        )
+    return [pool_resource(spec, KIND, namespace, own), *objects]
 
 
 @hookimpl
