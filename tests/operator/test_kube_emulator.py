@@ -95,6 +95,7 @@ class TestDiscovery:
             "events.k8s.io": "events.k8s.io/v1",
             "discovery.k8s.io": "discovery.k8s.io/v1",
             "coordination.k8s.io": "coordination.k8s.io/v1",
+            "apiextensions.k8s.io": "apiextensions.k8s.io/v1",
         }
 
     def test_core_resources(self, core):
