@@ -675,7 +675,8 @@ class _Loader:
                 if group == GROUP and kind not in _STATUS_KINDS:
                     mine = ", ".join(k.kind for k in self.kinds.values() if k.group == GROUP)
                     raise ConfigError(f'{kind} "{shown(name)}": unknown kind in {GROUP} (known: {mine})')
-                if not (api_version == "v1" and kind == "ConfigMap" and name == "bgpextras"):
+                quiet = kind in _STATUS_KINDS or (api_version == "v1" and kind == "ConfigMap" and name == "bgpextras")
+                if not quiet:
                     self.warnings.append(
                         f'{kind or "object"} "{shown(name)}" ({api_version}): ignored, not configuration'
                     )
@@ -1324,6 +1325,10 @@ def _compatible(new: BgpAdvertisement, old: BgpAdvertisement, families: set[int]
         return True
     if new.peers and old.peers and not set(new.peers) & set(old.peers):
         return True
+    if new.nodes is None or old.nodes is None:
+        # Parsed without Node objects: no selectors means every node, so the two meet; with
+        # selectors, which nodes they share cannot be known here (in a cluster it always is).
+        return bool(new.node_selectors or old.node_selectors)
     return not new.nodes or not old.nodes or not (new.nodes & old.nodes)
 
 
