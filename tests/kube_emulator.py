@@ -796,7 +796,9 @@ class KubeEmulator:
         with self._cond:
             self._resources[(res.group, res.version, res.plural)] = res
             # Versions of one resource share their objects and their history, as one etcd key space.
-            sibling = next((r for r in self._store if (r.group, r.plural) == (res.group, res.plural) and r != res), None)
+            sibling = next(
+                (r for r in self._store if (r.group, r.plural) == (res.group, res.plural) and r != res), None
+            )
             if sibling is not None:
                 self._store.setdefault(res, self._store[sibling])
                 self._history.setdefault(res, self._history[sibling])
@@ -822,7 +824,8 @@ class KubeEmulator:
                     plural,
                     kind,
                     namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-                    status="status" in ((version.get("subresources") or {})),
+                    status="status" in (version.get("subresources") or {}),
+                    reset_status="status" in (version.get("subresources") or {}),  # create ignores status then
                     strategic=False,
                     short_names=tuple(names.get("shortNames") or ()),
                 )

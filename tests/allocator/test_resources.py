@@ -60,7 +60,13 @@ def namespace(name: str, **labels: str) -> dict[str, Any]:
 
 def secret(name: str, type_: str = "kubernetes.io/basic-auth", **data: str) -> dict[str, Any]:
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "type": type_, "data": encoded}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NS},
+        "type": type_,
+        "data": encoded,
+    }
 
 
 def rejected(*objects: dict[str, Any], **kw: Any) -> str:
@@ -86,13 +92,19 @@ class TestReading:
         text = "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: p}\nspec:\n  myASN: {asn}\n  peerASN: 1\n  peerAddress: 192.0.2.1\n  ebgpMultiHop: yes\n"
         config = parse_config(text.replace("{asn}", "64500"))
         assert config.peers[0].my_asn == 64500 and config.peers[0].ebgp_multihop
-        with pytest.raises(ConfigError, match=r'BGPPeer "p": field "spec.myASN": value "64500": must be a whole number, not a string'):
+        with pytest.raises(
+            ConfigError, match=r'BGPPeer "p": field "spec.myASN": value "64500": must be a whole number, not a string'
+        ):
             parse_config(text.replace("{asn}", '"64500"'))
 
     def test_lists_are_expanded(self):
         """A `kubectl get -o yaml` List and an API list (items without kind) both give their items."""
         listed = {"apiVersion": "v1", "kind": "List", "items": [pool("a", "10.0.0.0/24")]}
-        api = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPoolList", "items": [{"metadata": {"name": "b"}, "spec": {"addresses": ["10.1.0.0/24"]}}]}
+        api = {
+            "apiVersion": "metallb.io/v1beta1",
+            "kind": "IPAddressPoolList",
+            "items": [{"metadata": {"name": "b"}, "spec": {"addresses": ["10.1.0.0/24"]}}],
+        }
         assert list(parse_resources([listed, api]).pools) == ["a", "b"]
 
     def test_stream_with_documents_and_comments(self):
@@ -184,8 +196,9 @@ class TestIPAddressPool:
 
     def test_overlaps_within_and_across_pools(self):
         """Overlapping or identical CIDRs are errors, within a pool too, reported on the later pool in name order."""
-        assert 'IPAddressPool "b": CIDR "10.0.0.0/25" in pool "b" overlaps with already defined CIDR "10.0.0.0/24" (pool "a")' in rejected(
-            pool("b", "10.0.0.0/25"), pool("a", "10.0.0.0/24")
+        assert (
+            'IPAddressPool "b": CIDR "10.0.0.0/25" in pool "b" overlaps with already defined CIDR "10.0.0.0/24" (pool "a")'
+            in rejected(pool("b", "10.0.0.0/25"), pool("a", "10.0.0.0/24"))
         )
         assert "overlaps" in rejected(pool("a", "10.0.0.0/24", "10.0.0.0/24"))
         parse_resources([pool("a", "10.0.0.0/25"), pool("b", "10.0.0.128/25")])  # adjacent is fine
@@ -231,7 +244,9 @@ class TestServiceAllocation:
 
     def test_duplicates(self):
         """A repeated namespace or selector is MetalLB's duplicate definition error."""
-        assert "duplicate definition of namespaces" in rejected(pool("a", "10.0.0.0/24", serviceAllocation={"namespaces": ["x", "x"]}))
+        assert "duplicate definition of namespaces" in rejected(
+            pool("a", "10.0.0.0/24", serviceAllocation={"namespaces": ["x", "x"]})
+        )
         sel = {"matchLabels": {"a": "b"}}
         assert "duplicate definition of serviceSelectors" in rejected(
             pool("a", "10.0.0.0/24", serviceAllocation={"serviceSelectors": [sel, sel]})
@@ -262,7 +277,9 @@ class TestAdvertisementSelection:
 
     def test_selector_matching_nothing_selects_nothing(self):
         """A selector that matches no pool does not fall back to every pool."""
-        config = parse_resources([pool("a", "10.0.0.0/24"), l2("x", ipAddressPoolSelectors=[{"matchLabels": {"no": "pe"}}])])
+        config = parse_resources(
+            [pool("a", "10.0.0.0/24"), l2("x", ipAddressPoolSelectors=[{"matchLabels": {"no": "pe"}}])]
+        )
         assert config.pools["a"].protocols == ()
 
     def test_layer2_and_bgp_both_apply(self):
@@ -272,23 +289,32 @@ class TestAdvertisementSelection:
 
     def test_identical_layer2_advertisements_merge(self):
         """Two L2Advertisements with the same interfaces (any order) and nodes are one advertisement."""
-        config = parse_resources([pool("a", "10.0.0.0/24"), l2("x", interfaces=["a", "b"]), l2("y", interfaces=["b", "a"])])
+        config = parse_resources(
+            [pool("a", "10.0.0.0/24"), l2("x", interfaces=["a", "b"]), l2("y", interfaces=["b", "a"])]
+        )
         assert config.pools["a"].l2_advertisements == (L2Advertisement(interfaces=("a", "b")),)
 
     def test_node_selectors_resolve_against_nodes(self):
         """With Node objects, nodeSelectors become node names (none: every node); without, they stay selectors."""
         objects = [pool("a", "10.0.0.0/24"), l2("x", nodeSelectors=[{"matchLabels": {"rack": "1"}}]), bgp("y")]
         with_nodes = parse_resources([*objects, node("n1", rack="1"), node("n2", rack="2")]).pools["a"]
-        assert with_nodes.l2_advertisements[0].nodes == {"n1"} and with_nodes.bgp_advertisements[0].nodes == {"n1", "n2"}
+        assert with_nodes.l2_advertisements[0].nodes == {"n1"} and with_nodes.bgp_advertisements[0].nodes == {
+            "n1",
+            "n2",
+        }
         offline = parse_resources(objects).pools["a"].l2_advertisements[0]
         assert offline.nodes is None and offline.node_selectors == (LabelSelector(match_labels=(("rack", "1"),)),)
         assert offline.selects("n9", {"rack": "1"}) and not offline.selects("n9", {"rack": "2"})
 
     def test_duplicate_lists(self):
         """A repeated pool name, peer or community in one advertisement is MetalLB's duplicate error."""
-        assert "duplicate definition of ipAddressPools" in rejected(pool("a", "10.0.0.0/24"), l2("x", ipAddressPools=["a", "a"]))
+        assert "duplicate definition of ipAddressPools" in rejected(
+            pool("a", "10.0.0.0/24"), l2("x", ipAddressPools=["a", "a"])
+        )
         assert "duplicate definition of peers" in rejected(pool("a", "10.0.0.0/24"), bgp("x", peers=["p", "p"]))
-        assert "duplicate definition of community" in rejected(pool("a", "10.0.0.0/24"), bgp("x", communities=["1:1", "1:1"]))
+        assert "duplicate definition of community" in rejected(
+            pool("a", "10.0.0.0/24"), bgp("x", communities=["1:1", "1:1"])
+        )
 
 
 class TestBGPAdvertisement:
@@ -321,14 +347,18 @@ class TestBGPAdvertisement:
     def test_communities(self):
         """Literals, large literals and Community aliases; an alias and its value collapse into one community."""
         alias = obj("Community", "c", {"communities": [{"name": "no-export", "value": "65535:65281"}]})
-        config = parse_resources([pool("a", "10.0.0.0/24"), alias, bgp("x", communities=["no-export", "65535:65281", "large:1:2:3"])])
+        config = parse_resources(
+            [pool("a", "10.0.0.0/24"), alias, bgp("x", communities=["no-export", "65535:65281", "large:1:2:3"])]
+        )
         assert [str(c) for c in config.pools["a"].bgp_advertisements[0].communities] == ["65535:65281", "large:1:2:3"]
         assert config.communities["no-export"].value == 0xFFFFFF01
 
     @pytest.mark.parametrize("text", ["no-export", "foo", "1:2:3"])
     def test_unknown_community_name_waits(self, text):
         """A string that is not a literal (wrong field count) may be a Community not created yet: waiting."""
-        assert f'value "{text}": waiting for a Community alias' in waiting(pool("a", "10.0.0.0/24"), bgp("x", communities=[text]))
+        assert f'value "{text}": waiting for a Community alias' in waiting(
+            pool("a", "10.0.0.0/24"), bgp("x", communities=[text])
+        )
 
     @pytest.mark.parametrize("text", ["65536:1", "a:b", "large:1:2:x"])
     def test_bad_community_value_is_invalid(self, text):
@@ -341,16 +371,27 @@ class TestBGPAdvertisement:
         assert "invalid local preference" in rejected(*base, bgp("y", localPref=200))
         assert "invalid local preference" in rejected(*base, bgp("y"))  # 0 (unset) is a localPref too
         parse_resources([*base, bgp("y", localPref=200, aggregationLength=24)])
-        parse_resources([pool("a", "10.0.0.0/24"), bgp("x", localPref=100, peers=["p1"]), bgp("y", localPref=200, peers=["p2"])])
-        apart = [bgp("x", localPref=100, nodeSelectors=[{"matchLabels": {"r": "1"}}]), bgp("y", localPref=200, nodeSelectors=[{"matchLabels": {"r": "2"}}])]
+        parse_resources(
+            [pool("a", "10.0.0.0/24"), bgp("x", localPref=100, peers=["p1"]), bgp("y", localPref=200, peers=["p2"])]
+        )
+        apart = [
+            bgp("x", localPref=100, nodeSelectors=[{"matchLabels": {"r": "1"}}]),
+            bgp("y", localPref=200, nodeSelectors=[{"matchLabels": {"r": "2"}}]),
+        ]
         parse_resources([pool("a", "10.0.0.0/24"), *apart, node("n1", r="1"), node("n2", r="2")])
         assert "invalid local preference" in rejected(
-            pool("a", "10.0.0.0/24"), bgp("x", localPref=100, peers=["p1"]), bgp("y", localPref=200)  # empty peers: all
+            pool("a", "10.0.0.0/24"),
+            bgp("x", localPref=100, peers=["p1"]),
+            bgp("y", localPref=200),  # empty peers: all
         )
 
     def test_dual_stack_pool_needs_both_lengths_to_differ(self):
         """On a dual-stack pool, only an IPv4 length difference does not keep two localPrefs apart."""
-        objects = [pool("a", "10.0.0.0/24", "2001:db8::/64"), bgp("x", localPref=100), bgp("y", localPref=200, aggregationLength=24)]
+        objects = [
+            pool("a", "10.0.0.0/24", "2001:db8::/64"),
+            bgp("x", localPref=100),
+            bgp("y", localPref=200, aggregationLength=24),
+        ]
         assert "invalid local preference" in rejected(*objects)
         objects[2]["spec"]["aggregationLengthV6"] = 64
         parse_resources(objects)
@@ -380,7 +421,12 @@ class TestBGPPeer:
         bfd = obj("BFDProfile", "fast", {"receiveInterval": 100})
         (p,) = parse_resources([peer("r1", **spec), secret("pw", password="s3cret"), bfd]).peers
         assert (p.name, p.peer_port, p.hold_time, p.keepalive_time, p.connect_time) == ("r1", 1179, 30, 5.0, 7.0)
-        assert (str(p.router_id), str(p.source_address), p.password, p.bfd_profile) == ("10.0.0.1", "192.0.2.2", "s3cret", "fast")
+        assert (str(p.router_id), str(p.source_address), p.password, p.bfd_profile) == (
+            "10.0.0.1",
+            "192.0.2.2",
+            "s3cret",
+            "fast",
+        )
         assert p.enable_graceful_restart and p.ebgp_multihop and p.disable_mp and p.dual_stack_address_family
         assert p.vrf == "red" and p.node_selectors == (LabelSelector(match_labels=(("rack", "1"),)),)
 
@@ -421,8 +467,12 @@ class TestBGPPeer:
     def test_secret_problems(self):
         """A missing Secret waits; a Secret of the wrong type or without the password key is invalid."""
         assert 'waiting for the Secret "pw"' in waiting(peer("r1", passwordSecret={"name": "pw"}))
-        assert 'must be "kubernetes.io/basic-auth"' in rejected(peer("r1", passwordSecret={"name": "pw"}), secret("pw", "Opaque", password="x"))
-        assert 'has no key "password"' in rejected(peer("r1", passwordSecret={"name": "pw"}), secret("pw", username="x"))
+        assert 'must be "kubernetes.io/basic-auth"' in rejected(
+            peer("r1", passwordSecret={"name": "pw"}), secret("pw", "Opaque", password="x")
+        )
+        assert 'has no key "password"' in rejected(
+            peer("r1", passwordSecret={"name": "pw"}), secret("pw", username="x")
+        )
 
     def test_missing_bfd_profile_waits(self):
         """A peer naming a BFD profile that does not exist waits for it."""
@@ -447,13 +497,21 @@ class TestCommunityAndBFD:
 
     def test_community_values_and_duplicates(self):
         """A bad alias value is always invalid (never waiting); an alias defined twice is a duplicate."""
-        assert 'parsing community "x"' in rejected(obj("Community", "c", {"communities": [{"name": "x", "value": "nope"}]}))
+        assert 'parsing community "x"' in rejected(
+            obj("Community", "c", {"communities": [{"name": "x", "value": "nope"}]})
+        )
         twice = [obj("Community", n, {"communities": [{"name": "x", "value": "1:1"}]}) for n in ("c1", "c2")]
         assert "duplicate definition of community" in rejected(*twice)
 
     @pytest.mark.parametrize(
         ("field", "value"),
-        [("detectMultiplier", 1), ("receiveInterval", 9), ("transmitInterval", 60001), ("minimumTtl", 255), ("echoInterval", 5)],
+        [
+            ("detectMultiplier", 1),
+            ("receiveInterval", 9),
+            ("transmitInterval", 60001),
+            ("minimumTtl", 255),
+            ("echoInterval", 5),
+        ],
     )
     def test_bfd_ranges(self, field, value):
         """Each BFD value outside MetalLB's range is an error naming the field."""
@@ -467,7 +525,12 @@ class TestCommunityAndBFD:
 
     def test_ipv6_pool_to_an_echo_mode_peer(self):
         """An IPv6 pool advertised to a peer whose BFD profile uses echo mode is rejected."""
-        objects = [pool("a", "2001:db8::/64"), bgp("x"), peer("r1", bfdProfile="e"), obj("BFDProfile", "e", {"echoMode": True})]
+        objects = [
+            pool("a", "2001:db8::/64"),
+            bgp("x"),
+            peer("r1", bfdProfile="e"),
+            obj("BFDProfile", "e", {"echoMode": True}),
+        ]
         assert "echo mode" in rejected(*objects)
 
 
@@ -485,7 +548,12 @@ class TestVerdicts:
     def test_reasons(self):
         """Overlaps, duplicates, conflicts and waiting references have their own reasons."""
         result = load_resources(
-            [pool("a", "10.0.0.0/24"), pool("b", "10.0.0.0/24"), bgp("x", communities=["nope"]), peer("p", bfdProfile="f")]
+            [
+                pool("a", "10.0.0.0/24"),
+                pool("b", "10.0.0.0/24"),
+                bgp("x", communities=["nope"]),
+                peer("p", bfdProfile="f"),
+            ]
         )
         reasons = {ref.name: v.reason for ref, v in result.verdicts.items() if not v.valid}
         assert reasons == {"b": "Overlap", "x": "Waiting", "p": "Waiting"}
@@ -530,7 +598,9 @@ class TestModes:
 
     def test_frr_rules(self):
         """FRR mode wants one routerID, no repeated session per VRF, and one myASN per VRF."""
-        assert "same routerID" in rejected(peer("a", routerID="10.0.0.1"), peer("b", peerAddress="192.0.2.2"), mode="frr")
+        assert "same routerID" in rejected(
+            peer("a", routerID="10.0.0.1"), peer("b", peerAddress="192.0.2.2"), mode="frr"
+        )
         assert "FRR mode doesn't support duplicate BGPPeers" in rejected(peer("a"), peer("b"), mode="frr")
         assert "all myASN must be equal" in rejected(peer("a"), peer("b", myASN=1, peerAddress="192.0.2.2"), mode="frr")
         parse_resources([peer("a"), peer("b", vrf="red")], mode="frr")

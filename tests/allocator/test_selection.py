@@ -16,7 +16,12 @@ def pool(name: str, cidr: str, *, allocation: dict[str, Any] | None = None, **sp
     body: dict[str, Any] = {"addresses": [cidr], **spec}
     if allocation is not None:
         body["serviceAllocation"] = allocation
-    return {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": name, "namespace": NS}, "spec": body}
+    return {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "IPAddressPool",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": body,
+    }
 
 
 def namespace(name: str, **labels: str) -> dict[str, Any]:
@@ -38,7 +43,9 @@ class TestPoolSelection:
 
     def test_namespace(self):
         """A pool for namespace "web" serves Services there, before any plain pool, and no other namespace."""
-        alloc = allocator(pool("a-plain", "10.0.0.0/30"), pool("b-web", "10.1.0.0/30", allocation={"namespaces": ["web"]}))
+        alloc = allocator(
+            pool("a-plain", "10.0.0.0/30"), pool("b-web", "10.1.0.0/30", allocation={"namespaces": ["web"]})
+        )
         assert pool_of(alloc, "web/s") == "b-web"
         assert pool_of(alloc, "default/s") == "a-plain"
 
@@ -88,7 +95,8 @@ class TestPoolSelection:
     def test_equal_priorities_in_name_order(self):
         """Pools of equal priority are tried in configuration order: resource name order (MetalLB: random)."""
         alloc = allocator(
-            pool("zeta", "10.0.0.0/32", allocation={"priority": 1}), pool("alpha", "10.1.0.0/32", allocation={"priority": 1})
+            pool("zeta", "10.0.0.0/32", allocation={"priority": 1}),
+            pool("alpha", "10.1.0.0/32", allocation={"priority": 1}),
         )
         assert [pool_of(alloc, f"ns/s{i}") for i in range(2)] == ["alpha", "zeta"]
 

@@ -257,7 +257,9 @@ class TestL2AdvertisementNodes:
 
     def test_resolved_names_win_over_labels(self):
         """An advertisement resolved against Node objects selects those names, whatever the labels say now."""
-        ads = (L2Advertisement(node_selectors=(NodeSelector(match_labels=(("rack", "1"),)),), nodes=frozenset({"iris2"})),)
+        ads = (
+            L2Advertisement(node_selectors=(NodeSelector(match_labels=(("rack", "1"),)),), nodes=frozenset({"iris2"})),
+        )
         assert candidates(advertised(*ads), cluster("iris1", labels={"iris1": {"rack": "1"}})) == {"iris2"}
 
 

@@ -123,7 +123,9 @@ def comparable(config):
     pools = {}
     for name, spec in config.pools.items():
         ads = tuple(
-            attrs.evolve(a, node_selectors=a.node_selectors or spec.node_selectors) if hasattr(a, "node_selectors") else a
+            attrs.evolve(a, node_selectors=a.node_selectors or spec.node_selectors)
+            if hasattr(a, "node_selectors")
+            else a
             for a in spec.advertisements
         )
         pools[name] = attrs.evolve(spec, kind="", advertisements=ads, node_selectors=())

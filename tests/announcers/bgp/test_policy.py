@@ -254,7 +254,10 @@ class TestAdvertisementSelection:
         """routes_for with a node keeps the advertisements selecting it, each route with its peers."""
         s = svc(advs=(BgpAdvertisement(node_selectors=RACK_A, peers=("p1",)), BgpAdvertisement(aggregation_length=24)))
         on_a = routes_for(s, NodeInfo(name="n", labels={"rack": "a"}))
-        assert [(str(r.prefix), sorted(r.peers)) for r in on_a] == [("198.51.100.10/32", ["p1"]), ("198.51.100.0/24", [])]
+        assert [(str(r.prefix), sorted(r.peers)) for r in on_a] == [
+            ("198.51.100.10/32", ["p1"]),
+            ("198.51.100.0/24", []),
+        ]
         assert [str(r.prefix) for r in routes_for(s, NodeInfo(name="n", labels={}))] == ["198.51.100.0/24"]
 
     def test_one_prefix_for_different_peers(self):
@@ -302,7 +305,11 @@ class TestUnapplied:
 
     def test_needed_fields_stop_the_session(self):
         """A VRF, a dynamic ASN or an unnumbered interface keep the peer from starting."""
-        for change in ({"vrf": "red"}, {"dynamic_asn": "external", "peer_asn": 0}, {"interface": "eth0", "peer_address": None}):
+        for change in (
+            {"vrf": "red"},
+            {"dynamic_asn": "external", "peer_asn": 0},
+            {"interface": "eth0", "peer_address": None},
+        ):
             assert not bgp.starts_session(attrs.evolve(PEER_ALL, **change)), change
 
     def test_hook_names_peers_and_bfd_profiles(self):
@@ -314,5 +321,11 @@ class TestUnapplied:
         found = bgp.metallb_unapplied_config(config)
         assert [(u.kind, u.name, u.index, u.fields, u.effect) for u in found] == [
             ("BGPPeer", "r", 2, ("vrf",), "the session is not started"),
-            ("BFDProfile", "b", 0, ("name",), "the BGP speaker does not run BFD yet; sessions using the profile run without it"),
+            (
+                "BFDProfile",
+                "b",
+                0,
+                ("name",),
+                "the BGP speaker does not run BFD yet; sessions using the profile run without it",
+            ),
         ]

@@ -418,7 +418,7 @@ class TestAdvertisementPeersAndNodes:
         speaker = make_speaker()
         speaker.configure(bgp.peer(64512, 64513, name="red", vrf="red"))
         assert speaker.announcer.sessions() == []
-        assert 'BGP peer red is not started' in caplog.text
+        assert "BGP peer red is not started" in caplog.text
         speaker.configure(bgp.peer(64512, 64513, name="far", ebgp_multihop=True))
         fp.accept().handshake(64513)
         speaker.wait_established()
