@@ -69,6 +69,7 @@ __all__ = [
     "GROUP",
     "MODES",
     "POOL_FIELDS",
+    "SPEC_FIELDS",
     "ConfigKind",
     "LoadResult",
     "ObjectRef",
@@ -609,6 +610,18 @@ _BFD_KEYS = (
     "echoMode",
     "passiveMode",
     "minimumTtl",
+)
+#: The spec fields the loader reads for MetalLB's kinds besides pools, per (kind, version); the CRDs
+#: in operator/deploy/crds have exactly these (tests/operator/test_crds.py).
+SPEC_FIELDS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType(
+    {
+        ("BGPPeer", "v1beta2"): _PEER_V1BETA2,
+        ("BGPPeer", "v1beta1"): _PEER_V1BETA1,
+        ("L2Advertisement", "v1beta1"): _L2_KEYS,
+        ("BGPAdvertisement", "v1beta1"): _BGP_ADV_KEYS,
+        ("Community", "v1beta1"): ("communities",),
+        ("BFDProfile", "v1beta1"): _BFD_KEYS,
+    }
 )
 #: Fields of later MetalLB releases, named in the unknown-field error.
 _LATER = {"localASN": "v0.16", "serviceSelectors": "v0.16", "preferredNodeSelectors": "v0.16"}
