@@ -24,7 +24,9 @@ from one NetBox prefix through NetBox's REST API::
       tokenSecret: {name: netbox-token}    # optional: a Secret with the API token (key "token")
       timeout: 5
 
-Advertisements select a NetBoxPool by name or labels like any pool. An allocation creates an IP address object in the prefix (``POST
+Advertisements select a NetBoxPool by name or labels like any pool.
+
+An allocation creates an IP address object in the prefix (``POST
 .../available-ips/``, or ``POST /api/ipam/ip-addresses/`` for a requested
 address) described ``metallb: <namespace/name>``; releasing the last owner
 deletes it. Only objects with that description are ever deleted.
@@ -170,14 +172,17 @@ def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
         required=("url", "prefixID"),
     )
     if spec.avoid_buggy_ips:
-        raise ConfigError(f'{where}: field "spec.avoidBuggyIPs": value "true": not supported: NetBox picks the addresses')
+        raise ConfigError(
+            f'{where}: field "spec.avoidBuggyIPs": value "true": not supported: NetBox picks the addresses'
+        )
     token = ""
     ref = spec.options["tokenSecret"]
     if ref is not None:
         if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
             raise ConfigError(f'{where}: field "spec.tokenSecret": must be {{name: <Secret>, key: <key>}}')
         key = str(ref.get("key") or "token")
-        token = _token(resolve_secret(where, "spec.tokenSecret.name", ref["name"], key, resource.secrets).decode(), where)
+        value = resolve_secret(where, "spec.tokenSecret.name", ref["name"], key, resource.secrets)
+        token = _token(value.decode(), where)
     options = {
         "url": spec.options["url"],
         "prefix-id": spec.options["prefixID"],
