@@ -99,7 +99,10 @@ class TestDocBlocks:
         known = sections()
         checked = []
         for where, text in doc_blocks():
-            doc = yaml.safe_load(text)
+            docs = list(yaml.safe_load_all(text))
+            if len(docs) != 1:
+                continue  # a stream of resources: TestResourceExamples parses those
+            doc = docs[0]
             config = config_text(doc, known=known)
             if config is None:
                 continue
