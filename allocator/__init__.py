@@ -39,7 +39,6 @@ from metallb.allocator.interfaces import (
     ReconcileReport,
     SourceBase,
     SourceCapabilities,
-    capabilities_of,
 )
 from metallb.allocator.model import (
     Advertisement,
@@ -138,7 +137,6 @@ __all__ = [
     "TransientConfigError",
     "Unapplied",
     "UnknownPoolError",
-    "capabilities_of",
     "default_plugin_manager",
     "get_plugin_manager",
     "hookimpl",

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TypeAlias
 
 import netaddr
@@ -27,15 +28,14 @@ import pluggy
 from metallb.allocator.errors import (
     AddressNotAllowedError,
     AllocationError,
-    ConfigError,
-    PluginError,
     PoolExhaustedError,
     SourceUnavailableError,
     UnknownPoolError,
 )
-from metallb.allocator.interfaces import AddressSource, ReconcileReport, SourceCapabilities, capabilities_of
+from metallb.allocator.interfaces import AddressSource, ReconcileReport, SourceCapabilities
 from metallb.allocator.ledger import Allocation, Ledger, Released, Tenant, may_have
 from metallb.allocator.model import Config, PoolRequest, PoolSpec, PoolStats, Port
+from metallb.allocator.plugins import Hooks, default_plugin_manager
 
 __all__ = ["Allocation", "Allocator"]
 
@@ -50,6 +50,9 @@ IPLike: TypeAlias = "str | netaddr.IPAddress"
 #: announced, and to whom they are offered unasked) keeps its source, and with it what the source
 #: tracks (an address service's lease ids); the source gets the new spec.
 ALLOCATION_FIELDS = ("name", "kind", "cidrs", "avoid_buggy_ips", "options")
+
+
+_NO_CAPABILITIES = SourceCapabilities()
 
 
 def _reusable(old: PoolSpec, new: PoolSpec) -> bool:
@@ -93,11 +96,8 @@ class Allocator:
     """
 
     def __init__(self, *, plugin_manager: pluggy.PluginManager | None = None, config: Config | None = None) -> None:
-        if plugin_manager is None:
-            from metallb.allocator.plugins import default_plugin_manager
-
-            plugin_manager = default_plugin_manager()
-        self._pm = plugin_manager
+        self._hooks = Hooks(plugin_manager if plugin_manager is not None else default_plugin_manager())
+        self._kinds: Mapping[str, SourceCapabilities] | None = None  # resolved on first use and at set_config
         self._lock = threading.Condition(threading.Lock())
         self._busy: set[str] = set()  # services with a call in progress
         self._waiting = 0  # callers waiting for their service's turn
@@ -109,11 +109,6 @@ class Allocator:
         book = self._ledger
         return f"<Allocator(pools={len(book.sources)}, services={len(book.held)}, addresses={len(book.uses)})>"
 
-    @property
-    def _sources(self) -> dict[str, AddressSource]:
-        """Each pool's source, by name (tests look at them)."""
-        return self._ledger.sources
-
     # -- configuration -------------------------------------------------------------
 
     @property
@@ -124,21 +119,53 @@ class Allocator:
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
         """The plugins this allocator builds sources with (call them through :class:`~metallb.allocator.Hooks`)."""
-        return self._pm
+        return self._hooks.plugin_manager
+
+    def source(self, pool: str) -> AddressSource:
+        """The address source serving *pool* (for status views and tests); :class:`UnknownPoolError` if none."""
+        with self._lock:
+            return self._source_of(pool)
+
+    def pool_kinds(self) -> Mapping[str, SourceCapabilities]:
+        """Every pool kind (section) the plugins provide, with what its pools declare (``metallb_pool_capabilities``).
+
+        Independent of the pools the config has: the controller removes the
+        annotations of every kind from Services that no longer hold such an
+        address. Asked of the plugins once, and again at each :meth:`set_config`.
+        """
+        with self._lock:
+            kinds = self._kinds
+        if kinds is not None:
+            return kinds
+        resolved = self._resolve_kinds(self.config)  # hooks run outside the lock
+        with self._lock:
+            if self._kinds is None:  # unless a set_config resolved them meanwhile
+                self._kinds = resolved
+            return self._kinds
 
     def capabilities(self, pool: str) -> SourceCapabilities:
-        """What *pool*'s source declares (finalizer, annotations); the defaults for an unknown pool."""
-        return capabilities_of(self._ledger.sources.get(pool))
+        """What *pool*'s kind declares (finalizer, annotations); the defaults for an unknown pool."""
+        spec = self.config.pools.get(pool)
+        if spec is None:
+            return _NO_CAPABILITIES
+        return self.pool_kinds().get(spec.kind, _NO_CAPABILITIES)
+
+    def _resolve_kinds(self, config: Config) -> Mapping[str, SourceCapabilities]:
+        """Ask the plugins what each pool kind declares: every section they name, and those *config* uses."""
+        sections = dict.fromkeys([*self._hooks.pool_sections(), *(spec.kind for spec in config.pools.values())])
+        return MappingProxyType({section: self._hooks.pool_capabilities(section) for section in sections})
 
     def set_config(self, config: Config) -> None:
         """Replace the pools, all or nothing.
 
         Allocations follow their address to whichever pool now contains it
         (renamed and split pools work). A pool whose :data:`ALLOCATION_FIELDS`
-        are unchanged keeps its source, which gets the new spec. Raises
-        :class:`ConfigError`, changing nothing, when an address in use would
-        belong to no pool.
+        are unchanged keeps its source, which gets the new spec. Raises,
+        changing nothing, :class:`ConfigError` when an address in use would
+        belong to no pool, and :class:`PluginError` when no plugin builds a
+        pool's kind or a plugin answers wrongly.
         """
+        kinds = self._resolve_kinds(config)
         created: list[AddressSource] = []
         with self._lock:
             try:
@@ -151,6 +178,7 @@ class Allocator:
                 raise
             # Commit: nothing below can fail.
             dropped = self._ledger.adopt(config, sources, moves)
+            self._kinds = kinds
             for name, source in sources.items():
                 _hand_spec(source, config.pools[name])
         for source in dropped:
@@ -164,36 +192,9 @@ class Allocator:
         old = self._ledger.sources.get(name)
         if old is not None and _reusable(old.spec, spec):
             return old
-        source = self._make_source(spec)
-        if source is None:
-            raise ConfigError(
-                f'pool "{name}": no installed plugin builds pools of section "{spec.kind}"; '
-                f"run `metallb plugins` to see what is loaded"
-            )
+        source = self._hooks.make_source(spec)
         created.append(source)
         return source
-
-    # -- hooks: one method per hook, so a typed facade over ``pm.hook`` swaps in here --
-
-    def _make_source(self, spec: PoolSpec) -> AddressSource | None:
-        source: AddressSource | None = self._pm.hook.metallb_make_source(spec=spec)
-        return source
-
-    def _select_pools(self, request: PoolRequest, pools: list[PoolSpec]) -> Sequence[PoolSpec] | None:
-        chosen: Sequence[PoolSpec] | None = self._pm.hook.metallb_select_pools(request=request, pools=pools)
-        return chosen
-
-    def _allocated(self, service: str, ip: netaddr.IPAddress, pool: str) -> None:
-        try:
-            self._pm.hook.metallb_address_allocated(service=service, ip=ip, pool=pool)
-        except Exception:
-            log.exception("a plugin's %s hook raised", "metallb_address_allocated")
-
-    def _released(self, service: str, ip: netaddr.IPAddress, pool: str) -> None:
-        try:
-            self._pm.hook.metallb_address_released(service=service, ip=ip, pool=pool)
-        except Exception:
-            log.exception("a plugin's %s hook raised", "metallb_address_released")
 
     # -- outside the lock ----------------------------------------------------------
 
@@ -204,7 +205,7 @@ class Allocator:
                 source.release(service, ip)
             except Exception:
                 log.exception("pool %r failed to release %s for %s", source.spec.name, ip, service)
-            self._released(service, ip, source.spec.name)
+            self._hooks.address_released(service, ip, source.spec.name)
 
     def _release_all(self, service: str) -> None:
         """Release everything *service* holds; the caller already serialises it."""
@@ -215,7 +216,7 @@ class Allocator:
     def _done(self, service: str, pool: str, ip: netaddr.IPAddress, released: Released) -> netaddr.IPAddress:
         """After *service* got *ip* from *pool*: release what it let go, notify, return *ip*."""
         self._release(service, released)
-        self._allocated(service, ip, pool)
+        self._hooks.address_allocated(service, ip, pool)
         return ip
 
     def _serial(self, service: str) -> _Turn:
@@ -254,7 +255,7 @@ class Allocator:
                 released = self._ledger.claim(tenant, pool, wanted)
             self._release(service, released)
         for ip in wanted:
-            self._allocated(service, ip, pool)
+            self._hooks.address_allocated(service, ip, pool)
         return wanted
 
     def allocate(
@@ -419,12 +420,9 @@ class Allocator:
             backend_key=tenant.backend_key,
             labels=dict(tenant.labels),
         )
-        chosen = self._select_pools(request, pools)
+        chosen = self._hooks.select_pools(request, pools)
         if chosen is None:
             return self._ledger.auto_pools(family, request.namespace, request.labels)
-        for p in chosen:
-            if not isinstance(p, PoolSpec) or p.name not in self._ledger.config.pools:
-                raise PluginError(f"metallb_select_pools returned {p!r}, which is not a configured pool")
         return list(chosen)
 
     def _take(
@@ -523,11 +521,16 @@ class Allocator:
     def stats(self, pool: str) -> PoolStats:
         """Exact capacity (None when unknown) and distinct addresses in use."""
         with self._lock:
-            source = self._ledger.sources.get(pool)
-            if source is None:
-                known = ", ".join(self._ledger.sources) or "none"
-                raise UnknownPoolError(f'unknown pool "{pool}"; known pools: {known}')
+            source = self._source_of(pool)
             return PoolStats(total=source.capacity(), in_use=self._ledger.in_use(pool))
+
+    def _source_of(self, pool: str) -> AddressSource:
+        """*pool*'s source (lock held); :class:`UnknownPoolError` naming the known pools if none."""
+        source = self._ledger.sources.get(pool)
+        if source is None:
+            known = ", ".join(self._ledger.sources) or "none"
+            raise UnknownPoolError(f'unknown pool "{pool}"; known pools: {known}')
+        return source
 
     def describe(self, service: str) -> dict[str, str]:
         """Source facts about *service*'s addresses (for example a lease id)."""

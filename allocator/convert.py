@@ -11,7 +11,7 @@ of their kind (``metallb_render_pool_resource``), with the Secrets they refer to
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -148,7 +148,7 @@ class Conversion:
         notes: what a reader must know (a pool renamed to be a Kubernetes name ...).
     """
 
-    objects: tuple[dict[str, Any], ...]
+    objects: tuple[Mapping[str, Any], ...]
     notes: tuple[str, ...] = ()
 
 
@@ -238,6 +238,6 @@ def config_to_resources(
     return Conversion(objects=tuple(objects), notes=tuple(notes))
 
 
-def dump_resources(objects: Sequence[dict[str, Any]]) -> str:
+def dump_resources(objects: Sequence[Mapping[str, Any]]) -> str:
     """*objects* as one YAML stream, each document after ``---``."""
-    return "".join("---\n" + yaml.safe_dump(o, sort_keys=False, default_flow_style=False) for o in objects)
+    return "".join("---\n" + yaml.safe_dump(dict(o), sort_keys=False, default_flow_style=False) for o in objects)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import pluggy
-from metallb.allocator import default_plugin_manager
+from metallb.allocator import Hooks, default_plugin_manager
 from metallb.operator.commands import COMMANDS, EPILOG, add_commands
 from metallb.operator.logs import setup_logging
 
@@ -45,13 +45,9 @@ def _version() -> str:
 def _add_plugin_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], pm: pluggy.PluginManager
 ) -> None:
-    """Call each plugin's ``metallb_add_commands`` on its own: a broken plugin costs only its commands."""
-    for impl in pm.hook.metallb_add_commands.get_hookimpls():
-        try:
-            impl.function(**{name: subparsers for name in impl.argnames})
-        except Exception as exc:  # noqa: BLE001 - one broken plugin must not take the whole command line down
-            error = f"{type(exc).__name__}: {exc}"
-            print(f"metallb: plugin {impl.plugin_name!r} failed to add its commands, skipped: {error}", file=sys.stderr)
+    """Every plugin's commands (``metallb_add_commands``); a broken plugin costs only its own, said on stderr."""
+    for plugin, error in Hooks(pm).add_commands(subparsers).items():
+        print(f"metallb: plugin {plugin!r} failed to add its commands, skipped: {error}", file=sys.stderr)
 
 
 def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -34,7 +35,7 @@ RESOURCES, CONFIGMAP, NONE = "resources", "configmap", "none"
 
 
 def _frozen(value: Mapping[ObjectRef, Obj]) -> Mapping[ObjectRef, Obj]:
-    return dict(value)
+    return MappingProxyType(dict(value))
 
 
 @attrs.frozen(kw_only=True)

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from metallb.allocator import (
     default_plugin_manager,
     parse_config,
 )
+from metallb.allocator.files import write_atomically
 from metallb.allocator.retry import Backoff
 from metallb.operator.announcing import NOT_ADVERTISED, Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import read_config_text
@@ -62,24 +62,7 @@ def load_services(path: str) -> list[dict[str, Any]]:
     return out
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write *text* to *path* through a temporary file and rename, so readers never see half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".metallb-state-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-@attrs.define
+@attrs.define(kw_only=True)
 class Row:
     """One service in the status table."""
 
@@ -182,7 +165,7 @@ class Standalone:
                 k: attrs.asdict(r, filter=lambda a, _: a.name != "service") for k, r in sorted(self.rows.items())
             },
         }
-        write_atomically(self.state_path, json.dumps(doc, indent=2, default=list) + "\n")
+        write_atomically(self.state_path, json.dumps(doc, indent=2, default=list) + "\n", prefix=".metallb-state-")
 
     # -- one pass --------------------------------------------------------------------
 

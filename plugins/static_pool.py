@@ -20,7 +20,6 @@ from metallb.allocator import (
     PoolResourceKind,
     PoolSpec,
     SourceBase,
-    SourceCapabilities,
     hookimpl,
 )
 from metallb.allocator.config import parse_pool_entry
@@ -35,9 +34,6 @@ KIND = PoolResourceKind(kind="IPAddressPool", plural="ipaddresspools", section=S
 
 class StaticSource(SourceBase):
     """A pool of fixed CIDRs, with exact capacity and O(log n) first fit."""
-
-    #: Everything is local: a release needs no finalizer, no annotation describes an address.
-    capabilities = SourceCapabilities(remote_release=False)
 
     def __init__(self, spec: PoolSpec) -> None:
         self.spec = spec

@@ -32,7 +32,7 @@ def _prefix_key(route: Route) -> PrefixKey:
     return (route.prefix.version, route.prefix.value, route.prefix.prefixlen)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Route:
     """One advertised prefix and its attributes; the unit of the desired set.
 
@@ -108,7 +108,9 @@ def routes_for(service: ServiceView, node: NodeInfo | None = None) -> tuple[Rout
             prefix = _masked(ip, length)
             peers = frozenset(adv.peers)
             if (prefix, peers) not in seen:
-                seen[(prefix, peers)] = Route(prefix, adv.localpref, adv.communities, peers)
+                seen[(prefix, peers)] = Route(
+                    prefix=prefix, localpref=adv.localpref, communities=adv.communities, peers=peers
+                )
     return tuple(seen.values())
 
 

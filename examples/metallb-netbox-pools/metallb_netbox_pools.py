@@ -232,6 +232,12 @@ def metallb_make_source(spec: PoolSpec) -> NetBoxSource | None:
     return NetBoxSource(spec) if spec.kind == SECTION else None
 
 
+@hookimpl
+def metallb_pool_capabilities(section: str) -> SourceCapabilities | None:
+    """Releases delete NetBox objects: Services carry metallb's finalizer, so none is missed."""
+    return SourceCapabilities(remote_release=True) if section == SECTION else None
+
+
 # -- the address source ------------------------------------------------------------------
 
 
@@ -249,9 +255,6 @@ class NetBoxSource(SourceBase):
         client: an ``httpx.Client`` to use instead of one built from the spec
             (tests pass one with a mock transport).
     """
-
-    #: Releases delete NetBox objects: Services carry metallb's finalizer, so none is missed.
-    capabilities = SourceCapabilities(remote_release=True)
 
     def __init__(self, spec: PoolSpec, *, client: httpx.Client | None = None) -> None:
         self.spec = spec

@@ -67,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         if path == "/metrics" and method == "GET":
             payload, content_type = self.server.metrics.exposition()
-            return wire.Answer(200, payload, content_type)
+            return wire.Answer(code=200, body=payload, content_type=content_type)
         found = wire.route(method, path)
         if isinstance(found, wire.Answer):
             return found

@@ -45,6 +45,7 @@ from metallb.allocator import (
     PoolResource,
     PoolResourceKind,
     PoolSpec,
+    SourceCapabilities,
     hookimpl,
 )
 from metallb.allocator.config import as_str, parse_pool_entry
@@ -56,6 +57,8 @@ from metallb.plugins.address_service.api import Backend, BackendOptions
 SECTION = "address-services"
 #: The same pools as resources: metallb's own ``AddressService`` kind.
 KIND = PoolResourceKind(kind="AddressService", plural="addressservices", section=SECTION, versions=("v1alpha1",))
+#: Releases are DELETEs to the service (so Services carry the finalizer); the lease id is annotated.
+CAPABILITIES = SourceCapabilities(remote_release=True, annotations={"lease-id": "metallb.io/address-service-lease"})
 
 
 def missing_dependency(exc: ImportError) -> str:
@@ -248,6 +251,12 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
             "pip install 'metallb[address-services]'"
         ) from None
     return AddressServiceSource(spec)
+
+
+@hookimpl
+def metallb_pool_capabilities(section: str) -> SourceCapabilities | None:
+    """Address-service pools need the finalizer and carry the lease id as an annotation (:data:`CAPABILITIES`)."""
+    return CAPABILITIES if section == SECTION else None
 
 
 @hookimpl

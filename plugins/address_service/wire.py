@@ -58,7 +58,7 @@ MAX_BODY = 64 * 1024
 Json = dict[str, Any]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Answer:
     """One HTTP answer: status code, body bytes, ``Content-Type`` ("" sends none)."""
 
@@ -69,11 +69,11 @@ class Answer:
 
 def json_answer(code: int, body: Mapping[str, Any]) -> Answer:
     """*body* as DHCPManager writes JSON: Go's encoder output, a newline, no charset."""
-    return Answer(code, json.dumps(body).encode() + b"\n")
+    return Answer(code=code, body=json.dumps(body).encode() + b"\n")
 
 
-NOT_FOUND = Answer(404, b"404 page not found\n", "text/plain; charset=utf-8")  # gorilla/mux's answer
-METHOD_NOT_ALLOWED = Answer(405, b"", "")
+NOT_FOUND = Answer(code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8")  # as gorilla/mux
+METHOD_NOT_ALLOWED = Answer(code=405, body=b"", content_type="")
 UNAUTHORIZED = json_answer(401, {"status": "unauthorized", "message": "missing or wrong X-Auth-Token"})
 BAD_LENGTH = json_answer(400, {"status": "error", "message": "bad Content-Length header"})
 TOO_LARGE = json_answer(413, {"status": "error", "message": "body too large"})

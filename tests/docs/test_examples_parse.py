@@ -9,7 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 import yaml
-from metallb.allocator import MetalLBError, get_plugin_manager, parse_config, parse_resources
+from metallb.allocator import Hooks, MetalLBError, get_plugin_manager, parse_config, parse_resources
 from metallb.allocator.config import CORE_SECTIONS
 from metallb.allocator.convert import config_to_resources, dump_resources
 
@@ -19,7 +19,7 @@ SKIP_DIRS = {"tests", "build", "dist", "site", "node_modules"}
 
 def sections() -> set[str]:
     """Top-level keys a config may have: the core ones and those of every installed plugin."""
-    return {*CORE_SECTIONS, *(s for ss in get_plugin_manager().hook.metallb_pool_sections() for s in ss)}
+    return {*CORE_SECTIONS, *Hooks(get_plugin_manager()).pool_sections()}
 
 
 def config_text(doc: object, *, known: set[str]) -> str | None:
