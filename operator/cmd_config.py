@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(dump_config(config))
         kind = "resources" if resources else "ConfigMap format"
-        print(f"# {args.file}: valid ({kind}): {len(config.pools)} pools, {len(config.peers)} peers", file=sys.stderr)
+        print(f"# {args.file}: valid: {len(config.pools)} pools, {len(config.peers)} peers ({kind})", file=sys.stderr)
     return 0
 
 

@@ -260,7 +260,7 @@ class TestConfigCommands:
         args = command("check-config", str(RESOURCES))
         assert args.run(args) == 0
         out, err = capsys.readouterr()
-        assert "kind: IPAddressPool" in out and "valid (resources): 4 pools, 1 peers" in err
+        assert "kind: IPAddressPool" in out and "valid: 4 pools, 1 peers (resources)" in err
 
     def test_invalid_and_waiting_are_one_line(self, tmp_path, capsys):
         """An invalid object is one "invalid:" line naming it; a missing reference is a "waiting:" line."""
