@@ -137,7 +137,7 @@ class Ledger:
         self._in_use: dict[str, int] = {}
         # Family -> the auto-assign pools that may have its addresses (computed once per config):
         # those with a service allocation in priority order, and the others in configuration order.
-        self._auto: dict[int, tuple[list[PoolSpec], list[PoolSpec]]] = {}
+        self._auto: dict[int | None, tuple[list[PoolSpec], list[PoolSpec]]] = {}
         # (pool, family, sharing key, backend key) -> rank -> address, for
         # finding a compatible shared address without scanning the pool.
         self._shareable: dict[tuple[str, int, str, str], SortedDict] = {}
@@ -155,8 +155,10 @@ class Ledger:
             raise UnknownPoolError(f'unknown pool "{pool}"; known pools: {", ".join(self.config.pools) or "none"}')
         return spec
 
-    def auto_pools(self, family: int, namespace: str = "", labels: Mapping[str, str] | None = None) -> list[PoolSpec]:
-        """Without a plugin's choice: the auto-assign pools that may have *family*, in the order to try them.
+    def auto_pools(
+        self, family: int | None, namespace: str = "", labels: Mapping[str, str] | None = None
+    ) -> list[PoolSpec]:
+        """Without a plugin's choice: the auto-assign pools of *family* (None: any), in the order to try them.
 
         MetalLB v0.15's order: first the pools whose ``service_allocation``
         selects the Service (in *namespace*, with *labels*), by priority (see
@@ -166,7 +168,9 @@ class Ledger:
         """
         found = self._auto.get(family)
         if found is None:
-            usable = [p for p in self.config.pools.values() if p.auto_assign and may_have(p, family)]
+            usable = [
+                p for p in self.config.pools.values() if p.auto_assign and (family is None or may_have(p, family))
+            ]
             found = self._auto[family] = (
                 sorted((p for p in usable if p.service_allocation is not None), key=priority_order),
                 [p for p in usable if p.service_allocation is None],

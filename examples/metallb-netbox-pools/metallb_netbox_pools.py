@@ -14,12 +14,15 @@ from one NetBox prefix through NetBox's REST API::
       token: 0123456789abcdef             # optional: an API token (Authorization: Token ...)
       timeout: 5                          # optional: seconds per request (default 5)
 
+A dual-stack pool lists one prefix per family, ids and CIDRs in the same
+order: ``prefix-id: [42, 43]`` with ``cidrs: [192.0.2.0/24, 2001:db8::/64]``.
+
     apiVersion: netbox.example.com/v1alpha1
     kind: NetBoxPool
     metadata: {name: lab, namespace: metallb-system}
     spec:
       url: https://netbox.example.com
-      prefixID: 42
+      prefixIDs: [42]                      # one per CIDR for a dual-stack pool
       cidrs: [192.0.2.0/24]
       tokenSecret: {name: netbox-token}    # optional: a Secret with the API token (key "token")
       timeout: 5
@@ -93,11 +96,25 @@ def _url(value: object, where: str) -> str:
     return text.rstrip("/")
 
 
-def _prefix_id(value: object, where: str) -> int:
-    text = _text(value, where, "prefix-id")
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f'{where}: field "prefix-id": value "{text}": must be the numeric id of a NetBox prefix')
-    return int(text)
+def _prefix_id(value: object, where: str) -> int | tuple[int, ...]:
+    """One prefix id, or a list of them (one per CIDR of ``cidrs``)."""
+    items = value if isinstance(value, list) else [value]
+    ids = []
+    for item in items:
+        text = _text(item, where, "prefix-id")
+        if not text.isdigit() or int(text) < 1:
+            raise ConfigError(f'{where}: field "prefix-id": value "{text}": must be the numeric id of a NetBox prefix')
+        ids.append(int(text))
+    return tuple(ids) if isinstance(value, list) else ids[0]
+
+
+def prefixes_of(spec: PoolSpec) -> list[tuple[int, int]]:
+    """(family, prefix id) pairs of a pool, in order: one id for all its CIDRs, or one per CIDR."""
+    configured = spec.options["prefix-id"]
+    ids = configured if isinstance(configured, tuple) else (int(configured),)  # type: ignore[call-overload]
+    if len(ids) == 1:
+        return [(spec.cidrs[0].version, ids[0])]
+    return [(cidr.version, prefix) for cidr, prefix in zip(spec.cidrs, ids, strict=True)]
 
 
 def _token(value: object, where: str) -> str:
@@ -118,6 +135,22 @@ def _timeout(value: object, where: str) -> float:
     return seconds
 
 
+def _check_prefix_ids(spec: PoolSpec, where: str, field: str) -> None:
+    """One prefix id for a single-family pool, or one per CIDR."""
+    ids = spec.options["prefix-id"]
+    count, shown = (len(ids), ", ".join(map(str, ids))) if isinstance(ids, tuple) else (1, str(ids))
+    if count == 1 and len(spec.families()) > 1:
+        raise ConfigError(
+            f'{where}: field "{field}": value "{shown}": a NetBox prefix holds one address family; '
+            "for a dual-stack pool list one prefix id per CIDR, in the order of cidrs"
+        )
+    if count not in (1, len(spec.cidrs)):
+        raise ConfigError(
+            f'{where}: field "{field}": value "{shown}": give one prefix id, or one per CIDR '
+            f"of cidrs ({len(spec.cidrs)})"
+        )
+
+
 @hookimpl
 def metallb_pool_sections() -> Sequence[str]:
     """NetBox pools live in ``netbox-pools``."""
@@ -135,6 +168,7 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
         options={"url": _url, "prefix-id": _prefix_id, "token": _token, "timeout": _timeout},
         required=("url", "prefix-id"),
     )
+    _check_prefix_ids(spec, entry.where(), "prefix-id")
     if spec.avoid_buggy_ips:
         raise ConfigError(
             f'{entry.where()}: field "avoid-buggy-ips": value "true": not supported: NetBox picks the addresses; '
@@ -150,13 +184,22 @@ def metallb_pool_resource_kinds() -> Sequence[PoolResourceKind]:
 
 
 def _number(value: object, where: str) -> object:
-    """A JSON number as the text the section's converters read (``prefixID: 42``, ``timeout: 2.5``)."""
+    """JSON numbers as the text the section's converters read (``timeout: 2.5``, ``prefixIDs: [42, 43]``)."""
+    if isinstance(value, list):
+        return [_number(v, where) for v in value]
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _prefix_ids(value: object, where: str) -> int | tuple[int, ...]:
+    """``prefixIDs``: a list of one id (any pool) or one per CIDR; the section's model (an int, or a tuple)."""
+    ids = _prefix_id(_number(value if isinstance(value, list) else [value], where), where)
+    assert isinstance(ids, tuple)
+    return ids[0] if len(ids) == 1 else ids
 
 
 @hookimpl
 def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
-    """``NetBoxPool``: url, prefixID and cidrs (required), tokenSecret, timeout, and the shared pool fields."""
+    """``NetBoxPool``: url, prefixIDs and cidrs (required), tokenSecret, timeout, and the shared pool fields."""
     if resource.kind.kind != KIND.kind:
         return None
     where = resource.where()
@@ -165,11 +208,11 @@ def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
         cidrs_key="cidrs",
         options={
             "url": _url,
-            "prefixID": lambda v, w: _prefix_id(_number(v, w), w),
+            "prefixIDs": _prefix_ids,
             "timeout": lambda v, w: _timeout(_number(v, w), w),
             "tokenSecret": lambda v, w: v,
         },
-        required=("url", "prefixID"),
+        required=("url", "prefixIDs"),
     )
     if spec.avoid_buggy_ips:
         raise ConfigError(
@@ -185,11 +228,11 @@ def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
         token = _token(value.decode(), where)
     options = {
         "url": spec.options["url"],
-        "prefix-id": spec.options["prefixID"],
+        "prefix-id": spec.options["prefixIDs"],
         "token": token,
         "timeout": spec.options["timeout"],
     }
-    return PoolSpec(
+    pool = PoolSpec(
         name=spec.name,
         kind=SECTION,
         cidrs=spec.cidrs,
@@ -198,6 +241,8 @@ def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
         service_allocation=spec.service_allocation,
         labels=spec.labels,
     )
+    _check_prefix_ids(pool, where, "spec.prefixIDs")
+    return pool
 
 
 @hookimpl
@@ -207,7 +252,7 @@ def metallb_render_pool_resource(spec: PoolSpec, namespace: str) -> Sequence[dic
         return None
     own: dict[str, object] = {
         "url": spec.options["url"],
-        "prefixID": spec.options["prefix-id"],
+        "prefixIDs": list(ids) if isinstance(ids := spec.options["prefix-id"], tuple) else [ids],
         "cidrs": [str(c) for c in spec.cidrs],
         "timeout": spec.options["timeout"],
     }
@@ -257,8 +302,8 @@ class NetBoxSource(SourceBase):
     """
 
     def __init__(self, spec: PoolSpec, *, client: httpx.Client | None = None) -> None:
-        self.spec = spec
-        self._prefix = int(spec.options["prefix-id"])  # type: ignore[call-overload]
+        super().__init__(spec)
+        self._prefixes = prefixes_of(spec)
         token = str(spec.options["token"])
         self._own_client = client is None
         self._http = client or httpx.Client(
@@ -272,7 +317,8 @@ class NetBoxSource(SourceBase):
         self._unreleased: set[netaddr.IPAddress] = set()
 
     def __repr__(self) -> str:
-        return f"<NetBoxSource({self.spec.name!r}, prefix={self._prefix}, held={len(self._owners)})>"
+        prefixes = ",".join(str(p) for _, p in self._prefixes)
+        return f"<NetBoxSource({self.spec.name!r}, prefixes={prefixes}, held={len(self._owners)})>"
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -337,27 +383,13 @@ class NetBoxSource(SourceBase):
     # -- AddressSource ---------------------------------------------------------------
 
     def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
-        """Create an IP address object in the prefix (the next free one, or *wanted*)."""
+        """Create an IP address object in a prefix of *family* (the next free one, or *wanted*)."""
         self._retry_releases()
         if family not in self.spec.families():
             raise PoolExhaustedError(f'no available IPs in pool "{self.spec.name}" (it has no IPv{family} addresses)')
         description = f"{MARKER}{owner}"
         if wanted is None:
-            response = self._call(
-                "POST",
-                f"/api/ipam/prefixes/{self._prefix}/available-ips/",
-                json={"status": "active", "description": description},
-            )
-            if response.status_code == 409:
-                raise PoolExhaustedError(f'no available IPs in pool "{self.spec.name}": {_detail(response)}')
-            if response.status_code not in (200, 201):
-                raise SourceUnavailableError(f'NetBox pool "{self.spec.name}": {_detail(response)}')
-            obj = response.json()
-            ip = self._address(obj[0] if isinstance(obj, list) else obj)
-            with self._lock:
-                self._owners[ip] = {owner}
-                self._ids[ip] = int((obj[0] if isinstance(obj, list) else obj)["id"])
-            return ip
+            return self._next_free(owner, family, description)
         if not self.spec.contains(wanted):
             raise AddressNotAllowedError(f'"{wanted}" is not allowed in pool "{self.spec.name}"')
         with self._lock:
@@ -387,6 +419,34 @@ class NetBoxSource(SourceBase):
         with self._lock:
             self._ids[wanted] = int(response.json()["id"])
         return wanted
+
+    def _next_free(self, owner: str, family: int, description: str) -> netaddr.IPAddress:
+        """The next free address of the first prefix of *family* that has one."""
+        full = ""
+        for version, prefix in self._prefixes:
+            if version != family:
+                continue
+            body = {"status": "active", "description": description}
+            response = self._call("POST", f"/api/ipam/prefixes/{prefix}/available-ips/", json=body)
+            if response.status_code == 409:
+                full = _detail(response)
+                continue
+            if response.status_code not in (200, 201):
+                raise SourceUnavailableError(f'NetBox pool "{self.spec.name}": {_detail(response)}')
+            answer = response.json()
+            obj = answer[0] if isinstance(answer, list) else answer
+            ip = self._address(obj)
+            if ip.version != family or not self.spec.contains(ip):
+                self._delete(ip, int(obj["id"]))  # not ours to keep: a failed call holds nothing
+                raise SourceUnavailableError(
+                    f'NetBox pool "{self.spec.name}": prefix {prefix} handed out {ip}, which is not an IPv{family} '
+                    "address of the pool's cidrs (do prefix-id and cidrs name the same prefixes?)"
+                )
+            with self._lock:
+                self._owners[ip] = {owner}
+                self._ids[ip] = int(obj["id"])
+            return ip
+        raise PoolExhaustedError(f'no available IPs in pool "{self.spec.name}": {full}')
 
     def claim(self, owner: str, ip: netaddr.IPAddress) -> None:
         """Record that *owner* holds *ip* (restart path, or a shared address). No I/O."""

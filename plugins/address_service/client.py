@@ -25,6 +25,7 @@ import httpx
 import netaddr
 from metallb.allocator import (
     AddressInUseError,
+    AddressNotAllowedError,
     AllocationError,
     ConfigError,
     PoolExhaustedError,
@@ -269,6 +270,12 @@ class AddressServiceSource(SourceBase):
         """POST ``/v1/ip`` for *owner*; at most :data:`ATTEMPTS` tries, a rejected lease is given back."""
         if family != 4 or 4 not in self.spec.families():
             raise PoolExhaustedError(self._where("address services hand out IPv4 addresses only"))
+        if wanted is not None:
+            if not self.spec.contains(wanted):
+                raise AddressNotAllowedError(self._where(f'"{wanted}" is not allowed in this pool'))
+            with self._lock:
+                if owner in self._owners.get(wanted, ()):
+                    return wanted  # already the owner's: nothing to ask the service
         self._retry_pending_of(owner)
         extensions = self.extensions()
         if wanted is not None and "requested-ip" not in extensions:
@@ -483,6 +490,8 @@ class AddressServiceSource(SourceBase):
 
     def claim(self, owner: str, ip: netaddr.IPAddress) -> None:
         """Record *owner* as a user of *ip* (restart, or a shared address). No I/O."""
+        if not self.spec.contains(ip):
+            raise AddressNotAllowedError(self._where(f'"{ip}" is not allowed in this pool'))
         with self._lock:
             self._owners.setdefault(ip, set()).add(owner)
 

@@ -44,6 +44,7 @@ CHANGES: dict[str, Any] = {
     "node_selectors": (NodeSelector(match_labels=(("zone", "a"),)),),
     "service_allocation": ServiceAllocation(priority=3, namespaces=("web",)),
     "labels": {"zone": "b"},
+    "cidrs_key": "prefixes",
 }
 #: Written by the controller from what the address-service source declares.
 LEASE_ANNOTATION = "metallb.io/address-service-lease"
