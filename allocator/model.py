@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 import attrs
 import netaddr
 from metallb.allocator.values import Port, family, pool_name, service_key
+from metallb.allocator.yamlload import shown
 
 if TYPE_CHECKING:
     from metallb.allocator.plugins import Hooks
@@ -502,6 +503,10 @@ class Config:
         sections: the pool sections present in the file, in file order
             (empty for resources).
         bfd_profiles: BFD profiles by name (``BFDProfile`` resources).
+        warnings: one line per surprising value the configuration is valid with
+            (a hold time under a second rounds to 0, which turns off the hold
+            timer; a field accepted but not applied yet); not part of equality:
+            two configurations meaning the same are equal.
     """
 
     pools: Mapping[str, PoolSpec] = attrs.field(factory=frozen_mapping, converter=frozen_mapping)
@@ -511,6 +516,7 @@ class Config:
     )
     sections: tuple[str, ...] = ()
     bfd_profiles: Mapping[str, BfdProfile] = attrs.field(factory=frozen_mapping, converter=frozen_mapping)
+    warnings: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Config):
@@ -631,7 +637,7 @@ class PoolEntry:
         """``address pool #2 "edge"``: how errors name this entry."""
         noun = self.section.rstrip("s").replace("-", " ")
         name = self.data.get("name")
-        return f"{noun} #{self.index}" + (f' "{name}"' if isinstance(name, str) and name else "")
+        return f"{noun} #{self.index}" + (f' "{shown(name)}"' if isinstance(name, str) and name else "")
 
 
 @attrs.frozen(kw_only=True)

@@ -274,9 +274,9 @@ def parse_resource_text(
     configmaps = [o for o in objects if o.get("kind") == "ConfigMap" and o.get("apiVersion") == "v1"]
     legacy = [c for c in configmaps if isinstance((c.get("data") or {}).get("config"), str)]
     if legacy and len(legacy) == 1 and not any(_config_object(o) for o in objects):
-        from metallb.allocator.config import parse_config
+        from metallb.allocator.config import _parse_legacy_config
 
-        return parse_config(str(legacy[0]["data"]["config"]), plugin_manager=plugin_manager)
+        return _parse_legacy_config(str(legacy[0]["data"]["config"]), plugin_manager=plugin_manager)
     return parse_resources(objects, mode=mode, plugin_manager=plugin_manager)
 
 

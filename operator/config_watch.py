@@ -21,8 +21,9 @@ from typing import Any
 import attrs
 import pluggy
 from kubernetes import client
-from metallb.allocator import Config, ConfigError, load_resources, parse_config
+from metallb.allocator import Config, ConfigError, MetalLBError, load_resources, parse_config
 from metallb.allocator.resources import ConfigKind, LoadResult, ObjectRef, config_kinds
+from metallb.operator.cmd_config import config_text, one_line
 from metallb.operator.informer import Informer
 
 __all__ = ["CONFIGMAP", "NONE", "RESOURCES", "ConfigState", "ConfigWatch"]
@@ -57,8 +58,23 @@ class ConfigState:
     objects: Mapping[ObjectRef, Obj] = attrs.field(factory=dict, converter=_frozen, eq=False)
 
 
+def _one_error(exc: Exception) -> ConfigError:
+    """*exc* as the one-line ConfigError a load reports (a plugin's bug names its type)."""
+    if isinstance(exc, ConfigError):
+        return exc
+    unexpected = "" if isinstance(exc, MetalLBError) else f"{type(exc).__name__}: "
+    log.debug("configuration not loaded", exc_info=True)
+    return ConfigError(f"{unexpected}{one_line(exc)}")
+
+
+def _meta(obj: Obj) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
 def _labels(obj: Obj) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("labels") or {})
+    labels = _meta(obj).get("labels")
+    return dict(labels) if isinstance(labels, dict) else {}
 
 
 class ConfigWatch:
@@ -141,7 +157,7 @@ class ConfigWatch:
             if obj is None:
                 self._dirty.set()  # SYNCED: maybe everything is listed now
                 return
-            meta = obj.get("metadata") or {}
+            meta = _meta(obj)
             key = (what, f"{meta.get('namespace', '')}/{meta.get('name', '')}")
             if kind == "DELETED":
                 self._seen.pop(key, None)
@@ -174,7 +190,7 @@ class ConfigWatch:
             info = self._kind(kind)
             for obj in list(informer.cache.values()):
                 obj = {"apiVersion": f"{info.group}/{info.version}", "kind": kind, **obj}
-                objects[ObjectRef(kind, str((obj.get("metadata") or {}).get("name") or ""))] = obj
+                objects[ObjectRef(kind, str(_meta(obj).get("name") or ""))] = obj
         return objects
 
     def load(self) -> ConfigState:
@@ -192,7 +208,12 @@ class ConfigWatch:
                 {"apiVersion": "v1", "kind": "Node", **o} for o in list(self.nodes.cache.values())
             ]
             cluster += [{"apiVersion": "v1", "kind": "Namespace", **o} for o in list(self.namespaces.cache.values())]
-            result = load_resources([*objects.values(), *cluster], namespace=self.namespace, plugin_manager=self.pm)
+            try:
+                result = load_resources(
+                    [*objects.values(), *cluster], namespace=self.namespace, plugin_manager=self.pm
+                )
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug, say: the last good config stays
+                return ConfigState(source=RESOURCES, error=_one_error(exc), objects=objects)
             for warning in result.warnings:
                 log.info("configuration: %s", warning)
             return ConfigState(
@@ -200,13 +221,11 @@ class ConfigWatch:
             )
         if configmap is None:
             return ConfigState(source=NONE)
-        text = (configmap.get("data") or {}).get("config")
         try:
-            if text is None:
-                raise ConfigError(f'configmap {self.namespace}/{self.config_name} has no "config" key')
-            return ConfigState(source=CONFIGMAP, config=parse_config(str(text), plugin_manager=self.pm))
-        except ConfigError as exc:
-            return ConfigState(source=CONFIGMAP, error=exc)
+            text = config_text(configmap, self.namespace, self.config_name)
+            return ConfigState(source=CONFIGMAP, config=parse_config(text, plugin_manager=self.pm))
+        except Exception as exc:  # noqa: BLE001 - any bad config keeps the last good one
+            return ConfigState(source=CONFIGMAP, error=_one_error(exc))
 
     def _kind(self, name: str) -> ConfigKind:
         return next(k for k in self.kinds if k.kind == name)

@@ -35,6 +35,7 @@ import attrs
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from metallb.allocator import Allocator, Config, Hooks, MetalLBError, default_plugin_manager
+from metallb.operator.cmd_config import one_line
 from metallb.operator.config_status import ConfigStatusWriter
 from metallb.operator.config_watch import NONE, ConfigState, ConfigWatch
 from metallb.operator.converge import Event, Outcome, converge
@@ -54,7 +55,6 @@ def _drain(response: Any) -> None:
     """Read and release a raw response: the watch brings us the object, so the model is not built."""
     response.read()
     response.release_conn()
-
 
 class LeaderLease:
     """A coordination.k8s.io/v1 Lease held by one process at a time.
@@ -228,8 +228,10 @@ class Controller:
             return
         try:
             self.allocator.set_config(config)
-        except MetalLBError as exc:
-            log.error("config not applied, keeping the last good one: %s", exc)
+        except Exception as exc:  # any bad config keeps the last good one
+            unexpected = "" if isinstance(exc, MetalLBError) else f"{type(exc).__name__}: "
+            log.error("config not applied, keeping the last good one: %s%s", unexpected, exc)
+            log.debug("config not applied", exc_info=True)
             self.metrics.config_stale.set(1)
             return
         first = self.config is None
@@ -237,6 +239,8 @@ class Controller:
         self.metrics.config_loaded.set(1)
         self.metrics.config_stale.set(0)
         log.info("config loaded from %s: %d pools, %d peers", state.source, len(config.pools), len(config.peers))
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
         if first:
             self._barrier()
         self._requeue_all()
@@ -463,7 +467,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         api = api_client(args.kubeconfig)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
-        log.error("%s", exc)
+        log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

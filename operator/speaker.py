@@ -38,10 +38,11 @@ from metallb.allocator import (
     default_plugin_manager,
 )
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
+from metallb.operator.cmd_config import one_line
 from metallb.operator.config_watch import NONE, ConfigState, ConfigWatch
 from metallb.operator.informer import Informer
 from metallb.operator.kube import api_client, event_body, now_rfc3339
-from metallb.operator.metrics import MetricsServer, SpeakerMetrics
+from metallb.operator.metrics import MetricsServer, SpeakerMetrics, config_gauges
 from metallb.operator.service import read_service
 from prometheus_client import CollectorRegistry
 
@@ -78,6 +79,7 @@ class Speaker:
         self.lease_renew, self.lease_duration = lease_renew, lease_duration
         self.registry = registry or CollectorRegistry()
         self.metrics = SpeakerMetrics(self.registry)
+        self.config_loaded, self.config_stale = config_gauges(self.registry)
         self.pm = default_plugin_manager()
         self.config: Config | None = None
         announcers = Announcers(
@@ -130,8 +132,11 @@ class Speaker:
         if config is None:
             if state.source == NONE:
                 log.error("no configuration yet; keeping the last good one, if any")
+                if self.config is not None:
+                    self.config_stale.set(1)
             else:
                 log.error("config not applied, keeping the last good one: %s", state.error)
+                self.config_stale.set(1)
             return
         # MetalLB's speaker rule: a config that orphans an address we announce is stale.
         for key, (_, view) in list(self.announced.items()):
@@ -140,9 +145,15 @@ class Speaker:
                 log.error(
                     "config not applied, keeping the last good one: %s announces %s, in no pool of it", key, orphan
                 )
+                self.config_stale.set(1)
                 return
         # The sync thread hands it to the announcers: they are called from one thread only.
+        if self.config is None or config != self.config or config.warnings != self.config.warnings:
+            for warning in config.warnings:
+                log.warning("config: %s", warning)
         self.config = config
+        self.config_loaded.set(1)
+        self.config_stale.set(0)
         log.info("config loaded from %s: %d pools, %d peers", state.source, len(config.pools), len(config.peers))
         self._wake.set()
 
@@ -379,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         api = api_client(args.kubeconfig)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
-        log.error("%s", exc)
+        log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1
     speaker = Speaker(
         api,
