@@ -122,13 +122,11 @@ def as_bool(value: object, where: str, field: str, *, default: bool) -> bool:
         return default
     if not isinstance(value, str):
         raise field_error(where, field, value, "must be a boolean (true or false), not a list or mapping")
+    if value not in _TRUE and value not in _FALSE:
+        raise field_error(where, field, value, "must be a boolean (true or false)")
     if isinstance(value, Quoted):  # Go's YAML decodes no quoted text into a boolean
         raise field_error(where, field, value, "must be a boolean (true or false), not quoted text")
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise field_error(where, field, value, "must be a boolean (true or false)")
+    return value in _TRUE
 
 
 _INTEGER = re.compile(r"[-+]?+(?=[0-9])0*+([0-9]*+)")  # group 1: the significant digits
@@ -139,12 +137,12 @@ def as_int(value: object, where: str, field: str, *, default: int, bits: int = 3
     """An unsigned integer field of *bits* bits (decimal)."""
     if value is None:
         return default
-    if isinstance(value, Quoted):  # Go's YAML decodes no quoted text into a number: my-asn: "1" is refused
-        raise field_error(where, field, value, "must be a number, not quoted text (remove the quotes)")
     text = as_str(value, where, field).strip()
     match = _INTEGER.fullmatch(text)
     if match is None:
         raise field_error(where, field, value, "must be a whole number")
+    if isinstance(value, Quoted):  # Go's YAML decodes no quoted text into a number: my-asn: "1" is refused
+        raise field_error(where, field, value, "must be a number, not quoted text (remove the quotes)")
     out_of_range = field_error(where, field, value, f"must be between {lo} and {(1 << bits) - 1}")
     if len(match.group(1)) > _MAX_DIGITS:  # no field holds more; int() of thousands of digits is slow or refused
         raise out_of_range

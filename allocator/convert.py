@@ -27,6 +27,7 @@ from metallb.allocator.model import (
 )
 from metallb.allocator.plugins import Hooks, default_plugin_manager
 from metallb.allocator.resources import GROUP
+from metallb.allocator.yamlload import shown
 
 __all__ = ["Conversion", "config_to_resources", "dump_resources", "k8s_name"]
 
@@ -43,7 +44,7 @@ def k8s_name(name: str) -> str:
     text = name.lower().replace("_", "-")
     first = next((i for i, c in enumerate(text) if "a" <= c <= "z"), None)
     if first is None:
-        raise ConfigError(f'pool "{name}": cannot be made a Kubernetes name (it needs a letter); rename it')
+        raise ConfigError(f'pool "{shown(name)}": cannot be made a Kubernetes name (it needs a letter); rename it')
     text = re.sub(r"[^-a-z0-9]", "-", text[first:])[:63].rstrip("-")
     return text
 
@@ -170,7 +171,7 @@ def config_to_resources(
         name = k8s_name(pool.name)
         if name != pool.name:
             notes.append(
-                f'pool "{pool.name}" is named "{name}" as a resource: update Services whose '
+                f'pool "{shown(pool.name)}" is named "{name}" as a resource: update Services whose '
                 "metallb.io/address-pool annotation names it"
             )
         names[pool.name] = name

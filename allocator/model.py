@@ -456,7 +456,7 @@ class PeerSpec:
 
     def where(self, index: int) -> str:
         """How messages name this peer: ``BGPPeer "name"``, or ``peer #index`` for a ConfigMap peer."""
-        return f'BGPPeer "{self.name}"' if self.name else f"peer #{index}"
+        return f'BGPPeer "{shown(self.name)}"' if self.name else f"peer #{index}"
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with *labels* peers with this router."""
@@ -724,7 +724,7 @@ class PoolResource:
 
     def where(self) -> str:
         """``AddressService "dhcp"``: how errors name this resource."""
-        return f'{self.kind.kind} "{self.name}"'
+        return f'{self.kind.kind} "{shown(self.name)}"'
 
 
 @attrs.frozen(kw_only=True)

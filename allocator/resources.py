@@ -151,7 +151,7 @@ class ObjectRef:
     name: str
 
     def __str__(self) -> str:
-        return f'{self.kind} "{self.name}"'
+        return f'{shown(self.kind)} "{shown(self.name)}"'
 
 
 @attrs.frozen(kw_only=True)
@@ -239,12 +239,18 @@ def read_resource_documents(text: str | bytes) -> list[dict[str, Any]]:
 
 def _expand_lists(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for obj in objects:
+    if isinstance(objects, str | bytes | Mapping) or not isinstance(objects, Iterable):
+        raise ConfigError(f"objects: must be a list of Kubernetes objects, got {shown(objects)}")
+    for index, obj in enumerate(objects, 1):
+        if not isinstance(obj, Mapping) or not all(isinstance(obj.get(k), str | None) for k in ("apiVersion", "kind")):
+            raise ConfigError(
+                f"object #{index}: must be a Kubernetes object (a mapping with apiVersion and kind), got {shown(obj)}"
+            )
         kind = str(obj.get("kind") or "")
         if kind.endswith("List") and isinstance(obj.get("items"), list):
             for item in obj["items"]:
                 if not isinstance(item, Mapping):
-                    raise ConfigError(f"{kind}: every item must be an object, got {shown(item)}")
+                    raise ConfigError(f"{shown(kind)}: every item must be an object, got {shown(item)}")
                 item = dict(item)
                 if kind != "List":  # an API list (IPAddressPoolList): items carry no kind
                     item.setdefault("kind", kind[: -len("List")])
@@ -644,6 +650,8 @@ class _Loader:
         self.secrets: dict[str, dict[str, Any]] = {}
         self.nodes: dict[str, dict[str, str]] | None = None
         self.namespaces: dict[str, dict[str, str]] = {}
+        # the pools the advertisements select from: (pools, by label, position by name)
+        self._index: tuple[Mapping[str, _PoolInfo], dict[tuple[str, str], list[str]], dict[str, int]] | None = None
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -687,21 +695,22 @@ class _Loader:
             if known is None:
                 if group == GROUP and kind not in _STATUS_KINDS:
                     mine = ", ".join(k.kind for k in self.kinds.values() if k.group == GROUP)
-                    raise ConfigError(f'{kind} "{shown(name)}": unknown kind in {GROUP} (known: {mine})')
+                    raise ConfigError(f'{shown(kind)} "{shown(name)}": unknown kind in {GROUP} (known: {mine})')
                 quiet = kind in _STATUS_KINDS or (api_version == "v1" and kind == "ConfigMap" and name == "bgpextras")
                 if not quiet:
                     self.warnings.append(
-                        f'{kind or "object"} "{shown(name)}" ({api_version}): ignored, not configuration'
+                        f'{shown(kind or "object")} "{shown(name)}" ({shown(api_version)}): ignored, not configuration'
                     )
                 continue
             if version not in known.versions:
                 raise ConfigError(
-                    f'{kind} "{shown(name)}": apiVersion "{shown(api_version)}" is not served '
+                    f'{shown(kind)} "{shown(name)}": apiVersion "{shown(api_version)}" is not served '
                     f"(use {', '.join(f'{known.group}/{v}' for v in known.versions)})"
                 )
             if self.namespace is not None and obj_ns and obj_ns != self.namespace:
                 self.warnings.append(
-                    f'{kind} "{name}" in namespace "{obj_ns}": ignored, MetalLB reads only "{self.namespace}"'
+                    f'{shown(kind)} "{shown(name)}" in namespace "{shown(obj_ns)}": ignored, '
+                    f'MetalLB reads only "{shown(self.namespace)}"'
                 )
                 continue
             if obj_ns:
@@ -709,7 +718,7 @@ class _Loader:
             pending.append((obj, known, index))
         if self.namespace is None and len(namespaces) > 1:
             raise ConfigError(
-                f"configuration objects in several namespaces ({', '.join(sorted(namespaces))}): "
+                f"configuration objects in several namespaces ({shown(', '.join(sorted(namespaces)), limit=200)}): "
                 "MetalLB reads only its own namespace; keep them in one"
             )
         own_ns = self.namespace if self.namespace is not None else next(iter(namespaces), None)
@@ -892,7 +901,8 @@ class _Loader:
                 self.fail(
                     info.obj.ref,
                     ConfigError(
-                        f'{info.obj.ref}: duplicate definition of pool "{info.spec.name}": {other} has this name; '
+                        f'{info.obj.ref}: duplicate definition of pool "{shown(info.spec.name)}": '
+                        f"{other} has this name; "
                         "pool names are unique across pool kinds"
                     ),
                     "Duplicate",
@@ -903,8 +913,8 @@ class _Loader:
             self.fail(
                 later[0].obj.ref,
                 ConfigError(
-                    f'{later[0].obj.ref}: CIDR "{later[1]}" in pool "{later[0].spec.name}" overlaps with already '
-                    f'defined CIDR "{earlier[1]}" (pool "{earlier[0].spec.name}")'
+                    f'{later[0].obj.ref}: CIDR "{later[1]}" in pool "{shown(later[0].spec.name)}" '
+                    f'overlaps with already defined CIDR "{earlier[1]}" (pool "{shown(earlier[0].spec.name)}")'
                 ),
                 "Overlap",
             )
@@ -913,12 +923,39 @@ class _Loader:
     def _selected_pools(
         self, obj: _Obj, names: tuple[str, ...], selectors: tuple[LabelSelector, ...], pools: Mapping[str, _PoolInfo]
     ) -> list[_PoolInfo]:
-        """MetalLB: no names and no selectors select every pool; unknown names are ignored."""
+        """MetalLB: no names and no selectors select every pool; unknown names are ignored.
+
+        In the pools' order. Names are looked up, and a selector's first label narrows it to
+        the pools carrying that label (an index), so n advertisements of n pools cost about n,
+        not n squared.
+        """
         if not names and not selectors:
             return list(pools.values())
-        return [
-            info for name, info in pools.items() if name in names or any(s.matches(info.spec.labels) for s in selectors)
-        ]
+        index = self._pool_index(pools)
+        chosen = {name for name in names if name in pools}
+        for selector in selectors:
+            if selector.match_labels:
+                candidates: Iterable[str] = index.get(selector.match_labels[0], ())
+            else:
+                candidates = pools
+            chosen.update(name for name in candidates if selector.matches(pools[name].spec.labels))
+        order = self._pool_order(pools)
+        return [pools[name] for name in sorted(chosen, key=order.__getitem__)]
+
+    def _pool_index(self, pools: Mapping[str, _PoolInfo]) -> dict[tuple[str, str], list[str]]:
+        """Pool names by each (label, value) they carry, built once per set of pools."""
+        if self._index is None or self._index[0] is not pools:
+            index: dict[tuple[str, str], list[str]] = {}
+            for name, info in pools.items():
+                for label in info.spec.labels.items():
+                    index.setdefault(label, []).append(name)
+            self._index = (pools, index, {name: i for i, name in enumerate(pools)})
+        return self._index[1]
+
+    def _pool_order(self, pools: Mapping[str, _PoolInfo]) -> dict[str, int]:
+        self._pool_index(pools)
+        assert self._index is not None
+        return self._index[2]
 
     def l2_advertisements(self, pools: dict[str, _PoolInfo]) -> None:
         for obj in self.unique("L2Advertisement"):
@@ -953,20 +990,23 @@ class _Loader:
         self, pools: Mapping[str, _PoolInfo], peers: Mapping[str, PeerSpec], bfd: Mapping[str, BfdProfile]
     ) -> None:
         """MetalLB: an IPv6 pool may not be advertised to a peer whose BFD profile uses echo mode."""
+        echo = [p for p in peers.values() if p.bfd_profile in bfd and bfd[p.bfd_profile].echo_mode]
+        if not echo:  # the usual case: no pool is checked at all
+            return
         for info in pools.values():
             if 6 not in info.spec.families():
                 continue
             for adv in info.spec.bgp_advertisements:
-                reached = [p for p in peers.values() if not adv.peers or p.name in adv.peers]
+                reached = [p for p in echo if not adv.peers or p.name in adv.peers]
                 for peer in reached:
                     profile = bfd.get(peer.bfd_profile)
-                    if profile is not None and profile.echo_mode:
+                    if profile is not None:
                         self.fail(
                             ObjectRef("BGPPeer", peer.name),
                             ConfigError(
-                                f'BGPPeer "{peer.name}": field "spec.bfdProfile": value "{profile.name}": the profile '
-                                f'has echo mode on, which IPv6 pool "{info.spec.name}" (advertised to this peer) '
-                                "cannot use"
+                                f'BGPPeer "{shown(peer.name)}": field "spec.bfdProfile": '
+                                f'value "{shown(profile.name)}": the profile has echo mode on, which IPv6 pool '
+                                f'"{shown(info.spec.name)}" (advertised to this peer) cannot use'
                             ),
                             "Conflict",
                         )

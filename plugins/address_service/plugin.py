@@ -219,8 +219,8 @@ def metallb_render_pool_resource(spec: PoolSpec, namespace: str) -> Sequence[dic
             ca = Path(ca_file).read_text()
         except OSError as exc:
             raise ConfigError(
-                f'pool "{spec.name}": field "ca-file": value "{ca_file}": cannot read it ({exc.strerror}) to put the '
-                "certificate in a Secret"
+                f'pool "{shown(spec.name)}": field "ca-file": value "{shown(ca_file)}": '
+                f"cannot read it ({exc.strerror}) to put the certificate in a Secret"
             ) from None
     if ca:
         own["caSecret"] = {"name": f"{spec.name}-ca"}
@@ -248,8 +248,8 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
         from metallb.plugins.address_service.client import AddressServiceSource
     except ImportError as exc:
         raise ConfigError(
-            f'pool "{spec.name}": address-services pools need {missing_dependency(exc)}, which is not installed: '
-            "pip install 'metallb[address-services]'"
+            f'pool "{shown(spec.name)}": address-services pools need {missing_dependency(exc)}, '
+            "which is not installed: pip install 'metallb[address-services]'"
         ) from None
     return AddressServiceSource(spec)
 
