@@ -308,3 +308,68 @@ class TestSpeakerReadsResources:
         finally:
             speaker.stop()
         assert kube.request_count("PATCH", r"/status") == 0
+
+
+class TestConfigWatchOnAnyObject:
+    """ConfigWatch.load turns whatever the caches hold into a ConfigState: a Config or one error line, never a raise."""
+
+    @staticmethod
+    def watch(kube: Any, plugin_manager: Any = None) -> Any:
+        from metallb.allocator import default_plugin_manager
+        from metallb.operator.config_watch import ConfigWatch
+
+        return ConfigWatch(
+            kube.api_client(),
+            namespace=NS,
+            config_name="config",
+            plugin_manager=plugin_manager or default_plugin_manager(),
+            on_change=lambda state: None,
+        )
+
+    @pytest.mark.parametrize(
+        "data",
+        [{"config": 42}, {"config": ["a"]}, "text", None, {"config": "peers: [1]\n"}, {"config": "a: &a [*a]\n"}],
+    )
+    def test_bad_configmaps(self, kube: Any, data: object) -> None:
+        """A ConfigMap whose data or config text is anything at all gives an error state on one line."""
+        watch = self.watch(kube)
+        watch.configmaps.cache["metallb-system/config"] = {"metadata": {"name": "config"}, "data": data}
+        state = watch.load()
+        assert state.config is None and state.error is not None
+        assert str(state.error).splitlines() == [str(state.error)]
+
+    @pytest.mark.parametrize(
+        "obj",
+        [
+            {"metadata": "x", "spec": {"addresses": ["10.0.0.0/24"]}},
+            {"metadata": {"name": "a\nb", "labels": ["x"]}, "spec": {"addresses": ["10.0.0.0/24"]}},
+            {"metadata": {"name": "p"}, "spec": {"addresses": [{"a": 1}], "serviceAllocation": 7}},
+            {"metadata": {"name": "p"}, "spec": [1, 2]},
+        ],
+    )
+    def test_bad_resources(self, kube: Any, obj: dict[str, Any]) -> None:
+        """A resource of any shape gives an error state on one line, never an exception."""
+        watch = self.watch(kube)
+        watch.resources["IPAddressPool"].cache["metallb-system/p"] = obj
+        state = watch.load()
+        assert state.config is None and state.error is not None
+        assert str(state.error).splitlines() == [str(state.error)]
+
+    def test_a_plugin_bug_is_an_error_state(self, kube: Any) -> None:
+        """A pool plugin that raises while parsing leaves an error state naming the exception, on one line."""
+        from metallb.allocator import get_plugin_manager, hookimpl
+
+        class Broken:
+            @hookimpl(tryfirst=True)
+            def metallb_parse_pool_resource(self, resource: Any) -> Any:
+                raise RuntimeError("plugin bug\nsecond line")
+
+        pm = get_plugin_manager(plugins=[Broken()])
+        watch = self.watch(kube, pm)
+        watch.resources["IPAddressPool"].cache["metallb-system/p"] = res(
+            "IPAddressPool", "p", {"addresses": ["10.0.0.0/24"]}
+        )
+        state = watch.load()
+        assert state.config is None and state.error is not None
+        assert str(state.error).startswith("RuntimeError: plugin bug"), state.error
+        assert str(state.error).splitlines() == [str(state.error)]
