@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from metallb.allocator.config import parse_duration_ns
 from metallb.allocator.errors import ConfigError
 from metallb.allocator.model import LabelExpression, LabelSelector
 from metallb.allocator.yamlload import Quoted, shown
@@ -194,27 +195,16 @@ def spec_mapping(value: object, where: str, field: str, *, keys: Iterable[str] |
     return dict(value)
 
 
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"([0-9]*\.?[0-9]+|[0-9]+\.)(ns|us|µs|μs|ms|s|m|h)")
 
 
 def _duration(text: str) -> float | None:
-    """Go's ``time.ParseDuration`` in seconds (negative included); None when Go refuses it."""
-    body = text
-    sign = -1.0 if body.startswith("-") else 1.0
-    body = body.lstrip("+-") if body[:1] in "+-" else body
-    if body == "0":
-        return 0.0
-    if not body or len(body) > 100:
-        return None
-    pos, total = 0, 0.0
-    while pos < len(body):
-        match = _DURATION.match(body, pos)
-        if match is None:
-            return None
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    return sign * total
+    """Go's ``time.ParseDuration`` in seconds (negative included); None when Go refuses it.
+
+    The ConfigMap parser's exact, bounded reading: one sign, Go's units, at most Go's
+    largest duration (about 292 years).
+    """
+    nanoseconds = parse_duration_ns(text)
+    return None if nanoseconds is None else nanoseconds / 1e9
 
 
 def spec_duration(value: object, where: str, field: str) -> float | None:

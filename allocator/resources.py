@@ -647,6 +647,7 @@ class _Loader:
         self.problems: list[tuple[ObjectRef | None, ConfigError, str]] = []
         self.bad: set[ObjectRef] = set()
         self.warnings: list[str] = []
+        self.value_warnings: list[str] = []  # surprising values the set is valid with: Config.warnings too
         self.secrets: dict[str, dict[str, Any]] = {}
         self.nodes: dict[str, dict[str, str]] | None = None
         self.namespaces: dict[str, dict[str, str]] = {}
@@ -822,6 +823,7 @@ class _Loader:
             peers=tuple(peers.values()),
             communities=communities,
             bfd_profiles=bfd,
+            warnings=tuple(self.value_warnings),
         )
         try:
             self.hooks.validate_config(config)
@@ -864,7 +866,23 @@ class _Loader:
                     continue
                 self.warnings.append(f"{obj.ref}: a later BGPPeer of the same name replaces an earlier one")
             out[peer.name] = peer
+            if peer.hold_time == 0 and isinstance(obj.spec, Mapping):
+                self._hold_rounded(obj, obj.spec)
         return out
+
+    def _hold_rounded(self, obj: _Obj, spec: Mapping[str, Any]) -> None:
+        """A hold time under a second is 0 (the timer off), as in MetalLB: valid, but said (issue 11)."""
+        for field in ("holdTime", "keepaliveTime"):
+            value = spec.get(field)
+            if value is not None and spec_duration(value, "", "") not in (None, 0.0):
+                warning = (
+                    f'{obj.ref}: field "spec.{field}": value "{shown(value)}" gives a hold time under a second, '
+                    'which rounds down to 0 and turns off the hold timer and keepalives; write "0s" to mean that, '
+                    'or at least "3s"'
+                )
+                self.value_warnings.append(warning)
+                self.warnings.append(warning)
+                return
 
     def communities(self) -> dict[str, Community | LargeCommunity]:
         out: dict[str, Community | LargeCommunity] = {}

@@ -506,3 +506,37 @@ class TestBoundedCost:
         message = verdict(objects)
         assert time.process_time() - started < 5
         assert isinstance(message, str) and "overlap" in message, message
+
+
+class TestDurations:
+    """BGPPeer durations are read as Go reads them, with the ConfigMap parser's bounded reader."""
+
+    @staticmethod
+    def peer(**spec: Any) -> list[dict[str, Any]]:
+        base = {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.1"}
+        meta = {"name": "p", "namespace": NS}
+        return [{"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer", "metadata": meta, "spec": {**base, **spec}}]
+
+    @pytest.mark.parametrize("text", ["--5s", "+-5s", "5", "1e3s", "9" * 400 + "s", "3000000h", "1sec"])
+    def test_go_refuses_them(self, text: str) -> None:
+        """Two signs, no unit, exponents, more digits or more than Go's largest duration are errors."""
+        message = verdict(self.peer(holdTime=text))
+        assert isinstance(message, str) and "must be a duration with a unit" in message, message
+
+    @pytest.mark.parametrize("text", ["90s", "1m30s", "0", "0s", "3.5s", "2562047h"])
+    def test_go_takes_them(self, text: str) -> None:
+        """Go's own forms are accepted."""
+        assert isinstance(verdict(self.peer(holdTime=text)), Config)
+
+    @pytest.mark.parametrize(("field", "text"), [("holdTime", "0.5s"), ("keepaliveTime", "100ms")])
+    def test_under_a_second_is_zero_with_a_warning(self, field: str, text: str) -> None:
+        """A hold time under a second becomes 0, as in MetalLB, with a warning line in Config.warnings."""
+        config = verdict(self.peer(**{field: text}))
+        assert isinstance(config, Config) and config.peers[0].hold_time == 0
+        (warning,) = config.warnings
+        assert warning.startswith(f'BGPPeer "p": field "spec.{field}": value "{text}"') and "rounds down to 0" in warning
+
+    def test_no_warning_for_zero(self) -> None:
+        """An explicit 0 says what it means: no warning."""
+        config = verdict(self.peer(holdTime="0s"))
+        assert isinstance(config, Config) and config.warnings == ()
