@@ -25,7 +25,7 @@ import base64
 import binascii
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -238,24 +238,34 @@ def read_resource_documents(text: str | bytes) -> list[dict[str, Any]]:
 
 
 def _expand_lists(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+    """The objects with every List's items in its place, in order; Lists in Lists too, without recursion."""
     if isinstance(objects, str | bytes | Mapping) or not isinstance(objects, Iterable):
         raise ConfigError(f"objects: must be a list of Kubernetes objects, got {shown(objects)}")
-    for index, obj in enumerate(objects, 1):
+    out: list[dict[str, Any]] = []
+    # Open lists, innermost last: (their items, the List's kind or "" at the top, its apiVersion).
+    stack: list[tuple[Iterator[tuple[int, Any]], str, object]] = [(enumerate(objects, 1), "", None)]
+    while stack:
+        items, parent, parent_version = stack[-1]
+        step = next(items, None)
+        if step is None:
+            stack.pop()
+            continue
+        index, obj = step
+        if parent:
+            if not isinstance(obj, Mapping):
+                raise ConfigError(f"{shown(parent)}: every item must be an object, got {shown(obj)}")
+            obj = dict(obj)
+            if parent != "List":  # an API list (IPAddressPoolList): items carry no kind
+                obj.setdefault("kind", parent[: -len("List")])
+                obj.setdefault("apiVersion", parent_version)
         if not isinstance(obj, Mapping) or not all(isinstance(obj.get(k), str | None) for k in ("apiVersion", "kind")):
+            where = f"{shown(parent)} item #{index}" if parent else f"object #{index}"
             raise ConfigError(
-                f"object #{index}: must be a Kubernetes object (a mapping with apiVersion and kind), got {shown(obj)}"
+                f"{where}: must be a Kubernetes object (a mapping with apiVersion and kind), got {shown(obj)}"
             )
         kind = str(obj.get("kind") or "")
         if kind.endswith("List") and isinstance(obj.get("items"), list):
-            for item in obj["items"]:
-                if not isinstance(item, Mapping):
-                    raise ConfigError(f"{shown(kind)}: every item must be an object, got {shown(item)}")
-                item = dict(item)
-                if kind != "List":  # an API list (IPAddressPoolList): items carry no kind
-                    item.setdefault("kind", kind[: -len("List")])
-                    item.setdefault("apiVersion", obj.get("apiVersion"))
-                out.extend(_expand_lists([item]))
+            stack.append((enumerate(obj["items"], 1), kind, obj.get("apiVersion")))
         else:
             out.append(dict(obj))
     return out

@@ -534,9 +534,42 @@ class TestDurations:
         config = verdict(self.peer(**{field: text}))
         assert isinstance(config, Config) and config.peers[0].hold_time == 0
         (warning,) = config.warnings
-        assert warning.startswith(f'BGPPeer "p": field "spec.{field}": value "{text}"') and "rounds down to 0" in warning
+        assert (
+            warning.startswith(f'BGPPeer "p": field "spec.{field}": value "{text}"') and "rounds down to 0" in warning
+        )
 
     def test_no_warning_for_zero(self) -> None:
         """An explicit 0 says what it means: no warning."""
         config = verdict(self.peer(holdTime="0s"))
         assert isinstance(config, Config) and config.warnings == ()
+
+
+class TestLists:
+    """Lists are expanded in place, however deep, without recursion."""
+
+    def test_lists_in_lists(self) -> None:
+        """A List 5 000 Lists deep (only a Python caller can build one) expands to its one pool."""
+        inner: dict[str, Any] = {
+            "apiVersion": "metallb.io/v1beta1",
+            "kind": "IPAddressPool",
+            "metadata": {"name": "p", "namespace": NS},
+            "spec": {"addresses": ["10.0.0.0/24"]},
+        }
+        for _ in range(5000):
+            inner = {"apiVersion": "v1", "kind": "List", "items": [inner]}
+        config = verdict([inner])
+        assert isinstance(config, Config) and list(config.pools) == ["p"]
+
+    def test_api_list_items_take_its_kind(self) -> None:
+        """An IPAddressPoolList's items carry no kind: they get the List's, in order."""
+        items = [
+            {"metadata": {"name": n, "namespace": NS}, "spec": {"addresses": [c]}}
+            for n, c in (("b", "10.0.1.0/24"), ("a", "10.0.0.0/24"))
+        ]
+        config = verdict([{"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPoolList", "items": items}])
+        assert isinstance(config, Config) and list(config.pools) == ["a", "b"]
+
+    def test_a_bad_item_is_named(self) -> None:
+        """An item that is no object names the List it is in."""
+        message = verdict([{"apiVersion": "v1", "kind": "List", "items": [{"kind": ["x"]}]}])
+        assert isinstance(message, str) and message.startswith("List item #1: must be a Kubernetes object"), message
