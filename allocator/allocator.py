@@ -1,9 +1,10 @@
 """The allocator: which service holds which address, from which pool.
 
 Semantics are MetalLB's (first fit in configuration order, sharing keys,
-``avoid-buggy-ips``, all-or-nothing config changes) with three deliberate
-improvements: auto-assign pools are tried in configuration order instead of at
-random, capacity is exact for any pool size, and no operation scans a pool.
+``avoid-buggy-ips``, pools chosen by ``serviceAllocation`` and priority,
+all-or-nothing config changes) with three deliberate improvements: auto-assign
+pools of equal priority are tried in configuration order instead of at random,
+capacity is exact for any pool size, and no operation scans a pool.
 
 Concurrency: every method is thread-safe. The bookkeeping is a lock-free
 :class:`~metallb.allocator.ledger.Ledger`; this facade holds one lock around
@@ -47,8 +48,8 @@ _FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 
 #: The :class:`PoolSpec` fields that decide which addresses a pool's source hands
 #: out. A pool whose other fields change (protocol, interfaces, node selectors,
-#: advertisements, auto-assign: how its addresses are announced, and whether
-#: they are offered unasked) keeps its source, and with it what the source
+#: advertisements, auto-assign, service allocation, labels: how its addresses are
+#: announced, and to whom they are offered unasked) keeps its source, and with it what the source
 #: tracks (an address service's lease ids); the source gets the new spec.
 ALLOCATION_FIELDS = ("name", "kind", "cidrs", "avoid_buggy_ips", "options")
 
@@ -72,13 +73,20 @@ def _ip(value: IPLike, where: str = "", argument: str = "ip") -> netaddr.IPAddre
         raise AddressNotAllowedError(f'"{value}" is not an IP address') from None
 
 
-def _tenant(where: str, service: object, ports: object, sharing_key: object, backend_key: object) -> Tenant:
-    """The service and its sharing terms, each argument checked (TypeError or ValueError naming it)."""
+def _tenant(
+    where: str, service: object, ports: object, sharing_key: object, backend_key: object, labels: object = None
+) -> Tenant:
+    """The service, its sharing terms and its labels, each argument checked (TypeError or ValueError naming it)."""
+    if labels is not None and not (
+        isinstance(labels, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+    ):
+        raise TypeError(f'{where}: argument "labels": value {values.shown(labels)}: must map label names to strings')
     return Tenant(
         service=values.service_key(service, where),
         ports=values.ports(ports, where),
         sharing_key=values.text(sharing_key, where, "sharing_key"),
         backend_key=values.text(backend_key, where, "backend_key"),
+        labels=tuple(sorted((labels or {}).items())),
     )
 
 
@@ -294,6 +302,7 @@ class Allocator:
         ports: Iterable[Port] = (),
         sharing_key: str = "",
         backend_key: str = "",
+        labels: Mapping[str, str] | None = None,
     ) -> netaddr.IPAddress:
         """Give *service* one address and return it.
 
@@ -303,11 +312,15 @@ class Allocator:
                 (in selection order) with a free address, IPv4 first within a
                 dual-stack pool. A service already holding an address keeps it.
             pool: take it from this pool (``auto-assign: false`` pools allowed);
-                default: the auto-assign pools in configuration order.
+                default: the auto-assign pools whose ``service_allocation``
+                selects the service, by priority, then those without one, in
+                configuration order.
             ip: exactly this address (the pool's source is asked for it).
             ports: the service's ports, for sharing.
             sharing_key: the ``allow-shared-ip`` value; empty means never share.
             backend_key: services share only with equal backend keys.
+            labels: the Service's labels, for pools' ``service_allocation``
+                (the namespace is the part of *service* before the slash).
 
         A service that already holds an address of *family* keeps it (its
         ports and keys are updated); asking for another ``ip`` or ``pool``
@@ -316,7 +329,7 @@ class Allocator:
         the message names each pool tried and why. A malformed argument is a
         ``TypeError`` or ``ValueError`` naming it.
         """
-        tenant = _tenant("allocate()", service, ports, sharing_key, backend_key)
+        tenant = _tenant("allocate()", service, ports, sharing_key, backend_key, labels)
         fam = values.family(family, "allocate()", optional=True)
         pool = values.pool_name(pool, "allocate()", optional=True)
         wanted = None if ip is None else _ip(ip, "allocate()")
@@ -340,6 +353,7 @@ class Allocator:
         sharing_key: str = "",
         backend_key: str = "",
         require_all: bool = True,
+        labels: Mapping[str, str] | None = None,
     ) -> tuple[netaddr.IPAddress, ...]:
         """Give *service* one address per family, all from the same pool, and return them.
 
@@ -348,9 +362,10 @@ class Allocator:
         make one; the error says which pools lack which family).
         ``require_all=False`` is Kubernetes' ``PreferDualStack``: when no pool
         can serve every family, fall back to the first family that works.
+        *labels* are the Service's, as in :meth:`allocate`.
         """
         where = "allocate_dual()"
-        tenant = _tenant(where, service, ports, sharing_key, backend_key)
+        tenant = _tenant(where, service, ports, sharing_key, backend_key, labels)
         families = values.families(families, where)
         pool = values.pool_name(pool, where, optional=True)
         require_all = values.flag(require_all, where, "require_all")
@@ -491,12 +506,16 @@ class Allocator:
         """The pools an automatic allocation tries: a plugin's choice, else the auto-assign ones (of *family*)."""
         pools = list(self._ledger.config.pools.values())
         request = PoolRequest(
-            service=tenant.service, family=family, sharing_key=tenant.sharing_key, backend_key=tenant.backend_key
+            service=tenant.service,
+            family=family,
+            sharing_key=tenant.sharing_key,
+            backend_key=tenant.backend_key,
+            labels=dict(tenant.labels),
         )
         chosen = self._hooks.select_pools(request, pools)
         if chosen is not None:
             return list(chosen)
-        return [p for p in pools if p.auto_assign] if family is None else self._ledger.auto_pools(family)
+        return self._ledger.auto_pools(family, request.namespace, request.labels)
 
     def _take(
         self, tenant: Tenant, family: int, pool: str, wanted: netaddr.IPAddress | None

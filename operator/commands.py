@@ -21,6 +21,7 @@ __all__ = ["COMMANDS", "EPILOG", "Command", "add_commands", "port", "positive_in
 EPILOG = """\
 examples:
   metallb check-config examples/config.yaml
+  metallb convert-config examples/config.yaml
   metallb plugins
   metallb allocate --config examples/config.yaml default/web default/dns
   metallb standalone --config examples/config.yaml --services examples/services.yaml --node n1
@@ -87,14 +88,37 @@ MAX_SECONDS = 365 * 24 * 3600.0
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="config file (bare YAML or a ConfigMap manifest); - for stdin")
+    parser.add_argument(
+        "file", help="config file: resources (a YAML stream or List), bare YAML or a ConfigMap manifest; - for stdin"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing when the config is valid")
+    parser.add_argument(
+        "--mode",
+        choices=("native", "frr"),
+        help="also apply MetalLB's checks of what only that BGP implementation supports (resources only)",
+    )
 
 
 def _run_check_config(args: argparse.Namespace) -> int:
     from metallb.operator import cmd_config
 
     return cmd_config.run(args)
+
+
+# -- convert-config -------------------------------------------------------------------
+
+
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a ConfigMap-format config (bare YAML or a ConfigMap manifest); - for stdin")
+    parser.add_argument(
+        "--namespace", default="metallb-system", help="namespace of the resources (default: %(default)s)"
+    )
+
+
+def _run_convert_config(args: argparse.Namespace) -> int:
+    from metallb.operator import cmd_config
+
+    return cmd_config.run_convert(args)
 
 
 # -- plugins --------------------------------------------------------------------------
@@ -270,11 +294,25 @@ COMMANDS: tuple[Command, ...] = (
         epilog="""\
 examples:
   metallb check-config examples/config.yaml
+  metallb check-config examples/resources.yaml           # MetalLB's resources
   metallb check-config operator/deploy/config.yaml      # a ConfigMap manifest
-  kubectl -n metallb-system get cm config -o jsonpath='{.data.config}' | metallb check-config -
+  kubectl -n metallb-system get ipaddresspools,l2advertisements,bgppeers -o yaml | metallb check-config -
 """,
         add_arguments=_config_arguments,
         run=_run_check_config,
+    ),
+    Command(
+        name="convert-config",
+        help="print the MetalLB resources equivalent to a ConfigMap-format config",
+        description="Print MetalLB's resources (IPAddressPool, BGPPeer ...) equivalent to a ConfigMap-format config.",
+        epilog="""\
+examples:
+  metallb convert-config examples/config.yaml > resources.yaml
+  metallb convert-config operator/deploy/config.yaml | kubectl apply -f -
+  kubectl -n metallb-system get cm config -o yaml | metallb convert-config -
+""",
+        add_arguments=_convert_arguments,
+        run=_run_convert_config,
     ),
     Command(
         name="plugins",

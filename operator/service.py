@@ -64,6 +64,7 @@ class ServiceIntent:
         ports: (protocol, port) of every service port.
         current: addresses in ``status.loadBalancer.ingress``.
         error: why the Service's request is invalid (event ``LoadBalancerFailed``).
+        labels: the Service's labels (pools' ``serviceAllocation`` selects by them).
     """
 
     key: str
@@ -79,6 +80,7 @@ class ServiceIntent:
     ports: tuple[Port, ...] = ()
     current: tuple[str, ...] = ()
     error: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 def _family(text: str) -> int | None:
@@ -159,4 +161,5 @@ def read_service(obj: Mapping[str, Any]) -> ServiceIntent:
         ports=tuple(ports),
         current=current,
         error=error,
+        labels=tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items())),
     )

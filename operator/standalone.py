@@ -41,7 +41,7 @@ from metallb.allocator.config import as_int, as_list, as_mapping, as_str
 from metallb.allocator.files import write_atomically
 from metallb.allocator.retry import Backoff
 from metallb.allocator.yamlload import load_yaml_all, shown
-from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
+from metallb.operator.announcing import NOT_ADVERTISED, Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import read_config_text, reason, shown_path
 from metallb.operator.cmd_status import read_services
 from metallb.operator.converge import converge
@@ -297,7 +297,7 @@ class Standalone:
     def _announce(self, intents: dict[str, ServiceIntent], config: Config) -> None:
         """Announce every service with addresses from this host (each has a ready endpoint here)."""
         node = self.node.name
-        candidates: dict[str, tuple[str, ServiceView]] = {}
+        candidates: dict[str, ServiceView] = {}
         for key, intent in intents.items():
             row = self.rows[key]
             spec = config.pools.get(row.pool) if row.pool else None
@@ -311,7 +311,7 @@ class Standalone:
                 ready_nodes=frozenset({node}),
                 has_ready_endpoints=True,
             )
-            candidates[key] = (spec.protocol, view)
+            candidates[key] = view
         cluster = ClusterView(node=self.node, nodes={node: self.node}, live_speakers=frozenset({node}))
         announcements = self.announcements
         announcements.update(candidates, cluster, config)
@@ -319,7 +319,10 @@ class Standalone:
             if key in announcements.failed:
                 self.rows[key].announced = f"announce failed: {announcements.failed[key]}"
             elif key in announcements.announced:
-                self.rows[key].announced = f"{announcements.announced[key][0]} from {node}"
+                self.rows[key].announced = f"{', '.join(announcements.announced[key][0])} from {node}"
+            elif announcements.reasons[key] == NOT_ADVERTISED:
+                pool = self.rows[key].pool
+                self.rows[key].announced = f'not announced: no advertisement selects pool "{pool}"'
             else:
                 self.rows[key].announced = f"not announced: {announcements.reasons[key]}"
 

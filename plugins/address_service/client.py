@@ -128,7 +128,8 @@ class AddressServiceSource(SourceBase):
 
     Args:
         spec: the pool; ``spec.options`` holds ``url`` (normalised), and
-            optionally ``auth-token``, ``ca-file``, and the programmatic
+            optionally ``auth-token``, ``ca-file`` or ``ca-data`` (the PEM
+            text, from an ``AddressService``'s CA Secret), and the programmatic
             ``timeout``, ``connect-timeout`` and ``backoff`` (seconds; not
             accepted in YAML, for tests and embedding).
         transport: an httpx transport to use instead of the network.
@@ -147,12 +148,20 @@ class AddressServiceSource(SourceBase):
             headers["X-Auth-Token"] = token
         verify: ssl.SSLContext | bool = True
         ca_file = str(spec.options.get("ca-file") or "")
+        ca_data = str(spec.options.get("ca-data") or "")
         if ca_file:
             try:
                 verify = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(
                     f'address service "{spec.name}": field "ca-file": value "{ca_file}": cannot load: {exc}'
+                ) from None
+        elif ca_data:
+            try:
+                verify = ssl.create_default_context(cadata=ca_data)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(
+                    f'address service "{spec.name}": field "caSecret": the CA certificate cannot be loaded: {exc}'
                 ) from None
         self._http = httpx.Client(
             base_url=self.url,

@@ -141,6 +141,21 @@ def cases(files: dict[str, str]) -> dict[str, list[tuple[list[str], set[int], by
             (["-"], {1}, b"apiVersion: v1\nkind: ConfigMap\ndata: [1]\n"),
             ([], {2}, b""),
         ],
+        "convert-config": [
+            *(([path], {1}, b"") for path in configs),
+            (["-"], {1}, b"peers: \x00\n"),
+            (["-"], {1}, b"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\n"),
+            (["-"], {1}, b"apiVersion: v1\nkind: ConfigMap\ndata: {config: 42}\n"),
+            ([], {2}, b""),
+        ],
+        "new-plugin": [
+            *(([name], {1}, b"") for name in ("", "a\nb", "../x", "Bad Name", "x" * 100, "address-pools")),
+            *(
+                (["file-pools", "--directory", path], {1}, b"")
+                for path in (files["good:config"], files["directory"], files["not-a-directory"], "/proc/1/x")
+            ),
+            ([], {2}, b""),
+        ],
         "allocate": [
             *((["--config", path, "default/web"], {1}, b"") for path in configs),
             *(

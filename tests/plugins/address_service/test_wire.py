@@ -356,7 +356,9 @@ class TestRouting:
 
     def test_unknown_path_and_wrong_method(self) -> None:
         """An unknown path is gorilla/mux's text 404; a known path with another method an empty 405."""
-        assert wire.route("GET", "/v2/ip") == wire.Answer(code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        assert wire.route("GET", "/v2/ip") == wire.Answer(
+            code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8"
+        )
         assert wire.route("GET", "/v1/ip") == wire.Answer(code=405, body=b"", content_type="")
         assert callable(wire.route("POST", "/v1/ip"))
 
