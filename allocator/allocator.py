@@ -267,6 +267,7 @@ class Allocator:
         ports: Iterable[Port] = (),
         sharing_key: str = "",
         backend_key: str = "",
+        uid: str | None = None,
     ) -> netaddr.IPAddress:
         """Give *service* one address and return it.
 
@@ -278,6 +279,8 @@ class Allocator:
             ports: the service's ports, for sharing.
             sharing_key: the ``allow-shared-ip`` value; empty means never share.
             backend_key: services share only with equal backend keys.
+            uid: the Service's ``metadata.uid``, handed to the source (an
+                address service keys its idempotent POST on it).
 
         A service that already holds an address of *family* keeps it (its
         ports and keys are updated); asking for another ``ip`` or ``pool``
@@ -291,7 +294,9 @@ class Allocator:
             raise AllocationError(f'allocate "{service}": family must be 4 or 6, not {family!r}')
         if wanted is not None and wanted.version != fam:
             raise AllocationError(f'allocate "{service}": requested address {wanted} is not an IPv{fam} address')
-        tenant = Tenant(service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key)
+        tenant = Tenant(
+            service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key, uid=uid
+        )
         with self._serial(service):
             return self._allocate(tenant, fam, pool, wanted, extend=False)
 
@@ -306,13 +311,17 @@ class Allocator:
         sharing_key: str = "",
         backend_key: str = "",
         require_all: bool = True,
+        uid: str | None = None,
     ) -> tuple[netaddr.IPAddress, ...]:
         """Give *service* one address per family, all from the same pool.
 
         ``require_all=False`` is Kubernetes' ``PreferDualStack``: when no pool
         can serve every family, fall back to the first family that works.
+        *uid* is handed to the sources, as in :meth:`allocate`.
         """
-        tenant = Tenant(service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key)
+        tenant = Tenant(
+            service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key, uid=uid
+        )
         requested = {a.version: a for a in map(_ip, ips)}
         with self._serial(service):
             with self._lock:
@@ -424,7 +433,7 @@ class Allocator:
                 joined = self._ledger.join_first_fit(tenant, family, pool, source)
         if joined is not None:
             return self._done(tenant.service, pool, *joined)
-        got = self._acquire(source, tenant.service, family, wanted, pool)
+        got = self._acquire(source, tenant, family, wanted, pool)
         with self._lock:
             problem = self._ledger.vet(tenant, pool, source, got, family)
             released = self._ledger.take(tenant, pool, got) if problem is None else []
@@ -435,11 +444,13 @@ class Allocator:
 
     @staticmethod
     def _acquire(
-        source: AddressSource, service: str, family: int, wanted: netaddr.IPAddress | None, pool: str
+        source: AddressSource, tenant: Tenant, family: int, wanted: netaddr.IPAddress | None, pool: str
     ) -> netaddr.IPAddress:
         """``source.acquire``, outside the lock; a source's unexpected error is an unavailable source."""
         try:
-            return source.acquire(service, family=family, wanted=wanted)
+            if tenant.uid is None:  # sources written before acquire() took a uid keep working
+                return source.acquire(tenant.service, family=family, wanted=wanted)
+            return source.acquire(tenant.service, family=family, wanted=wanted, uid=tenant.uid)
         except AllocationError:
             raise
         except Exception as exc:

@@ -46,12 +46,17 @@ class Allocation:
 
 @attrs.frozen(slots=True, kw_only=True)
 class Tenant:
-    """A service as it asks to hold addresses: the terms on which it may share one."""
+    """A service as it asks to hold addresses: the terms on which it may share one.
+
+    ``uid`` (the Service's ``metadata.uid``, when known) is passed to sources,
+    which may key leases on it; it never decides sharing.
+    """
 
     service: str
     ports: frozenset[Port]
     sharing_key: str
     backend_key: str
+    uid: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.define(slots=True, kw_only=True)

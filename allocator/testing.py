@@ -214,10 +214,10 @@ def check_source_contract(
         _expect(source.owns(outside) is False, f"owns() is False for {outside}, outside the pool's CIDRs")
         passed("acquire() returns an owned address; owns() is a stable bool")
 
-        b = source.acquire("test/b", family=family)
+        b = source.acquire("test/b", family=family, uid="7d3c1c1e-0f3a-4c1b-9a55-2b7c9e1d0a42")
         held.append(("test/b", b))
         _expect(b != a, f"a second owner gets a different address, got {a} twice")
-        passed("distinct owners get distinct addresses")
+        passed("distinct owners get distinct addresses; acquire() takes the Service's uid")
 
         with contextlib.suppress(AddressInUseError):
             source.acquire("test/c", family=family, wanted=a)

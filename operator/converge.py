@@ -176,7 +176,12 @@ def _still_wanted(intent: ServiceIntent, allocator: Allocator, held: tuple[netad
 
 
 def _allocate(intent: ServiceIntent, allocator: Allocator) -> tuple[netaddr.IPAddress, ...]:
-    opts = {"ports": intent.ports, "sharing_key": intent.sharing_key, "backend_key": intent.backend_key}
+    opts = {
+        "ports": intent.ports,
+        "sharing_key": intent.sharing_key,
+        "backend_key": intent.backend_key,
+        "uid": intent.uid or None,  # an address service's idempotent POST is keyed on it
+    }
     # A requested address bypasses the pool annotation and auto-assign, as in MetalLB.
     if len(intent.families) > 1:
         return allocator.allocate_dual(

@@ -64,6 +64,7 @@ class ServiceIntent:
         ports: (protocol, port) of every service port.
         current: addresses in ``status.loadBalancer.ingress``.
         error: why the Service's request is invalid (event ``LoadBalancerFailed``).
+        uid: ``metadata.uid`` ("" when absent); sources may key leases on it.
     """
 
     key: str
@@ -79,6 +80,7 @@ class ServiceIntent:
     ports: tuple[Port, ...] = ()
     current: tuple[str, ...] = ()
     error: str = ""
+    uid: str = ""
 
 
 def _family(text: str) -> int | None:
@@ -159,4 +161,5 @@ def read_service(obj: Mapping[str, Any]) -> ServiceIntent:
         ports=tuple(ports),
         current=current,
         error=error,
+        uid=str(meta.get("uid") or ""),
     )

@@ -233,7 +233,9 @@ class NetBoxSource(SourceBase):
 
     # -- AddressSource ---------------------------------------------------------------
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
         """Create an IP address object in the prefix (the next free one, or *wanted*)."""
         self._retry_releases()
         if family not in self.spec.families():

@@ -306,7 +306,7 @@ class _Slow(SourceBase):
         self.spec = spec
         self.calls = 0
 
-    def acquire(self, owner, *, family, wanted=None):
+    def acquire(self, owner, *, family, wanted=None, uid=None):
         self.calls += 1
         if self.spec.options.get("mode") == "fail":
             from metallb.allocator import SourceUnavailableError

@@ -93,7 +93,7 @@ class TestSourceContract:
                 self._lock = threading.Lock()
                 self._used: set[netaddr.IPAddress] = set()
 
-            def acquire(self, owner, *, family, wanted=None):
+            def acquire(self, owner, *, family, wanted=None, uid=None):
                 from metallb.allocator import AddressInUseError
 
                 with self._lock:
