@@ -8,6 +8,13 @@
    (``--no-ping``) in two network namespaces; the time of each allocation
    through the client (HTTP, DISCOVER/OFFER/REQUEST/ACK) is measured.
    Needs root and dnsmasq; skipped with a note otherwise.
+3. Leaks: allocate/release cycles (an ``acquire`` then at once a ``release``)
+   against the DHCPManager stand-in in its original-timing mode (serial
+   binding, an IP index written 30 ms after the POST's answer, or 100 ms as
+   when its controller reaches etcd over a network hop), scaled so a 3 s bind
+   takes 30 ms; leaks are the leases the stand-in still holds afterwards.
+   ``--client-module FILE`` measures another client (say, main's:
+   ``git show main:plugins/address_service/client.py > /tmp/c.py``).
 
 Run::
 
@@ -20,7 +27,9 @@ Results are printed and written as JSON under ``bench/results/``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,7 +41,8 @@ import threading
 import time
 from pathlib import Path
 
-from metallb.allocator import Allocator, parse_config
+from metallb.allocator import AllocationError, Allocator, parse_config
+from metallb.plugins.address_service.standin import DhcpManagerStandIn
 
 # Documentation ranges only: the memory backend hands out numbers, no traffic goes there.
 CIDRS = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]
@@ -207,15 +217,98 @@ def bench_dhcp(quick: bool) -> dict[str, object]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def load_client(path: str) -> type:
+    """``AddressServiceSource`` from another copy of client.py (the before figure)."""
+    spec = importlib.util.spec_from_file_location("metallb_bench_client", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.AddressServiceSource  # type: ignore[no-any-return]
+
+
+def leak_run(source_class: type, index_delay: float, workers: int, cycles: int) -> dict[str, object]:
+    """One scenario: *cycles* acquire-then-release by *workers* threads; what the stand-in holds after leaked."""
+    server = DhcpManagerStandIn("10.99.0.0/22", timing="original", time_scale=0.01, index_delay=index_delay)
+    text = f"address-services:\n- name: bench\n  url: {server.url}\n  protocol: layer2\n  cidrs: [10.99.0.0/22]\n"
+    spec = parse_config(text).pools["bench"]
+    # The tests' quicker backoff (0.05 s instead of 0.25 s); the timing of the answers is the original's.
+    source = source_class(attrs_evolve(spec, {**spec.options, "backoff": 0.05, "late-lease-poll": 0.1}))
+    failures = 0
+    lock = threading.Lock()
+
+    def work(worker: int) -> None:
+        nonlocal failures
+        for n in range(worker, cycles, workers):
+            owner = f"bench/s{n}"
+            try:
+                ip = source.acquire(owner, family=4)
+            except AllocationError:
+                with lock:
+                    failures += 1
+                continue
+            source.release(owner, ip)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flushed = source.flush(60.0)
+    deadline = time.monotonic() + 5
+    while not server.idle() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the original binds late what timed out
+    if hasattr(source, "flush_late"):
+        flushed = source.flush_late(30.0) and source.flush(60.0) and flushed
+    wall = time.perf_counter() - started
+    source.close()
+    leaked = len(server.held())
+    server.close()
+    return {
+        "cycles": cycles,
+        "leaked": leaked,
+        "leaked_pct": round(100.0 * leaked / cycles, 1),
+        "failed_allocations": failures,
+        "pending_releases_left": not flushed,
+        "seconds": round(wall, 1),
+    }
+
+
+def bench_leaks(quick: bool, client_module: str) -> dict[str, object]:
+    """Allocate/release cycles against the original's timing, sequential and 8 at a time."""
+    from metallb.plugins.address_service.client import AddressServiceSource
+
+    source_class = load_client(client_module) if client_module else AddressServiceSource
+    many = 100 if quick else 1000
+    results: dict[str, object] = {"client": client_module or "this tree"}
+    for index_delay, workers, cycles in ((0.03, 8, many), (0.1, 8, many), (0.03, 1, many // 5)):
+        name = f"index_delay_{int(index_delay * 1000)}ms_workers_{workers}"
+        results[name] = leak_run(source_class, index_delay, workers, cycles)
+    return results
+
+
+def attrs_evolve(spec: object, options: dict[str, object]) -> object:
+    import attrs
+
+    return attrs.evolve(spec, options=options)  # type: ignore[misc]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts, for CI (a few seconds)")
+    parser.add_argument("--client-module", default="", metavar="FILE", help="leaks: measure this client.py instead")
+    parser.add_argument("--leaks-only", action="store_true", help="run the leak measurement only")
     args = parser.parse_args()
-    results = {"http_memory_backend": bench_http(args.quick), "dhcp_dnsmasq": bench_dhcp(args.quick)}
+    logging.getLogger("stamina").setLevel(logging.ERROR)  # one line per retried DELETE otherwise
+    results: dict[str, object] = {"leaks_original_timing": bench_leaks(args.quick, args.client_module)}
+    if not args.leaks_only:
+        results["http_memory_backend"] = bench_http(args.quick)
+        results["dhcp_dnsmasq"] = bench_dhcp(args.quick)
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     text = json.dumps(results, indent=2)
     print(text)
-    out = Path(__file__).parent / "results" / ("address_service-quick.json" if args.quick else "address_service.json")
+    name = "address_service" + ("-leaks" if args.leaks_only else "") + ("-quick" if args.quick else "")
+    out = Path(__file__).parent / "results" / f"{name}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(text + "\n")
     return 0
