@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DESCRIPTION", "EPILOG", "HELP", "add_arguments", "make_backend", "run"]
 
-HELP = "run the bundled address service (memory or dhcp backend)"
+HELP = "run the bundled address service (memory, dhcp or dhcpv6 backend)"
 DESCRIPTION = (
     "The bundled address service: an HTTP server that leases addresses to MetalLB pools "
     "(DHCPManager's v1 protocol plus extensions), from memory or from a DHCP server."
@@ -65,8 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        default="memory",
-        help="where addresses come from: memory, dhcp, or a plugin's backend (default: memory)",
+        action="append",
+        default=[],
+        help="where addresses come from: memory, dhcp, dhcpv6, or a plugin's backend (default: memory); "
+        "repeat for one backend per family (--backend dhcp --backend dhcpv6)",
     )
     parser.add_argument(
         "--cidr",
@@ -142,10 +144,20 @@ def make_backend(kind: str, options: BackendOptions, *, plugin_manager: pluggy.P
     except ValueError as exc:
         raise ValueError(f"backend {kind!r}: {exc}") from None
     if backend is None:
-        raise PluginError(f"unknown backend {kind!r}: built in are memory and dhcp; plugins may add more")
+        raise PluginError(f"unknown backend {kind!r}: built in are memory, dhcp and dhcpv6; plugins may add more")
     if not isinstance(backend, Backend):
         raise PluginError(f"backend {kind!r}: the plugin returned a {type(backend).__name__}, not a Backend")
     return backend
+
+
+def _backends(args: argparse.Namespace) -> Backend:
+    """The ``--backend`` (one), or one per family behind :class:`~.api.FamilyBackends`."""
+    from metallb.plugins.address_service.api import FamilyBackends
+
+    kinds = list(dict.fromkeys(args.backend or ["memory"]))
+    options = _backend_options(args)
+    backends = [make_backend(kind, options) for kind in kinds]
+    return backends[0] if len(backends) == 1 else FamilyBackends(backends)
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -197,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         host, port = _listen_address(args.listen)
         token = _token(args)
-        backend = make_backend(args.backend, _backend_options(args))
+        backend = _backends(args)
     except (PluginError, ValueError) as exc:  # a bad option, no such backend, or its dependencies missing
         print(exc, file=sys.stderr)
         return 2

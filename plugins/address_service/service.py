@@ -209,11 +209,13 @@ class AddressService:
             )
         return "", False
 
-    def _held(self, service: str, uid: str, wanted: str) -> tuple[Lease | None, list[Lease]]:
-        """The live lease *service* already holds for this request, and its lost leases."""
+    def _held(self, service: str, uid: str, wanted: str, family: int) -> tuple[Lease | None, list[Lease]]:
+        """The live lease of *family* *service* already holds for this request, and its lost leases."""
         stale: list[Lease] = []
         for lease_id in self._by_service.get(service, ()):
             lease = self._leases[lease_id]
+            if (6 if ":" in lease.ip else 4) != family:
+                continue  # a dual-stack Service holds one lease per family
             if uid and lease.uid and lease.uid != uid:
                 continue  # an older Service of the same name; reconciliation frees it
             if lease.lost:
@@ -252,15 +254,15 @@ class AddressService:
         with self._lock:
             return list(self._leases.values()), sorted(self._macs)
 
-    def obtain(self, service: str, *, uid: str = "", wanted: str = "") -> tuple[Lease, bool]:
-        """The lease of *service* (and *uid*), or a new one; returns ``(lease, created)``.
+    def obtain(self, service: str, *, uid: str = "", wanted: str = "", family: int = 4) -> tuple[Lease, bool]:
+        """The lease of *family* of *service* (and *uid*), or a new one; returns ``(lease, created)``.
 
         Raises :class:`AddressTakenError` when *wanted* is leased already, and
         the backend's :class:`~.api.BackendError` when it cannot lease.
         """
         with self._serial(service):
             with self._lock:
-                held, stale = self._held(service, uid, wanted)
+                held, stale = self._held(service, uid, wanted, family)
                 if held is not None:
                     return held, False
                 for lease in stale:
@@ -273,7 +275,9 @@ class AddressService:
                 self._save()
             for lease in stale:
                 self._backend_release(lease)
-            request = LeaseRequest(id=str(uuid.uuid4()), service=service, uid=uid, mac=mac, wanted=wanted)
+            request = LeaseRequest(
+                id=str(uuid.uuid4()), service=service, uid=uid, mac=mac, wanted=wanted, family=family
+            )
             lease = self._lease_from_backend(request, from_pool=from_pool)
             log.info("leased %s to %s (id %s, mac %s)", lease.ip, service, lease.id, lease.mac or "-")
             return lease, True

@@ -51,7 +51,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: What ``GET /v1/config`` advertises; clients use an extension only when listed.
-EXTENSIONS = ("idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service")
+EXTENSIONS = ("idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service", "family")
 #: Longest request body read; longer ones get :data:`TOO_LARGE`.
 MAX_BODY = 64 * 1024
 
@@ -172,13 +172,18 @@ def _post_ip(service: AddressService, raw: bytes) -> tuple[int, Json]:
     wanted = data.get("ip") or ""
     if not isinstance(uid, str) or not isinstance(wanted, str):
         raise ApiError(400, _ip_body("", "", "error", '"uid" and "ip" must be strings'))
+    # Our extension: "family": 6 asks for an IPv6 lease; DHCPManager's clients send none (IPv4).
+    family = data.get("family", 6 if ":" in wanted else 4)
+    if family not in (4, 6) or isinstance(family, bool):
+        raise ApiError(400, _ip_body("", "", "error", f'"family" must be 4 or 6, got {family!r}'))
     if wanted:
         try:
-            wanted = str(netaddr.IPAddress(wanted, 4))
+            wanted = str(netaddr.IPAddress(wanted, family))
         except (netaddr.AddrFormatError, ValueError):
-            raise ApiError(400, _ip_body("", "", "error", f'"ip" must be an IPv4 address, got {wanted!r}')) from None
+            message = f'"ip" must be an IPv{family} address, got {wanted!r}'
+            raise ApiError(400, _ip_body("", "", "error", message)) from None
     try:
-        lease, created = service.obtain(name, uid=uid, wanted=wanted)
+        lease, created = service.obtain(name, uid=uid, wanted=wanted, family=family)
     except LeaseTimeoutError as exc:
         raise ApiError(504, _ip_body("", "", "timeout", str(exc))) from None
     except AddressTakenError as exc:
@@ -193,11 +198,11 @@ def _delete_ip(service: AddressService, raw: bytes) -> tuple[int, Json]:
     data = data if isinstance(data, dict) else {}
     text = data.get("ip")
     try:
-        ip = str(netaddr.IPAddress(str(text).strip(), 4)) if isinstance(text, str) else ""
+        ip = str(netaddr.IPAddress(str(text).strip(), flags=netaddr.INET_PTON)) if isinstance(text, str) else ""
     except (netaddr.AddrFormatError, ValueError):
         ip = ""
     if not ip:
-        raise ApiError(400, _ip_body("invalid", "", "error", '"ip" must be an IPv4 address'))
+        raise ApiError(400, _ip_body("invalid", "", "error", '"ip" must be an IPv4 or IPv6 address'))
     owner, lease_id = data.get("service"), data.get("id")
     try:
         lease = service.release(

@@ -226,11 +226,17 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.proc.wait(timeout=10)
 
 
+#: dnsmasq's DHCPv6 range in the lab.
+V6_RANGE = ("2001:db8:1::100", "2001:db8:1::1ff")
+
+
 # -- dnsmasq in a namespace -----------------------------------------------------------------------------
 
 
 def read_leases(path: Path, *, settle: float = 0.25, timeout: float = 10.0) -> dict[str, tuple[int, str, str, str]]:
     """ip -> (expiry, mac, hostname, client-id) from a dnsmasq lease file, never from half a rewrite.
+
+    DHCPv6 leases come as ip -> (expiry, IAID, hostname, client DUID).
 
     dnsmasq rewrites the file in place: it truncates it, then writes every
     lease in one go. A read in between sees an empty (or, with a large file,
@@ -275,7 +281,9 @@ class DhcpLab:
     workdir: Path
     dnsmasq: subprocess.Popen[bytes] | None = None
 
-    def start_dnsmasq(self, first: str = "192.0.2.50", last: str = "192.0.2.59") -> None:
+    def start_dnsmasq(
+        self, first: str = "192.0.2.50", last: str = "192.0.2.59", *, v6: tuple[str, str] = V6_RANGE, lease: str = "2m"
+    ) -> None:
         pidfile = self.workdir / "dnsmasq.pid"
         pidfile.unlink(missing_ok=True)
         self.dnsmasq = self.lab.popen(
@@ -293,7 +301,8 @@ class DhcpLab:
                 "--dhcp-authoritative",
                 "--interface=n0",
                 "--bind-interfaces",
-                f"--dhcp-range={first},{last},255.255.255.0,2m",
+                f"--dhcp-range={first},{last},255.255.255.0,{lease}",
+                f"--dhcp-range={v6[0]},{v6[1]},64,{lease}",
                 f"--dhcp-leasefile={self.leasefile}",
                 f"--pid-file={pidfile}",
             ],
@@ -315,11 +324,11 @@ class DhcpLab:
 
 @pytest.fixture
 def dhcp_lab(netlab: Any, tmp_path: Path) -> DhcpLab:
-    """Two namespaces joined by a veth, dnsmasq serving 192.0.2.50-59 (2 min leases, --no-ping)."""
+    """Two namespaces joined by a veth, dnsmasq serving 192.0.2.50-59 and 2001:db8:1::100-1ff (2 min, --no-ping)."""
     server_ns = netlab.ns("srv")
     client_ns = netlab.ns("cli")
     netlab.veth(client_ns, "c0", server_ns, "n0", mac_a="02:00:00:00:00:c0", mac_b="02:00:00:00:00:02")
-    netlab.run(server_ns, "ip addr add 192.0.2.2/24 dev n0")
+    netlab.run(server_ns, "ip addr add 192.0.2.2/24 dev n0 && ip addr add 2001:db8:1::2/64 dev n0 nodad")
     lab = DhcpLab(lab=netlab, server_ns=server_ns, client_ns=client_ns, leasefile=tmp_path / "leases", workdir=tmp_path)
     lab.start_dnsmasq()
     return lab

@@ -190,12 +190,12 @@ EXPECTED = {
     "delete-invalid": (
         400,
         "application/json",
-        b'{"ip": "invalid", "id": "", "status": "error", "message": "\\"ip\\" must be an IPv4 address"}\n',
+        b'{"ip": "invalid", "id": "", "status": "error", "message": "\\"ip\\" must be an IPv4 or IPv6 address"}\n',
     ),
     "delete-not-object": (
         400,
         "application/json",
-        b'{"ip": "invalid", "id": "", "status": "error", "message": "\\"ip\\" must be an IPv4 address"}\n',
+        b'{"ip": "invalid", "id": "", "status": "error", "message": "\\"ip\\" must be an IPv4 or IPv6 address"}\n',
     ),
     "delete-other-service": (
         409,
@@ -356,7 +356,9 @@ class TestRouting:
 
     def test_unknown_path_and_wrong_method(self) -> None:
         """An unknown path is gorilla/mux's text 404; a known path with another method an empty 405."""
-        assert wire.route("GET", "/v2/ip") == wire.Answer(code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        assert wire.route("GET", "/v2/ip") == wire.Answer(
+            code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8"
+        )
         assert wire.route("GET", "/v1/ip") == wire.Answer(code=405, body=b"", content_type="")
         assert callable(wire.route("POST", "/v1/ip"))
 
