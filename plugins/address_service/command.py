@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -22,7 +23,9 @@ from metallb.plugins.address_service.api import Backend, BackendOptions
 if TYPE_CHECKING:
     import pluggy
     from metallb.plugins.address_service.http import HttpServer
+    from metallb.plugins.address_service.kube import LeaderElection
     from metallb.plugins.address_service.service import AddressService
+    from metallb.plugins.address_service.store import LeaseStore
 
 __all__ = ["DESCRIPTION", "EPILOG", "HELP", "add_arguments", "make_backend", "run"]
 
@@ -100,6 +103,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tls-key", default="", metavar="PATH", help="private key of --tls-cert")
     parser.add_argument("--mac", action="append", default=[], help="put this MAC in the pool at start (repeat)")
+    ha = parser.add_argument_group("leases in Kubernetes, several replicas (instead of --state-file)")
+    ha.add_argument(
+        "--kube-leases",
+        action="store_true",
+        help="keep leases as AddressLease objects and serve only while holding the leader Lease",
+    )
+    ha.add_argument("--kubeconfig", default="", help="kubeconfig file (default: KUBECONFIG, else the pod's account)")
+    ha.add_argument(
+        "--namespace",
+        default=os.environ.get("METALLB_NAMESPACE", "metallb-system"),
+        help="where the AddressLeases and the leader Lease live (default: METALLB_NAMESPACE or metallb-system)",
+    )
+    ha.add_argument(
+        "--instance",
+        default="metallb-address-service",
+        help="name of this service: the leader Lease's name and the AddressLeases' label (default: %(default)s)",
+    )
+    ha.add_argument(
+        "--identity",
+        default="",
+        help="this replica's name in the leader Lease (default: POD_NAME, else host name and process id)",
+    )
+    ha.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="a leader that stops renewing is replaced after this (default: 15)",
+    )
     parser.add_argument(
         "--derive-macs",
         action="store_true",
@@ -213,18 +245,30 @@ def run(args: argparse.Namespace) -> int:
     except (PluginError, ValueError) as exc:  # a bad option, no such backend, or its dependencies missing
         print(exc, file=sys.stderr)
         return 2
+    if args.kube_leases and args.state_file:
+        print("--kube-leases and --state-file exclude each other: leases live in one place", file=sys.stderr)
+        return 2
+    election = None
+    store: LeaseStore | None = StateFile(args.state_file) if args.state_file else None
+    if args.kube_leases:
+        try:
+            store, election = _kube(args)
+        except (ImportError, RuntimeError) as exc:
+            print(f"metallb address-service --kube-leases: {exc}", file=sys.stderr)
+            return 1
     service = AddressService(
         backend=backend,
-        store=StateFile(args.state_file) if args.state_file else None,
+        store=store,
         macs=args.mac,
         derive_macs=args.derive_macs,
         request_timeout=args.request_timeout,
     )
-    try:
-        service.start()
-    except OSError as exc:  # typically: no CAP_NET_RAW, or no such interface or namespace
-        print(f"cannot start the {backend.kind} backend: {exc}", file=sys.stderr)
-        return 1
+    if election is None:
+        try:
+            service.start()
+        except OSError as exc:  # typically: no CAP_NET_RAW, or no such interface or namespace
+            print(f"cannot start the {backend.kind} backend: {exc}", file=sys.stderr)
+            return 1
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     try:
@@ -239,23 +283,68 @@ def run(args: argparse.Namespace) -> int:
         )
     except OSError as exc:  # port taken, unreadable certificate
         print(f"cannot serve on {args.listen}: {exc}", file=sys.stderr)
-        service.close()
+        if service.started:
+            service.close()
         return 1
-    return _serve(service, httpd)
+    return _serve(service, httpd, election)
 
 
-def _serve(service: AddressService, httpd: HttpServer) -> int:
-    """Serve until SIGTERM or SIGINT, then stop without releasing anything."""
+def _kube(args: argparse.Namespace) -> tuple[LeaseStore, LeaderElection]:
+    """The AddressLease store and the leader election of ``--kube-leases``."""
+    try:
+        from metallb.plugins.address_service import kube
+    except ImportError as exc:
+        from metallb.plugins.address_service.plugin import missing_dependency
+
+        raise ImportError(
+            f"needs {missing_dependency(exc)}, which is not installed: pip install 'metallb[all]'"
+        ) from None
+    api = kube.api_client(args.kubeconfig)
+    identity = args.identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    store = kube.KubeLeaseStore(api, namespace=args.namespace, instance=args.instance)
+    election = kube.LeaderElection(
+        api,
+        namespace=args.namespace,
+        name=args.instance,
+        identity=identity,
+        duration=args.lease_duration,
+        renew=max(0.2, args.lease_duration / 3),
+    )
+    return store, election
+
+
+def _serve(service: AddressService, httpd: HttpServer, election: LeaderElection | None = None) -> int:
+    """Serve until SIGTERM or SIGINT (or, with an election, until leadership is lost), releasing nothing."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     httpd.start_thread()
     log.info("address service (%s backend) listening on %s", service.backend.kind, httpd.url)
     print(f"listening on {httpd.url}", flush=True)  # readiness line for scripts and tests
-    while not stop.wait(1.0):
-        pass
+    status = 0
+    if election is not None:
+        threading.Thread(target=election.run, args=(stop,), name="leader-election", daemon=True).start()
+        log.info("waiting to lead (%s/%s)", election.namespace, election.name)
+        while not stop.is_set() and not election.held.wait(0.1):
+            pass
+        if not stop.is_set():
+            try:
+                service.start()  # the leases of the last leader, each renewed at once
+            except Exception as exc:  # noqa: BLE001 - the API or the backend: exit, the pod restarts
+                log.error("cannot start serving: %s", exc)
+                stop.set()
+                status = 1
+            else:
+                log.info("leading: serving %d leases", len(service.leases()))
+    while not stop.wait(0.2):
+        if election is not None and election.lost.is_set():
+            status = 1  # another replica may lead now: stop at once, never serve beside it
+            break
     log.info("stopping: leases stay and resume at the next start")
     httpd.shutdown()
     httpd.server_close()
-    service.close()
-    return 0
+    if service.started:
+        service.close()
+    if election is not None and status == 0:
+        election.release()
+    return status

@@ -299,14 +299,20 @@ class AddressService:
             clash_id = self._by_ip.get(lease.ip)
             if clash_id is None:
                 self._index(lease)
-                self._save()
-                return lease
-            clash = self._leases[clash_id]
+                try:
+                    self._save()
+                except Exception as exc:  # noqa: BLE001 - the store is down: a lease nobody records must not stay
+                    self._unindex(lease)
+                    problem = f"cannot record the lease of {lease.ip}: {exc}"
+                else:
+                    return lease
+            else:
+                problem = f"the backend handed out {lease.ip}, which {self._leases[clash_id].service} already holds"
         self._backend_release(lease)
         if from_pool:
             with self._lock:
                 self._macs.add(mac)
-        raise NoAddressError(f"the backend handed out {lease.ip}, which {clash.service} already holds")
+        raise NoAddressError(problem)
 
     def release(self, ip: str, *, service: str = "", lease_id: str = "") -> Lease:
         """Release the lease holding *ip*, if it is *service*'s and *lease_id*'s (when given).

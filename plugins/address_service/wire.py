@@ -289,8 +289,14 @@ def path_label(path: str) -> str:
     return path if path in ROUTES or path == "/metrics" else "other"
 
 
+#: What a replica that does not lead (or has not loaded its leases yet) answers on ``/v1/*``.
+NOT_SERVING = json_answer(503, {"status": "error", "message": "not serving yet: another replica leads, or starting"})
+
+
 def call(found: Route, service: AddressService, body: bytes, *, what: str) -> Answer:
     """Run a route; an error becomes its answer, a bug a 500 (logged with *what*, e.g. ``POST /v1/ip``)."""
+    if not service.started and found not in (_healthz, _readyz):
+        return NOT_SERVING  # a standby's empty table must never look like "no leases"
     try:
         code, payload = found(service, body)
     except ApiError as exc:
