@@ -4,10 +4,15 @@
    an :class:`~metallb.allocator.Allocator` with one ``address-services`` pool
    allocates with 1 and with 16 concurrent callers. Each allocation is a real
    ``POST /v1/ip`` over HTTP; addresses are released between rounds.
-2. The bundled server with the ``dhcp`` backend leases from a real dnsmasq
-   (``--no-ping``) in two network namespaces; the time of each allocation
-   through the client (HTTP, DISCOVER/OFFER/REQUEST/ACK) is measured.
+2. The bundled server with the ``dhcp`` and ``dhcpv6`` backends leases from a
+   real dnsmasq (``--no-ping``) in two network namespaces; the time of each
+   allocation through the client (HTTP, then DISCOVER/OFFER/REQUEST/ACK or
+   SOLICIT/ADVERTISE/REQUEST/REPLY) is measured, IPv4 and IPv6 interleaved.
    Needs root and dnsmasq; skipped with a note otherwise.
+4. Failover: two ``--kube-leases`` replicas against the API emulator
+   (tests/kube_emulator.py) and dnsmasq; the leader is SIGKILLed after each
+   batch of leases, and the time until the other serves ``/v1/status`` is
+   measured (``--lease-duration 2``).
 3. Leaks: allocate/release cycles (an ``acquire`` then at once a ``release``)
    against the DHCPManager stand-in in its original-timing mode (serial
    binding, an IP index written 30 ms after the POST's answer, or 100 ms as
@@ -40,6 +45,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from metallb.allocator import AllocationError, Allocator, parse_config
 from metallb.plugins.address_service.standin import DhcpManagerStandIn
@@ -163,58 +169,187 @@ def lease_lines(path: Path) -> int:
     return 0
 
 
-def bench_dhcp(quick: bool) -> dict[str, object]:
-    if os.geteuid() != 0 or shutil.which("dnsmasq") is None or shutil.which("ip") is None:
-        return {"skipped": "needs root, iproute2 and dnsmasq (dnsmasq-base)"}
-    prefix = f"bas{os.getpid()}"
+def _lab(prefix: str, work: Path, dhcp_range: str, v4: str) -> tuple[str, str, subprocess.Popen[bytes]]:
+    """Namespaces srv/cli joined by a veth, dnsmasq on n0 with *dhcp_range* and a DHCPv6 range."""
     srv, cli = f"{prefix}-srv", f"{prefix}-cli"
+    for ns in (srv, cli):
+        sh(f"ip netns add {ns} && ip -n {ns} link set lo up")
+        sh(f"ip netns exec {ns} sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0")
+    sh(f"ip link add c0 netns {cli} type veth peer name n0 netns {srv}")
+    sh(f"ip -n {srv} addr add {v4} dev n0 && ip -n {srv} addr add 2001:db8:1::2/64 dev n0 nodad")
+    sh(f"ip -n {srv} link set n0 up && ip -n {cli} link set c0 up")
+    dnsmasq = subprocess.Popen(
+        ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--port=0", "--no-resolv", "--no-hosts",
+         "--user=root", "--no-ping", "--dhcp-authoritative", "--interface=n0", "--bind-interfaces",
+         f"--dhcp-range={dhcp_range}", "--dhcp-range=2001:db8:1::100,2001:db8:1::ffff,64,10m",
+         f"--dhcp-leasefile={work}/leases", f"--pid-file={work}/pid", "--log-facility=/dev/null"],
+    )  # fmt: skip
+    deadline = time.monotonic() + 5
+    while not (work / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return srv, cli, dnsmasq
+
+
+def _drop_lab(prefix: str, work: Path, *procs: subprocess.Popen[Any] | None) -> None:
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    for ns in (f"{prefix}-srv", f"{prefix}-cli"):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _can_lab() -> str:
+    if os.geteuid() != 0 or shutil.which("dnsmasq") is None or shutil.which("ip") is None:
+        return "needs root, iproute2 and dnsmasq (dnsmasq-base)"
+    return ""
+
+
+def bench_dhcp(quick: bool) -> dict[str, object]:
+    """DHCPv4 and DHCPv6 leases through the client, interleaved in one run against one dnsmasq."""
+    if why := _can_lab():
+        return {"skipped": why}
+    prefix = f"bas{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="bench-as-"))
     count = 10 if quick else 40
     dnsmasq = server = None
     try:
-        for ns in (srv, cli):
-            sh(f"ip netns add {ns} && ip -n {ns} link set lo up")
-        sh(f"ip link add c0 netns {cli} type veth peer name n0 netns {srv}")
-        sh(f"ip -n {srv} addr add 192.0.2.2/24 dev n0 && ip -n {srv} link set n0 up && ip -n {cli} link set c0 up")
-        dnsmasq = subprocess.Popen(
-            ["ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--port=0", "--no-resolv", "--no-hosts",
-             "--user=root", "--no-ping", "--dhcp-authoritative", "--interface=n0", "--bind-interfaces",
-             "--dhcp-range=192.0.2.50,192.0.2.99,255.255.255.0,2m", f"--dhcp-leasefile={work}/leases",
-             f"--pid-file={work}/pid", "--log-facility=/dev/null"],
-        )  # fmt: skip
-        deadline = time.monotonic() + 5
-        while not (work / "pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _, cli, dnsmasq = _lab(prefix, work, "192.0.2.50,192.0.2.99,255.255.255.0,2m", "192.0.2.2/24")
         server, url = start_server(
-            "--backend", "dhcp", "--interface", "c0", "--netns", cli, "--derive-macs", "--cidr", "192.0.2.0/24"
-        )
-        alloc = allocator(url, ["192.0.2.0/24"])
-        alloc.allocate("bench/warm", pool="bench")
-        alloc.unassign("bench/warm")
-        latencies = []
+            "--backend", "dhcp", "--backend", "dhcpv6", "--interface", "c0", "--netns", cli, "--derive-macs",
+            "--cidr", "192.0.2.0/24", "--cidr", "2001:db8:1::/64",
+        )  # fmt: skip
+        alloc = allocator(url, ["192.0.2.0/24", "2001:db8:1::/64"])
+        for family in (4, 6):
+            alloc.allocate(f"bench/warm{family}", pool="bench", family=family)
+        alloc.unassign("bench/warm4")
+        alloc.unassign("bench/warm6")
+        latencies: dict[int, list[float]] = {4: [], 6: []}
         for i in range(count):
-            started = time.perf_counter()
-            alloc.allocate(f"bench/dhcp-{i}", pool="bench")
-            latencies.append(time.perf_counter() - started)
+            for family in (4, 6):
+                started = time.perf_counter()
+                alloc.allocate(f"bench/v{family}-{i}", pool="bench", family=family)
+                latencies[family].append(time.perf_counter() - started)
         leased = lease_lines(work / "leases")
         for a in alloc.allocations():
             alloc.unassign(a.service)
         alloc.close()
+        out: dict[str, object] = {"leases_per_family": count, "lines_in_dnsmasq_lease_file": leased}
+        for family, values in latencies.items():
+            out[f"dhcpv{family}"] = {
+                "p50_ms": round(percentile(values, 0.5) * 1000, 2),
+                "p99_ms": round(percentile(values, 0.99) * 1000, 2),
+                "max_ms": round(max(values) * 1000, 2),
+            }
+        return out
+    finally:
+        _drop_lab(prefix, work, server, dnsmasq)
+
+
+def _emulator() -> Any:
+    path = Path(__file__).resolve().parents[1] / "tests" / "kube_emulator.py"
+    spec = importlib.util.spec_from_file_location("metallb_bench_kube_emulator", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.KubeEmulator
+
+
+def bench_failover(quick: bool) -> dict[str, object]:
+    """Two ``--kube-leases`` replicas against the API emulator and dnsmasq: SIGKILL the leader, time the takeover."""
+    if why := _can_lab():
+        return {"skipped": why}
+    import yaml
+    from kubernetes import client
+
+    prefix = f"baf{os.getpid()}"
+    work = Path(tempfile.mkdtemp(prefix="bench-as-ha-"))
+    count, rounds = (20, 1) if quick else (100, 3)
+    emulator = _emulator()().start()
+    procs: list[subprocess.Popen[str]] = []
+    dnsmasq = None
+    try:
+        api = emulator.api_client()
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": "metallb-system"}})
+        crd = Path(__file__).resolve().parents[1] / "operator" / "deploy" / "crds" / "metallb.io_addressleases.yaml"
+        try:
+            client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(crd.read_text()))
+        except client.exceptions.ApiException:
+            emulator.add_resource("metallb.io", "v1alpha1", "addressleases", "AddressLease")
+        kubeconfig = str(emulator.write_kubeconfig(work / "kubeconfig"))
+        _, cli, dnsmasq = _lab(prefix, work, "198.18.0.10,198.18.3.250,255.255.252.0,10m", "198.18.0.2/22")
+        args = (
+            "--backend", "dhcp", "--interface", "c0", "--netns", cli, "--derive-macs", "--cidr", "198.18.0.0/22",
+            "--kube-leases", "--kubeconfig", kubeconfig, "--lease-duration", "2",
+        )  # fmt: skip
+        urls = []
+        for n in range(2):
+            proc, url = start_server(*args, "--identity", f"r{n}")
+            procs.append(proc)
+            urls.append(url)
+        takeovers: list[float] = []
+        made = 0
+        for r in range(rounds):
+            leader = _wait_leader(urls, 10.0)
+            for _ in range(count):
+                resp = httpx_post(urls[leader], f"bench/s{made}")
+                assert resp == 201, resp
+                made += 1
+            procs[leader].kill()
+            procs[leader].wait(timeout=5)
+            killed = time.perf_counter()
+            other = 1 - leader
+            while time.perf_counter() - killed < 30:
+                if _status_ok(urls[other]):
+                    break
+                time.sleep(0.01)
+            takeovers.append(time.perf_counter() - killed)
+            leases = len(_allocations(urls[other]))
+            assert leases == made, (leases, made)
+            proc, url = start_server(*args, "--identity", f"r{leader}-{r}")  # the killed replica comes back
+            procs[leader], urls[leader] = proc, url
         return {
-            "leases": count,
-            "in_dnsmasq_lease_file": leased,
-            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-            "max_ms": round(max(latencies) * 1000, 2),
+            "lease_duration_s": 2,
+            "leases_at_kill": [count * (r + 1) for r in range(rounds)],
+            "serving_again_s": [round(t, 2) for t in takeovers],
+            "max_s": round(max(takeovers), 2),
         }
     finally:
-        for proc in (server, dnsmasq):
-            if proc is not None:
-                proc.kill()
-                proc.wait(timeout=5)
-        for ns in (srv, cli):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        _drop_lab(prefix, work, dnsmasq, *procs)
+        emulator.stop()
+
+
+def httpx_post(url: str, service: str) -> int:
+    import httpx
+
+    return httpx.post(f"{url}/v1/ip", json={"service": service}, timeout=15).status_code
+
+
+def _status_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/v1/status", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _allocations(url: str) -> list[object]:
+    import httpx
+
+    return list(httpx.get(f"{url}/v1/status", timeout=5).json()["Allocations"] or ())
+
+
+def _wait_leader(urls: list[str], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for n, url in enumerate(urls):
+            if _status_ok(url):
+                return n
+        time.sleep(0.05)
+    raise SystemExit("no replica became leader")
 
 
 def load_client(path: str) -> type:
@@ -303,7 +438,8 @@ def main() -> int:
     results: dict[str, object] = {"leaks_original_timing": bench_leaks(args.quick, args.client_module)}
     if not args.leaks_only:
         results["http_memory_backend"] = bench_http(args.quick)
-        results["dhcp_dnsmasq"] = bench_dhcp(args.quick)
+        results["dhcp_dnsmasq_v4_v6"] = bench_dhcp(args.quick)
+        results["ha_failover"] = bench_failover(args.quick)
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     text = json.dumps(results, indent=2)
     print(text)
