@@ -16,6 +16,8 @@ only the callers waiting on it.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,6 +59,16 @@ _NO_CAPABILITIES = SourceCapabilities()
 def _reusable(old: PoolSpec, new: PoolSpec) -> bool:
     """Whether a source built for *old* hands out the same addresses for *new*."""
     return all(getattr(old, field) == getattr(new, field) for field in ALLOCATION_FIELDS)
+
+
+@functools.cache
+def _takes_uid(kind: type) -> bool:
+    """Whether a source class's ``acquire`` accepts ``uid`` (added to the protocol later)."""
+    try:
+        parameters = inspect.signature(kind.acquire).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return "uid" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _ip(value: IPLike) -> netaddr.IPAddress:
@@ -448,7 +460,7 @@ class Allocator:
     ) -> netaddr.IPAddress:
         """``source.acquire``, outside the lock; a source's unexpected error is an unavailable source."""
         try:
-            if tenant.uid is None:  # sources written before acquire() took a uid keep working
+            if tenant.uid is None or not _takes_uid(type(source)):  # sources older than the uid keep working
                 return source.acquire(tenant.service, family=family, wanted=wanted)
             return source.acquire(tenant.service, family=family, wanted=wanted, uid=tenant.uid)
         except AllocationError:
