@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import ClassVar
 
 import netaddr
 import pytest
@@ -470,9 +471,9 @@ class TestReviewedAllocatorEdges:
 
 
 class _Uids(SourceBase):
-    """A source that records the uid of each acquire; with ``old=True`` its acquire predates the uid."""
+    """A source that records the uid of each acquire (in ``seen``, shared by the class)."""
 
-    seen: list = []
+    seen: ClassVar[list[tuple[str, str | None]]] = []
 
     def __init__(self, spec):
         self.spec = spec
