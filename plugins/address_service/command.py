@@ -263,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         derive_macs=args.derive_macs,
         request_timeout=args.request_timeout,
     )
+    service.deferred_start = election is not None
     if election is None:
         try:
             service.start()

@@ -77,6 +77,8 @@ class AddressService:
         self.derive_macs = derive_macs
         self.request_timeout = request_timeout
         self.started = False
+        # Set while a replica waits to lead (--kube-leases): until start() its empty table is no answer.
+        self.deferred_start = False
         self._lock = threading.RLock()
         self._serials: dict[str, _Serial] = {}
         self._leases: dict[str, Lease] = {}
@@ -89,6 +91,11 @@ class AddressService:
 
     def __repr__(self) -> str:
         return f"<AddressService(backend={self.backend.kind!r}, leases={len(self._leases)})>"
+
+    @property
+    def serving(self) -> bool:
+        """Whether ``/v1/*`` may be answered: started, or never meant to wait for a start."""
+        return self.started or not self.deferred_start
 
     def add_listener(self, listener: LeaseListener) -> None:
         """Call *listener* after a lease renewed or was lost (metrics); it must not raise."""

@@ -295,7 +295,7 @@ NOT_SERVING = json_answer(503, {"status": "error", "message": "not serving yet: 
 
 def call(found: Route, service: AddressService, body: bytes, *, what: str) -> Answer:
     """Run a route; an error becomes its answer, a bug a 500 (logged with *what*, e.g. ``POST /v1/ip``)."""
-    if not service.started and found not in (_healthz, _readyz):
+    if not service.serving and found not in (_healthz, _readyz):
         return NOT_SERVING  # a standby's empty table must never look like "no leases"
     try:
         code, payload = found(service, body)

@@ -98,8 +98,8 @@ class TestServerAnswers:
             check(spec, "DELETE", "/v1/mac", http.request("DELETE", "/v1/mac", json={"macs": ["02:00:5e:10:00:01"]}))
             check(spec, "GET", "/healthz", http.get("/healthz"))
             check(spec, "GET", "/readyz", http.get("/readyz"))
-            server.service.started = False  # a replica that does not lead
+            server.service.started, server.service.deferred_start = False, True  # a replica that does not lead
             check(spec, "GET", "/readyz", http.get("/readyz"))
             check(spec, "GET", "/v1/status", http.get("/v1/status"))
             check(spec, "DELETE", "/v1/ip", http.request("DELETE", "/v1/ip", json={"ip": "192.0.2.1"}))
-            server.service.started = True
+            server.service.started, server.service.deferred_start = True, False
