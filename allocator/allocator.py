@@ -62,7 +62,7 @@ def _reusable(old: PoolSpec, new: PoolSpec) -> bool:
 
 
 @functools.cache
-def _takes_uid(kind: type) -> bool:
+def _takes_uid(kind: type[AddressSource]) -> bool:
     """Whether a source class's ``acquire`` accepts ``uid`` (added to the protocol later)."""
     try:
         parameters = inspect.signature(kind.acquire).parameters
