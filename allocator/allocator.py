@@ -26,6 +26,7 @@ from typing import TypeAlias
 
 import netaddr
 import pluggy
+from metallb.allocator import values
 from metallb.allocator.errors import (
     AddressNotAllowedError,
     AllocationError,
@@ -43,6 +44,7 @@ __all__ = ["Allocation", "Allocator"]
 log = logging.getLogger(__name__)
 
 IPLike: TypeAlias = "str | netaddr.IPAddress"
+_FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 
 
 #: The :class:`PoolSpec` fields that decide which addresses a pool's source hands
@@ -71,7 +73,9 @@ def _takes_uid(kind: type[AddressSource]) -> bool:
     return "uid" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
-def _ip(value: IPLike) -> netaddr.IPAddress:
+def _ip(value: IPLike, where: str = "", argument: str = "ip") -> netaddr.IPAddress:
+    """An address argument: a TypeError for what is no address at all, AddressNotAllowedError for bad text."""
+    value = values.ip_value(value, where, argument)
     if isinstance(value, netaddr.IPAddress):
         return value
     try:
@@ -80,19 +84,33 @@ def _ip(value: IPLike) -> netaddr.IPAddress:
         raise AddressNotAllowedError(f'"{value}" is not an IP address') from None
 
 
+def _tenant(
+    where: str, service: object, ports: object, sharing_key: object, backend_key: object, uid: object = None
+) -> Tenant:
+    """The service and its sharing terms, each argument checked (TypeError or ValueError naming it)."""
+    return Tenant(
+        service=values.service_key(service, where),
+        ports=values.ports(ports, where),
+        sharing_key=values.text(sharing_key, where, "sharing_key"),
+        backend_key=values.text(backend_key, where, "backend_key"),
+        uid=None if uid is None else values.text(uid, where, "uid"),
+    )
+
+
 def _failure(
     service: str,
-    family: int,
+    family: int | None,
     pool: str | None,
     wanted: netaddr.IPAddress | None,
     errors: list[tuple[str, AllocationError]],
 ) -> AllocationError:
-    """The error of an allocation every candidate pool refused."""
+    """The error of an allocation every candidate pool refused; *errors* are (``pool "name"``, exception) pairs."""
     if len(errors) == 1 and (pool is not None or wanted is not None):
         return errors[0][1]
     if not errors:
-        return PoolExhaustedError(f'no available IPs: no auto-assign pool has IPv{family} addresses for "{service}"')
-    detail = "; ".join(f'pool "{name}": {exc}' for name, exc in errors)
+        what = "addresses" if family is None else f"IPv{family} addresses"
+        return PoolExhaustedError(f'no available IPs: no auto-assign pool has {what} for "{service}"')
+    detail = "; ".join(f"{label}: {exc}" for label, exc in errors)
     kind = PoolExhaustedError if all(isinstance(e, PoolExhaustedError) for _, e in errors) else AllocationError
     return kind(f'no available IPs for "{service}" (tried {len(errors)} pools): {detail}')
 
@@ -134,6 +152,7 @@ class Allocator:
 
     def source(self, pool: str) -> AddressSource:
         """The address source serving *pool* (for status views and tests); :class:`UnknownPoolError` if none."""
+        values.pool_name(pool, "source()")
         with self._lock:
             return self._source_of(pool)
 
@@ -156,6 +175,7 @@ class Allocator:
 
     def capabilities(self, pool: str) -> SourceCapabilities:
         """What *pool*'s kind declares (finalizer, annotations); the defaults for an unknown pool."""
+        values.pool_name(pool, "capabilities()")
         spec = self.config.pools.get(pool)
         if spec is None:
             return _NO_CAPABILITIES
@@ -245,21 +265,31 @@ class Allocator:
         sharing_key: str = "",
         backend_key: str = "",
     ) -> tuple[netaddr.IPAddress, ...]:
-        """Record that *service* holds *ips* (one address, or one per family).
+        """Record that *service* holds *ips* (one address, or one per family) and return them.
 
         Replaces whatever the service held. Never talks to a remote source:
         this is the restart path, re-learning addresses from Service status.
+
+        Returns:
+            The addresses the service now holds, as ``netaddr.IPAddress``
+            objects in the order given: a tuple of one address, or of one
+            per family.
+
         Raises :class:`AllocationError` (and changes nothing) when an address
-        is in no pool or cannot be shared with its current users.
+        is in no pool or cannot be shared with its current users;
+        ``TypeError``/``ValueError`` for a malformed argument.
         """
-        wanted = (_ip(ips),) if isinstance(ips, (str, netaddr.IPAddress)) else tuple(_ip(i) for i in ips)
+        tenant = _tenant("assign()", service, ports, sharing_key, backend_key)
+        if isinstance(ips, (str, bytes)) or not isinstance(ips, Iterable):
+            wanted: tuple[netaddr.IPAddress, ...] = (_ip(ips, "assign()", "ips"),)  # type: ignore[arg-type]
+        else:
+            wanted = tuple(_ip(i, "assign()", "ips") for i in ips)
         if not wanted:
             raise AllocationError(f'assign "{service}": no address given')
         if len({ip.version for ip in wanted}) != len(wanted):
             raise AllocationError(
                 f'assign "{service}": at most one address per IP family, got {", ".join(map(str, wanted))}'
             )
-        tenant = Tenant(service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key)
         with self._serial(service):
             with self._lock:
                 pool = self._ledger.home(tenant, wanted)
@@ -284,7 +314,10 @@ class Allocator:
         """Give *service* one address and return it.
 
         Args:
-            family: 4 or 6 (default: the family of *ip*, else 4).
+            family: 4 or 6; None (the default) takes the family of *ip*, and
+                without *ip* an address of any family: from the first pool
+                (in selection order) with a free address, IPv4 first within a
+                dual-stack pool. A service already holding an address keeps it.
             pool: take it from this pool (``auto-assign: false`` pools allowed);
                 default: the auto-assign pools in configuration order.
             ip: exactly this address (the pool's source is asked for it).
@@ -298,18 +331,20 @@ class Allocator:
         ports and keys are updated); asking for another ``ip`` or ``pool``
         moves it. Raises :class:`AllocationError` (subclasses say why) and
         holds nothing new when it fails; when every auto-assign pool fails,
-        the message names each pool tried and why.
+        the message names each pool tried and why. A malformed argument is a
+        ``TypeError`` or ``ValueError`` naming it.
         """
-        wanted = None if ip is None else _ip(ip)
-        fam = family if family is not None else (wanted.version if wanted is not None else 4)
-        if fam not in (4, 6):
-            raise AllocationError(f'allocate "{service}": family must be 4 or 6, not {family!r}')
+        tenant = _tenant("allocate()", service, ports, sharing_key, backend_key, uid)
+        fam = values.family(family, "allocate()", optional=True)
+        pool = values.pool_name(pool, "allocate()", optional=True)
+        wanted = None if ip is None else _ip(ip, "allocate()")
+        if wanted is not None and fam is None:
+            fam = wanted.version
         if wanted is not None and wanted.version != fam:
             raise AllocationError(f'allocate "{service}": requested address {wanted} is not an IPv{fam} address')
-        tenant = Tenant(
-            service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key, uid=uid
-        )
-        with self._serial(service):
+        with self._serial(tenant.service):
+            if fam is None:
+                return self._allocate_any(tenant, pool)
             return self._allocate(tenant, fam, pool, wanted, extend=False)
 
     def allocate_dual(
@@ -325,16 +360,25 @@ class Allocator:
         require_all: bool = True,
         uid: str | None = None,
     ) -> tuple[netaddr.IPAddress, ...]:
-        """Give *service* one address per family, all from the same pool.
+        """Give *service* one address per family, all from the same pool, and return them.
 
+        One pool serves every family, as in MetalLB: a dual-stack service needs
+        a pool with an IPv4 and an IPv6 range (two single-family pools do not
+        make one; the error says which pools lack which family).
         ``require_all=False`` is Kubernetes' ``PreferDualStack``: when no pool
         can serve every family, fall back to the first family that works.
         *uid* is handed to the sources, as in :meth:`allocate`.
         """
-        tenant = Tenant(
-            service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key, uid=uid
-        )
-        requested = {a.version: a for a in map(_ip, ips)}
+        where = "allocate_dual()"
+        tenant = _tenant(where, service, ports, sharing_key, backend_key, uid)
+        families = values.families(families, where)
+        pool = values.pool_name(pool, where, optional=True)
+        require_all = values.flag(require_all, where, "require_all")
+        if isinstance(ips, (str, bytes)) or not isinstance(ips, Iterable):
+            raise TypeError(
+                f'{where}: argument "ips": value {values.shown(ips)}: must be a list of addresses, one per family'
+            )
+        requested = {a.version: a for a in (_ip(i, where, "ips") for i in ips)}
         with self._serial(service):
             with self._lock:
                 # Already served: ports and keys are updated in place, nothing is released.
@@ -359,7 +403,25 @@ class Allocator:
             raise PoolExhaustedError(
                 f'no pool can give "{service}" addresses of families {"/".join(f"IPv{f}" for f in families)}'
                 + (f": {'; '.join(errors)}" if errors else ": no pool has addresses of every family")
+                + self._one_pool_hint(families, pool, require_all)
             )
+
+    def _one_pool_hint(self, families: Sequence[int], pool: str | None, require_all: bool) -> str:
+        """Why pools of one family each cannot serve a dual-stack service, and what to configure instead."""
+        config = self._ledger.config  # immutable: no lock needed to read it
+        chosen = config.pools.get(pool) if pool is not None else None
+        pools = [chosen] if chosen is not None else [p for p in config.pools.values() if p.auto_assign]
+        lacking = [p for p in pools if not all(may_have(p, f) for f in families)]
+        if not lacking:
+            return ""
+        has = ", ".join(
+            f'"{p.name}" has {"/".join(_FAMILY_NAMES[f] for f in sorted(p.families()))} only' for p in lacking
+        )
+        return (
+            f" (a dual-stack service takes all its addresses from one pool, as in MetalLB: {has}; "
+            f"list an IPv4 and an IPv6 range in the same pool's addresses"
+            + (", or pass require_all=False to accept one family)" if require_all else ")")
+        )
 
     # -- allocation steps ------------------------------------------------------------
 
@@ -381,11 +443,33 @@ class Allocator:
             try:
                 got = self._take(tenant, family, spec.name, wanted)
             except AllocationError as exc:
-                errors.append((spec.name, exc))
+                errors.append((f'pool "{spec.name}"', exc))
                 continue
             if got is not None:
                 return got
         raise _failure(tenant.service, family, pool, wanted, errors)
+
+    def _allocate_any(self, tenant: Tenant, pool: str | None) -> netaddr.IPAddress:
+        """One address of any family: the first pool with a free one, IPv4 first; the caller serialises."""
+        with self._lock:
+            held = self._ledger.held.get(tenant.service)
+            if held is not None and pool in (None, held.pool):
+                self._ledger.renew(tenant)
+                return held.ips[0]
+            candidates = [self._ledger.spec(pool)] if pool is not None else self._select(tenant, None)
+        errors: list[tuple[str, AllocationError]] = []
+        for spec in candidates:
+            fams = [f for f in (4, 6) if may_have(spec, f)]
+            for fam in fams:
+                try:
+                    got = self._take(tenant, fam, spec.name, None)
+                except AllocationError as exc:
+                    label = f'pool "{spec.name}"' + (f" ({_FAMILY_NAMES[fam]})" if len(fams) > 1 else "")
+                    errors.append((label, exc))
+                    continue
+                if got is not None:
+                    return got
+        raise _failure(tenant.service, None, pool, None, errors)
 
     def _candidates(
         self, tenant: Tenant, family: int, pool: str | None, wanted: netaddr.IPAddress | None
@@ -423,14 +507,16 @@ class Allocator:
             return [self._ledger.spec(owner)]
         return [p for p in self._select(tenant, families[0]) if all(may_have(p, f) for f in families)]
 
-    def _select(self, tenant: Tenant, family: int) -> list[PoolSpec]:
-        """The pools an automatic allocation tries: a plugin's choice, else the auto-assign ones."""
+    def _select(self, tenant: Tenant, family: int | None) -> list[PoolSpec]:
+        """The pools an automatic allocation tries: a plugin's choice, else the auto-assign ones (of *family*)."""
         pools = list(self._ledger.config.pools.values())
         request = PoolRequest(
             service=tenant.service, family=family, sharing_key=tenant.sharing_key, backend_key=tenant.backend_key
         )
         chosen = self._hooks.select_pools(request, pools)
-        return self._ledger.auto_pools(family) if chosen is None else list(chosen)
+        if chosen is not None:
+            return list(chosen)
+        return [p for p in pools if p.auto_assign] if family is None else self._ledger.auto_pools(family)
 
     def _take(
         self, tenant: Tenant, family: int, pool: str, wanted: netaddr.IPAddress | None
@@ -492,6 +578,7 @@ class Allocator:
 
     def unassign(self, service: str) -> bool:
         """Release everything *service* holds. Idempotent: False if it held nothing."""
+        service = values.service_key(service, "unassign()")
         with self._serial(service):
             with self._lock:
                 if service not in self._ledger.held:
@@ -502,33 +589,39 @@ class Allocator:
 
     def ips(self, service: str) -> tuple[netaddr.IPAddress, ...]:
         """The addresses *service* holds, () if none."""
+        service = values.service_key(service, "ips()")
         with self._lock:
             held = self._ledger.held.get(service)
             return held.ips if held else ()
 
     def pool_of(self, service: str) -> str | None:
         """The pool *service*'s addresses come from, or None."""
+        service = values.service_key(service, "pool_of()")
         with self._lock:
             held = self._ledger.held.get(service)
             return held.pool if held else None
 
     def allocation(self, service: str) -> Allocation | None:
         """What *service* holds (addresses, pool, ports, keys), or None."""
+        service = values.service_key(service, "allocation()")
         with self._lock:
             return self._ledger.allocation(service)
 
     def pool_for(self, ip: IPLike) -> str | None:
         """The pool that contains *ip* under the current config, or None."""
+        address = _ip(ip, "pool_for()")
         with self._lock:
-            return self._ledger.owner(_ip(ip))
+            return self._ledger.owner(address)
 
     def users(self, ip: IPLike) -> tuple[str, ...]:
         """The services holding *ip*, sorted."""
+        address = _ip(ip, "users()")
         with self._lock:
-            return self._ledger.users(_ip(ip))
+            return self._ledger.users(address)
 
     def stats(self, pool: str) -> PoolStats:
         """Exact capacity (None when unknown) and distinct addresses in use."""
+        values.pool_name(pool, "stats()")
         with self._lock:
             source = self._source_of(pool)
             return PoolStats(total=source.capacity(), in_use=self._ledger.in_use(pool))
@@ -543,6 +636,7 @@ class Allocator:
 
     def describe(self, service: str) -> dict[str, str]:
         """Source facts about *service*'s addresses (for example a lease id)."""
+        service = values.service_key(service, "describe()")
         with self._lock:
             held = self._ledger.held.get(service)
             ips = held.ips if held else ()
@@ -560,6 +654,7 @@ class Allocator:
 
     def reconcile(self, pool: str | None = None) -> dict[str, ReconcileReport]:
         """Ask each pool's source (or only *pool*'s) to compare what we hold with its backend."""
+        values.pool_name(pool, "reconcile()", optional=True)
         with self._lock:
             names = [pool] if pool is not None else list(self._ledger.sources)
             work = []

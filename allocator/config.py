@@ -441,7 +441,12 @@ def parse_pool_entry(
         entry: the raw entry.
         cidrs_key: the key holding the pool's CIDRs and ranges (``addresses``
             for static pools, ``cidrs`` for address services); None when the
-            section has no local address list.
+            section has no address key: the spec's ``cidrs`` are then empty
+            (a remote pool of any family), or the plugin fills them with
+            ``attrs.evolve(spec, cidrs=...)`` so overlaps are checked. The
+            spec records the key (``PoolSpec.cidrs_key``): ``dump_config``
+            writes the CIDRs under it, and not at all when it is None, so
+            its output parses back.
         options: own keys mapped to converters ``(value, where) -> parsed``;
             a converter raises :class:`ConfigError`. Keys missing from the entry
             are converted from None, so converters give defaults.
@@ -508,6 +513,7 @@ def parse_pool_entry(
         advertisements=advertisements,
         node_selectors=selectors,
         options=parsed_options,
+        cidrs_key=cidrs_key or None,
     )
 
 
@@ -644,9 +650,9 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
             if pool.kind != section:
                 continue
             item: dict[str, Any] = {"name": pool.name, "protocol": pool.protocol}
-            if pool.cidrs:
-                # Static pools call their list "addresses"; other sections use "cidrs".
-                item["addresses" if section == "address-pools" else "cidrs"] = [str(c) for c in pool.cidrs]
+            if pool.cidrs and pool.cidrs_key:
+                # Under the key the section parses them from; none when its plugin fills them itself.
+                item[pool.cidrs_key] = [str(c) for c in pool.cidrs]
             item["auto-assign"] = pool.auto_assign
             item["avoid-buggy-ips"] = pool.avoid_buggy_ips
             for protocol in pool.protocols:

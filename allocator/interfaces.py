@@ -145,9 +145,19 @@ class AddressSource(Protocol):
 
 
 class SourceBase:
-    """Defaults for the optional parts of :class:`AddressSource`."""
+    """Defaults for the optional parts of :class:`AddressSource`.
+
+    A subclass implements ``acquire``, ``claim`` and ``release``, and may
+    override the rest. Its ``__init__`` is its own (metallb builds sources only
+    through the plugin's ``metallb_make_source``); it calls
+    ``super().__init__(spec)``, or sets ``self.spec`` itself.
+    """
 
     spec: PoolSpec
+
+    def __init__(self, spec: PoolSpec) -> None:
+        """Keep *spec*, the pool this source serves, as ``self.spec``."""
+        self.spec = spec
 
     def owns(self, ip: netaddr.IPAddress) -> bool:
         """MetalLB's rule: in one of the pool's CIDRs, minus avoided buggy addresses."""

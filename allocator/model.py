@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import attrs
 import netaddr
+from metallb.allocator.values import Port, family, pool_name, service_key
 
 if TYPE_CHECKING:
     from metallb.allocator.plugins import Hooks
@@ -51,22 +52,6 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
 
 def _advertisements(value: Iterable[Advertisement]) -> tuple[Advertisement, ...]:
     return tuple(value)
-
-
-@attrs.frozen(order=True)
-class Port:
-    """A service port as MetalLB compares them: protocol and service port number.
-
-    Attributes:
-        protocol: ``TCP``, ``UDP`` or ``SCTP``.
-        port: the Service's ``spec.ports[].port`` (not nodePort or targetPort).
-    """
-
-    protocol: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.protocol}/{self.port}"
 
 
 @attrs.frozen(order=True)
@@ -228,12 +213,17 @@ class PoolSpec:
             configuration order. Empty: the pool is allocated from but not announced.
         node_selectors: which nodes may announce the pool (ORed; empty = all).
         options: the section's own options (for example ``url``), parsed.
+        cidrs_key: the entry key ``cidrs`` was read from, which
+            ``dump_config`` writes them back under: ``parse_pool_entry``'s
+            *cidrs_key*, None when the section has none (a plugin that fills
+            ``cidrs`` itself, from a file or a backend). Default: ``addresses``
+            for ``address-pools``, else ``cidrs``.
 
     Derived from ``advertisements``: ``protocols``, ``protocol``,
     ``l2_advertisements``, ``bgp_advertisements``.
     """
 
-    name: str
+    name: str = attrs.field(validator=lambda _s, _a, v: pool_name(v, "PoolSpec", argument="name"))
     kind: str
     cidrs: tuple[netaddr.IPNetwork, ...]
     auto_assign: bool = True
@@ -241,6 +231,9 @@ class PoolSpec:
     advertisements: tuple[Advertisement, ...] = attrs.field(default=(), converter=_advertisements)
     node_selectors: tuple[NodeSelector, ...] = ()
     options: Mapping[str, object] = attrs.field(factory=frozen_mapping, converter=frozen_mapping, hash=False)
+    cidrs_key: str | None = attrs.field(
+        default=attrs.Factory(lambda spec: _default_cidrs_key(spec.kind), takes_self=True)
+    )
 
     # Derived views, computed once: the speaker and the BGP policy read them per service.
     @functools.cached_property
@@ -280,6 +273,10 @@ class PoolSpec:
         if self.avoid_buggy_ips and is_buggy(ip):
             return False
         return any(ip in c for c in self.cidrs if c.version == ip.version)
+
+
+def _default_cidrs_key(kind: str) -> str:
+    return "addresses" if kind == "address-pools" else "cidrs"
 
 
 def is_buggy(ip: netaddr.IPAddress) -> bool:
@@ -452,12 +449,14 @@ class PoolRequest:
 
     Attributes:
         service: ``namespace/name``.
-        family: 4 or 6.
+        family: 4 or 6; None when the service takes an address of any family
+            (``Allocator.allocate``'s default): it gets one from the first pool
+            chosen that has a free address, IPv4 first in a dual-stack pool.
         sharing_key: the ``allow-shared-ip`` value, or empty.
         backend_key: the backend key (empty for ``Cluster`` traffic policy).
     """
 
-    service: str
-    family: int
+    service: str = attrs.field(validator=lambda _s, _a, v: service_key(v, "PoolRequest"))
+    family: int | None = attrs.field(validator=lambda _s, _a, v: family(v, "PoolRequest", optional=True))
     sharing_key: str = ""
     backend_key: str = ""

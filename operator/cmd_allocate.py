@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     except (MetalLBError, OSError) as exc:
         print(f"{args.config}: invalid: {exc}", file=sys.stderr)
         return 1
-    rows, failed = [], 0
+    rows, failed, held = [], 0, []
     for text in args.services:
         name, _, families = text.partition("%")
         name, _, family = name.partition("#")
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
                 fam = int(family) if family else None
                 ips = (allocator.allocate(name, family=fam, pool=pool or None, ip=address or None),)
             rows.append((name, ", ".join(map(str, ips)), allocator.pool_of(name) or "-", ""))
-        except (MetalLBError, ValueError) as exc:
+            held.append(name)
+        except (MetalLBError, ValueError, TypeError) as exc:
             failed += 1
             rows.append((name, "<pending>", pool or "-", str(exc)))
     print(render_table(("SERVICE", "ADDRESSES", "POOL", "ERROR"), rows))
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         total = "unknown" if stats.total is None else str(stats.total)
         print(f"pool {name}: {stats.in_use} in use of {total}", file=sys.stderr)
     # A dry run: give every address back (address services and other remote sources included).
-    for text in args.services:
-        allocator.unassign(text.partition("%")[0].partition("#")[0].partition("=")[0].partition("@")[0])
+    for name in held:
+        allocator.unassign(name)
     allocator.close()
     return 1 if failed else 0

@@ -85,6 +85,20 @@ def _run_allocate(args: argparse.Namespace) -> int:
     return cmd_allocate.run(args)
 
 
+# -- new-plugin -----------------------------------------------------------------------
+
+
+def _new_plugin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the plugin and its config section, like file-pools")
+    parser.add_argument("--directory", "-d", help="where to write it (default: ./metallb-NAME); must be new or empty")
+
+
+def _run_new_plugin(args: argparse.Namespace) -> int:
+    from metallb.operator import newplugin
+
+    return newplugin.run(args)
+
+
 # -- standalone -----------------------------------------------------------------------
 
 
@@ -244,6 +258,20 @@ examples:
 """,
         add_arguments=_allocate_arguments,
         run=_run_allocate,
+    ),
+    Command(
+        name="new-plugin",
+        help="write a working pool plugin skeleton to start from",
+        description="Write a working pool plugin: its packaging, the hooks and the address source (addresses\n"
+        "listed in a text file), a test using metallb's contract checker, and a README.",
+        epilog="""\
+examples:
+  metallb new-plugin file-pools                  # writes ./metallb-file-pools
+  metallb new-plugin ipam-pools -d ~/src/ipam    # anywhere new or empty
+  pip install ./metallb-file-pools && python -m pytest metallb-file-pools
+""",
+        add_arguments=_new_plugin_arguments,
+        run=_run_new_plugin,
     ),
     Command(
         name="standalone",

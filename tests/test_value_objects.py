@@ -16,7 +16,7 @@ PACKAGES = ("metallb.allocator", "metallb.plugins", "metallb.announcers", "metal
 #: The documented exceptions: built positionally, as the Allocator contract and
 #: docs/api.md show them (``Port("TCP", 80)``, ``PoolStats(total, in_use)`` ...).
 POSITIONAL = {
-    "metallb.allocator.model.Port",
+    "metallb.allocator.values.Port",
     "metallb.allocator.model.PoolStats",
     "metallb.allocator.model.Community",
     "metallb.allocator.model.NodeSelector",

@@ -31,6 +31,7 @@ import httpx
 import netaddr
 from metallb.allocator import (
     AddressInUseError,
+    AddressNotAllowedError,
     AllocationError,
     ConfigError,
     PoolExhaustedError,
@@ -297,6 +298,12 @@ class AddressServiceSource(SourceBase):
         """
         if family not in self.spec.families():
             raise PoolExhaustedError(self._where(f"the pool's cidrs have no IPv{family} addresses"))
+        if wanted is not None:
+            if not self.spec.contains(wanted):
+                raise AddressNotAllowedError(self._where(f'"{wanted}" is not allowed in this pool'))
+            with self._lock:
+                if owner in self._owners.get(wanted, ()):
+                    return wanted  # already the owner's: nothing to ask the service
         self._retry_pending_of(owner)
         extensions = self.extensions()
         if family != 4 and "family" not in extensions:
@@ -534,6 +541,8 @@ class AddressServiceSource(SourceBase):
 
     def claim(self, owner: str, ip: netaddr.IPAddress) -> None:
         """Record *owner* as a user of *ip* (restart, or a shared address). No I/O."""
+        if not self.spec.contains(ip):
+            raise AddressNotAllowedError(self._where(f'"{ip}" is not allowed in this pool'))
         with self._lock:
             self._owners.setdefault(ip, set()).add(owner)
 

@@ -20,3 +20,12 @@ class TestApiReference:
         names = [name for module in modules for name in module.__all__]
         assert "Allocator" in names and "check_source_contract" in names
         assert not [n for n in names if f"`{n}" not in text]
+
+
+class TestContractDocumented:
+    def test_every_rule_is_in_writing_plugins(self):
+        """Each rule of the contract checker is stated, in its own words, in docs/writing-plugins.md."""
+        from metallb.allocator.testing import RULES
+
+        text = (DOC.parent / "writing-plugins.md").read_text()
+        assert not [rule for rule, words in RULES.items() if f"| {rule} | {words} |" not in text]
