@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 import attrs
 import netaddr
 from metallb.allocator.values import Port, family, pool_name, service_key
+from metallb.allocator.yamlload import shown
 
 if TYPE_CHECKING:
     from metallb.allocator.plugins import Hooks
@@ -313,6 +314,9 @@ class Config:
         peers: BGP peers in file order.
         communities: the ``bgp-communities`` aliases.
         sections: the pool sections present in the file, in file order.
+        warnings: one line per surprising value the file is valid with (a hold
+            time under a second rounds to 0, which turns off the hold timer);
+            not part of equality: two files meaning the same are equal.
     """
 
     pools: Mapping[str, PoolSpec] = attrs.field(factory=frozen_mapping, converter=frozen_mapping)
@@ -321,6 +325,7 @@ class Config:
         factory=frozen_mapping, converter=frozen_mapping
     )
     sections: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Config):
@@ -440,7 +445,7 @@ class PoolEntry:
         """``address pool #2 "edge"``: how errors name this entry."""
         noun = self.section.rstrip("s").replace("-", " ")
         name = self.data.get("name")
-        return f"{noun} #{self.index}" + (f' "{name}"' if isinstance(name, str) and name else "")
+        return f"{noun} #{self.index}" + (f' "{shown(name)}"' if isinstance(name, str) and name else "")
 
 
 @attrs.frozen(kw_only=True)

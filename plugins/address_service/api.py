@@ -223,6 +223,7 @@ class FamilyBackends:
         self.kind = "+".join(b.kind for b in self.backends)
         self.needs_mac = any(b.needs_mac for b in self.backends)
         self.families = tuple(sorted({f for b in self.backends for f in backend_families(b)}))
+        self.blocking = any(getattr(b, "blocking", True) for b in self.backends)  # see AddressService.blocking
         self._by_family: dict[int, Backend] = {}
         for backend in self.backends:
             for family in backend_families(backend):

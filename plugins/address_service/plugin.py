@@ -35,6 +35,7 @@ from metallb.allocator import (
     hookimpl,
 )
 from metallb.allocator.config import as_str, parse_pool_entry
+from metallb.allocator.yamlload import shown
 from metallb.plugins.address_service import hookspecs
 from metallb.plugins.address_service.api import Backend, BackendOptions
 
@@ -49,7 +50,7 @@ def missing_dependency(exc: ImportError) -> str:
 
 
 def _fail(where: str, field: str, value: str, rule: str) -> ConfigError:
-    return ConfigError(f'{where}: field "{field}": value "{value}": {rule}')
+    return ConfigError(f'{where}: field "{field}": value "{shown(value)}": {rule}')
 
 
 def parse_url(value: object, where: str) -> str:
