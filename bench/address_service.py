@@ -9,10 +9,6 @@
    allocation through the client (HTTP, then DISCOVER/OFFER/REQUEST/ACK or
    SOLICIT/ADVERTISE/REQUEST/REPLY) is measured, IPv4 and IPv6 interleaved.
    Needs root and dnsmasq; skipped with a note otherwise.
-4. Failover: two ``--kube-leases`` replicas against the API emulator
-   (tests/kube_emulator.py) and dnsmasq; the leader is SIGKILLed after each
-   batch of leases, and the time until the other serves ``/v1/status`` is
-   measured (``--lease-duration 2``).
 3. Leaks: allocate/release cycles (an ``acquire`` then at once a ``release``)
    against the DHCPManager stand-in in its original-timing mode (serial
    binding, an IP index written 30 ms after the POST's answer, or 100 ms as
@@ -20,6 +16,10 @@
    takes 30 ms; leaks are the leases the stand-in still holds afterwards.
    ``--client-module FILE`` measures another client (say, main's:
    ``git show main:plugins/address_service/client.py > /tmp/c.py``).
+4. Failover: two ``--kube-leases`` replicas against the API emulator
+   (tests/kube_emulator.py) and dnsmasq; the leader is SIGKILLed after each
+   batch of leases, and the time until the other serves ``/v1/status`` is
+   measured (``--lease-duration 2``).
 
 Run::
 

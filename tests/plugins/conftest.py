@@ -321,6 +321,24 @@ class DhcpLab:
         """ip -> (expiry, mac, hostname, client-id) from dnsmasq's lease file (see :func:`read_leases`)."""
         return read_leases(self.leasefile)
 
+    def holding(self, *ips: str, timeout: float = 5.0) -> dict[str, tuple[int, str, str, str]]:
+        """:meth:`leases` once it lists every one of *ips*.
+
+        dnsmasq sends the ACK (or REPLY) before it rewrites its lease file, so a
+        lease the client was just given may not be listed yet.
+        """
+
+        def listed() -> dict[str, tuple[int, str, str, str]] | None:
+            leases = self.leases()
+            return leases if set(ips) <= set(leases) else None
+
+        return wait_for(listed, timeout, f"dnsmasq to list {', '.join(ips)}")
+
+    def expiry(self, ip: str) -> int:
+        """The expiry dnsmasq lists for *ip*, 0 while it lists none (between an ACK and the file's rewrite)."""
+        entry = self.leases().get(ip)
+        return entry[0] if entry else 0
+
 
 @pytest.fixture
 def dhcp_lab(netlab: Any, tmp_path: Path) -> DhcpLab:

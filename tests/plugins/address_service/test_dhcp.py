@@ -41,7 +41,7 @@ class TestDhcpLeases:
         answers = {name: post(server.url, f"ns/{name}").json() for name in ("a", "b", "c")}
         ips = {a["ip"] for a in answers.values()}
         assert len(ips) == 3 and all(netaddr.IPAddress(ip) in SCOPE for ip in ips)
-        leases = dhcp_lab.leases()
+        leases = dhcp_lab.holding(*ips)
         for name, answer in answers.items():
             expiry, mac, hostname, client_id = leases[answer["ip"]]
             assert mac == answer["mac"] and int(mac[:2], 16) & 0x03 == 0x02
@@ -56,8 +56,8 @@ class TestDhcpLeases:
         """A real renewal (broadcast REQUEST, ciaddr 0) moves dnsmasq's expiry forward; the clock is not faked."""
         server = start_server(*dhcp_args(dhcp_lab, tmp_path, "--derive-macs", "--renew-after", "2"))
         ip = post(server.url, "ns/a").json()["ip"]
-        first = dhcp_lab.leases()[ip][0]
-        helpers.wait_for(lambda: dhcp_lab.leases()[ip][0] > first, 10, "dnsmasq's expiry to move forward")
+        first = dhcp_lab.holding(ip)[ip][0]
+        helpers.wait_for(lambda: dhcp_lab.expiry(ip) > first, 10, "dnsmasq's expiry to move forward")
         log = (dhcp_lab.workdir / "dnsmasq.log").read_text()
         assert log.count(f"DHCPACK(n0) {ip}") >= 2
         assert "DHCPNAK" not in log
@@ -66,7 +66,7 @@ class TestDhcpLeases:
         """DELETE releases the lease at dnsmasq, which drops it from its lease file."""
         server = start_server(*dhcp_args(dhcp_lab, tmp_path, "--derive-macs"))
         ip = post(server.url, "ns/a").json()["ip"]
-        assert ip in dhcp_lab.leases()
+        dhcp_lab.holding(ip)
         resp = httpx.request("DELETE", f"{server.url}/v1/ip", json={"ip": ip, "service": "ns/a"})
         assert resp.status_code == 200
         helpers.wait_for(lambda: ip not in dhcp_lab.leases(), 5, "dnsmasq to drop the released lease")
@@ -77,14 +77,12 @@ class TestDhcpLeases:
         args = dhcp_args(dhcp_lab, tmp_path, "--derive-macs", "--renew-after", "60")
         first = start_server(*args)
         ips = [post(first.url, f"ns/{n}").json()["ip"] for n in ("a", "b")]
-        before = {ip: dhcp_lab.leases()[ip][0] for ip in ips}
+        before = {ip: lease[0] for ip, lease in dhcp_lab.holding(*ips).items()}
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(timeout=5)
         time.sleep(1.1)  # expiry has one-second resolution
         second = start_server(*args)
-        helpers.wait_for(
-            lambda: all(dhcp_lab.leases()[ip][0] > before[ip] for ip in ips), 10, "renewals after the restart"
-        )
+        helpers.wait_for(lambda: all(dhcp_lab.expiry(ip) > before[ip] for ip in ips), 10, "renewals after the restart")
         status = httpx.get(f"{second.url}/v1/status").json()
         assert sorted(a["Lease"]["FixedAddress"] for a in status["Allocations"]) == sorted(ips)
         assert sorted(dhcp_lab.leases()) == sorted(ips)
@@ -105,7 +103,10 @@ class TestDhcpMacsAndFailures:
         assert refused.status_code == 503 and "no MAC available" in refused.json()["message"]
         httpx.post(f"{server.url}/v1/mac", json={"macs": ["02:00:5e:10:00:01"]})
         answer = post(server.url, "ns/a").json()
-        assert answer["mac"] == "02:00:5e:10:00:01" and dhcp_lab.leases()[answer["ip"]][1] == "02:00:5e:10:00:01"
+        assert (
+            answer["mac"] == "02:00:5e:10:00:01"
+            and dhcp_lab.holding(answer["ip"])[answer["ip"]][1] == "02:00:5e:10:00:01"
+        )
         assert httpx.get(f"{server.url}/v1/status").json()["AvailableMACs"] is None
         httpx.request("DELETE", f"{server.url}/v1/ip", json={"ip": answer["ip"]})
         assert httpx.get(f"{server.url}/v1/status").json()["AvailableMACs"] == ["02:00:5e:10:00:01"]
@@ -129,7 +130,7 @@ class TestDhcpMacsAndFailures:
         server = start_server(*dhcp_args(dhcp_lab, tmp_path, "--derive-macs", "--renew-after", "1"))
         alloc = make_allocator("address-services:\n" + helpers.pool_yaml("dhcp", server.url))
         old = alloc.allocate("ns/a", pool="dhcp")
-        assert str(old) in dhcp_lab.leases()
+        dhcp_lab.holding(str(old))
         dhcp_lab.stop_dnsmasq()
         dhcp_lab.leasefile.unlink()
         dhcp_lab.start_dnsmasq("192.0.2.60", "192.0.2.69")  # the old address is no longer in the scope
@@ -143,7 +144,7 @@ class TestDhcpMacsAndFailures:
         alloc.unassign("ns/a")
         new = alloc.allocate("ns/a", pool="dhcp")
         assert new in netaddr.IPRange("192.0.2.60", "192.0.2.69")
-        assert list(dhcp_lab.leases()) == [str(new)]
+        assert list(dhcp_lab.holding(str(new))) == [str(new)]
         status = httpx.get(f"{server.url}/v1/status").json()["Allocations"]
         assert [(a["Service"], a["Lease"]["FixedAddress"], a["Lost"]) for a in status] == [("ns/a", str(new), False)]
 

@@ -69,7 +69,7 @@ class TestDhcpv6Leases:
         a, b = post(server.url, "ns/a").json(), post(server.url, "ns/b").json()
         assert a["status"] == b["status"] == "success" and a["ip"] != b["ip"]
         assert {netaddr.IPAddress(a["ip"]), netaddr.IPAddress(b["ip"])} <= set(SCOPE6)
-        leases = v6_leases(dhcp_lab)
+        leases = dhcp_lab.holding(a["ip"], b["ip"])
         assert leases[a["ip"]][2] == "a-ns" and leases[a["ip"]][3] == ":".join(f"{x:02x}" for x in duid_for(a["mac"]))
         again = post(server.url, "ns/a")
         assert again.status_code == 200 and again.json()["ip"] == a["ip"]  # idempotent, per family
@@ -81,8 +81,8 @@ class TestDhcpv6Leases:
         """RENEW moves dnsmasq's expiry forward; the address stays."""
         server = start_server(*server_args(dhcp_lab, tmp_path, "--renew-after", "2"))
         ip = post(server.url, "ns/a").json()["ip"]
-        first = v6_leases(dhcp_lab)[ip][0]
-        helpers.wait_for(lambda: v6_leases(dhcp_lab)[ip][0] > first, 10, "dnsmasq's expiry to move forward")
+        first = dhcp_lab.holding(ip)[ip][0]
+        helpers.wait_for(lambda: dhcp_lab.expiry(ip) > first, 10, "dnsmasq's expiry to move forward")
         status = httpx.get(f"{server.url}/v1/status").json()["Allocations"]
         assert [(a["Lease"]["FixedAddress"], a["Lost"]) for a in status] == [(ip, False)]
 
@@ -91,14 +91,12 @@ class TestDhcpv6Leases:
         args = server_args(dhcp_lab, tmp_path, "--renew-after", "60")
         first = start_server(*args)
         ips = [post(first.url, f"ns/{n}").json()["ip"] for n in ("a", "b")]
-        before = {ip: v6_leases(dhcp_lab)[ip][0] for ip in ips}
+        before = {ip: lease[0] for ip, lease in dhcp_lab.holding(*ips).items()}
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(timeout=5)
         time.sleep(1.1)  # expiry has one-second resolution
         second = start_server(*args)
-        helpers.wait_for(
-            lambda: all(v6_leases(dhcp_lab)[ip][0] > before[ip] for ip in ips), 10, "renewals after the restart"
-        )
+        helpers.wait_for(lambda: all(dhcp_lab.expiry(ip) > before[ip] for ip in ips), 10, "renewals after the restart")
         assert sorted(v6_leases(dhcp_lab)) == sorted(ips)
         assert post(second.url, "ns/a").json()["ip"] == ips[0]
 
@@ -120,7 +118,7 @@ class TestDualStack:
         alloc = make_allocator("address-services:\n" + pool)
         v4, v6 = alloc.allocate_dual("ns/a", families=(4, 6), uid="0b7b3f4e-1d2c-4e5f-8a9b-0c1d2e3f4a5b")
         assert v4 in SCOPE4 and v6 in SCOPE6
-        assert sorted(dhcp_lab.leases()) == sorted([str(v4), str(v6)])
+        assert sorted(dhcp_lab.holding(str(v4), str(v6))) == sorted([str(v4), str(v6)])
         status = httpx.get(f"{server.url}/v1/status").json()["Allocations"]
         assert {(a["Service"], a["UID"]) for a in status} == {("ns/a", "0b7b3f4e-1d2c-4e5f-8a9b-0c1d2e3f4a5b")}
         alloc.unassign("ns/a")
