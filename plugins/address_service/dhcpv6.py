@@ -19,6 +19,7 @@ address at once.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -319,7 +320,12 @@ class Dhcpv6Backend:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 elapsed = min(0xFFFF, int((time.monotonic() - started) * 100))
                 options = tuple((c, struct.pack("!H", elapsed) if c == OPT_ELAPSED else d) for c, d in build.options)
-                self._send(attrs.evolve(build, options=options))
+                try:
+                    self._send(attrs.evolve(build, options=options))
+                except OSError as exc:
+                    # ENETUNREACH, EADDRNOTAVAIL: no usable link-local address yet (the link just came
+                    # up, DAD) or the link is down. Transient: send again at the next resend.
+                    log.warning("sending DHCPv6 on %s failed: %s; trying again in %g s", self.interface, exc, every)
                 resend = min(deadline, time.monotonic() + every)
                 while (left := resend - time.monotonic()) > 0:
                     try:
@@ -363,7 +369,8 @@ class Dhcpv6Backend:
         left = max(timeout - (time.monotonic() - started), 0.5)
         reply = self._exchange(ask, REPLY, duid, timeout=left, every=self.reply_timeout)
         if reply is None:
-            self._send(self._message(RELEASE, duid, (OPT_SERVERID, server), (OPT_IA_NA, _ia_na(offer.address))))
+            with contextlib.suppress(OSError):  # best effort, like every RELEASE: the timeout is the answer
+                self._send(self._message(RELEASE, duid, (OPT_SERVERID, server), (OPT_IA_NA, _ia_na(offer.address))))
             raise LeaseTimeoutError(f"no DHCPv6 REPLY for {offer.address} on {self.interface} within {timeout:g} s")
         granted = _granted(reply)
         if not granted.address or granted.valid == 0:

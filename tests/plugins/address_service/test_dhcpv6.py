@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import httpx
@@ -99,6 +100,19 @@ class TestDhcpv6Leases:
         helpers.wait_for(lambda: all(dhcp_lab.expiry(ip) > before[ip] for ip in ips), 10, "renewals after the restart")
         assert sorted(v6_leases(dhcp_lab)) == sorted(ips)
         assert post(second.url, "ns/a").json()["ip"] == ips[0]
+
+    def test_link_without_ipv6_yet_delays_the_lease(self, dhcp_lab, start_server, tmp_path, helpers) -> None:
+        """A SOLICIT the kernel cannot send yet (no link-local address) is sent again, not answered with a 500."""
+        dhcp_lab.lab.run(dhcp_lab.client_ns, "sysctl -qw net.ipv6.conf.c0.disable_ipv6=1")
+        server = start_server(*server_args(dhcp_lab, tmp_path))
+        answers: list[httpx.Response] = []
+        thread = threading.Thread(target=lambda: answers.append(post(server.url, "ns/a")))
+        thread.start()
+        time.sleep(0.5)  # the first SOLICIT fails with ENETUNREACH
+        dhcp_lab.lab.run(dhcp_lab.client_ns, "sysctl -qw net.ipv6.conf.c0.disable_ipv6=0")
+        thread.join(timeout=20)
+        (answer,) = answers
+        assert answer.status_code == 201 and answer.json()["ip"] in dhcp_lab.holding(answer.json()["ip"])
 
 
 class TestDualStack:
