@@ -17,6 +17,8 @@ only the callers waiting on it.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,6 +64,16 @@ def _reusable(old: PoolSpec, new: PoolSpec) -> bool:
     return all(getattr(old, field) == getattr(new, field) for field in ALLOCATION_FIELDS)
 
 
+@functools.cache
+def _takes_uid(kind: type[AddressSource]) -> bool:
+    """Whether a source class's ``acquire`` accepts ``uid`` (added to the protocol later)."""
+    try:
+        parameters = inspect.signature(kind.acquire).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return "uid" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 def _ip(value: IPLike, where: str = "", argument: str = "ip") -> netaddr.IPAddress:
     """An address argument: a TypeError for what is no address at all, AddressNotAllowedError for bad text."""
     value = values.ip_value(value, where, argument)
@@ -74,9 +86,15 @@ def _ip(value: IPLike, where: str = "", argument: str = "ip") -> netaddr.IPAddre
 
 
 def _tenant(
-    where: str, service: object, ports: object, sharing_key: object, backend_key: object, labels: object = None
+    where: str,
+    service: object,
+    ports: object,
+    sharing_key: object,
+    backend_key: object,
+    labels: object = None,
+    uid: object = None,
 ) -> Tenant:
-    """The service, its sharing terms and its labels, each argument checked (TypeError or ValueError naming it)."""
+    """The service, its sharing terms, its labels and uid, each argument checked (TypeError or ValueError naming it)."""
     if labels is not None and not (
         isinstance(labels, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
     ):
@@ -87,6 +105,7 @@ def _tenant(
         sharing_key=values.text(sharing_key, where, "sharing_key"),
         backend_key=values.text(backend_key, where, "backend_key"),
         labels=tuple(sorted((labels or {}).items())),
+        uid=None if uid is None else values.text(uid, where, "uid"),
     )
 
 
@@ -303,6 +322,7 @@ class Allocator:
         sharing_key: str = "",
         backend_key: str = "",
         labels: Mapping[str, str] | None = None,
+        uid: str | None = None,
     ) -> netaddr.IPAddress:
         """Give *service* one address and return it.
 
@@ -321,6 +341,8 @@ class Allocator:
             backend_key: services share only with equal backend keys.
             labels: the Service's labels, for pools' ``service_allocation``
                 (the namespace is the part of *service* before the slash).
+            uid: the Service's ``metadata.uid``, handed to the source (an
+                address service keys its idempotent POST on it).
 
         A service that already holds an address of *family* keeps it (its
         ports and keys are updated); asking for another ``ip`` or ``pool``
@@ -329,7 +351,7 @@ class Allocator:
         the message names each pool tried and why. A malformed argument is a
         ``TypeError`` or ``ValueError`` naming it.
         """
-        tenant = _tenant("allocate()", service, ports, sharing_key, backend_key, labels)
+        tenant = _tenant("allocate()", service, ports, sharing_key, backend_key, labels, uid)
         fam = values.family(family, "allocate()", optional=True)
         pool = values.pool_name(pool, "allocate()", optional=True)
         wanted = None if ip is None else _ip(ip, "allocate()")
@@ -354,6 +376,7 @@ class Allocator:
         backend_key: str = "",
         require_all: bool = True,
         labels: Mapping[str, str] | None = None,
+        uid: str | None = None,
     ) -> tuple[netaddr.IPAddress, ...]:
         """Give *service* one address per family, all from the same pool, and return them.
 
@@ -362,10 +385,10 @@ class Allocator:
         make one; the error says which pools lack which family).
         ``require_all=False`` is Kubernetes' ``PreferDualStack``: when no pool
         can serve every family, fall back to the first family that works.
-        *labels* are the Service's, as in :meth:`allocate`.
+        *labels* are the Service's, as in :meth:`allocate`; *uid* is handed to the sources, as there.
         """
         where = "allocate_dual()"
-        tenant = _tenant(where, service, ports, sharing_key, backend_key, labels)
+        tenant = _tenant(where, service, ports, sharing_key, backend_key, labels, uid)
         families = values.families(families, where)
         pool = values.pool_name(pool, where, optional=True)
         require_all = values.flag(require_all, where, "require_all")
@@ -530,7 +553,7 @@ class Allocator:
                 joined = self._ledger.join_first_fit(tenant, family, pool, source)
         if joined is not None:
             return self._done(tenant.service, pool, *joined)
-        got = self._acquire(source, tenant.service, family, wanted, pool)
+        got = self._acquire(source, tenant, family, wanted, pool)
         with self._lock:
             problem = self._ledger.vet(tenant, pool, source, got, family)
             released = self._ledger.take(tenant, pool, got) if problem is None else []
@@ -541,11 +564,13 @@ class Allocator:
 
     @staticmethod
     def _acquire(
-        source: AddressSource, service: str, family: int, wanted: netaddr.IPAddress | None, pool: str
+        source: AddressSource, tenant: Tenant, family: int, wanted: netaddr.IPAddress | None, pool: str
     ) -> netaddr.IPAddress:
         """``source.acquire``, outside the lock; a source's unexpected error is an unavailable source."""
         try:
-            return source.acquire(service, family=family, wanted=wanted)
+            if tenant.uid is None or not _takes_uid(type(source)):  # sources older than the uid keep working
+                return source.acquire(tenant.service, family=family, wanted=wanted)
+            return source.acquire(tenant.service, family=family, wanted=wanted, uid=tenant.uid)
         except AllocationError:
             raise
         except Exception as exc:

@@ -59,6 +59,8 @@ class Tenant:
 
     ``labels`` (the Service's labels, sorted pairs) only choose the pools an
     automatic allocation tries (``service_allocation``); they never decide sharing.
+    ``uid`` (the Service's ``metadata.uid``, when known) is passed to sources,
+    which may key leases on it; it never decides sharing.
     """
 
     service: str
@@ -66,6 +68,7 @@ class Tenant:
     sharing_key: str
     backend_key: str
     labels: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
+    uid: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.define(slots=True, kw_only=True)

@@ -181,6 +181,7 @@ def _allocate(intent: ServiceIntent, allocator: Allocator) -> tuple[netaddr.IPAd
         "sharing_key": intent.sharing_key,
         "backend_key": intent.backend_key,
         "labels": dict(intent.labels),
+        "uid": intent.uid or None,  # an address service's idempotent POST is keyed on it
     }
     # A requested address bypasses the pool annotation and auto-assign, as in MetalLB.
     if len(intent.families) > 1:

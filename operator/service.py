@@ -65,6 +65,7 @@ class ServiceIntent:
         current: addresses in ``status.loadBalancer.ingress``.
         error: why the Service's request is invalid (event ``LoadBalancerFailed``).
         labels: the Service's labels (pools' ``serviceAllocation`` selects by them).
+        uid: ``metadata.uid`` ("" when absent); sources may key leases on it.
     """
 
     key: str
@@ -81,6 +82,7 @@ class ServiceIntent:
     current: tuple[str, ...] = ()
     error: str = ""
     labels: tuple[tuple[str, str], ...] = ()
+    uid: str = ""
 
 
 def _family(text: str) -> int | None:
@@ -162,4 +164,5 @@ def read_service(obj: Mapping[str, Any]) -> ServiceIntent:
         current=current,
         error=error,
         labels=tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items())),
+        uid=str(meta.get("uid") or ""),
     )

@@ -254,17 +254,7 @@ class Standalone:
                 known = self.rows.get(intent.key)
                 current = known.addresses if known else self.previous.get(intent.key, ())
                 intents[intent.key] = attrs.evolve(intent, current=current) if current else intent
-            # Services gone from the file since the last run still hold their addresses at
-            # remote sources (address services): claim them and give them back.
-            for key, ips in self.previous.items():
-                if key not in intents and key not in self.rows:
-                    try:
-                        self.allocator.assign(key, list(ips))
-                    except MetalLBError as exc:
-                        log.warning("%s: cannot release %s from the state file: %s", key, ",".join(ips), exc)
-                    self.allocator.unassign(key)
-                    log.info("%s: gone from %s; its addresses are released", key, self.services_path)
-            restored = set(self.previous)
+            restored = dict(self.previous)
             self.previous = {}
             for key in list(self.rows):
                 if key not in intents:
@@ -272,8 +262,9 @@ class Standalone:
                     del self.rows[key]
             # The sync barrier (first sync after a start): every service from the state
             # file keeps its addresses before anything new is allocated.
-            for key in restored & intents.keys():
+            for key in restored.keys() & intents.keys():
                 converge(intents[key], self.allocator, synced=False)
+            self._release_gone(restored, intents)
             rows = {}
             self.retry = False
             for key, intent in intents.items():
@@ -293,6 +284,30 @@ class Standalone:
                 self._announce(intents, self.config)
             self.save_state()
             return list(self.rows.values())
+
+    def _release_gone(self, restored: dict[str, tuple[str, ...]], intents: dict[str, ServiceIntent]) -> None:
+        """Give back what services gone from the file since the last run held at remote sources.
+
+        Runs after the restored services have their addresses again, so an
+        address another service still uses (shared) is never released.
+        """
+        for key, ips in restored.items():
+            if key in intents:
+                continue
+            free = [ip for ip in ips if not self.allocator.users(ip)]
+            if free:
+                try:
+                    self.allocator.assign(key, free)
+                except MetalLBError as exc:
+                    log.warning("%s: cannot release %s from the state file: %s", key, ",".join(free), exc)
+                self.allocator.unassign(key)
+            kept = sorted(set(ips) - set(free))
+            log.info(
+                "%s: gone from %s; its addresses are released%s",
+                key,
+                self.services_path,
+                f" (not {', '.join(kept)}: still in use)" if kept else "",
+            )
 
     def _announce(self, intents: dict[str, ServiceIntent], config: Config) -> None:
         """Announce every service with addresses from this host (each has a ready endpoint here)."""

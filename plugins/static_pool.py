@@ -80,7 +80,9 @@ class StaticSource(SourceBase):
         elif current != owner:
             self._owners[ip] = {current, owner}
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
         """Take *wanted*, or the first free address of *family*."""
         with self._lock:
             if wanted is not None:

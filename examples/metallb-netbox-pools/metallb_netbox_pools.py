@@ -382,8 +382,10 @@ class NetBoxSource(SourceBase):
 
     # -- AddressSource ---------------------------------------------------------------
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
-        """Create an IP address object in a prefix of *family* (the next free one, or *wanted*)."""
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
+        """Create an IP address object in a prefix of *family* (the next free one, or *wanted*); *uid* is unused."""
         self._retry_releases()
         if family not in self.spec.families():
             raise PoolExhaustedError(f'no available IPs in pool "{self.spec.name}" (it has no IPv{family} addresses)')

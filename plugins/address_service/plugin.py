@@ -129,10 +129,7 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
     )
     if spec.options["ca-file"] and not str(spec.options["url"]).startswith("https://"):
         raise _fail(entry.where(), "ca-file", str(spec.options["ca-file"]), 'applies to "https://" URLs only')
-    if any(c.version != 4 for c in spec.cidrs):
-        bad = next(c for c in spec.cidrs if c.version != 4)
-        raise _fail(entry.where(), "cidrs", str(bad), "address services hand out IPv4 addresses only")
-    return spec
+    return spec  # IPv6 or both families too: a server listing the "family" extension hands those out
 
 
 def _secret_text(resource: PoolResource, field: str, default_key: str) -> str:
@@ -268,7 +265,7 @@ def metallb_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
 
 @hookimpl
 def metallb_make_backend(kind: str, options: BackendOptions) -> Backend | None:
-    """The bundled server's ``memory`` and ``dhcp`` backends (dhcp imports scapy only when asked for)."""
+    """The bundled server's ``memory``, ``dhcp`` and ``dhcpv6`` backends (dhcp imports scapy only when asked for)."""
     if kind == "memory":
         from metallb.plugins.address_service.memory import MemoryBackend
 
@@ -285,8 +282,20 @@ def metallb_make_backend(kind: str, options: BackendOptions) -> Backend | None:
         return DhcpBackend(
             interface=options.interface,
             netns=options.netns,
-            cidrs=options.cidrs,
+            cidrs=[c for c in options.cidrs if ":" not in c],
             offer_timeout=options.offer_timeout,
+            renew_after=options.renew_after,
+        )
+    if kind == "dhcpv6":
+        if not options.interface:
+            raise ValueError("the dhcpv6 backend needs --interface")
+        from metallb.plugins.address_service.dhcpv6 import Dhcpv6Backend  # the standard library only
+
+        return Dhcpv6Backend(
+            interface=options.interface,
+            netns=options.netns,
+            cidrs=[c for c in options.cidrs if ":" in c],
+            offer_timeout=min(options.offer_timeout, 2.0),  # no ping check in DHCPv6 servers
             renew_after=options.renew_after,
         )
     return None
