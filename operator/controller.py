@@ -284,6 +284,8 @@ class Controller:
         outcome = converge(intent, self.allocator, synced=self.synced, lb_class=self.lb_class)
         if not outcome.ours:
             return True
+        if outcome.failure is not None:
+            self.metrics.allocation_failed(pool=outcome.failure[0], reason=outcome.failure[1])
         for event in outcome.events:
             self._event(obj, event)
         self._apply(obj, outcome)

@@ -91,6 +91,7 @@ class Speaker:
         )
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
         self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
+        self._live: frozenset[str] = frozenset()  # live_speakers() at the last sync (suspicions)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -265,6 +266,11 @@ class Speaker:
         config = self.config
         if config is None:
             return
+        live = self.live_speakers()
+        for node in self._live - live:
+            if node in self._seen:  # its Lease stopped changing; a deleted Lease is a clean leave
+                self.metrics.suspect(node)
+        self._live = live
         candidates, reasons = self._candidates(config)
         for key in self.announcements.update(candidates, self._cluster(), config, reasons=reasons):
             self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
