@@ -372,6 +372,14 @@ class Speaker:
         except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
             log.debug("deleting lease: %s", exc)
 
+    def ready(self) -> bool:
+        """Ready once every informer has listed (readiness probe).
+
+        Not tied to the config: with none yet, a DaemonSet rollout would stall on the first node.
+        """
+        informers = (self.configmaps, self.nodes, self.leases, self.slices, self.services)
+        return all(i.synced.is_set() for i in informers)
+
     def status(self) -> dict[str, Any]:
         """What this speaker announces and why it does not announce the rest."""
         return {
@@ -408,7 +416,7 @@ def run(args: argparse.Namespace) -> int:
     server = None
     if args.metrics_port:
         server = MetricsServer(
-            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status
+            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status, ready=speaker.ready
         ).start()
     speaker.start()
     log.info("speaker for node %s started", args.node_name)
