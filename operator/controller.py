@@ -426,7 +426,7 @@ class Controller:
 def run(args: argparse.Namespace) -> int:
     """Take the leader Lease, then run until SIGTERM."""
     try:
-        api = api_client(args.kubeconfig)
+        api = api_client(args.kubeconfig, context=args.context)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
         log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1

@@ -11,11 +11,18 @@ from metallb.operator.service import POOL_ANNOTATION
 __all__ = ["cluster_status"]
 
 
-def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
-    """Every LoadBalancer Service with its status, pool, announcing nodes and latest failure."""
-    core = client.CoreV1Api(api_client(kubeconfig))
-    services = core.list_service_for_all_namespaces().items
-    events = core.list_event_for_all_namespaces().items
+def cluster_status(
+    kubeconfig: str | None, *, context: str | None = None, namespace: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every LoadBalancer Service (of *namespace*, default all) with its status, pool, announcing nodes and
+    latest failure; also its requested address and class (``-o wide``)."""
+    core = client.CoreV1Api(api_client(kubeconfig, context=context))
+    if namespace is None:
+        services = core.list_service_for_all_namespaces().items
+        events = core.list_event_for_all_namespaces().items
+    else:
+        services = core.list_namespaced_service(namespace).items
+        events = core.list_namespaced_event(namespace).items
     latest: dict[str, dict[str, Any]] = {}
     for event in sorted(
         events, key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or "")
@@ -44,5 +51,7 @@ def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
             "pool": (svc.metadata.annotations or {}).get(POOL_ANNOTATION, ""),
             "announced": ", ".join(sorted(info["nodes"])),
             "pending": "" if addresses else (info["warning"] or "no address yet (is the controller running?)"),
+            "requested": svc.spec.load_balancer_ip or "",
+            "class": svc.spec.load_balancer_class or "",
         }
     return out

@@ -396,7 +396,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("no node name: pass --node-name or set METALLB_NODE_NAME")
         return 2
     try:
-        api = api_client(args.kubeconfig)
+        api = api_client(args.kubeconfig, context=args.context)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
         log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1
