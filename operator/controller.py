@@ -311,6 +311,8 @@ class Controller:
         outcome = converge(intent, self.allocator, synced=self.synced, lb_class=self.lb_class)
         if not outcome.ours:
             return True
+        if outcome.failure is not None:
+            self.metrics.allocation_failed(pool=outcome.failure[0], reason=outcome.failure[1])
         for event in outcome.events:
             self._event(obj, event)
         self._apply(obj, outcome)
@@ -465,7 +467,7 @@ class Controller:
 def run(args: argparse.Namespace) -> int:
     """Take the leader Lease, then run until SIGTERM."""
     try:
-        api = api_client(args.kubeconfig)
+        api = api_client(args.kubeconfig, context=args.context)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
         log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1

@@ -40,13 +40,20 @@ def unannounced_pools(api: client.ApiClient, namespace: str) -> dict[str, str]:
     return out
 
 
-def cluster_status(kubeconfig: str | None, *, namespace: str | None = None) -> dict[str, dict[str, Any]]:
-    """Every LoadBalancer Service with its status, pool, announcing nodes and latest failure."""
-    api = api_client(kubeconfig)
+def cluster_status(
+    kubeconfig: str | None, *, context: str | None = None, namespace: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every LoadBalancer Service (of *namespace*, default all) with its status, pool, announcing nodes and
+    latest failure; also its requested address and class (``-o wide``)."""
+    api = api_client(kubeconfig, context=context)
     core = client.CoreV1Api(api)
-    silent = unannounced_pools(api, namespace or os.environ.get("METALLB_NAMESPACE", "metallb-system"))
-    services = core.list_service_for_all_namespaces().items
-    events = core.list_event_for_all_namespaces().items
+    silent = unannounced_pools(api, os.environ.get("METALLB_NAMESPACE", "metallb-system"))
+    if namespace is None:
+        services = core.list_service_for_all_namespaces().items
+        events = core.list_event_for_all_namespaces().items
+    else:
+        services = core.list_namespaced_service(namespace).items
+        events = core.list_namespaced_event(namespace).items
     latest: dict[str, dict[str, Any]] = {}
     for event in sorted(
         events, key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or "")
@@ -79,5 +86,7 @@ def cluster_status(kubeconfig: str | None, *, namespace: str | None = None) -> d
             "pool": pool,
             "announced": announced,
             "pending": "" if addresses else (info["warning"] or "no address yet (is the controller running?)"),
+            "requested": svc.spec.load_balancer_ip or "",
+            "class": svc.spec.load_balancer_class or "",
         }
     return out

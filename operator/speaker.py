@@ -93,6 +93,7 @@ class Speaker:
         )
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
         self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
+        self._live: frozenset[str] = frozenset()  # live_speakers() at the last sync (suspicions)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -267,6 +268,11 @@ class Speaker:
         config = self.config
         if config is None:
             return
+        live = self.live_speakers()
+        for node in self._live - live:
+            if node in self._seen:  # its Lease stopped changing; a deleted Lease is a clean leave
+                self.metrics.suspect(node)
+        self._live = live
         candidates, reasons = self._candidates(config)
         for key in self.announcements.update(candidates, self._cluster(), config, reasons=reasons):
             self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
@@ -370,6 +376,14 @@ class Speaker:
         except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
             log.debug("deleting lease: %s", exc)
 
+    def ready(self) -> bool:
+        """Ready once every informer has listed (readiness probe).
+
+        Not tied to the config: with none yet, a DaemonSet rollout would stall on the first node.
+        """
+        informers = (self.configmaps, self.nodes, self.leases, self.slices, self.services)
+        return all(i.synced.is_set() for i in informers)
+
     def status(self) -> dict[str, Any]:
         """What this speaker announces and why it does not announce the rest."""
         return {
@@ -388,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("no node name: pass --node-name or set METALLB_NODE_NAME")
         return 2
     try:
-        api = api_client(args.kubeconfig)
+        api = api_client(args.kubeconfig, context=args.context)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
         log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1
@@ -408,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
     server = None
     if args.metrics_port:
         server = MetricsServer(
-            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status
+            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status, ready=speaker.ready
         ).start()
     speaker.start()
     log.info("speaker for node %s started", args.node_name)

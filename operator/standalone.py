@@ -270,6 +270,8 @@ class Standalone:
             for key, intent in intents.items():
                 outcome = converge(intent, self.allocator)
                 self.retry = self.retry or outcome.retry
+                if outcome.failure is not None:
+                    self.metrics.allocation_failed(pool=outcome.failure[0], reason=outcome.failure[1])
                 rows[key] = Row(
                     service=key,
                     addresses=outcome.ingress,

@@ -16,7 +16,7 @@ import netaddr
 from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
 from metallb.allocator.model import ClusterView, Config, NodeInfo, PoolSpec, ServiceView
 from metallb.announcers.election import reason_not_to_announce
-from metallb.announcers.layer2.responder import Responder
+from metallb.announcers.layer2.responder import Responder, metrics_for
 from prometheus_client import CollectorRegistry
 
 __all__ = ["RESCAN_INTERVAL", "Layer2Announcer", "pool_interfaces"]
@@ -56,6 +56,7 @@ class Layer2Announcer(AnnouncerBase):
         registry = settings.registry
         if registry is not None and not isinstance(registry, CollectorRegistry):
             raise TypeError(f"AnnouncerSettings.registry must be a CollectorRegistry, not {type(registry).__name__}")
+        self._metrics = metrics_for(registry)
         interval = settings.rescan_interval
         self._responder = Responder(
             restrict=settings.interfaces,
@@ -107,6 +108,8 @@ class Layer2Announcer(AnnouncerBase):
                     changes[address] = None
         interfaces = pool_interfaces(service.pool, self._node)
         for address in service.ips:
+            if address not in self._users:
+                self._metrics.takeovers.labels(ip=str(address)).inc()
             self._users.setdefault(address, set()).add(service.key)
             if self._interfaces.get(address) != interfaces:
                 self._interfaces[address] = interfaces

@@ -277,7 +277,13 @@ def run(args: argparse.Namespace) -> int:
         from metallb.plugins.address_service.http import make_http_server
         from metallb.plugins.address_service.service import AddressService
         from metallb.plugins.address_service.store import StateFile
-        from prometheus_client import CollectorRegistry, ProcessCollector
+        from prometheus_client import (
+            CollectorRegistry,
+            GCCollector,
+            PlatformCollector,
+            ProcessCollector,
+            disable_created_metrics,
+        )
     except ImportError as exc:
         from metallb.plugins.address_service.plugin import missing_dependency
 
@@ -322,8 +328,11 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:  # typically: no CAP_NET_RAW, or no such interface or namespace
             print(f"cannot start the {backend.kind} backend: {exc}", file=sys.stderr)
             return 1
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # MetalLB's (Go's) exposition has no *_created series
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     _raise_descriptor_limit()
     try:
         httpd = make_http_server(

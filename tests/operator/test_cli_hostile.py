@@ -203,6 +203,18 @@ def cases(files: dict[str, str]) -> dict[str, list[tuple[list[str], set[int], by
             *((["status", "--kubeconfig", path], {1}, b"") for path in kubeconfigs),
             (["status", "--state", files["missing"], "--url", "x"], {2}, b""),
         ],
+        "explain": [
+            *((["explain", "default/web", "--state", path], {1}, b"") for path in unusable(files, "state")),
+            *((["explain", "default/web", "--state", files["missing"], "--config", path], {1}, b"") for path in sample),
+            *(
+                (["explain", "default/web", "--url", url], {1}, b"")
+                for url in ("nope", "http://127.0.0.1:1", "http://[::1", f"file://{files['state:list']}")
+            ),
+            *((["explain", "default/web", "--kubeconfig", path], {1}, b"") for path in kubeconfigs),
+            (["explain", "a/b/c", "--state", files["missing"]], {2}, b""),
+            (["explain", "a/web", "-n", "b", "--state", files["missing"]], {2}, b""),
+            (["explain", "default/web", "-o", "xml"], {2}, b""),
+        ],
         "plugins": [(["plugins", "--json", "extra"], {2}, b"")],
         "address-service": [
             (["address-service", "--listen", "nowhere"], {2}, b""),

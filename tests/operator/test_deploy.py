@@ -40,19 +40,31 @@ NS = "metallb-system"
 #: The oldest Kubernetes these manifests target, and the newest whose schemas kubernetes-validate 1.37.0 bundles.
 KUBERNETES_VERSION = "1.30"
 KUBERNETES_VERSIONS = (KUBERNETES_VERSION, "1.37")
-#: kustomization.yaml is not a Kubernetes object; config.yaml is applied by hand (see kustomization.yaml).
-NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "config.yaml", "address-service.yaml"}
+#: Files outside the base (base/kustomization.yaml): the sample config is applied by hand, the address service is opt-in.
+NOT_IN_KUSTOMIZATION = {"config.yaml", "address-service/address-service.yaml"}
+#: Folders whose files are not plain manifests: overlays and monitoring are built (tests/operator/test_kustomize.py).
+BUILT = {"overlays", "monitoring"}
 #: The build command the Dockerfile documents (with python standing for the interpreter).
 WHEEL_COMMAND = "python -m pip wheel --no-deps --no-build-isolation -w dist ."
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 
 
+def path_of(name: str) -> Path:
+    """A manifest by its path under operator/deploy, or by its file name alone when that is unique."""
+    if (DEPLOY / name).exists():
+        return DEPLOY / name
+    (found,) = [DEPLOY / m for m in manifests() if Path(m).name == name]
+    return found
+
+
 def load(name: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all((DEPLOY / name).read_text()) if doc]
+    return [doc for doc in yaml.safe_load_all(path_of(name).read_text()) if doc]
 
 
 def manifests() -> list[str]:
-    return sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
+    """Every manifest (path under operator/deploy) but the kustomizations and the built folders."""
+    found = (p.relative_to(DEPLOY) for p in DEPLOY.rglob("*.yaml") if p.name != "kustomization.yaml")
+    return sorted(str(p) for p in found if p.parts[0] not in BUILT)
 
 
 def crd_manifests() -> list[str]:
@@ -233,12 +245,15 @@ class TestSchemas:
             kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
 
     def test_kustomization_lists_every_manifest_but_the_sample_config(self):
-        """kustomization.yaml lists each manifest once and the CRDs' folder, leaving out only the opt-in files."""
-        kustomization = load("kustomization.yaml")[0]
+        """The top kustomization is the base; the base lists each manifest once and the CRDs' folder."""
+        assert load("kustomization.yaml")[0]["resources"] == ["base"]
+        kustomization = load("base/kustomization.yaml")[0]
         assert kustomization["kind"] == "Kustomization"
         resources = kustomization["resources"]
         assert len(resources) == len(set(resources))
-        assert set(resources) == (set(manifests()) - NOT_IN_KUSTOMIZATION) | {"crds"}
+        listed = {f"base/{r}" for r in resources if r != "../crds"}
+        assert "../crds" in resources
+        assert listed == set(manifests()) - NOT_IN_KUSTOMIZATION - set(crd_manifests())
         crds = load("crds/kustomization.yaml")[0]["resources"]
         assert sorted(f"crds/{name}" for name in crds) == crd_manifests()
 
@@ -251,7 +266,7 @@ class TestSchemas:
                     assert doc["metadata"].get("namespace") == NS, f"{name}: {doc['kind']}/{doc['metadata']['name']}"
 
     def test_namespace_admits_the_speaker(self):
-        """The namespace's Pod Security level lets a host-network pod with NET_ADMIN run."""
+        """The namespace's Pod Security level lets a host-network pod with NET_RAW run."""
         labels = one("namespace.yaml", "Namespace")["metadata"]["labels"]
         assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
 
@@ -306,13 +321,13 @@ class TestController:
 
 
 class TestSpeaker:
-    def test_host_network_with_two_capabilities(self):
-        """Host network; every capability dropped, then only NET_RAW and NET_ADMIN added."""
+    def test_host_network_with_only_net_raw(self):
+        """Host network; every capability dropped, then only NET_RAW added (as MetalLB's speaker)."""
         pod = one("speaker.yaml", "DaemonSet")["spec"]["template"]["spec"]
         assert pod["hostNetwork"] is True
         sc = pod["containers"][0]["securityContext"]
         assert sc["capabilities"]["drop"] == ["ALL"]
-        assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW"]
+        assert sc["capabilities"]["add"] == ["NET_RAW"]
         assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
         assert not sc.get("privileged")
 
@@ -501,7 +516,8 @@ class TestDocs:
             assert f"| `{option}` |" in section, f"metallb {name} {option} is not documented"
 
     def test_every_deploy_file_documented(self):
-        """Every file in operator/deploy has a row in docs/operator.md's table."""
+        """Every file and folder in operator/deploy has a row in docs/operator.md's table."""
         text = DOC.read_text()
         for path in DEPLOY.iterdir():
-            assert f"| `{path.name}` |" in text, f"{path.name} is not documented"
+            name = path.name + ("/" if path.is_dir() else "")
+            assert f"| `{name}` |" in text, f"{name} is not documented"

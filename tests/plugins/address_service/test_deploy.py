@@ -1,4 +1,4 @@
-"""operator/deploy/address-service.yaml and the AddressLease CRD: replicas, RBAC derived from kube.py's calls."""
+"""operator/deploy/address-service/address-service.yaml and the AddressLease CRD: replicas, RBAC derived from kube.py's calls."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from metallb.operator import cli
 from metallb.plugins.address_service import kube
 
 ROOT = Path(__file__).resolve().parents[3]
-MANIFEST = ROOT / "operator" / "deploy" / "address-service.yaml"
+MANIFEST = ROOT / "operator" / "deploy" / "address-service" / "address-service.yaml"
 CRD = ROOT / "operator" / "deploy" / "crds" / "metallb.io_addressleases.yaml"
 _CALL_API = re.compile(r"call_api\(\s*'(?P<path>[^']+)',\s*'(?P<method>[A-Z]+)'")
 _WRITE = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
