@@ -381,8 +381,8 @@ class Speaker:
 
         Not tied to the config: with none yet, a DaemonSet rollout would stall on the first node.
         """
-        informers = (self.configmaps, self.nodes, self.leases, self.slices, self.services)
-        return all(i.synced.is_set() for i in informers)
+        informers = (self.leases, self.slices, self.services)
+        return self.config_watch.synced() and all(i.synced.is_set() for i in informers)
 
     def status(self) -> dict[str, Any]:
         """What this speaker announces and why it does not announce the rest."""
