@@ -1,21 +1,59 @@
-"""``metallb status`` against a cluster: Services, addresses, pools, announcers, pending reasons."""
+"""``metallb status`` against a cluster: Services, addresses, pools, announcers, pending reasons.
+
+A Service whose pool no advertisement selects is allocated but not announced: the
+controller says so in the pool resource's ``Announced`` condition, and the table says
+so in the ANNOUNCED column.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from metallb.allocator import default_plugin_manager
+from metallb.allocator.resources import config_kinds
 from metallb.operator.kube import api_client
 from metallb.operator.service import POOL_ANNOTATION
 
-__all__ = ["cluster_status"]
+__all__ = ["cluster_status", "unannounced_pools"]
 
 
-def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
-    """Every LoadBalancer Service with its status, pool, announcing nodes and latest failure."""
-    core = client.CoreV1Api(api_client(kubeconfig))
-    services = core.list_service_for_all_namespaces().items
-    events = core.list_event_for_all_namespaces().items
+def unannounced_pools(api: client.ApiClient, namespace: str) -> dict[str, str]:
+    """Pool name -> the message of its ``Announced=False`` condition, for every pool resource that has one."""
+    custom = client.CustomObjectsApi(api)
+    out: dict[str, str] = {}
+    for kind in config_kinds(default_plugin_manager()):
+        if kind.pool is None:
+            continue
+        try:
+            listed = custom.list_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural)
+        except ApiException as exc:
+            if exc.status in (403, 404):  # not installed, or not ours to read
+                continue
+            raise
+        for item in listed.get("items") or ():
+            for condition in (item.get("status") or {}).get("conditions") or ():
+                if condition.get("type") == "Announced" and condition.get("status") == "False":
+                    out[str((item.get("metadata") or {}).get("name"))] = str(condition.get("message") or "")
+    return out
+
+
+def cluster_status(
+    kubeconfig: str | None, *, context: str | None = None, namespace: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every LoadBalancer Service (of *namespace*, default all) with its status, pool, announcing nodes and
+    latest failure; also its requested address and class (``-o wide``)."""
+    api = api_client(kubeconfig, context=context)
+    core = client.CoreV1Api(api)
+    silent = unannounced_pools(api, os.environ.get("METALLB_NAMESPACE", "metallb-system"))
+    if namespace is None:
+        services = core.list_service_for_all_namespaces().items
+        events = core.list_event_for_all_namespaces().items
+    else:
+        services = core.list_namespaced_service(namespace).items
+        events = core.list_namespaced_event(namespace).items
     latest: dict[str, dict[str, Any]] = {}
     for event in sorted(
         events, key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or "")
@@ -39,10 +77,16 @@ def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
         ingress = (svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None) or []
         addresses = [i.ip for i in ingress if i.ip]
         info = latest.get(key, {"nodes": set(), "warning": ""})
+        pool = (svc.metadata.annotations or {}).get(POOL_ANNOTATION, "")
+        announced = ", ".join(sorted(info["nodes"]))
+        if pool in silent and not announced:
+            announced = f'not announced: pool "{pool}": {silent[pool]}'
         out[key] = {
             "addresses": addresses,
-            "pool": (svc.metadata.annotations or {}).get(POOL_ANNOTATION, ""),
-            "announced": ", ".join(sorted(info["nodes"])),
+            "pool": pool,
+            "announced": announced,
             "pending": "" if addresses else (info["warning"] or "no address yet (is the controller running?)"),
+            "requested": svc.spec.load_balancer_ip or "",
+            "class": svc.spec.load_balancer_class or "",
         }
     return out

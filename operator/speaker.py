@@ -1,9 +1,12 @@
 """``metallb speaker``: announces service addresses from one node.
 
-It watches Services, EndpointSlices, Nodes, the config ConfigMap and the
-speakers' Leases, and decides per Service, through the announcer plugins'
-``should_announce``, whether this node announces it (honouring each pool's
-``interfaces`` and ``node-selectors``), then announces or withdraws.
+It watches Services, EndpointSlices, the configuration (MetalLB's resources
+with the Secrets, Nodes and Namespaces they refer to, or the legacy ConfigMap:
+:class:`~metallb.operator.config_watch.ConfigWatch`) and the speakers' Leases,
+and decides per Service, for every protocol of its pool, through the announcer
+plugins' ``should_announce``, whether this node announces it (honouring the
+advertisements' node selectors, interfaces and peers), then announces or
+withdraws. It writes nothing on the configuration: the controller reports on it.
 
 Liveness for the layer-2 election: every speaker renews a
 ``coordination.k8s.io/v1`` Lease named after its node. A speaker is dead when
@@ -30,14 +33,13 @@ from metallb.allocator import (
     AnnouncerSettings,
     ClusterView,
     Config,
-    MetalLBError,
     NodeInfo,
     ServiceView,
     default_plugin_manager,
-    parse_config,
 )
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
-from metallb.operator.cmd_config import config_text, one_line
+from metallb.operator.cmd_config import one_line
+from metallb.operator.config_watch import NONE, ConfigState, ConfigWatch
 from metallb.operator.informer import Informer
 from metallb.operator.kube import api_client, event_body, now_rfc3339
 from metallb.operator.metrics import MetricsServer, SpeakerMetrics, config_gauges
@@ -91,6 +93,7 @@ class Speaker:
         )
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
         self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
+        self._live: frozenset[str] = frozenset()  # live_speakers() at the last sync (suspicions)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -102,14 +105,16 @@ class Speaker:
             self._changed,
             **kw,  # type: ignore[arg-type]
         )
-        self.nodes = Informer("nodes", self.core.list_node, self._changed, **kw)  # type: ignore[arg-type]
-        self.configmaps = Informer(
-            "config",
-            self.core.list_namespaced_config_map,
-            self._on_config,
-            list_kwargs={"namespace": namespace, "field_selector": f"metadata.name={config_name}"},
-            **kw,  # type: ignore[arg-type]
+        self.config_watch = ConfigWatch(
+            api,
+            namespace=namespace,
+            config_name=config_name,
+            plugin_manager=self.pm,
+            on_change=self._on_config,
+            on_node=self._changed,
+            watch_timeout=watch_timeout,
         )
+        self.nodes = self.config_watch.nodes
         self.leases = Informer(
             "leases",
             self.coord.list_namespaced_lease,
@@ -123,18 +128,16 @@ class Speaker:
     def _changed(self, kind: str, obj: Obj | None) -> None:
         self._wake.set()
 
-    def _on_config(self, kind: str, obj: Obj | None) -> None:
-        if obj is None or kind == "DELETED":
-            if kind == "DELETED":
-                log.error("config deleted; keeping the last good one")
-            return
-        try:
-            config = parse_config(config_text(obj, self.namespace, self.config_name), plugin_manager=self.pm)
-        except Exception as exc:  # any bad config keeps the last good one
-            unexpected = "" if isinstance(exc, MetalLBError) else f"{type(exc).__name__}: "
-            log.error("config not applied, keeping the last good one: %s%s", unexpected, exc)
-            log.debug("config not applied", exc_info=True)
-            self.config_stale.set(1)
+    def _on_config(self, state: ConfigState) -> None:
+        config = state.config
+        if config is None:
+            if state.source == NONE:
+                log.error("no configuration yet; keeping the last good one, if any")
+                if self.config is not None:
+                    self.config_stale.set(1)
+            else:
+                log.error("config not applied, keeping the last good one: %s", state.error)
+                self.config_stale.set(1)
             return
         # MetalLB's speaker rule: a config that orphans an address we announce is stale.
         for key, (_, view) in list(self.announced.items()):
@@ -152,7 +155,7 @@ class Speaker:
         self.config = config
         self.config_loaded.set(1)
         self.config_stale.set(0)
-        log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
+        log.info("config loaded from %s: %d pools, %d peers", state.source, len(config.pools), len(config.peers))
         self._wake.set()
 
     def _on_lease(self, kind: str, obj: Obj | None) -> None:
@@ -204,8 +207,8 @@ class Speaker:
         return {k: (frozenset(n), r) for k, (n, r) in out.items()}
 
     @property
-    def announced(self) -> dict[str, tuple[str, ServiceView]]:
-        """Service key -> (protocol, view) this speaker announces."""
+    def announced(self) -> dict[str, tuple[tuple[str, ...], ServiceView]]:
+        """Service key -> (protocols, view) this speaker announces."""
         return self.announcements.announced
 
     @property
@@ -224,10 +227,10 @@ class Speaker:
             node=node, nodes=nodes, live_speakers=self.live_speakers(), ignore_exclude_lb=self.ignore_exclude_lb
         )
 
-    def _candidates(self, config: Config) -> tuple[dict[str, tuple[str, ServiceView]], dict[str, str]]:
-        """Services with an address of a pool and endpoints: key -> (protocol, view), and why the others are not."""
+    def _candidates(self, config: Config) -> tuple[dict[str, ServiceView], dict[str, str]]:
+        """Services with an address of a pool and endpoints: key -> view, and why the others are not."""
         endpoints = self._endpoints()
-        candidates: dict[str, tuple[str, ServiceView]] = {}
+        candidates: dict[str, ServiceView] = {}
         reasons: dict[str, str] = {}
         for key, obj in list(self.services.cache.items()):
             intent = read_service(obj)
@@ -257,7 +260,7 @@ class Speaker:
                 ready_nodes=ready_nodes,
                 has_ready_endpoints=any_ready,
             )
-            candidates[key] = (pool.protocol, view)
+            candidates[key] = view
         return candidates, reasons
 
     def sync(self) -> None:
@@ -265,6 +268,11 @@ class Speaker:
         config = self.config
         if config is None:
             return
+        live = self.live_speakers()
+        for node in self._live - live:
+            if node in self._seen:  # its Lease stopped changing; a deleted Lease is a clean leave
+                self.metrics.suspect(node)
+        self._live = live
         candidates, reasons = self._candidates(config)
         for key in self.announcements.update(candidates, self._cluster(), config, reasons=reasons):
             self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
@@ -347,7 +355,8 @@ class Speaker:
             threading.Thread(target=self._lease_loop, name="lease", daemon=True),
             threading.Thread(target=self._sync_loop, name="sync", daemon=True),
         ]
-        for informer in (self.configmaps, self.nodes, self.leases, self.slices, self.services):
+        self.config_watch.start()
+        for informer in (self.leases, self.slices, self.services):
             informer.start()
         for thread in self._threads:
             thread.start()
@@ -359,18 +368,29 @@ class Speaker:
         for thread in self._threads:
             thread.join(timeout=5)
         self.announcements.close()
-        for informer in (self.configmaps, self.nodes, self.leases, self.slices, self.services):
+        self.config_watch.stop()
+        for informer in (self.leases, self.slices, self.services):
             informer.stop()
         try:
             self.coord.delete_namespaced_lease(self.lease_name, self.namespace, _request_timeout=(2, 5))
         except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
             log.debug("deleting lease: %s", exc)
 
+    def ready(self) -> bool:
+        """Ready once every informer has listed (readiness probe).
+
+        Not tied to the config: with none yet, a DaemonSet rollout would stall on the first node.
+        """
+        informers = (self.leases, self.slices, self.services)
+        return self.config_watch.synced() and all(i.synced.is_set() for i in informers)
+
     def status(self) -> dict[str, Any]:
         """What this speaker announces and why it does not announce the rest."""
         return {
             "node": self.node_name,
-            "announced": {k: {"protocol": p, "ips": [str(i) for i in v.ips]} for k, (p, v) in self.announced.items()},
+            "announced": {
+                k: {"protocol": ",".join(p), "ips": [str(i) for i in v.ips]} for k, (p, v) in self.announced.items()
+            },
             "not_announced": dict(self.reasons),
             "live_speakers": sorted(self.live_speakers()),
         }
@@ -382,7 +402,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("no node name: pass --node-name or set METALLB_NODE_NAME")
         return 2
     try:
-        api = api_client(args.kubeconfig)
+        api = api_client(args.kubeconfig, context=args.context)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
         log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1
@@ -402,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
     server = None
     if args.metrics_port:
         server = MetricsServer(
-            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status
+            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status, ready=speaker.ready
         ).start()
     speaker.start()
     log.info("speaker for node %s started", args.node_name)

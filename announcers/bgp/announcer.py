@@ -25,7 +25,7 @@ import asyncio
 import heapq
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ from metallb.announcers.bgp.bfd.process import BfdProcess
 from metallb.announcers.bgp.bfd.service import BfdStatus, SessionKey, SessionSpec
 from metallb.announcers.bgp.metrics import metrics_for
 from metallb.announcers.bgp.net import InterfaceAddress
+from metallb.announcers.bgp.plugin import starts_session
 from metallb.announcers.bgp.policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
 from metallb.announcers.bgp.session import (
     BACKOFF_CAP,
@@ -106,13 +107,17 @@ class BgpAnnouncer(AnnouncerBase):
         # rtnetlink dumps run here, off the loop; threads start from the loop thread, in its netns.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="metallb-bgp-net")
         self._peers: tuple[PeerSpec, ...] = ()
+        self._node: NodeInfo | None = None  # from set_config: advertisements may select nodes
         self._lock = threading.Lock()  # guards _set, _changes and _flush_pending
         self._set = DesiredSet()
         self._changes: set[PrefixKey] = set()
         self._flush_pending = False
-        self._live: dict[PrefixKey, Route] = {}  # what sessions see; changed only on the loop
-        self._live_counts = {4: 0, 6: 0}  # prefixes of _live per IP version
-        # Flap damping, on the loop: when each prefix was last advertised, and those held back.
+        # What sessions see, per peer name (advertisements may name peers; "" for unnamed
+        # ConfigMap peers): routes and their count per IP version. Changed only on the loop.
+        self._views: dict[str, tuple[dict[PrefixKey, Route], dict[int, int]]] = {}
+        # Flap damping, on the loop: the prefixes the views show (past damping), when each was
+        # last advertised, and those held back.
+        self._live: set[PrefixKey] = set()
         self._advertised_at: dict[PrefixKey, float] = {}
         self._held: dict[PrefixKey, float] = {}  # prefix -> loop time it may be advertised again
         self._held_queue: list[tuple[float, PrefixKey]] = []
@@ -131,9 +136,22 @@ class BgpAnnouncer(AnnouncerBase):
     # -- Announcer -----------------------------------------------------------------------
 
     def set_config(self, config: Config, node: NodeInfo) -> None:
-        """Start sessions to new peers selecting *node*, stop removed ones, keep unchanged ones."""
+        """Start sessions to new peers selecting *node*, stop removed ones, keep unchanged ones.
+
+        A peer the speaker cannot serve as configured (``starts_session``:
+        BGP unnumbered, a VRF, a dynamic ASN) gets no session; the controller
+        reports it as not applied.
+        """
         self._peers = config.peers
-        wanted = [p for p in config.peers if p.selects(node.labels)]
+        self._node = node
+        wanted = []
+        for peer in config.peers:
+            if not peer.selects(node.labels):
+                continue
+            if not starts_session(peer):
+                log.warning("BGP peer %s is not started: it needs what the speaker does not do yet", peer_name(peer))
+                continue
+            wanted.append(peer)
         self._call(self._apply_peers(wanted))
         self._call(self._apply_bfd(wanted, config.bfd_profiles))
 
@@ -148,8 +166,8 @@ class BgpAnnouncer(AnnouncerBase):
         )
 
     def announce(self, service: ServiceView) -> None:
-        """Add *service*'s prefixes to the desired set. Idempotent."""
-        self._update(service.key, routes_for(service))
+        """Add *service*'s prefixes (of the advertisements selecting this node) to the desired set. Idempotent."""
+        self._update(service.key, routes_for(service, self._node))
 
     def withdraw(self, key: str) -> None:
         """Remove *key*'s prefixes from the desired set (kept while another service needs them)."""
@@ -189,10 +207,13 @@ class BgpAnnouncer(AnnouncerBase):
         bfd = self._bfd
         return [] if bfd is None or self._closed else bfd.sessions()
 
-    def desired(self) -> Mapping[netaddr.IPNetwork, Route]:
-        """The routes every peer should have from this node (a copy)."""
+    def desired(self, peer: str | None = None) -> Mapping[netaddr.IPNetwork, Route]:
+        """The routes a peer should have from this node (a copy): the peer named *peer*, or one no route names."""
         with self._lock:
-            return self._set.by_prefix()
+            if peer is None:
+                return self._set.by_prefix()
+            found = (self._set.route_for(p, peer) for p in self._set.prefixes())
+            return {r.prefix: r for r in found if r is not None}
 
     def refusals(self) -> dict[str, str]:
         """Services with a route some peer cannot be sent, and why: ``{service key: reason}``.
@@ -254,20 +275,23 @@ class BgpAnnouncer(AnnouncerBase):
     def _flush(self) -> None:
         with self._lock:
             changes, self._changes = self._changes, set()
-            updates = {p: self._set.routes.get(p) for p in changes}
             self._flush_pending = False
-        self._apply(updates)
+            wanted = {p for p in changes if self._set.owners(p)}
+        self._apply(changes, wanted)
 
-    def _apply(self, updates: Mapping[PrefixKey, Route | None]) -> None:
-        """Make *updates* live (withdrawals at once, re-advertisements damped) and tell the sessions."""
+    def _apply(self, changes: Iterable[PrefixKey], wanted: set[PrefixKey]) -> None:
+        """Make *changes* live in every view (withdrawals at once, re-advertisements damped); tell the sessions.
+
+        *wanted*: those of *changes* the desired set still has.
+        """
         now = self._loop.time()
         changed: list[PrefixKey] = []
         held = 0
-        for prefix, route in updates.items():
-            if route is None:
+        for prefix in changes:
+            if prefix not in wanted:
                 self._held.pop(prefix, None)
-                if self._live.pop(prefix, None) is not None:
-                    self._live_counts[prefix[0]] -= 1
+                if prefix in self._live:
+                    self._live.discard(prefix)
                     changed.append(prefix)
                 continue
             if prefix not in self._live:  # an advertisement, not an attribute change
@@ -277,8 +301,7 @@ class BgpAnnouncer(AnnouncerBase):
                     held += 1
                     continue
                 self._advertised_at[prefix] = now
-                self._live_counts[prefix[0]] += 1
-            self._live[prefix] = route
+                self._live.add(prefix)
             changed.append(prefix)
         if held:
             log.info(
@@ -288,9 +311,17 @@ class BgpAnnouncer(AnnouncerBase):
         self._metrics.damped(len(self._held))
         if len(self._advertised_at) > 2 * len(self._live) + 1024:  # forget what can no longer hold anything back
             self._advertised_at = {p: t for p, t in self._advertised_at.items() if now - t < self._flap_interval}
-        if changed:
-            for session in self._sessions.values():
-                session.mark_changed(changed)
+        if not changed:
+            return
+        with self._lock:
+            updates = {
+                name: {p: self._set.route_for(p, name) if p in self._live else None for p in changed}
+                for name in self._views
+            }
+        for name, routes in updates.items():
+            _write_view(self._views[name], routes)
+        for session in self._sessions.values():
+            session.mark_changed(changed)
 
     def _hold(self, prefix: PrefixKey, until: float) -> None:
         if prefix in self._held:
@@ -313,13 +344,23 @@ class BgpAnnouncer(AnnouncerBase):
                 due.append(prefix)
         if due:
             with self._lock:
-                updates = {p: self._set.routes.get(p) for p in due}
-            self._apply({p: r for p, r in updates.items() if r is not None})
+                wanted = {p for p in due if self._set.owners(p)}
+            self._apply(due, wanted)
         while self._held_queue and self._held_queue[0][1] not in self._held:
             heapq.heappop(self._held_queue)  # withdrawn while held
         if self._held_queue:
             self._release_timer = self._loop.call_at(self._held_queue[0][0], self._release)
         self._metrics.damped(len(self._held))
+
+    def _view(self, name: str) -> tuple[dict[PrefixKey, Route], dict[int, int]]:
+        """The routes the peers named *name* see, made from the desired set on first use (on the loop)."""
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = ({}, {4: 0, 6: 0})
+            with self._lock:
+                routes = {p: self._set.route_for(p, name) for p in self._live}
+            _write_view(view, routes)
+        return view
 
     async def _apply_peers(self, wanted: list[PeerSpec]) -> None:
         removed = [self._sessions.pop(p) for p in list(self._sessions) if p not in wanted]
@@ -333,11 +374,12 @@ class BgpAnnouncer(AnnouncerBase):
             self._metrics.forget(session.label)
         for peer in wanted:
             if peer not in self._sessions:
+                live, counts = self._view(peer.name)
                 session = Session(
                     peer,
                     node_name=self._settings.node_name,
-                    desired=self._live,
-                    desired_counts=self._live_counts,
+                    desired=live,
+                    desired_counts=counts,
                     metrics=self._metrics,
                     connect_timeout=self._connect_timeout,
                     backoff_cap=self._backoff_cap,
@@ -346,11 +388,14 @@ class BgpAnnouncer(AnnouncerBase):
                 )
                 self._sessions[peer] = session
                 session.start()
+        for name in set(self._views) - {p.name for p in self._sessions}:
+            del self._views[name]
 
     async def _apply_bfd(self, wanted: list[PeerSpec], profiles: Mapping[str, BfdProfile]) -> None:
         specs: dict[SessionKey, SessionSpec] = {}
         for peer in wanted:
-            if not peer.bfd_profile or peer.interface:  # no BFD to link-local peers (the config refuses it)
+            if not peer.bfd_profile or peer.interface or peer.peer_address is None:
+                # No BFD to link-local peers (the ConfigMap refuses it) nor unnumbered ones (not started).
                 continue
             profile = profiles.get(peer.bfd_profile)
             if profile is None:  # the parser refuses this; a hand-built Config may not
@@ -391,3 +436,20 @@ class BgpAnnouncer(AnnouncerBase):
 
     async def _refused(self) -> dict[tuple[PrefixKey, str], str]:
         return {(prefix, s.label): why for s in self._sessions.values() for prefix, why in s.refused().items()}
+
+def _write_view(view: tuple[dict[PrefixKey, Route], dict[int, int]], routes: Mapping[PrefixKey, Route | None]) -> None:
+    """Write *routes* (None: withdrawn) into a view, keeping its per-family counts."""
+    live, counts = view
+    for prefix, route in routes.items():
+        if route is None:
+            if live.pop(prefix, None) is not None:
+                counts[prefix[0]] -= 1
+        else:
+            if prefix not in live:
+                counts[prefix[0]] += 1
+            live[prefix] = route
+
+
+def peer_name(peer: PeerSpec) -> str:
+    """How logs name a peer: its name, or its address."""
+    return peer.name or str(peer.peer_address or peer.interface)

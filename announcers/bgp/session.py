@@ -72,9 +72,12 @@ def reconnect_backoff(*, cap: float = BACKOFF_CAP) -> Backoff:
 
 
 def peer_label(peer: PeerSpec) -> str:
-    """``addr:port`` (``[addr]:port`` for IPv6), the metrics label MetalLB uses."""
+    """``addr:port`` (``[addr]:port`` for IPv6), the metrics label MetalLB uses (``%iface:port`` unnumbered)."""
+    address = peer.peer_address
+    if address is None:  # an unnumbered peer (interface): not started until the speaker supports it
+        return f"%{peer.interface}:{peer.peer_port}"
     zone = f"%{peer.interface}" if peer.interface else ""  # link-local: one address per interface
-    host = f"[{peer.peer_address}{zone}]" if peer.peer_address.version == 6 else str(peer.peer_address)
+    host = f"[{address}{zone}]" if address.version == 6 else str(address)
     return f"{host}:{peer.peer_port}"
 
 
@@ -387,18 +390,21 @@ class Session:
     async def _open(self) -> _Conn:
         """TCP connect and OPEN exchange, within one deadline."""
         peer = self.peer
+        address = peer.peer_address
+        if address is None:
+            raise OSError(f"BGP unnumbered (interface {peer.interface}) is not supported yet")
         self._state = "Connect"
-        sock = socket.socket(socket.AF_INET if peer.peer_address.version == 4 else socket.AF_INET6, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET if address.version == 4 else socket.AF_INET6, socket.SOCK_STREAM)
         writer: asyncio.StreamWriter | None = None
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if peer.password:
-                bgp_net.set_md5(sock, peer.peer_address, peer.password)
+                bgp_net.set_md5(sock, address, peer.password)
             if peer.ebgp_multihop and peer.external():
                 # eBGP multihop: leave with TTL 255 so any number of routed hops (or a router's
                 # GTSM check, RFC 5082) lets the session through. Otherwise the kernel's default.
-                if peer.peer_address.version == 4:
+                if address.version == 4:
                     sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
                 else:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
@@ -691,17 +697,16 @@ class Session:
 
     def _families(self) -> tuple[tuple[int, int], ...]:
         """The families we offer: both, or with disable-mp only the session's own (MetalLB's meaning)."""
-        if not self.peer.disable_mp:
+        address = self.peer.peer_address
+        if not self.peer.disable_mp or address is None:
             return _FAMILIES
-        return (
-            (bgp_wire.AFI_IPV4 if self.peer.peer_address.version == 4 else bgp_wire.AFI_IPV6, bgp_wire.SAFI_UNICAST),
-        )
+        return ((bgp_wire.AFI_IPV4 if address.version == 4 else bgp_wire.AFI_IPV6, bgp_wire.SAFI_UNICAST),)
 
     def _why_not(self, conn: _Conn, family: int) -> str | None:
         """Why routes of *family* cannot go to this peer, or None when they can."""
         afi = bgp_wire.AFI_IPV4 if family == 4 else bgp_wire.AFI_IPV6
         if (afi, bgp_wire.SAFI_UNICAST) not in self._families():
-            return f"disable-mp: only IPv{self.peer.peer_address.version} routes over this session"
+            return f"disable-mp: only IPv{6 if family == 4 else 4} routes over this session"
         if (afi, bgp_wire.SAFI_UNICAST) not in conn.families:
             return f"the peer did not negotiate IPv{family} unicast"
         if family not in conn.next_hops:

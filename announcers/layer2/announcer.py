@@ -16,7 +16,7 @@ import netaddr
 from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
 from metallb.allocator.model import ClusterView, Config, NodeInfo, PoolSpec, ServiceView
 from metallb.announcers.election import reason_not_to_announce
-from metallb.announcers.layer2.responder import Responder
+from metallb.announcers.layer2.responder import Responder, metrics_for
 from prometheus_client import CollectorRegistry
 
 __all__ = ["RESCAN_INTERVAL", "Layer2Announcer", "pool_interfaces"]
@@ -27,12 +27,16 @@ log = logging.getLogger(__name__)
 RESCAN_INTERVAL = 10.0
 
 
-def pool_interfaces(pool: PoolSpec) -> tuple[str, ...]:
-    """The interfaces *pool*'s layer-2 advertisements answer on; empty means every eligible one.
+def pool_interfaces(pool: PoolSpec, node: NodeInfo | None = None) -> tuple[str, ...]:
+    """The interfaces *pool*'s layer-2 advertisements answer on from *node*; empty means every eligible one.
 
-    Advertisements add up: one without ``interfaces`` opens every interface.
+    Only the advertisements selecting *node* count (all of them without a
+    node). They add up, as in MetalLB: one without ``interfaces`` opens every
+    interface.
     """
     ads = pool.l2_advertisements
+    if node is not None:
+        ads = tuple(a for a in ads if a.selects(node.name, node.labels))
     if not ads or any(not a.interfaces for a in ads):
         return ()
     return tuple(dict.fromkeys(i for a in ads for i in a.interfaces))
@@ -52,6 +56,7 @@ class Layer2Announcer(AnnouncerBase):
         registry = settings.registry
         if registry is not None and not isinstance(registry, CollectorRegistry):
             raise TypeError(f"AnnouncerSettings.registry must be a CollectorRegistry, not {type(registry).__name__}")
+        self._metrics = metrics_for(registry)
         interval = settings.rescan_interval
         self._responder = Responder(
             restrict=settings.interfaces,
@@ -59,6 +64,7 @@ class Layer2Announcer(AnnouncerBase):
             registry=registry,
             rescan_interval=RESCAN_INTERVAL if interval is None else interval,
         )
+        self._node: NodeInfo | None = None  # from set_config: advertisements may select nodes
         self._services: dict[str, ServiceView] = {}
         self._users: dict[netaddr.IPAddress, set[str]] = {}
         self._interfaces: dict[netaddr.IPAddress, tuple[str, ...]] = {}
@@ -74,12 +80,13 @@ class Layer2Announcer(AnnouncerBase):
         return self._responder
 
     def set_config(self, config: Config, node: NodeInfo) -> None:
-        """Follow changes of the pools' interfaces for the addresses already announced."""
+        """Follow changes of the pools' interfaces (and of this node's labels) for the addresses already announced."""
+        self._node = node
         changes: dict[netaddr.IPAddress, tuple[str, ...] | None] = {}
         for address, current in self._interfaces.items():
             pool = config.pool_for(address)
-            if pool is not None and pool_interfaces(pool) != current:
-                changes[address] = pool_interfaces(pool)
+            if pool is not None and pool_interfaces(pool, node) != current:
+                changes[address] = pool_interfaces(pool, node)
         if changes:
             self._interfaces.update({a: p for a, p in changes.items() if p is not None})
             self._responder.apply(changes)
@@ -99,8 +106,10 @@ class Layer2Announcer(AnnouncerBase):
             for address in set(old.ips) - set(service.ips):
                 if self._drop_user(address, service.key):
                     changes[address] = None
-        interfaces = pool_interfaces(service.pool)
+        interfaces = pool_interfaces(service.pool, self._node)
         for address in service.ips:
+            if address not in self._users:
+                self._metrics.takeovers.labels(ip=str(address)).inc()
             self._users.setdefault(address, set()).add(service.key)
             if self._interfaces.get(address) != interfaces:
                 self._interfaces[address] = interfaces

@@ -57,11 +57,12 @@ T = TypeVar("T")
 
 @attrs.frozen(kw_only=True)
 class Metrics:
-    """MetalLB's layer-2 counters, labelled by ``ip``."""
+    """MetalLB's layer-2 counters and our takeovers, labelled by ``ip``."""
 
     requests_received: Counter
     responses_sent: Counter
     gratuitous_sent: Counter
+    takeovers: Counter
 
 
 _metrics: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
@@ -90,6 +91,12 @@ def metrics_for(registry: CollectorRegistry | None = None) -> Metrics:
                 gratuitous_sent=Counter(
                     "metallb_layer2_gratuitous_sent",
                     "Number of gratuitous layer2 packets sent for owned IPs",
+                    ["ip"],
+                    registry=registry,
+                ),
+                takeovers=Counter(
+                    "metallb_layer2_takeovers_total",
+                    "Times this node started answering for an address (a failover or a first announcement)",
                     ["ip"],
                     registry=registry,
                 ),
