@@ -425,7 +425,7 @@ class TestV012Compatibility:
     BGP = "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [{addresses}]\n  bgp-advertisements:\n"
 
     def test_ebgp_multihop_is_accepted(self, parse):
-        """MetalLB accepts ebgp-multihop on a peer (check-config warns it is not applied yet); not on an iBGP peer."""
+        """MetalLB accepts ebgp-multihop on an eBGP peer (the speaker applies it); not on an iBGP peer."""
         (peer,) = parse(self.PEER + "  ebgp-multihop: true\n").peers
         assert peer.ebgp_multihop
         with pytest.raises(ConfigError, match="invalid ebgp-multihop parameter set for an ibgp peer"):
