@@ -84,7 +84,7 @@ def _peer(peer: PeerSpec, name: str, namespace: str) -> dict[str, Any]:
         spec["dynamicASN"] = peer.dynamic_asn
     if peer.peer_address is not None:
         spec["peerAddress"] = str(peer.peer_address)
-    if peer.interface:
+    if peer.interface and peer.peer_address is None:  # with an address: its scope, no resource form (a note)
         spec["interface"] = peer.interface
     if peer.peer_port != 179:
         spec["peerPort"] = peer.peer_port
@@ -164,6 +164,13 @@ def config_to_resources(
     hooks = Hooks(plugin_manager if plugin_manager is not None else default_plugin_manager())
     notes: list[str] = []
     peers = [_peer(p, k8s_name(p.name) if p.name else f"peer{i}", namespace) for i, p in enumerate(config.peers, 1)]
+    for i, p in enumerate(config.peers, 1):
+        if p.interface and p.peer_address is not None:
+            notes.append(
+                f'peer #{i}: the link-local peer-address {p.peer_address} is reached through interface '
+                f'"{shown(p.interface)}", which a BGPPeer cannot say beside peerAddress (MetalLB rejects both); '
+                "keep this peer in the ConfigMap format"
+            )
     pools: list[dict[str, Any]] = []
     secrets: list[dict[str, Any]] = []
     names: dict[str, str] = {}

@@ -751,7 +751,7 @@ class Unapplied:
         kind: ``BGPPeer`` or ``BFDProfile`` (or a plugin's own).
         name: the object's name ("" for a ConfigMap peer: see *index*).
         index: 1-based position in ``Config.peers`` for peers, else 0.
-        fields: the model fields not applied (``ebgp_multihop`` ...).
+        fields: the model fields not applied (``vrf`` ...).
         effect: what happens instead, one sentence ("the session runs without them").
     """
 

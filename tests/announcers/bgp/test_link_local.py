@@ -10,7 +10,10 @@ from typing import Any
 
 import netaddr
 import pytest
+from metallb.allocator import parse_config
+from metallb.allocator.convert import config_to_resources
 from metallb.allocator.model import Config
+from metallb.announcers.bgp import plugin
 
 pytestmark = pytest.mark.netns
 
@@ -135,3 +138,22 @@ class TestLinkLocalPeer:
         assert hops["2001:db8:ff::10/128"] == bgp.NODE6
         status = speaker.announcer.sessions()[0]
         assert (status.peer, status.local_address) == (f"[{RTR_LL}%n0]:179", NODE_LL)
+
+
+class TestLinkLocalConfig:
+    """A link-local peer in the model, the BGP plugin's report and the resource conversion."""
+
+    def test_interface_is_the_scope_and_applied(self):
+        """peer-address fe80::1 with interface eth0 parses, starts a session and has nothing reported unapplied."""
+        config = parse_config("peers:\n- my-asn: 64500\n  peer-asn: 64501\n  peer-address: fe80::1\n  interface: eth0\n")
+        (peer,) = config.peers
+        assert (str(peer.peer_address), peer.interface) == ("fe80::1", "eth0")
+        assert plugin.starts_session(peer) and plugin.metallb_unapplied_config(config) == []
+
+    def test_conversion_notes_what_a_bgppeer_cannot_say(self):
+        """convert-config writes the address alone (MetalLB rejects peerAddress with interface) and says so."""
+        config = parse_config("peers:\n- my-asn: 64500\n  peer-asn: 64501\n  peer-address: fe80::1\n  interface: eth0\n")
+        conversion = config_to_resources(config)
+        (spec,) = [o["spec"] for o in conversion.objects if o["kind"] == "BGPPeer"]
+        assert spec["peerAddress"] == "fe80::1" and "interface" not in spec
+        assert any("fe80::1" in note and '"eth0"' in note for note in conversion.notes), conversion.notes
