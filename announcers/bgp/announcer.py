@@ -226,8 +226,8 @@ class BgpAnnouncer(AnnouncerBase):
         refused = self._call(self._refused())
         out: dict[str, str] = {}
         with self._lock:
-            for (prefix, peer), why in sorted(refused.items()):
-                route = self._set.routes.get(prefix)
+            for (prefix, peer, name), why in sorted(refused.items()):
+                route = self._set.route_for(prefix, name)  # the route that peer would get
                 if route is None:
                     continue
                 for key in self._set.owners(prefix):
@@ -434,8 +434,11 @@ class BgpAnnouncer(AnnouncerBase):
     async def _statuses(self) -> list[SessionStatus]:
         return [s.status() for s in self._sessions.values()]
 
-    async def _refused(self) -> dict[tuple[PrefixKey, str], str]:
-        return {(prefix, s.label): why for s in self._sessions.values() for prefix, why in s.refused().items()}
+    async def _refused(self) -> dict[tuple[PrefixKey, str, str], str]:
+        return {
+            (prefix, s.label, s.peer.name): why for s in self._sessions.values() for prefix, why in s.refused().items()
+        }
+
 
 def _write_view(view: tuple[dict[PrefixKey, Route], dict[int, int]], routes: Mapping[PrefixKey, Route | None]) -> None:
     """Write *routes* (None: withdrawn) into a view, keeping its per-family counts."""
