@@ -190,33 +190,31 @@ class _Builder:
         constructs keys, so an error of the YAML itself anywhere in the document comes first.
         """
         get_event = self.get_event  # the loop runs once per event: the common path stays inline
+        max_depth = self.max_depth
         anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]] = {}  # name -> value, shape (None: open), mark
         stack: list[_Frame] = []
         deferred: ConfigError | None = None
         root: Any = None
         root_mark: Any = None
         get_event()  # DocumentStartEvent
-        while True:
-            event = get_event()
-            kind = type(event)
-            if kind is DocumentEndEvent:
-                break
+        while (kind := type(event := get_event())) is not DocumentEndEvent:
             if root_mark is None:
                 root_mark = event.start_mark
             if kind is AliasEvent:
                 value, shape = self._alias(event, anchors, len(stack))
             elif kind is ScalarEvent or kind is SequenceStartEvent or kind is MappingStartEvent:
                 name = event.anchor
-                if event.tag is not None or name is not None or len(stack) >= self.max_depth:
+                if event.tag is not None or name is not None or len(stack) >= max_depth:
                     self._check_node(event, kind, anchors, len(stack))
                 if kind is not ScalarEvent:
-                    deferred = self._open(event, kind, stack, anchors, deferred)
+                    deferred = _open(event, kind, stack, anchors, deferred)
                     continue
                 # A plain empty, ~ or null scalar is null (Go: the zero value), unless tagged.
+                text = event.value
                 if not event.style and event.tag is None:
-                    value = None if event.value in _NULLS else event.value
+                    value = None if text in _NULLS else text
                 else:
-                    value = Quoted(event.value) if self.quoted else event.value
+                    value = Quoted(text) if self.quoted else text
                 shape = _SCALAR
                 if name is not None:
                     anchors[name] = (value, _SCALAR, event.start_mark)
@@ -283,22 +281,22 @@ class _Builder:
                 "second occurrence", event.start_mark,
             )  # fmt: skip
 
-    @staticmethod
-    def _open(
-        event: Any,
-        kind: type,
-        stack: list[_Frame],
-        anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]],
-        deferred: ConfigError | None,
-    ) -> ConfigError | None:
-        """Push a new collection's frame; returns the first key error, a collection used as a key being one."""
-        frame = _Frame({} if kind is MappingStartEvent else [], event.anchor, event.start_mark.line + 1)
-        if event.anchor is not None:
-            anchors[event.anchor] = (frame.value, None, event.start_mark)
-        if stack and stack[-1].mapping and stack[-1].key is _KEY and deferred is None:
-            deferred = ConfigError(f"line {frame.line}: mapping keys must be plain strings")
-        stack.append(frame)
-        return deferred
+
+def _open(
+    event: Any,
+    kind: type,
+    stack: list[_Frame],
+    anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]],
+    deferred: ConfigError | None,
+) -> ConfigError | None:
+    """Push a new collection's frame; returns the first key error, a collection used as a key being one."""
+    frame = _Frame({} if kind is MappingStartEvent else [], event.anchor, event.start_mark.line + 1)
+    if event.anchor is not None:
+        anchors[event.anchor] = (frame.value, None, event.start_mark)
+    if stack and stack[-1].mapping and stack[-1].key is _KEY and deferred is None:
+        deferred = ConfigError(f"line {frame.line}: mapping keys must be plain strings")
+    stack.append(frame)
+    return deferred
 
 
 def _close(
