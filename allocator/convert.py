@@ -164,6 +164,18 @@ def config_to_resources(
     hooks = Hooks(plugin_manager if plugin_manager is not None else default_plugin_manager())
     notes: list[str] = []
     peers = [_peer(p, k8s_name(p.name) if p.name else f"peer{i}", namespace) for i, p in enumerate(config.peers, 1)]
+    pools, secrets, names = _pools(config, hooks, namespace, notes)
+    bgp, l2 = _advertisements(config, names, namespace, notes)
+    bfd = _bfd_profiles(config, namespace)
+    community = _communities(config, namespace)
+    objects = (*peers, *pools, *bgp, *l2, *bfd, *community, *secrets)
+    return Conversion(objects=tuple(objects), notes=tuple(notes))
+
+
+def _pools(
+    config: Config, hooks: Hooks, namespace: str, notes: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """Pools rendered by their plugins: (pools, their secrets, resource name by pool name), renames noted."""
     pools: list[dict[str, Any]] = []
     secrets: list[dict[str, Any]] = []
     names: dict[str, str] = {}
@@ -178,6 +190,13 @@ def config_to_resources(
         rendered = hooks.render_pool_resource(attrs.evolve(pool, name=name), namespace)
         pools.append(rendered[0])
         secrets.extend(rendered[1:])
+    return pools, secrets, names
+
+
+def _advertisements(
+    config: Config, names: dict[str, str], namespace: str, notes: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every pool's advertisements as (BGP, L2) resources, numbered in order; other protocols are noted and left out."""
     aliases = {str(value): alias for alias, value in config.communities.items()}
     bgp: list[dict[str, Any]] = []
     l2: list[dict[str, Any]] = []
@@ -185,29 +204,18 @@ def config_to_resources(
         pool_name = names[pool.name]
         for adv in pool.advertisements:
             if isinstance(adv, BgpAdvertisement):
-                name = f"bgpadvertisement{len(bgp) + 1}"
                 spec = _bgp(adv, pool_name, pool.node_selectors, aliases)
-                bgp.append(
-                    {
-                        "apiVersion": f"{GROUP}/v1beta1",
-                        "kind": "BGPAdvertisement",
-                        "metadata": _meta(name, namespace),
-                        "spec": spec,
-                    }
-                )
+                bgp.append(_object("BGPAdvertisement", f"bgpadvertisement{len(bgp) + 1}", namespace, spec))
             elif isinstance(adv, L2Advertisement):
-                name = f"l2advertisement{len(l2) + 1}"
                 spec = _l2(adv, pool_name, pool.node_selectors)
-                l2.append(
-                    {
-                        "apiVersion": f"{GROUP}/v1beta1",
-                        "kind": "L2Advertisement",
-                        "metadata": _meta(name, namespace),
-                        "spec": spec,
-                    }
-                )
+                l2.append(_object("L2Advertisement", f"l2advertisement{len(l2) + 1}", namespace, spec))
             else:
                 notes.append(f'pool "{pool.name}": a {adv.protocol} advertisement has no resource form; left out')
+    return bgp, l2
+
+
+def _bfd_profiles(config: Config, namespace: str) -> list[dict[str, Any]]:
+    """BFD profiles as resources, with only the fields the config set (the rest keep the resource's defaults)."""
     bfd = []
     for profile in config.bfd_profiles.values():
         spec = {
@@ -223,20 +231,16 @@ def config_to_resources(
             )
             if value is not None
         }
-        bfd.append(
-            {
-                "apiVersion": f"{GROUP}/v1beta1",
-                "kind": "BFDProfile",
-                "metadata": _meta(profile.name, namespace),
-                "spec": spec,
-            }
-        )
-    community = []
-    if config.communities:
-        entries = [{"name": alias, "value": str(value)} for alias, value in sorted(config.communities.items())]
-        community.append(_object("Community", "communities", namespace, {"communities": entries}))
-    objects = (*peers, *pools, *bgp, *l2, *bfd, *community, *secrets)
-    return Conversion(objects=tuple(objects), notes=tuple(notes))
+        bfd.append(_object("BFDProfile", profile.name, namespace, spec))
+    return bfd
+
+
+def _communities(config: Config, namespace: str) -> list[dict[str, Any]]:
+    """The community aliases as one Community resource, sorted; none when the config has no aliases."""
+    if not config.communities:
+        return []
+    entries = [{"name": alias, "value": str(value)} for alias, value in sorted(config.communities.items())]
+    return [_object("Community", "communities", namespace, {"communities": entries})]
 
 
 def dump_resources(objects: Sequence[Mapping[str, Any]]) -> str:
