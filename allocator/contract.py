@@ -241,6 +241,29 @@ class _Checker:
         _expect(self.capacity() == capacity, "capacity", "two calls disagree")
         return capacity
 
+    def first_capacity(self) -> int | None:
+        """capacity() before anything is taken; more than the limit is a precondition when exhausting."""
+        capacity = self.read_capacity()
+        if self.exhaust_pool and capacity is not None and capacity > self.limit:
+            raise ContractPreconditionError(
+                f"capacity() is {capacity}, more than limit={self.limit}: give the checker a smaller pool, "
+                "a larger limit, or exhaust=False"
+            )
+        return capacity
+
+    def capacity_kept(self, capacity: int | None) -> None:
+        """capacity() after the checks took and gave back addresses is what it was at the start."""
+        _expect(self.read_capacity() == capacity, "capacity", "capacity() changed as addresses were taken")
+        self.passed("capacity")
+
+    def basics(self, families: tuple[int, ...]) -> bool:
+        """The single-source checks, family by family; returns whether the source declared first fit in any."""
+        ordered = False
+        for family in families:
+            _, _, family_ordered = self.family_basics(family)
+            ordered = ordered or family_ordered
+        return ordered
+
     def outside(self, family: int) -> netaddr.IPAddress | None:
         """An address of *family* next to the pool's CIDRs but outside them (None: the pool has no CIDRs)."""
         spec = self.source.spec
@@ -257,9 +280,24 @@ class _Checker:
 
     def family_basics(self, family: int) -> tuple[netaddr.IPAddress, netaddr.IPAddress | None, bool]:
         """The single-source checks for one family; returns (a, b, ordered) with a and b held."""
-        source = self.source
         self.rule = "order"
         before = self.peek(family)
+        a = self.first(family)
+        outside = self.owns(a, family)
+        ordered, rank_a, nxt = self.order(a, before, outside, family)
+        b = self.distinct(a, family, ordered, rank_a, nxt)
+        self.in_use_and_same_owner(a, family)
+        self.refuses_outside(outside, family)
+        self.describe(a, family)
+        self.second_address(a, family)
+        # same-owner, second part: one release of test/a must be enough (checked in owners_counted).
+        self.owners_counted(a, family, ordered)
+        self.release_idempotent(a, b, outside, family)
+        self.take("test/a", family, wanted=a)  # held again, like b, while the next checks run
+        return a, b, ordered
+
+    def first(self, family: int) -> netaddr.IPAddress:
+        """test/a's address, which every later check of the family works with: no free one is a precondition."""
         self.rule = "acquire"
         a = self.take("test/a", family)
         if a is None:
@@ -268,7 +306,11 @@ class _Checker:
                 f"addresses of every family it checks (or pass family= to check only the others)"
             )
         self.passed("acquire", family)
+        return a
 
+    def owns(self, a: netaddr.IPAddress, family: int) -> netaddr.IPAddress | None:
+        """owns() of a held address and of one outside; returns that outside address (None: no CIDRs)."""
+        source = self.source
         self.rule = "owns"
         owns = self.call(f"owns({a})", lambda: (source.owns(a), source.owns(a)))
         _expect(owns == (True, True), "owns", f"owns({a}) gave {owns[0]!r}, then {owns[1]!r}")
@@ -279,9 +321,15 @@ class _Checker:
             denied = self.call(f"owns({outside})", lambda: source.owns(outside))
             _expect(denied is False, "owns", f"owns({outside}), outside the pool's CIDRs, gave {denied!r}")
             self.passed("owns", family)
+        return outside
 
+    def order(
+        self, a: netaddr.IPAddress, before: netaddr.IPAddress | None, outside: netaddr.IPAddress | None, family: int
+    ) -> tuple[bool, int | None, netaddr.IPAddress | None]:
+        """Whether the source declares first fit; returns (ordered, rank of a, next peek) for the distinct check."""
         self.rule = "order"
         rank_a = self.rank(a)
+        nxt = None
         ordered = before is not None or rank_a is not None
         if ordered:
             _expect(before == a, "order", f"peek({family}) gave {before}, then acquire() returned {a}")
@@ -293,7 +341,12 @@ class _Checker:
             _expect(nxt != a, "order", f"peek({family}) still gives {a} after acquire() took it")
         else:
             _expect(self.peek(family) is None, "order", f"rank({a}) is None but peek({family}) is not")
+        return ordered, rank_a, nxt
 
+    def distinct(
+        self, a: netaddr.IPAddress, family: int, ordered: bool, rank_a: int | None, nxt: netaddr.IPAddress | None
+    ) -> netaddr.IPAddress | None:
+        """test/b's address (None: one free address), distinct from a and, when ordered, next in first fit."""
         self.rule = "distinct"
         b = self.take("test/b", family)
         if b is None:
@@ -313,7 +366,10 @@ class _Checker:
             self.passed("order", family)
         else:
             self.skip("order", "the source declares no order: rank() and peek() are None", family)
+        return b
 
+    def in_use_and_same_owner(self, a: netaddr.IPAddress, family: int) -> None:
+        """Another owner cannot take a held address; its owner asking again gets it back."""
         self.rule = "in-use"
         self.in_use(a, family, "in-use", "while test/a holds it")
         self.passed("in-use", family)
@@ -321,10 +377,13 @@ class _Checker:
         self.rule = "same-owner"
         again = self.call(
             f"acquire('test/a', family={family}, wanted={a})",
-            lambda: source.acquire("test/a", family=family, wanted=a),
+            lambda: self.source.acquire("test/a", family=family, wanted=a),
         )
         _expect(again == a, "same-owner", f"test/a holds {a}; acquire(wanted={a}) returned {again!r}")
 
+    def refuses_outside(self, outside: netaddr.IPAddress | None, family: int) -> None:
+        """acquire(wanted=) and claim() of an address outside the pool are refused, when one is known."""
+        source = self.source
         self.rule = "wanted-outside"
         if outside is not None:
             self.refuses_acquire("wanted-outside", AddressNotAllowedError, "test/c", family, outside, "")
@@ -339,8 +398,10 @@ class _Checker:
             for rule in ("wanted-outside", "claim-outside"):
                 self.skip(rule, "the pool has no CIDRs, so no address is known to be outside it", family)
 
+    def describe(self, a: netaddr.IPAddress, family: int) -> None:
+        """describe() gives text for text, as the status and logs show it."""
         self.rule = "describe"
-        facts = self.call(f"describe({a})", lambda: source.describe(a))
+        facts = self.call(f"describe({a})", lambda: self.source.describe(a))
         _expect(
             isinstance(facts, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in facts.items()),
             "describe",
@@ -348,23 +409,26 @@ class _Checker:
         )
         self.passed("describe", family)
 
+    def second_address(self, a: netaddr.IPAddress, family: int) -> None:
+        """An owner holding a may take a second address and release it alone (skipped without a third free one)."""
         self.rule = "second-address"
         c = self.take("test/c", family)
         if c is None:
             self.skip("second-address", "the pool has no third free address of this family", family)
-        else:
-            self.give("test/c", c)
-            moved = self.take("test/a", family, wanted=c)
-            _expect(moved == c, "second-address", f"acquire('test/a', wanted={c}) returned {moved}")
-            self.in_use(a, family, "second-address", "while test/a holds it and a second address")
-            self.give("test/a", c)
-            self.free_again(c, family, "second-address", "after test/a released its second address")
-            self.in_use(a, family, "second-address", "while test/a still holds it (it released only its second)")
-            self.passed("second-address", family)
-        # same-owner, second part: one release of test/a must be enough (checked below).
+            return
+        self.give("test/c", c)
+        moved = self.take("test/a", family, wanted=c)
+        _expect(moved == c, "second-address", f"acquire('test/a', wanted={c}) returned {moved}")
+        self.in_use(a, family, "second-address", "while test/a holds it and a second address")
+        self.give("test/a", c)
+        self.free_again(c, family, "second-address", "after test/a released its second address")
+        self.in_use(a, family, "second-address", "while test/a still holds it (it released only its second)")
+        self.passed("second-address", family)
 
+    def owners_counted(self, a: netaddr.IPAddress, family: int, ordered: bool) -> None:
+        """A claimed address stays taken until its last owner releases it, each with one release."""
         self.rule = "owners-counted"
-        self.call(f"claim('test/b', {a})", lambda: source.claim("test/b", a))
+        self.call(f"claim('test/b', {a})", lambda: self.source.claim("test/b", a))
         self.give("test/a", a)
         self.held.append(("test/b", a))
         self.in_use(a, family, "owners-counted", "after test/a released it, while test/b (by claim) holds it")
@@ -375,6 +439,11 @@ class _Checker:
         self.passed("same-owner", family)
         self.passed("owners-counted", family)
 
+    def release_idempotent(
+        self, a: netaddr.IPAddress, b: netaddr.IPAddress | None, outside: netaddr.IPAddress | None, family: int
+    ) -> None:
+        """Repeated, stranger's and never-held releases are harmless: the allocator retries releases freely."""
+        source = self.source
         self.rule = "release-idempotent"
         for owner in ("test/a", "test/b", "test/nobody"):
             self.give(owner, a)
@@ -384,8 +453,6 @@ class _Checker:
         if outside is not None:
             self.call(f"release('test/nobody', {outside})", lambda: source.release("test/nobody", outside))
         self.passed("release-idempotent", family)
-        self.take("test/a", family, wanted=a)  # held again, like b, while the next checks run
-        return a, b, ordered
 
     def missing_family(self, families: tuple[int, ...]) -> None:
         self.rule = "missing-family"
@@ -463,6 +530,29 @@ class _Checker:
         _expect(refill == last, "exhaustion", f"after the pool ran out, {last} was released; acquire() gave {refill}")
         self.passed("exhaustion", family)
         return taken
+
+    def exhaustion(self, families: tuple[int, ...], ordered: bool, capacity: int | None) -> int | None:
+        """With exhaust, run every family out and hold capacity() to the count; returns it (None: skipped)."""
+        if not self.exhaust_pool:
+            self.skip("exhaustion", "exhaust=False")
+            self.skip("capacity-exact", "exhaust=False")
+            return None
+        for family in families:
+            self.exhaust(family, ordered)
+        exhausted_after = len(self.held)
+        if capacity is None:
+            self.skip("capacity-exact", "capacity() is None (unknown)")
+        elif set(families) < self.source.spec.families():
+            self.skip("capacity-exact", "not every family of the pool was exhausted")
+        else:
+            _expect(
+                exhausted_after == capacity,
+                "capacity-exact",
+                f"capacity() is {capacity}, but the pool ran out after {exhausted_after} addresses "
+                f"of {'/'.join(f'IPv{f}' for f in families)}",
+            )
+            self.passed("capacity-exact")
+        return exhausted_after
 
     def reconcile(self) -> None:
         self.rule = "reconcile"
@@ -577,41 +667,13 @@ def check_source_contract(
     with _closing(checker):
         checker.members()
         families = _families(checker.source, family)
-        capacity = checker.read_capacity()
-        if exhaust and capacity is not None and capacity > limit:
-            raise ContractPreconditionError(
-                f"capacity() is {capacity}, more than limit={limit}: give the checker a smaller pool, "
-                "a larger limit, or exhaust=False"
-            )
-        ordered = False
-        for fam in families:
-            _, _, fam_ordered = checker.family_basics(fam)
-            ordered = ordered or fam_ordered
+        capacity = checker.first_capacity()
+        ordered = checker.basics(families)
         checker.missing_family(families)
         for fam in families:
             checker.concurrent(fam)
-        exhausted_after: int | None = None
-        if exhaust:
-            for fam in families:
-                checker.exhaust(fam, ordered)
-            exhausted_after = len(checker.held)
-            if capacity is None:
-                checker.skip("capacity-exact", "capacity() is None (unknown)")
-            elif set(families) < checker.source.spec.families():
-                checker.skip("capacity-exact", "not every family of the pool was exhausted")
-            else:
-                _expect(
-                    exhausted_after == capacity,
-                    "capacity-exact",
-                    f"capacity() is {capacity}, but the pool ran out after {exhausted_after} addresses "
-                    f"of {'/'.join(f'IPv{f}' for f in families)}",
-                )
-                checker.passed("capacity-exact")
-        else:
-            checker.skip("exhaustion", "exhaust=False")
-            checker.skip("capacity-exact", "exhaust=False")
-        _expect(checker.read_capacity() == capacity, "capacity", "capacity() changed as addresses were taken")
-        checker.passed("capacity")
+        exhausted_after = checker.exhaustion(families, ordered, capacity)
+        checker.capacity_kept(capacity)
         checker.reconcile()
         checker.release_all()
         checker.restart(families)

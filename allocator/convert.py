@@ -19,6 +19,7 @@ import pluggy
 import yaml
 from metallb.allocator.errors import ConfigError
 from metallb.allocator.model import (
+    BfdProfile,
     BgpAdvertisement,
     Config,
     L2Advertisement,
@@ -171,6 +172,18 @@ def config_to_resources(
                 f'"{shown(p.interface)}", which a BGPPeer cannot say beside peerAddress (MetalLB rejects both); '
                 "keep this peer in the ConfigMap format"
             )
+    pools, secrets, names = _pools(config, hooks, namespace, notes)
+    bgp, l2 = _advertisements(config, names, namespace, notes)
+    bfd = _bfd_profiles(config, namespace)
+    community = _communities(config, namespace)
+    objects = (*peers, *pools, *bgp, *l2, *bfd, *community, *secrets)
+    return Conversion(objects=tuple(objects), notes=tuple(notes))
+
+
+def _pools(
+    config: Config, hooks: Hooks, namespace: str, notes: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """Pools rendered by their plugins: (pools, their secrets, resource name by pool name), renames noted."""
     pools: list[dict[str, Any]] = []
     secrets: list[dict[str, Any]] = []
     names: dict[str, str] = {}
@@ -185,6 +198,13 @@ def config_to_resources(
         rendered = hooks.render_pool_resource(attrs.evolve(pool, name=name), namespace)
         pools.append(rendered[0])
         secrets.extend(rendered[1:])
+    return pools, secrets, names
+
+
+def _advertisements(
+    config: Config, names: dict[str, str], namespace: str, notes: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every pool's advertisements as (BGP, L2) resources, numbered in order; other protocols are noted and left out."""
     aliases = {str(value): alias for alias, value in config.communities.items()}
     bgp: list[dict[str, Any]] = []
     l2: list[dict[str, Any]] = []
@@ -192,58 +212,41 @@ def config_to_resources(
         pool_name = names[pool.name]
         for adv in pool.advertisements:
             if isinstance(adv, BgpAdvertisement):
-                name = f"bgpadvertisement{len(bgp) + 1}"
                 spec = _bgp(adv, pool_name, pool.node_selectors, aliases)
-                bgp.append(
-                    {
-                        "apiVersion": f"{GROUP}/v1beta1",
-                        "kind": "BGPAdvertisement",
-                        "metadata": _meta(name, namespace),
-                        "spec": spec,
-                    }
-                )
+                bgp.append(_object("BGPAdvertisement", f"bgpadvertisement{len(bgp) + 1}", namespace, spec))
             elif isinstance(adv, L2Advertisement):
-                name = f"l2advertisement{len(l2) + 1}"
                 spec = _l2(adv, pool_name, pool.node_selectors)
-                l2.append(
-                    {
-                        "apiVersion": f"{GROUP}/v1beta1",
-                        "kind": "L2Advertisement",
-                        "metadata": _meta(name, namespace),
-                        "spec": spec,
-                    }
-                )
+                l2.append(_object("L2Advertisement", f"l2advertisement{len(l2) + 1}", namespace, spec))
             else:
                 notes.append(f'pool "{pool.name}": a {adv.protocol} advertisement has no resource form; left out')
+    return bgp, l2
+
+
+def _bfd_profiles(config: Config, namespace: str) -> list[dict[str, Any]]:
+    """BFD profiles as resources, with the fields that differ from MetalLB's defaults (the rest are those)."""
+    default = BfdProfile()
+    fields = (
+        ("receiveInterval", "receive_interval"),
+        ("transmitInterval", "transmit_interval"),
+        ("detectMultiplier", "detect_multiplier"),
+        ("echoInterval", "echo_interval"),
+        ("echoMode", "echo_mode"),
+        ("passiveMode", "passive_mode"),
+        ("minimumTtl", "minimum_ttl"),
+    )
     bfd = []
     for profile in config.bfd_profiles.values():
-        spec = {
-            key: value
-            for key, value in (
-                ("receiveInterval", profile.receive_interval),
-                ("transmitInterval", profile.transmit_interval),
-                ("detectMultiplier", profile.detect_multiplier),
-                ("echoInterval", profile.echo_interval),
-                ("echoMode", profile.echo_mode),
-                ("passiveMode", profile.passive_mode),
-                ("minimumTtl", profile.minimum_ttl),
-            )
-            if value is not None
-        }
-        bfd.append(
-            {
-                "apiVersion": f"{GROUP}/v1beta1",
-                "kind": "BFDProfile",
-                "metadata": _meta(profile.name, namespace),
-                "spec": spec,
-            }
-        )
-    community = []
-    if config.communities:
-        entries = [{"name": alias, "value": str(value)} for alias, value in sorted(config.communities.items())]
-        community.append(_object("Community", "communities", namespace, {"communities": entries}))
-    objects = (*peers, *pools, *bgp, *l2, *bfd, *community, *secrets)
-    return Conversion(objects=tuple(objects), notes=tuple(notes))
+        spec = {key: getattr(profile, attr) for key, attr in fields if getattr(profile, attr) != getattr(default, attr)}
+        bfd.append(_object("BFDProfile", profile.name, namespace, spec))
+    return bfd
+
+
+def _communities(config: Config, namespace: str) -> list[dict[str, Any]]:
+    """The community aliases as one Community resource, sorted; none when the config has no aliases."""
+    if not config.communities:
+        return []
+    entries = [{"name": alias, "value": str(value)} for alias, value in sorted(config.communities.items())]
+    return [_object("Community", "communities", namespace, {"communities": entries})]
 
 
 def dump_resources(objects: Sequence[Mapping[str, Any]]) -> str:

@@ -189,7 +189,7 @@ class _Builder:
         Key errors wait for the end of the document: PyYAML composes a whole document before it
         constructs keys, so an error of the YAML itself anywhere in the document comes first.
         """
-        get_event = self.get_event
+        get_event = self.get_event  # the loop runs once per event: the common path stays inline
         max_depth = self.max_depth
         anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]] = {}  # name -> value, shape (None: open), mark
         stack: list[_Frame] = []
@@ -197,66 +197,29 @@ class _Builder:
         root: Any = None
         root_mark: Any = None
         get_event()  # DocumentStartEvent
-        while True:
-            event = get_event()
-            kind = type(event)
-            if kind is DocumentEndEvent:
-                break
+        while (kind := type(event := get_event())) is not DocumentEndEvent:
             if root_mark is None:
                 root_mark = event.start_mark
             if kind is AliasEvent:
-                name = event.anchor
-                if name not in anchors:
-                    raise ComposerError(None, None, f"found undefined alias {name!r}", event.start_mark)
-                value, shape, _ = anchors[name]
-                label = f"alias *{shown(name)}"
-                if shape is None:  # a collection still open: it would contain itself
-                    raise _invalid(f"{label} refers to a collection that contains it", event.start_mark)
-                self.added += shape[0]
-                if self.added > self.max_nodes:
-                    raise _invalid(f"{label}: aliases expand to more than {self.max_nodes} nodes", event.start_mark)
-                if len(stack) + shape[1] > max_depth:
-                    raise _invalid(f"{label}: nested deeper than {max_depth} levels", event.start_mark)
+                value, shape = self._alias(event, anchors, len(stack))
             elif kind is ScalarEvent or kind is SequenceStartEvent or kind is MappingStartEvent:
-                tag, noun = _TAGS[kind]
-                if event.tag is not None and event.tag != "!" and event.tag != tag:
-                    short = "!!" + event.tag.removeprefix(_STD) if event.tag.startswith(_STD) else event.tag
-                    raise _invalid(
-                        f'tag "{shown(short)}" on a {noun} is not supported '
-                        "(only !!str on a scalar, !!seq on a sequence and !!map on a mapping)",
-                        event.start_mark,
-                    )
-                if kind is not ScalarEvent and len(stack) >= max_depth:
-                    raise _invalid(f"nested deeper than {max_depth} levels", event.start_mark)
                 name = event.anchor
-                if name is not None and name in anchors:
-                    raise ComposerError(
-                        f"found duplicate anchor {name!r}; first occurrence", anchors[name][2],
-                        "second occurrence", event.start_mark,
-                    )  # fmt: skip
-                if kind is ScalarEvent:
-                    # A plain empty, ~ or null scalar is null (Go: the zero value), unless tagged.
-                    text = event.value
-                    if not event.style and event.tag is None:
-                        value = None if text in _NULLS else text
-                    else:
-                        value = Quoted(text) if self.quoted else text
-                    shape = _SCALAR
-                    if name is not None:
-                        anchors[name] = (value, _SCALAR, event.start_mark)
-                else:
-                    frame = _Frame({} if kind is MappingStartEvent else [], name, event.start_mark.line + 1)
-                    if name is not None:
-                        anchors[name] = (frame.value, None, event.start_mark)
-                    if stack and stack[-1].mapping and stack[-1].key is _KEY and deferred is None:
-                        deferred = ConfigError(f"line {frame.line}: mapping keys must be plain strings")
-                    stack.append(frame)
+                if event.tag is not None or name is not None or len(stack) >= max_depth:
+                    self._check_node(event, kind, anchors, len(stack))
+                if kind is not ScalarEvent:
+                    deferred = _open(event, kind, stack, anchors, deferred)
                     continue
+                # A plain empty, ~ or null scalar is null (Go: the zero value), unless tagged.
+                text = event.value
+                if not event.style and event.tag is None:
+                    value = None if text in _NULLS else text
+                else:
+                    value = Quoted(text) if self.quoted else text
+                shape = _SCALAR
+                if name is not None:
+                    anchors[name] = (value, _SCALAR, event.start_mark)
             elif kind is SequenceEndEvent or kind is MappingEndEvent:
-                frame = stack.pop()
-                value, shape = frame.value, (frame.size, frame.height)
-                if frame.anchor is not None:
-                    anchors[frame.anchor] = (value, shape, anchors[frame.anchor][2])
+                value, shape = _close(stack, anchors)
             else:  # no other event comes inside a document
                 raise ComposerError(None, None, f"unexpected {kind.__name__}", event.start_mark)
             if not stack:
@@ -269,26 +232,97 @@ class _Builder:
             if not parent.mapping:
                 parent.value.append(value)  # type: ignore[union-attr]
             elif parent.key is _KEY:  # this value is a key
-                line = event.start_mark.line + 1
-                if not isinstance(value, str):
-                    # null, or an alias naming a collection (a collection written here was said at its start)
-                    if deferred is None and kind is not SequenceEndEvent and kind is not MappingEndEvent:
-                        deferred = ConfigError(f"line {line}: mapping keys must be plain strings")
-                    parent.key = _BAD_KEY
-                elif value in parent.value:
-                    if deferred is None:
-                        deferred = ConfigError(
-                            f'line {line}: duplicate key "{shown(value)}" (first set on an earlier line); '
-                            "remove one of them"
-                        )
-                    parent.key = _BAD_KEY
-                else:
+                if isinstance(value, str) and value not in parent.value:
                     parent.key = value
+                else:
+                    deferred = _refuse_key(parent, value, event, kind, deferred)
             else:
                 if parent.key is not _BAD_KEY:
                     parent.value[parent.key] = value  # type: ignore[call-overload,index]
                 parent.key = _KEY
         return root, root_mark, deferred
+
+    def _alias(
+        self, event: Any, anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]], depth: int
+    ) -> tuple[Any, tuple[int, int]]:
+        """An alias's value and shape, counted against the limits so a bomb fails before it is used."""
+        name = event.anchor
+        if name not in anchors:
+            raise ComposerError(None, None, f"found undefined alias {name!r}", event.start_mark)
+        value, shape, _ = anchors[name]
+        label = f"alias *{shown(name)}"
+        if shape is None:  # a collection still open: it would contain itself
+            raise _invalid(f"{label} refers to a collection that contains it", event.start_mark)
+        self.added += shape[0]
+        if self.added > self.max_nodes:
+            raise _invalid(f"{label}: aliases expand to more than {self.max_nodes} nodes", event.start_mark)
+        if depth + shape[1] > self.max_depth:
+            raise _invalid(f"{label}: nested deeper than {self.max_depth} levels", event.start_mark)
+        return value, shape
+
+    def _check_node(
+        self, event: Any, kind: type, anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]], depth: int
+    ) -> None:
+        """Refuse a node's tag, depth or reused anchor; called only when it has one of them, off the hot path."""
+        tag, noun = _TAGS[kind]
+        if event.tag is not None and event.tag != "!" and event.tag != tag:
+            short = "!!" + event.tag.removeprefix(_STD) if event.tag.startswith(_STD) else event.tag
+            raise _invalid(
+                f'tag "{shown(short)}" on a {noun} is not supported '
+                "(only !!str on a scalar, !!seq on a sequence and !!map on a mapping)",
+                event.start_mark,
+            )
+        if kind is not ScalarEvent and depth >= self.max_depth:
+            raise _invalid(f"nested deeper than {self.max_depth} levels", event.start_mark)
+        name = event.anchor
+        if name is not None and name in anchors:
+            raise ComposerError(
+                f"found duplicate anchor {name!r}; first occurrence", anchors[name][2],
+                "second occurrence", event.start_mark,
+            )  # fmt: skip
+
+
+def _open(
+    event: Any,
+    kind: type,
+    stack: list[_Frame],
+    anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]],
+    deferred: ConfigError | None,
+) -> ConfigError | None:
+    """Push a new collection's frame; returns the first key error, a collection used as a key being one."""
+    frame = _Frame({} if kind is MappingStartEvent else [], event.anchor, event.start_mark.line + 1)
+    if event.anchor is not None:
+        anchors[event.anchor] = (frame.value, None, event.start_mark)
+    if stack and stack[-1].mapping and stack[-1].key is _KEY and deferred is None:
+        deferred = ConfigError(f"line {frame.line}: mapping keys must be plain strings")
+    stack.append(frame)
+    return deferred
+
+
+def _close(
+    stack: list[_Frame], anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]]
+) -> tuple[Any, tuple[int, int]]:
+    """Pop the innermost collection: its value and shape, now known, also recorded for aliases to it."""
+    frame = stack.pop()
+    value, shape = frame.value, (frame.size, frame.height)
+    if frame.anchor is not None:
+        anchors[frame.anchor] = (value, shape, anchors[frame.anchor][2])
+    return value, shape
+
+
+def _refuse_key(parent: _Frame, value: Any, event: Any, kind: type, deferred: ConfigError | None) -> ConfigError | None:
+    """Mark a key that is not text, or repeats, as dropped; returns the first key error, kept for the document's end."""
+    line = event.start_mark.line + 1
+    if not isinstance(value, str):
+        # null, or an alias naming a collection (a collection written here was said at its start)
+        if deferred is None and kind is not SequenceEndEvent and kind is not MappingEndEvent:
+            deferred = ConfigError(f"line {line}: mapping keys must be plain strings")
+    elif deferred is None:
+        deferred = ConfigError(
+            f'line {line}: duplicate key "{shown(value)}" (first set on an earlier line); remove one of them'
+        )
+    parent.key = _BAD_KEY
+    return deferred
 
 
 class _PythonLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _Builder):

@@ -273,7 +273,7 @@ def bench_failover(quick: bool) -> dict[str, object]:
     try:
         api = emulator.api_client()
         client.CoreV1Api(api).create_namespace({"metadata": {"name": "metallb-system"}})
-        crd = Path(__file__).resolve().parents[1] / "operator" / "deploy" / "crds" / "metallb.io_addressleases.yaml"
+        crd = Path(__file__).resolve().parents[1] / "operator" / "deploy" / "address-service" / "metallb.io_addressleases.yaml"
         try:
             client.ApiextensionsV1Api(api).create_custom_resource_definition(yaml.safe_load(crd.read_text()))
         except client.exceptions.ApiException:

@@ -285,25 +285,11 @@ def run(args: argparse.Namespace) -> int:
             disable_created_metrics,
         )
     except ImportError as exc:
-        from metallb.plugins.address_service.plugin import missing_dependency
-
-        module = missing_dependency(exc)
-        print(
-            f"metallb address-service: needs the Python module {module!r}, which is not installed: "
-            f"pip install 'metallb[{EXTRA}]'",
-            file=sys.stderr,
-        )
-        return 1
+        return _missing_module(exc)
     try:
-        host, port = _listen_address(args.listen)
-        limits = _limits(args)
-        token = _token(args)
-        backend = _backends(args)
+        host, port, limits, token, backend = _options(args)
     except (PluginError, ValueError) as exc:  # a bad option, no such backend, or its dependencies missing
         print(exc, file=sys.stderr)
-        return 2
-    if args.kube_leases and args.state_file:
-        print("--kube-leases and --state-file exclude each other: leases live in one place", file=sys.stderr)
         return 2
     election = None
     store: LeaseStore | None = StateFile(args.state_file) if args.state_file else None
@@ -322,12 +308,8 @@ def run(args: argparse.Namespace) -> int:
         require_owner=args.require_owner,
     )
     service.deferred_start = election is not None
-    if election is None:
-        try:
-            service.start()
-        except OSError as exc:  # typically: no CAP_NET_RAW, or no such interface or namespace
-            print(f"cannot start the {backend.kind} backend: {exc}", file=sys.stderr)
-            return 1
+    if election is None and not _started(service, backend.kind):
+        return 1
     disable_created_metrics()  # type: ignore[no-untyped-call]  # MetalLB's (Go's) exposition has no *_created series
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
@@ -346,11 +328,50 @@ def run(args: argparse.Namespace) -> int:
             limits=limits,
         )
     except OSError as exc:  # port taken, unreadable certificate
-        print(f"cannot serve on {args.listen}: {exc}", file=sys.stderr)
-        if service.started:
-            service.close()
-        return 1
+        return _cannot_serve(args.listen, service, exc)
     return _serve(service, httpd, election)
+
+
+def _missing_module(exc: ImportError) -> int:
+    """Name the missing module and the extra that brings it: a missing dependency is a setup step, not a traceback."""
+    from metallb.plugins.address_service.plugin import missing_dependency
+
+    module = missing_dependency(exc)
+    print(
+        f"metallb address-service: needs the Python module {module!r}, which is not installed: "
+        f"pip install 'metallb[{EXTRA}]'",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _options(args: argparse.Namespace) -> tuple[str, int, Limits, str, Backend]:
+    """(host, port, limits, token, backend) from the options: every refusal before anything starts, as ValueError."""
+    host, port = _listen_address(args.listen)
+    limits = _limits(args)
+    token = _token(args)
+    backend = _backends(args)
+    if args.kube_leases and args.state_file:
+        raise ValueError("--kube-leases and --state-file exclude each other: leases live in one place")
+    return host, port, limits, token, backend
+
+
+def _started(service: AddressService, kind: str) -> bool:
+    """Start the backend now (no election to wait for); False, said on stderr, when the system refuses it."""
+    try:
+        service.start()
+    except OSError as exc:  # typically: no CAP_NET_RAW, or no such interface or namespace
+        print(f"cannot start the {kind} backend: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _cannot_serve(listen: str, service: AddressService, exc: OSError) -> int:
+    """Say why the HTTP server could not bind, and stop the backend already started: nothing is left running."""
+    print(f"cannot serve on {listen}: {exc}", file=sys.stderr)
+    if service.started:
+        service.close()
+    return 1
 
 
 def _kube(args: argparse.Namespace) -> tuple[LeaseStore, LeaderElection]:

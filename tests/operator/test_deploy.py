@@ -41,12 +41,12 @@ NS = "metallb-system"
 KUBERNETES_VERSION = "1.30"
 KUBERNETES_VERSIONS = (KUBERNETES_VERSION, "1.37")
 #: Files outside the base (base/kustomization.yaml): the sample config is applied by hand, the address service is opt-in.
-NOT_IN_KUSTOMIZATION = {"config.yaml", "address-service/address-service.yaml"}
+NOT_IN_KUSTOMIZATION = {"config.yaml", "address-service/address-service.yaml", "address-service/metallb.io_addressleases.yaml"}
 #: Folders whose files are not plain manifests: overlays and monitoring are built (tests/operator/test_kustomize.py).
 BUILT = {"overlays", "monitoring"}
 #: The build command the Dockerfile documents (with python standing for the interpreter).
 WHEEL_COMMAND = "python -m pip wheel --no-deps --no-build-isolation -w dist ."
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
 def path_of(name: str) -> Path:

@@ -16,7 +16,7 @@ from metallb.plugins.address_service import kube
 
 ROOT = Path(__file__).resolve().parents[3]
 MANIFEST = ROOT / "operator" / "deploy" / "address-service" / "address-service.yaml"
-CRD = ROOT / "operator" / "deploy" / "crds" / "metallb.io_addressleases.yaml"
+CRD = ROOT / "operator" / "deploy" / "address-service" / "metallb.io_addressleases.yaml"
 _CALL_API = re.compile(r"call_api\(\s*'(?P<path>[^']+)',\s*'(?P<method>[A-Z]+)'")
 _WRITE = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 _APIS = [getattr(client, n) for n in dir(client) if n.endswith("Api") and n != "ApiClient"]

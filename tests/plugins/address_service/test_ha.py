@@ -29,7 +29,7 @@ from metallb.plugins.address_service.api import Lease
 from metallb.plugins.address_service.kube import GROUP, PLURAL, VERSION, KubeLeaseStore, lease_object
 
 ROOT = Path(__file__).resolve().parents[3]
-CRD = ROOT / "operator" / "deploy" / "crds" / "metallb.io_addressleases.yaml"
+CRD = ROOT / "operator" / "deploy" / "address-service" / "metallb.io_addressleases.yaml"
 NS = "metallb-system"
 
 
