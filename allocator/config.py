@@ -31,6 +31,7 @@ import pluggy
 import yaml
 from metallb.allocator.errors import ConfigError, MetalLBError, PluginError
 from metallb.allocator.model import (
+    BfdProfile,
     Community,
     Config,
     LabelExpression,
@@ -45,6 +46,7 @@ from metallb.allocator.plugins import Hooks, default_plugin_manager
 from metallb.allocator.yamlload import Quoted, load_yaml, shown
 
 __all__ = [
+    "BFD_PROFILE_KEYS",
     "COMMON_POOL_KEYS",
     "PEER_KEYS",
     "as_bool",
@@ -75,15 +77,32 @@ PEER_KEYS = (
     "source-address",
     "password",
     "node-selectors",
+    "bfd-profile",
+    "graceful-restart",
+    "keepalive-time",
     "ebgp-multihop",
+    "dynamic-asn",
+    "connect-time",
+    "disable-mp",
+    "interface",
 )
-#: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
-#: (``ebgp-multihop`` is accepted, as MetalLB v0.12 accepts it: see ``metallb check-config``'s warnings.)
-UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile")
+#: Keys of MetalLB's FRR mode that metallb's own speaker does not do (none left).
+UNSUPPORTED_PEER_KEYS: tuple[str, ...] = ()
+#: The keys of one ``bfd-profiles`` item (MetalLB's FRR-mode section, milliseconds).
+BFD_PROFILE_KEYS = (
+    "name",
+    "receive-interval",
+    "transmit-interval",
+    "detect-multiplier",
+    "echo-interval",
+    "echo-mode",
+    "passive-mode",
+    "minimum-ttl",
+)
 #: Keys every pool entry accepts, whatever its section (the announcement
 #: protocols add the keys they own).
 COMMON_POOL_KEYS = ("name", "protocol", "auto-assign", "avoid-buggy-ips", "node-selectors")
-CORE_SECTIONS = ("peers", "bgp-communities")
+CORE_SECTIONS = ("peers", "bgp-communities", "bfd-profiles")
 
 
 # -- scalar conversions ------------------------------------------------------------------
@@ -313,8 +332,13 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
     if my_asn == 0:
         raise ConfigError(f'{where}: missing local ASN: set "my-asn" to this cluster\'s AS number')
     peer_asn = as_int(data.get("peer-asn"), where, "peer-asn", default=0)
-    if peer_asn == 0:
-        raise ConfigError(f'{where}: missing peer ASN: set "peer-asn" to the router\'s AS number')
+    dynamic = as_str(data.get("dynamic-asn"), where, "dynamic-asn")
+    if dynamic and dynamic not in ("internal", "external"):
+        raise field_error(where, "dynamic-asn", dynamic, 'must be "internal" or "external" (exact case)')
+    if dynamic and peer_asn:
+        raise field_error(where, "dynamic-asn", dynamic, "peer-asn and dynamic-asn are mutually exclusive: set one")
+    if peer_asn == 0 and not dynamic:
+        raise ConfigError(f'{where}: missing peer ASN: set "peer-asn" to the router\'s AS number (or "dynamic-asn")')
     address = _parse_ip(
         data.get("peer-address"), where, "peer-address", "invalid peer IP: must be an IPv4 or IPv6 address"
     )
@@ -337,6 +361,48 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
                 f'{where}: field "hold-time": value "{shown(hold_text)}" is less than a second and rounds down to 0, '
                 'which turns off the hold timer and keepalives; write "0s" to mean that, or at least "3s"'
             )
+    keepalive = None
+    keepalive_text = as_str(data.get("keepalive-time"), where, "keepalive-time")
+    if keepalive_text:
+        nanoseconds = parse_duration_ns(keepalive_text)
+        if nanoseconds is None:
+            raise field_error(
+                where, "keepalive-time", keepalive_text,
+                'invalid keepalive time: write a duration with a unit, like "30s"',
+            )  # fmt: skip
+        keepalive = nanoseconds // 10**9  # whole seconds, as the hold time
+        if not 1 <= keepalive <= hold:
+            raise field_error(
+                where, "keepalive-time", keepalive_text,
+                f"invalid keepalive time: must be at least 1s and not above hold-time ({hold}s)",
+            )  # fmt: skip
+    interface = as_str(data.get("interface"), where, "interface")
+    link_local = address.version == 6 and address.is_link_local()
+    if interface and not _INTERFACE_NAME.fullmatch(interface):
+        raise field_error(where, "interface", interface, "invalid interface name: 1 to 15 characters, no / : or space")
+    if interface and not link_local:
+        raise field_error(where, "interface", interface, "only for a link-local IPv6 peer-address (fe80::/10)")
+    if link_local and not interface:
+        raise field_error(
+            where,
+            "peer-address",
+            str(address),
+            'a link-local peer-address needs "interface": the node\'s interface to it',
+        )
+    if interface and data.get("bfd-profile"):
+        raise field_error(
+            where, "interface", interface, "BFD to a link-local peer is not supported: remove bfd-profile"
+        )
+    connect = None
+    connect_text = as_str(data.get("connect-time"), where, "connect-time")
+    if connect_text:
+        nanoseconds = parse_duration_ns(connect_text)
+        if nanoseconds is None or not 10**9 <= nanoseconds <= 65535 * 10**9:
+            raise field_error(
+                where, "connect-time", connect_text,
+                'invalid connect time: must be a duration from 1s to 65535s, like "10s"',
+            )  # fmt: skip
+        connect = nanoseconds // 10**9
     router_id = None
     if data.get("router-id") not in (None, ""):
         router_id = _parse_ip(data.get("router-id"), where, "router-id", "invalid router ID: must be an IP address")
@@ -345,7 +411,7 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
     if data.get("source-address") not in (None, ""):
         source = _parse_ip(data.get("source-address"), where, "source-address", "must be an IP address of this node")
     multihop = as_bool(data.get("ebgp-multihop"), where, "ebgp-multihop", default=False)
-    if multihop and my_asn == peer_asn:
+    if multihop and (dynamic == "internal" if dynamic else my_asn == peer_asn):
         raise field_error(
             where, "ebgp-multihop", "true", "invalid ebgp-multihop parameter set for an ibgp peer (my-asn is peer-asn)"
         )
@@ -359,8 +425,77 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
         source_address=source,
         password=as_str(data.get("password"), where, "password"),
         node_selectors=selectors,
+        bfd_profile=as_str(data.get("bfd-profile"), where, "bfd-profile"),
+        enable_graceful_restart=as_bool(data.get("graceful-restart"), where, "graceful-restart", default=False),
+        keepalive_time=keepalive,
         ebgp_multihop=multihop,
+        dynamic_asn=dynamic,
+        connect_time=connect,
+        disable_mp=as_bool(data.get("disable-mp"), where, "disable-mp", default=False),
+        interface=interface,
     )
+
+
+#: A Linux interface name (IFNAMSIZ - 1 characters; no slash, colon or white space).
+_INTERFACE_NAME = re.compile(r"[^/:\s]{1,15}")
+
+
+# -- BFD profiles ------------------------------------------------------------------------
+
+# MetalLB's ranges (its BFDProfile CRD and loader), in the order its loader checks them.
+_BFD_RANGES = (
+    ("detect-multiplier", "detect multiplier", 2, 255),
+    ("receive-interval", "receive interval", 10, 60000),
+    ("transmit-interval", "transmit interval", 10, 60000),
+    ("minimum-ttl", "minimum ttl", 1, 254),
+    ("echo-interval", "echo interval", 10, 60000),
+)
+
+
+def _parse_bfd_profiles(raw: object) -> dict[str, BfdProfile]:
+    """``bfd-profiles``: MetalLB's BFD profiles, checked as MetalLB checks them; echo mode is refused."""
+    out: dict[str, BfdProfile] = {}
+    defaults = BfdProfile()
+    for i, item in enumerate(as_list(raw, "bfd-profiles", "bfd-profiles"), 1):
+        where = f"bfd profile #{i}"
+        data = as_mapping(item, where, keys=BFD_PROFILE_KEYS)
+        name = as_str(data.get("name"), where, "name")
+        if not name:
+            raise field_error(where, "name", "", "missing bfd profile name: every profile needs a unique name")
+        if name in out:
+            raise field_error(where, "name", name, "found duplicate bfd profile name: names are unique")
+        where = f'{where} "{shown(name)}"'  # the name shown bounded and on one line, in every later error
+        values: dict[str, int] = {}
+        for key, noun, low, high in _BFD_RANGES:
+            field = key.replace("-", "_")
+            value = as_int(data.get(key), where, key, default=getattr(defaults, field))
+            if not low <= value <= high:
+                raise field_error(where, key, data.get(key), f"invalid {noun} value: must be in {low}-{high} range")
+            values[field] = value
+        if as_bool(data.get("echo-mode"), where, "echo-mode", default=False):
+            raise field_error(
+                where, "echo-mode", data.get("echo-mode"),
+                "echo mode is not supported: metallb's BFD runs asynchronous mode only; remove it or set false",
+            )  # fmt: skip
+        out[name] = BfdProfile(
+            name=name,
+            receive_interval=values["receive_interval"],
+            transmit_interval=values["transmit_interval"],
+            detect_multiplier=values["detect_multiplier"],
+            echo_interval=values["echo_interval"],
+            passive_mode=as_bool(data.get("passive-mode"), where, "passive-mode", default=False),
+            minimum_ttl=values["minimum_ttl"],
+        )
+    return out
+
+
+def _check_bfd_profile(index: int, peer: PeerSpec, profiles: Mapping[str, BfdProfile]) -> None:
+    if peer.bfd_profile and peer.bfd_profile not in profiles:
+        # The names shown bounded: a file may define thousands, each as long as it likes.
+        known = shown(", ".join(profiles), limit=120) if profiles else "none"
+        raise field_error(
+            f"peer #{index}", "bfd-profile", peer.bfd_profile, f"no such profile in bfd-profiles (defined: {known})"
+        )
 
 
 # -- communities -------------------------------------------------------------------------
@@ -682,21 +817,18 @@ def _parse_legacy_config(text: str | bytes, *, plugin_manager: pluggy.PluginMana
         )
     claimed = hooks.pool_sections()
     for key in raw:
-        if key == "bfd-profiles":
-            raise ConfigError(
-                'section "bfd-profiles" is not supported: BFD exists only in MetalLB\'s FRR mode; remove the section '
-                "(and any bfd-profile on peers)"
-            )
         if key not in CORE_SECTIONS and key not in claimed:
             known = ", ".join(sorted({*CORE_SECTIONS, *claimed}))
             raise ConfigError(
                 f'unknown top-level key "{shown(key)}": no installed plugin handles it (known: {known}); '
                 f"check its spelling, or run `metallb plugins` to see which plugins are loaded"
             )
+    bfd_profiles = _parse_bfd_profiles(raw.get("bfd-profiles"))
     warnings: list[str] = []
     peers: dict[PeerSpec, int] = {}  # peer -> its number, for the duplicate check
     for i, item in enumerate(as_list(raw.get("peers"), "peers", "peers"), 1):
         peer = _parse_peer(i, item, warnings)
+        _check_bfd_profile(i, peer, bfd_profiles)
         if peer in peers:
             raise ConfigError(f"peer #{i}: already exists: it repeats peer #{peers[peer]} exactly")
         peers[peer] = i
@@ -736,7 +868,12 @@ def _parse_legacy_config(text: str | bytes, *, plugin_manager: pluggy.PluginMana
         raise
     _check_overlaps(cidrs, owners)
     config = Config(
-        pools=pools, peers=tuple(peers), communities=communities, sections=sections, warnings=tuple(warnings)
+        pools=pools,
+        peers=tuple(peers),
+        communities=communities,
+        sections=sections,
+        warnings=tuple(warnings),
+        bfd_profiles=bfd_profiles,
     )
     hooks.validate_config(config)
     return config
@@ -793,7 +930,7 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
         doc["peers"] = [
             {
                 "my-asn": p.my_asn,
-                "peer-asn": p.peer_asn,
+                **({"dynamic-asn": p.dynamic_asn} if p.dynamic_asn else {"peer-asn": p.peer_asn}),
                 "peer-address": str(p.peer_address),
                 "peer-port": p.peer_port,
                 "hold-time": f"{p.hold_time}s",
@@ -801,8 +938,29 @@ def dump_config(config: Config, *, plugin_manager: pluggy.PluginManager | None =
                 **({"source-address": str(p.source_address)} if p.source_address else {}),
                 **({"password": "<set>"} if p.password else {}),
                 **({"node-selectors": selectors(p.node_selectors)} if p.node_selectors else {}),
+                **({"bfd-profile": p.bfd_profile} if p.bfd_profile else {}),
+                **({"graceful-restart": True} if p.enable_graceful_restart else {}),
+                **({"keepalive-time": f"{p.keepalive_time}s"} if p.keepalive_time is not None else {}),
+                **({"ebgp-multihop": True} if p.ebgp_multihop else {}),
+                **({"connect-time": f"{p.connect_time}s"} if p.connect_time is not None else {}),
+                **({"disable-mp": True} if p.disable_mp else {}),
+                **({"interface": p.interface} if p.interface else {}),
             }
             for p in config.peers
+        ]
+    if config.bfd_profiles:
+        doc["bfd-profiles"] = [
+            {
+                "name": name,
+                "receive-interval": b.receive_interval,
+                "transmit-interval": b.transmit_interval,
+                "detect-multiplier": b.detect_multiplier,
+                "echo-interval": b.echo_interval,
+                "echo-mode": b.echo_mode,
+                "passive-mode": b.passive_mode,
+                "minimum-ttl": b.minimum_ttl,
+            }
+            for name, b in config.bfd_profiles.items()
         ]
     if config.communities:
         doc["bgp-communities"] = {k: str(v) for k, v in config.communities.items()}

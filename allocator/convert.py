@@ -19,6 +19,7 @@ import pluggy
 import yaml
 from metallb.allocator.errors import ConfigError
 from metallb.allocator.model import (
+    BfdProfile,
     BgpAdvertisement,
     Config,
     L2Advertisement,
@@ -84,7 +85,7 @@ def _peer(peer: PeerSpec, name: str, namespace: str) -> dict[str, Any]:
         spec["dynamicASN"] = peer.dynamic_asn
     if peer.peer_address is not None:
         spec["peerAddress"] = str(peer.peer_address)
-    if peer.interface:
+    if peer.interface and peer.peer_address is None:  # with an address: its scope, no resource form (a note)
         spec["interface"] = peer.interface
     if peer.peer_port != 179:
         spec["peerPort"] = peer.peer_port
@@ -164,6 +165,13 @@ def config_to_resources(
     hooks = Hooks(plugin_manager if plugin_manager is not None else default_plugin_manager())
     notes: list[str] = []
     peers = [_peer(p, k8s_name(p.name) if p.name else f"peer{i}", namespace) for i, p in enumerate(config.peers, 1)]
+    for i, p in enumerate(config.peers, 1):
+        if p.interface and p.peer_address is not None:
+            notes.append(
+                f'peer #{i}: the link-local peer-address {p.peer_address} is reached through interface '
+                f'"{shown(p.interface)}", which a BGPPeer cannot say beside peerAddress (MetalLB rejects both); '
+                "keep this peer in the ConfigMap format"
+            )
     pools, secrets, names = _pools(config, hooks, namespace, notes)
     bgp, l2 = _advertisements(config, names, namespace, notes)
     bfd = _bfd_profiles(config, namespace)
@@ -215,22 +223,20 @@ def _advertisements(
 
 
 def _bfd_profiles(config: Config, namespace: str) -> list[dict[str, Any]]:
-    """BFD profiles as resources, with only the fields the config set (the rest keep the resource's defaults)."""
+    """BFD profiles as resources, with the fields that differ from MetalLB's defaults (the rest are those)."""
+    default = BfdProfile()
+    fields = (
+        ("receiveInterval", "receive_interval"),
+        ("transmitInterval", "transmit_interval"),
+        ("detectMultiplier", "detect_multiplier"),
+        ("echoInterval", "echo_interval"),
+        ("echoMode", "echo_mode"),
+        ("passiveMode", "passive_mode"),
+        ("minimumTtl", "minimum_ttl"),
+    )
     bfd = []
     for profile in config.bfd_profiles.values():
-        spec = {
-            key: value
-            for key, value in (
-                ("receiveInterval", profile.receive_interval),
-                ("transmitInterval", profile.transmit_interval),
-                ("detectMultiplier", profile.detect_multiplier),
-                ("echoInterval", profile.echo_interval),
-                ("echoMode", profile.echo_mode),
-                ("passiveMode", profile.passive_mode),
-                ("minimumTtl", profile.minimum_ttl),
-            )
-            if value is not None
-        }
+        spec = {key: getattr(profile, attr) for key, attr in fields if getattr(profile, attr) != getattr(default, attr)}
         bfd.append(_object("BFDProfile", profile.name, namespace, spec))
     return bfd
 

@@ -399,6 +399,34 @@ def buggy_count(cidr: netaddr.IPNetwork) -> int:
 
 
 @attrs.frozen(kw_only=True)
+class BfdProfile:
+    """A BFD profile (MetalLB's ``BFDProfile``, the ConfigMap's ``bfd-profiles``); times in milliseconds.
+
+    Absent fields take MetalLB's defaults, so a profile means the same whichever format it came from.
+
+    Attributes:
+        name: the profile's name (peers refer to it by ``bfd_profile``).
+        receive_interval: the shortest interval between the peer's packets we accept (10-60000).
+        transmit_interval: how often we want to send (10-60000).
+        detect_multiplier: how many intervals without a packet fail the session (2-255).
+        echo_interval: the echo function's interval (10-60000); unused while echo is off.
+        echo_mode: use the echo function (metallb's BFD has none: the ConfigMap parser rejects
+            true; a ``BFDProfile`` resource with it is reported as not applied).
+        passive_mode: wait for the peer's first packet before sending.
+        minimum_ttl: the lowest TTL accepted from a multi-hop peer (1-254).
+    """
+
+    name: str = ""
+    receive_interval: int = 300
+    transmit_interval: int = 300
+    detect_multiplier: int = 3
+    echo_interval: int = 50
+    echo_mode: bool = False
+    passive_mode: bool = False
+    minimum_ttl: int = 254
+
+
+@attrs.frozen(kw_only=True)
 class PeerSpec:
     """One BGP peer: a ``peers`` entry of the ConfigMap, or a ``BGPPeer`` resource.
 
@@ -406,7 +434,8 @@ class PeerSpec:
         my_asn: this cluster's AS number.
         peer_asn: the router's AS number (0 with ``dynamic_asn``).
         peer_address: the router's address; None for a peer reached by
-            ``interface`` (BGP unnumbered).
+            ``interface`` (BGP unnumbered). A link-local IPv6 address
+            (fe80::/10) needs ``interface``, the scope of that address.
         peer_port: TCP port (179).
         hold_time: proposed hold time, whole seconds (90).
         router_id: the BGP identifier to send, or None to derive one.
@@ -416,15 +445,23 @@ class PeerSpec:
         node_selectors: nodes that peer with this router (ORed; empty: all).
         name: the ``BGPPeer``'s name (BGP advertisements name peers by it);
             "" for ConfigMap peers.
-        interface: the interface of an unnumbered session, or "".
+        interface: with ``peer_address``: the node's interface a link-local
+            ``peer_address`` is scoped to; without: the interface of an
+            unnumbered session; or "".
         keepalive_time: seconds between keepalives as configured, or None
-            (derived: a third of the hold time).
-        connect_time: seconds between connection attempts as configured, or None.
-        ebgp_multihop: the peer may be more than one hop away (eBGP).
-        bfd_profile: the name of the BFD profile of the session, or "".
+            (derived: a third of the hold time); never slower than a third of
+            the negotiated hold time.
+        connect_time: seconds between connection attempts as configured (a
+            fixed pause), or None (MetalLB's backoff: 0, 1, 2, 4 ... seconds).
+        ebgp_multihop: the peer may be more than one hop away (eBGP): the
+            session's packets leave with TTL 255 and its BFD session is
+            multihop (RFC 5883).
+        bfd_profile: the name of a profile of :attr:`Config.bfd_profiles`, or "" (no BFD).
         enable_graceful_restart: announce graceful restart (RFC 4724).
-        dynamic_asn: ``internal`` or ``external`` instead of a peer ASN, or "".
-        disable_mp: one session per address family (MetalLB deprecates it).
+        dynamic_asn: ``internal`` or ``external`` instead of a peer ASN
+            (``peer_asn`` 0: any peer AS of that kind, read from its OPEN), or "".
+        disable_mp: only the session's own address family over it (MetalLB's
+            ``disableMP``): IPv4 routes to an IPv4 peer, IPv6 routes to an IPv6 peer.
         dual_stack_address_family: both address families over one session.
         vrf: the VRF of the session, or "" for the default one.
 
@@ -458,34 +495,13 @@ class PeerSpec:
         """How messages name this peer: ``BGPPeer "name"``, or ``peer #index`` for a ConfigMap peer."""
         return f'BGPPeer "{shown(self.name)}"' if self.name else f"peer #{index}"
 
+    def external(self) -> bool:
+        """Whether the session is eBGP: by ``dynamic_asn`` when set, else by the two ASNs."""
+        return self.dynamic_asn == "external" if self.dynamic_asn else self.my_asn != self.peer_asn
+
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with *labels* peers with this router."""
         return NodeSelector.any_match(self.node_selectors, labels)
-
-
-@attrs.frozen(kw_only=True)
-class BfdProfile:
-    """A BFD profile (MetalLB's ``BFDProfile``); None means the speaker's default.
-
-    Attributes:
-        name: the profile's name (peers refer to it).
-        receive_interval: minimum interval between received control packets, ms.
-        transmit_interval: minimum interval between sent control packets, ms.
-        detect_multiplier: packets lost before the session is down.
-        echo_interval: minimum interval between echo packets, ms.
-        echo_mode: send echo packets.
-        passive_mode: wait for the peer to start the session.
-        minimum_ttl: lowest TTL accepted on incoming packets (multihop).
-    """
-
-    name: str
-    receive_interval: int | None = None
-    transmit_interval: int | None = None
-    detect_multiplier: int | None = None
-    echo_interval: int | None = None
-    echo_mode: bool = False
-    passive_mode: bool = False
-    minimum_ttl: int | None = None
 
 
 @attrs.frozen(eq=False, kw_only=True)
@@ -735,7 +751,7 @@ class Unapplied:
         kind: ``BGPPeer`` or ``BFDProfile`` (or a plugin's own).
         name: the object's name ("" for a ConfigMap peer: see *index*).
         index: 1-based position in ``Config.peers`` for peers, else 0.
-        fields: the model fields not applied (``ebgp_multihop`` ...).
+        fields: the model fields not applied (``vrf`` ...).
         effect: what happens instead, one sentence ("the session runs without them").
     """
 

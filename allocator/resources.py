@@ -1127,19 +1127,23 @@ def _bfd_profile(obj: _Obj, spec: Mapping[str, Any]) -> BfdProfile:
         ("minimumTtl", 1, 254),
         ("echoInterval", 10, 60000),
     )
-    values: dict[str, int | None] = {}
+    fields = {
+        "detectMultiplier": "detect_multiplier",
+        "receiveInterval": "receive_interval",
+        "transmitInterval": "transmit_interval",
+        "minimumTtl": "minimum_ttl",
+        "echoInterval": "echo_interval",
+    }
+    values: dict[str, int] = {}
     for field, lo, hi in ranges:
         raw = spec.get(field)
-        values[field] = None if raw is None else spec_int(raw, where, f"spec.{field}", default=0, lo=lo, hi=hi)
+        if raw is not None:  # absent: MetalLB's default, the model's
+            values[fields[field]] = spec_int(raw, where, f"spec.{field}", default=0, lo=lo, hi=hi)
     return BfdProfile(
         name=obj.ref.name,
-        receive_interval=values["receiveInterval"],
-        transmit_interval=values["transmitInterval"],
-        detect_multiplier=values["detectMultiplier"],
-        echo_interval=values["echoInterval"],
         echo_mode=spec_bool(spec.get("echoMode"), where, "spec.echoMode", default=False),
         passive_mode=spec_bool(spec.get("passiveMode"), where, "spec.passiveMode", default=False),
-        minimum_ttl=values["minimumTtl"],
+        **values,
     )
 
 

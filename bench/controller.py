@@ -109,7 +109,12 @@ class Progress:
 def populate(emulator: Any, n: int) -> None:
     emulator.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     emulator.put_object(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": NS}, "data": {"config": CONFIG}}
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "config", "namespace": NS},
+            "data": {"config": CONFIG},
+        }
     )
     for i in range(n):
         emulator.put_object(
@@ -135,7 +140,9 @@ def classify(method: str, target: str) -> str:
         return f"{method} {url.path}"
     resource_name = m["res"] + (f"/{m['sub']}" if m["sub"] else "")
     if method == "GET":
-        verb = "watch" if parse_qs(url.query).get("watch", [""])[0].lower() == "true" else ("get" if m["name"] else "list")
+        verb = (
+            "watch" if parse_qs(url.query).get("watch", [""])[0].lower() == "true" else ("get" if m["name"] else "list")
+        )
     else:
         verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method)
     return f"{verb} {resource_name}"
@@ -280,9 +287,7 @@ def allocation_run(
     usage = ctl.stop()
     self_after = resource.getrusage(resource.RUSAGE_SELF)
     records = list(emulator.requests)
-    ips = [
-        i["ip"] for s in emulator.objects("services") for i in s["status"]["loadBalancer"].get("ingress") or ()
-    ]
+    ips = [i["ip"] for s in emulator.objects("services") for i in s["status"]["loadBalancer"].get("ingress") or ()]
     assert len(ips) == n == len(set(ips)), "every Service has exactly one address, none shared"
     assert progress.t_lease is not None and progress.t_all is not None and progress.t_first is not None
     figures = {
@@ -342,7 +347,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="300 Services (CI)")
     parser.add_argument("-n", type=int, help="number of Services (default: 10 000, or 300 with --quick)")
-    parser.add_argument("--timeout", type=float, help="seconds per run before giving up (default: 900, 120 with --quick)")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds per run before giving up (default: 900, 120 with --quick)"
+    )
     parser.add_argument("--write-latency-ms", type=float, default=5.0, help="delay per write (default: %(default)s)")
     args = parser.parse_args()
     n = args.n or (300 if args.quick else 10_000)

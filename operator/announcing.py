@@ -204,7 +204,18 @@ class ServiceAnnouncements:
         return all([self._withdraw(key, p) for p in protocols])
 
     def close(self) -> None:
-        """Withdraw everything, then close the announcers."""
-        for key, protocol in list(self._pairs):
-            self._withdraw(key, protocol)
+        """Close the announcers, then forget every service and its metric.
+
+        Each announcer withdraws what it still announces as it closes (the
+        ``Announcer`` contract), except what it keeps announced on purpose: a
+        BGP peer with graceful restart keeps our routes while the speaker
+        restarts. Withdrawing service by service first would undo that.
+        """
         self.announcers.close()
+        for (key, protocol), view in self._pairs.items():
+            for ip in view.ips:
+                try:
+                    self._metrics.announced.remove(key, protocol, self._node_name, str(ip))
+                except KeyError:
+                    pass
+        self._pairs.clear()

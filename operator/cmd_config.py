@@ -118,9 +118,9 @@ def unapplied_warnings(config: Config) -> list[str]:
     """What the announcers accept but do not apply yet, one line each (``NotApplied`` in a cluster)."""
     out = []
     for item in Hooks(default_plugin_manager()).unapplied(config):
-        if item.kind == "BGPPeer" and item.name:
+        if item.kind in ("BGPPeer", "BFDProfile") and item.name and item.fields != ("name",):
             fields = ", ".join(resource_field(f) for f in item.fields)
-            out.append(f'BGPPeer "{shown(item.name)}": {fields}: accepted, not applied yet; {item.effect}')
+            out.append(f'{item.kind} "{shown(item.name)}": {fields}: accepted, not applied yet; {item.effect}')
         elif item.kind == "BGPPeer":
             fields = ", ".join(f.replace("_", "-") for f in item.fields)
             out.append(f"peer #{item.index}: {fields}: accepted, not applied yet; {item.effect}")

@@ -72,7 +72,8 @@ def desired_conditions(
         if found is None:
             out.append(_condition(NOT_APPLIED, False, "AllApplied", "every field set is applied"))
         else:
-            fields = ", ".join(resource_field(f) for f in found.fields) if ref.kind == "BGPPeer" else "the profile"
+            named = ref.kind == "BGPPeer" or found.fields != ("name",)  # ("name",): the whole profile
+            fields = ", ".join(resource_field(f) for f in found.fields) if named else "the profile"
             message = f"{fields}: accepted, not applied by metallb's BGP speaker yet; {found.effect}"
             out.append(_condition(NOT_APPLIED, True, "UnsupportedFields", message))
     if applied is not None and ref.name in applied.pools and _is_pool(ref, applied):

@@ -7,7 +7,7 @@ was registered, and MetalLB's three layer-2 counters have no ``_total``
 (``metallb_layer2_requests_received``). This writer follows Go's output:
 
 - a counter is exposed as ``<family>_total``, except the families named in
-  *bare_counters* (default :data:`BARE_COUNTERS`, MetalLB's layer-2 ones),
+  *bare_counters* (default :data:`BARE_COUNTERS`, MetalLB's layer-2 and BFD ones),
   exposed under their registered name;
 - no ``_created``, ``_gsum`` or ``_gcount`` series;
 - families without samples are left out (a labelled metric with no children
@@ -38,7 +38,16 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Counters MetalLB exposes without the ``_total`` suffix.
 BARE_COUNTERS = frozenset(
-    {"metallb_layer2_requests_received", "metallb_layer2_responses_sent", "metallb_layer2_gratuitous_sent"}
+    {
+        "metallb_layer2_requests_received",
+        "metallb_layer2_responses_sent",
+        "metallb_layer2_gratuitous_sent",
+        # MetalLB's FRR-mode BFD counters
+        "metallb_bfd_session_up_events",
+        "metallb_bfd_session_down_events",
+        "metallb_bfd_control_packet_input",
+        "metallb_bfd_control_packet_output",
+    }
 )
 
 #: ``process_*`` (CPU, memory, file descriptors, start time) and ``python_*``

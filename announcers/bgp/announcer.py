@@ -7,45 +7,105 @@ protocol ``bgp``. One asyncio loop in a background thread runs one
 declarative: the union of the routes of every announced service, one route per
 prefix, pushed to every session. Of the :class:`~metallb.allocator.AnnouncerSettings`,
 it reads ``ignore_exclude_lb``, ``registry``, ``connect_timeout`` and ``backoff_cap``.
+
+A peer with a ``bfd-profile`` also gets a BFD session (:mod:`.bfd`, in a
+process of its own, started with the first such peer). BGP never waits for BFD: a router
+without BFD still gets our routes. When a BFD session that was Up goes Down, the
+peer's BGP session closes at once instead of at the end of its hold time.
+
+Flap damping: a prefix withdrawn and wanted again is advertised again no sooner
+than ``flap_interval`` seconds after its previous advertisement (withdrawals
+are never delayed), so a Service whose endpoints flap does not make every
+router on the path recompute at the same rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import attrs
 import netaddr
 from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
-from metallb.allocator.model import ClusterView, Config, NodeInfo, PeerSpec, ServiceView
+from metallb.allocator.model import BfdProfile, ClusterView, Config, NodeInfo, PeerSpec, ServiceView
+from metallb.announcers.bgp import net as bgp_net
+from metallb.announcers.bgp.bfd import metrics as bfd_metrics
+from metallb.announcers.bgp.bfd.machine import Transition
+from metallb.announcers.bgp.bfd.packet import Diag
+from metallb.announcers.bgp.bfd.process import BfdProcess
+from metallb.announcers.bgp.bfd.service import BfdStatus, SessionKey, SessionSpec
 from metallb.announcers.bgp.metrics import metrics_for
+from metallb.announcers.bgp.net import InterfaceAddress
 from metallb.announcers.bgp.plugin import starts_session
 from metallb.announcers.bgp.policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
-from metallb.announcers.bgp.session import BACKOFF_CAP, CONNECT_TIMEOUT, Session, SessionStatus
+from metallb.announcers.bgp.session import (
+    BACKOFF_CAP,
+    CONNECT_TIMEOUT,
+    END_OF_RIB_DELAY,
+    RESTART_TIME,
+    Session,
+    SessionStatus,
+)
 from prometheus_client import CollectorRegistry
 
-__all__ = ["BgpAnnouncer", "SessionStatus"]
+__all__ = ["FLAP_INTERVAL", "BfdStatus", "BgpAnnouncer", "SessionStatus"]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _FLUSH_DELAY = 0.01  # seconds
+#: Flap damping: the shortest time between two advertisements of one prefix (seconds).
+FLAP_INTERVAL = 5.0
 
 
 class BgpAnnouncer(AnnouncerBase):
-    """Announces service prefixes to the BGP peers that select this node."""
+    """Announces service prefixes to the BGP peers that select this node.
+
+    Keyword options (the plugin passes none, so these are the defaults a
+    speaker runs with): *flap_interval* (seconds, 0 turns damping off);
+    *restart_time*, the graceful restart time advertised to peers with
+    ``enable_graceful_restart``; *extended_messages*, advertise RFC 8654;
+    *end_of_rib_delay*, how long the desired set must stay unchanged before
+    End-of-RIB; *interface_addresses*, the rtnetlink dump (a seam for tests);
+    *forwarding_preserved*, force the graceful-restart F bit (None: derived).
+    """
 
     protocol = "bgp"
 
-    def __init__(self, settings: AnnouncerSettings) -> None:
+    def __init__(
+        self,
+        settings: AnnouncerSettings,
+        *,
+        flap_interval: float = FLAP_INTERVAL,
+        restart_time: int = RESTART_TIME,
+        extended_messages: bool = True,
+        end_of_rib_delay: float = END_OF_RIB_DELAY,
+        interface_addresses: Callable[[], Sequence[InterfaceAddress]] = bgp_net.interface_addresses,
+        forwarding_preserved: bool | None = None,
+    ) -> None:
         self._settings = settings
         registry = settings.registry
         if registry is not None and not isinstance(registry, CollectorRegistry):
             raise TypeError(f"AnnouncerSettings.registry must be a CollectorRegistry, not {type(registry).__name__}")
+        if flap_interval < 0:
+            raise ValueError(f"flap_interval {flap_interval} must be 0 (off) or more seconds")
         self._metrics = metrics_for(registry)
         self._connect_timeout = CONNECT_TIMEOUT if settings.connect_timeout is None else settings.connect_timeout
         self._backoff_cap = BACKOFF_CAP if settings.backoff_cap is None else settings.backoff_cap
+        self._flap_interval = flap_interval
+        self._session_options: dict[str, Any] = {
+            "restart_time": restart_time,
+            "extended_messages": extended_messages,
+            "end_of_rib_delay": end_of_rib_delay,
+            "interface_addresses": interface_addresses,
+            "forwarding_preserved": forwarding_preserved,
+        }
+        # rtnetlink dumps run here, off the loop; threads start from the loop thread, in its netns.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="metallb-bgp-net")
         self._peers: tuple[PeerSpec, ...] = ()
         self._node: NodeInfo | None = None  # from set_config: advertisements may select nodes
         self._lock = threading.Lock()  # guards _set, _changes and _flush_pending
@@ -55,8 +115,16 @@ class BgpAnnouncer(AnnouncerBase):
         # What sessions see, per peer name (advertisements may name peers; "" for unnamed
         # ConfigMap peers): routes and their count per IP version. Changed only on the loop.
         self._views: dict[str, tuple[dict[PrefixKey, Route], dict[int, int]]] = {}
+        # Flap damping, on the loop: the prefixes the views show (past damping), when each was
+        # last advertised, and those held back.
+        self._live: set[PrefixKey] = set()
+        self._advertised_at: dict[PrefixKey, float] = {}
+        self._held: dict[PrefixKey, float] = {}  # prefix -> loop time it may be advertised again
+        self._held_queue: list[tuple[float, PrefixKey]] = []
+        self._release_timer: asyncio.TimerHandle | None = None
         self._sessions: dict[PeerSpec, Session] = {}  # touched only on the loop
         self._closed = False
+        self._bfd: BfdProcess | None = None  # started from the loop with the first peer that has a profile
         self._loop = asyncio.new_event_loop()
         # The loop thread inherits the creating thread's network namespace, as do its sockets.
         self._thread = threading.Thread(target=self._loop.run_forever, name="metallb-bgp", daemon=True)
@@ -85,6 +153,7 @@ class BgpAnnouncer(AnnouncerBase):
                 continue
             wanted.append(peer)
         self._call(self._apply_peers(wanted))
+        self._call(self._apply_bfd(wanted, config.bfd_profiles))
 
     def should_announce(self, service: ServiceView, cluster: ClusterView) -> str | None:
         """None when this node advertises *service*, else MetalLB's reason (``noLocalEndpoints`` ...)."""
@@ -105,17 +174,25 @@ class BgpAnnouncer(AnnouncerBase):
         self._update(key, ())
 
     def close(self) -> None:
-        """Withdraw every route, send NOTIFICATION Cease to every peer and stop the loop."""
+        """Withdraw every route, send NOTIFICATION Cease to every peer and stop the loop.
+
+        A peer that negotiated graceful restart instead sees the connection
+        close without a NOTIFICATION and keeps our routes for the restart time,
+        so a speaker restarted within it drops no traffic (RFC 4724).
+        """
         if self._closed:
             return
         self._closed = True
         try:
             self._call(self._shutdown(), timeout=10)
         finally:
+            if self._bfd is not None:  # after the Cease: the peers see AdminDown, not a failure
+                self._bfd.close()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
             if not self._thread.is_alive():  # closing a running loop would raise and hide the real error
                 self._loop.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- extras --------------------------------------------------------------------------
 
@@ -125,6 +202,11 @@ class BgpAnnouncer(AnnouncerBase):
             return []
         return self._call(self._statuses())
 
+    def bfd_sessions(self) -> list[BfdStatus]:
+        """The state of every BFD session (peers with a ``bfd-profile``)."""
+        bfd = self._bfd
+        return [] if bfd is None or self._closed else bfd.sessions()
+
     def desired(self, peer: str | None = None) -> Mapping[netaddr.IPNetwork, Route]:
         """The routes a peer should have from this node (a copy): the peer named *peer*, or one no route names."""
         with self._lock:
@@ -132,6 +214,49 @@ class BgpAnnouncer(AnnouncerBase):
                 return self._set.by_prefix()
             found = (self._set.route_for(p, peer) for p in self._set.prefixes())
             return {r.prefix: r for r in found if r is not None}
+
+    def refusals(self) -> dict[str, str]:
+        """Services with a route some peer cannot be sent, and why: ``{service key: reason}``.
+
+        For example a route with 2 000 communities to a peer without extended
+        messages (RFC 8654). The route still goes to the peers that can take it.
+        """
+        if self._closed:
+            return {}
+        refused = self._call(self._refused())
+        out: dict[str, str] = {}
+        with self._lock:
+            for (prefix, peer, name), why in sorted(refused.items()):
+                route = self._set.route_for(prefix, name)  # the route that peer would get
+                if route is None:
+                    continue
+                for key in self._set.owners(prefix):
+                    out.setdefault(key, f"route {route.prefix} not sent to {peer}: {why}")
+        return out
+
+    def fail_session(self, peer_address: netaddr.IPAddress, reason: str) -> None:
+        """Bring the sessions to *peer_address* down at once (BFD saw the path fail); thread-safe.
+
+        They reconnect with the usual backoff. See :meth:`Session.fail`.
+        """
+        if self._closed:
+            return
+
+        def fail() -> None:
+            for session in self._sessions.values():
+                if session.peer.peer_address == peer_address:
+                    session.fail(reason)
+
+        self._loop.call_soon_threadsafe(fail)
+
+    def session_for(self, peer: PeerSpec) -> Session | None:
+        """The session to *peer*; only for code running on this announcer's loop (BFD)."""
+        return self._sessions.get(peer)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the sessions run on (a BFD implementation may run beside them)."""
+        return self._loop
 
     # -- loop side -----------------------------------------------------------------------
 
@@ -150,12 +275,82 @@ class BgpAnnouncer(AnnouncerBase):
     def _flush(self) -> None:
         with self._lock:
             changes, self._changes = self._changes, set()
-            updates = {name: {p: self._set.route_for(p, name) for p in changes} for name in self._views}
             self._flush_pending = False
+            wanted = {p for p in changes if self._set.owners(p)}
+        self._apply(changes, wanted)
+
+    def _apply(self, changes: Iterable[PrefixKey], wanted: set[PrefixKey]) -> None:
+        """Make *changes* live in every view (withdrawals at once, re-advertisements damped); tell the sessions.
+
+        *wanted*: those of *changes* the desired set still has.
+        """
+        now = self._loop.time()
+        changed: list[PrefixKey] = []
+        held = 0
+        for prefix in changes:
+            if prefix not in wanted:
+                self._held.pop(prefix, None)
+                if prefix in self._live:
+                    self._live.discard(prefix)
+                    changed.append(prefix)
+                continue
+            if prefix not in self._live:  # an advertisement, not an attribute change
+                last = self._advertised_at.get(prefix)
+                if last is not None and now - last < self._flap_interval - 0.001:
+                    self._hold(prefix, last + self._flap_interval)
+                    held += 1
+                    continue
+                self._advertised_at[prefix] = now
+                self._live.add(prefix)
+            changed.append(prefix)
+        if held:
+            log.info(
+                "flap damping: %d prefixes withdrawn and wanted again within %g s; advertised again later",
+                held, self._flap_interval,
+            )  # fmt: skip
+        self._metrics.damped(len(self._held))
+        if len(self._advertised_at) > 2 * len(self._live) + 1024:  # forget what can no longer hold anything back
+            self._advertised_at = {p: t for p, t in self._advertised_at.items() if now - t < self._flap_interval}
+        if not changed:
+            return
+        with self._lock:
+            updates = {
+                name: {p: self._set.route_for(p, name) if p in self._live else None for p in changed}
+                for name in self._views
+            }
         for name, routes in updates.items():
-            _apply(self._views[name], routes)
+            _write_view(self._views[name], routes)
         for session in self._sessions.values():
-            session.mark_changed(changes)
+            session.mark_changed(changed)
+
+    def _hold(self, prefix: PrefixKey, until: float) -> None:
+        if prefix in self._held:
+            return
+        self._held[prefix] = until
+        heapq.heappush(self._held_queue, (until, prefix))
+        if self._release_timer is None or self._release_timer.when() > until:
+            if self._release_timer is not None:
+                self._release_timer.cancel()
+            self._release_timer = self._loop.call_at(until, self._release)
+
+    def _release(self) -> None:
+        """Advertise the held prefixes whose damping interval is over, if they are still wanted."""
+        self._release_timer = None
+        now = self._loop.time()
+        due: list[PrefixKey] = []
+        while self._held_queue and self._held_queue[0][0] <= now:
+            _, prefix = heapq.heappop(self._held_queue)
+            if self._held.pop(prefix, None) is not None:
+                due.append(prefix)
+        if due:
+            with self._lock:
+                wanted = {p for p in due if self._set.owners(p)}
+            self._apply(due, wanted)
+        while self._held_queue and self._held_queue[0][1] not in self._held:
+            heapq.heappop(self._held_queue)  # withdrawn while held
+        if self._held_queue:
+            self._release_timer = self._loop.call_at(self._held_queue[0][0], self._release)
+        self._metrics.damped(len(self._held))
 
     def _view(self, name: str) -> tuple[dict[PrefixKey, Route], dict[int, int]]:
         """The routes the peers named *name* see, made from the desired set on first use (on the loop)."""
@@ -163,8 +358,8 @@ class BgpAnnouncer(AnnouncerBase):
         if view is None:
             view = self._views[name] = ({}, {4: 0, 6: 0})
             with self._lock:
-                routes = {p: self._set.route_for(p, name) for p in self._set.prefixes()}
-            _apply(view, routes)
+                routes = {p: self._set.route_for(p, name) for p in self._live}
+            _write_view(view, routes)
         return view
 
     async def _apply_peers(self, wanted: list[PeerSpec]) -> None:
@@ -188,22 +383,64 @@ class BgpAnnouncer(AnnouncerBase):
                     metrics=self._metrics,
                     connect_timeout=self._connect_timeout,
                     backoff_cap=self._backoff_cap,
+                    executor=self._executor,
+                    **self._session_options,
                 )
                 self._sessions[peer] = session
                 session.start()
         for name in set(self._views) - {p.name for p in self._sessions}:
             del self._views[name]
 
+    async def _apply_bfd(self, wanted: list[PeerSpec], profiles: Mapping[str, BfdProfile]) -> None:
+        specs: dict[SessionKey, SessionSpec] = {}
+        for peer in wanted:
+            if not peer.bfd_profile or peer.interface or peer.peer_address is None:
+                # No BFD to link-local peers (the ConfigMap refuses it) nor unnumbered ones (not started).
+                continue
+            profile = profiles.get(peer.bfd_profile)
+            if profile is None:  # the parser refuses this; a hand-built Config may not
+                log.error(
+                    "peer %s: bfd-profile %r is not defined; BGP runs without BFD", peer.peer_address, peer.bfd_profile
+                )
+                continue
+            if profile.echo_mode:
+                log.warning("peer %s: BFD echo mode is not supported; asynchronous mode only", peer.peer_address)
+                profile = attrs.evolve(profile, echo_mode=False)
+            # Multihop BFD (RFC 5883) goes with eBGP multihop, as in MetalLB's FRR mode.
+            multihop = peer.ebgp_multihop and peer.external()
+            spec = SessionSpec(peer=peer.peer_address, local=peer.source_address, multihop=multihop, profile=profile)
+            specs[spec.key] = spec
+        if specs and self._bfd is None:
+            # Started from this thread, so the BFD process and its sockets share its network namespace.
+            registry = self._settings.registry if isinstance(self._settings.registry, CollectorRegistry) else None
+            self._bfd = BfdProcess(metrics=bfd_metrics.metrics_for(registry), listener=self._bfd_changed)
+        if self._bfd is not None:
+            self._bfd.configure(specs.values())
+
+    def _bfd_changed(self, spec: SessionSpec, transition: Transition) -> None:
+        """On a BFD thread: a session that was Up failed, so its peer's BGP session closes now."""
+        if transition.failed:
+            self.fail_session(spec.peer, f"BFD session to {spec.peer} went down ({Diag.text(transition.diag)})")
+
     async def _shutdown(self) -> None:
         sessions = list(self._sessions.values())
         self._sessions.clear()
-        await asyncio.gather(*(s.stop(subcode=2, withdraw=True) for s in sessions), return_exceptions=True)
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+        await asyncio.gather(
+            *(s.stop(subcode=2, withdraw=True, graceful=True) for s in sessions), return_exceptions=True
+        )
 
     async def _statuses(self) -> list[SessionStatus]:
         return [s.status() for s in self._sessions.values()]
 
+    async def _refused(self) -> dict[tuple[PrefixKey, str, str], str]:
+        return {
+            (prefix, s.label, s.peer.name): why for s in self._sessions.values() for prefix, why in s.refused().items()
+        }
 
-def _apply(view: tuple[dict[PrefixKey, Route], dict[int, int]], routes: Mapping[PrefixKey, Route | None]) -> None:
+
+def _write_view(view: tuple[dict[PrefixKey, Route], dict[int, int]], routes: Mapping[PrefixKey, Route | None]) -> None:
     """Write *routes* (None: withdrawn) into a view, keeping its per-family counts."""
     live, counts = view
     for prefix, route in routes.items():

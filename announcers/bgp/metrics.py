@@ -14,7 +14,7 @@ _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, BgpMetrics] = weakref
 
 
 class BgpMetrics:
-    """MetalLB's four BGP series of one registry, and our session state changes."""
+    """The BGP series of one registry: MetalLB's four, and ours (state changes, refused, malformed, damped)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._up = Gauge(
@@ -36,6 +36,22 @@ class BgpMetrics:
             "metallb_bgp_pending_prefixes_total", "Number of prefixes that should be advertised on the BGP session",
             ["peer"], registry=registry,
         )  # fmt: skip
+        self._refused = Gauge(
+            "metallb_bgp_refused_prefixes",
+            "Prefixes that should be advertised on the BGP session but cannot be sent to the peer "
+            "(an UPDATE would exceed the message size the peer accepts)",
+            ["peer"], registry=registry,
+        )  # fmt: skip
+        self._malformed = Counter(
+            "metallb_bgp_malformed_updates_total",
+            "Malformed UPDATE messages received and handled without a session reset (RFC 7606), by approach",
+            ["peer", "action"], registry=registry,
+        )  # fmt: skip
+        self._damped = Gauge(
+            "metallb_bgp_damped_prefixes",
+            "Prefixes held back by flap damping: withdrawn and wanted again within the damping interval",
+            registry=registry,
+        )
 
     def session_up(self, peer: str, up: bool) -> None:
         """Record whether the session to *peer* is established (a change of state is counted)."""
@@ -56,16 +72,33 @@ class BgpMetrics:
         """Prefixes still to send to or withdraw from *peer*."""
         self._pending.labels(peer).set(count)
 
+    def refused(self, peer: str, count: int) -> None:
+        """Prefixes *peer* should have but cannot be sent."""
+        self._refused.labels(peer).set(count)
+
+    def update_error(self, peer: str, action: str) -> None:
+        """Count one malformed UPDATE from *peer* handled by *action* (``treat-as-withdraw``, ``attribute-discard``)."""
+        self._malformed.labels(peer, action).inc()
+
+    def damped(self, count: int) -> None:
+        """Prefixes currently held back by flap damping."""
+        self._damped.set(count)
+
     def forget(self, peer: str) -> None:
         """Drop *peer*'s series (the peer left the configuration)."""
         self._state.pop(peer, None)
         series: list[tuple[Gauge | Counter, tuple[str, ...]]] = [
-            (m, (peer,)) for m in (self._up, self._updates, self._announced, self._pending)
+            (m, (peer,)) for m in (self._up, self._updates, self._announced, self._pending, self._refused)
         ]
         series += [(self._changes, (peer, state)) for state in ("up", "down")]
         for metric, labels in series:
             try:
                 metric.remove(*labels)
+            except KeyError:
+                pass
+        for action in ("treat-as-withdraw", "attribute-discard"):
+            try:
+                self._malformed.remove(peer, action)
             except KeyError:
                 pass
 

@@ -1,18 +1,30 @@
-"""Local network facts the BGP speaker needs: interface addresses and TCP-MD5.
+"""Local network facts the BGP speaker needs: interface addresses, TCP-MD5, time since boot.
 
 Addresses are read through an rtnetlink dump (not ``/proc``), so the answer is
 that of the calling thread's network namespace, like the session's own socket.
+The dump blocks (and on a node with thousands of addresses takes a while), so
+the session runs it in an executor thread started from the speaker's loop
+thread, which shares that thread's namespace.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
+import time
+from collections.abc import Sequence
 
 import attrs
 import netaddr
 
-__all__ = ["InterfaceAddress", "interface_addresses", "ipv4_for_interface_of", "ipv6_next_hop_for", "set_md5"]
+__all__ = [
+    "InterfaceAddress",
+    "interface_addresses",
+    "ipv4_for_interface_of",
+    "ipv6_next_hop_for",
+    "seconds_since_boot",
+    "set_md5",
+]
 
 _RTM_NEWADDR, _RTM_GETADDR, _NLMSG_DONE, _NLMSG_ERROR = 20, 22, 3, 2
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
@@ -83,30 +95,43 @@ def _parse_addr(msg: bytes) -> InterfaceAddress | None:
     return InterfaceAddress(index=index, address=address, prefixlen=prefixlen, scope=scope, flags=flags)
 
 
-def _interface_of(local: netaddr.IPAddress, addrs: list[InterfaceAddress]) -> int | None:
+def _interface_of(local: netaddr.IPAddress, addrs: Sequence[InterfaceAddress]) -> int | None:
     return next((a.index for a in addrs if a.address == local), None)
 
 
-def ipv6_next_hop_for(local: netaddr.IPAddress) -> netaddr.IPAddress | None:
+def ipv6_next_hop_for(
+    local: netaddr.IPAddress, addrs: Sequence[InterfaceAddress] | None = None
+) -> netaddr.IPAddress | None:
     """The IPv6 next hop for a session whose local address is *local*.
 
-    An IPv6 session uses its own address; an IPv4 session uses the first usable
-    global IPv6 address of the interface that carries it. None when there is none.
+    An IPv6 session uses its own address; an IPv4 or link-local IPv6 session uses
+    the first usable global IPv6 address of the interface that carries it (a
+    link-local session its own address when there is none). None when there is none.
+    *addrs* is a dump already taken (default: take one now).
     """
-    if local.version == 6:
+    if local.version == 6 and not local.is_link_local():
         return local
-    addrs = interface_addresses()
+    addrs = interface_addresses() if addrs is None else addrs
     index = _interface_of(local, addrs)
-    return next((a.address for a in addrs if a.index == index and a.address.version == 6 and a.usable_global), None)
+    found = next((a.address for a in addrs if a.index == index and a.address.version == 6 and a.usable_global), None)
+    # A link-local session: the interface's global address, which routers beyond this link can use too.
+    return found if found is not None or local.version == 4 else local
 
 
-def ipv4_for_interface_of(local: netaddr.IPAddress) -> netaddr.IPAddress | None:
+def ipv4_for_interface_of(
+    local: netaddr.IPAddress, addrs: Sequence[InterfaceAddress] | None = None
+) -> netaddr.IPAddress | None:
     """*local* itself if IPv4, else the first IPv4 address on the interface carrying *local*."""
     if local.version == 4:
         return local
-    addrs = interface_addresses()
+    addrs = interface_addresses() if addrs is None else addrs
     index = _interface_of(local, addrs)
     return next((a.address for a in addrs if a.index == index and a.address.version == 4), None)
+
+
+def seconds_since_boot() -> float:
+    """Time since the kernel booted (``CLOCK_BOOTTIME``: suspend included), for the forwarding-state flag."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def set_md5(sock: socket.socket, peer: netaddr.IPAddress, password: str) -> None:

@@ -205,7 +205,8 @@ def metallb_make_announcer(protocol: str, settings: AnnouncerSettings) -> BgpAnn
 
 #: The PeerSpec fields metallb's BGP speaker applies. A peer setting another field (to other
 #: than its default) is accepted and reported as not applied (``metallb_unapplied_config``).
-#: Implementing a field is adding it here.
+#: Implementing a field is adding it here. ``interface`` is applied as the scope of a
+#: link-local ``peer_address`` only: without an address (BGP unnumbered) it is not.
 APPLIED_PEER_FIELDS = frozenset(
     {
         "name",
@@ -219,13 +220,20 @@ APPLIED_PEER_FIELDS = frozenset(
         "password",
         "node_selectors",
         "dual_stack_address_family",  # the speaker always sends both families over one session
+        "keepalive_time",
+        "connect_time",
+        "ebgp_multihop",
+        "bfd_profile",
+        "enable_graceful_restart",
+        "dynamic_asn",
+        "disable_mp",
     }
 )
 #: Of the fields not applied, those without which a session would be wrong rather than weaker:
 #: such a peer gets no session until the field is applied.
-NOT_STARTED_WITHOUT = frozenset({"interface", "vrf", "dynamic_asn"})
+NOT_STARTED_WITHOUT = frozenset({"interface", "vrf"})
 #: Whether the speaker runs BFD (``BFDProfile`` objects and peers' ``bfd_profile``).
-BFD_APPLIED = False
+BFD_APPLIED = True
 
 _PEER_DEFAULTS = {f.name: f.default for f in attrs.fields(PeerSpec)}
 
@@ -235,11 +243,13 @@ def unapplied_peer_fields(peer: PeerSpec) -> tuple[str, ...]:
     out = []
     for field in attrs.fields(PeerSpec):
         name = field.name
-        if name in APPLIED_PEER_FIELDS or getattr(peer, name) == _PEER_DEFAULTS[name]:
+        if getattr(peer, name) == _PEER_DEFAULTS[name]:
             continue
-        if name == "keepalive_time" and peer.keepalive_time is not None and peer.keepalive_time * 3 == peer.hold_time:
-            continue  # what the speaker does anyway: a third of the hold time
-        if name == "bfd_profile" and BFD_APPLIED:
+        if name == "interface" and peer.peer_address is not None:
+            continue  # the scope of a link-local peer address
+        if name == "bfd_profile" and BFD_APPLIED and not peer.interface:
+            continue  # no BFD to a link-local (or unnumbered) peer
+        if name in APPLIED_PEER_FIELDS and name != "bfd_profile":
             continue
         out.append(name)
     return tuple(out)
@@ -252,21 +262,30 @@ def starts_session(peer: PeerSpec) -> bool:
 
 @hookimpl
 def metallb_unapplied_config(config: Config) -> Sequence[Unapplied]:
-    """Peers' fields the speaker does not apply yet, and every BFD profile while BFD is not applied."""
+    """Peers' fields the speaker does not apply yet, and BFD profiles' echo mode (asynchronous mode only)."""
     out = []
     for index, peer in enumerate(config.peers, 1):
         fields = unapplied_peer_fields(peer)
         if fields:
             effect = "the session runs without them" if starts_session(peer) else "the session is not started"
             out.append(Unapplied(kind="BGPPeer", name=peer.name, index=index, fields=fields, effect=effect))
-    if not BFD_APPLIED:
-        for profile in config.bfd_profiles.values():
+    for profile in config.bfd_profiles.values():
+        if not BFD_APPLIED:
             out.append(
                 Unapplied(
                     kind="BFDProfile",
                     name=profile.name,
                     fields=("name",),
                     effect="the BGP speaker does not run BFD yet; sessions using the profile run without it",
+                )
+            )
+        elif profile.echo_mode:
+            out.append(
+                Unapplied(
+                    kind="BFDProfile",
+                    name=profile.name,
+                    fields=("echo_mode",),
+                    effect="metallb's BFD has no echo function; sessions using the profile run asynchronous mode",
                 )
             )
     return out

@@ -139,6 +139,10 @@ class DesiredSet:
         """The elected routes for peers no route names, keyed by their prefix."""
         return {r.prefix: r for r in self.routes.values()}
 
+    def owners(self, prefix: PrefixKey) -> list[str]:
+        """The services wanting *prefix*, sorted."""
+        return sorted(self._owners.get(prefix, ()))
+
     def prefixes(self) -> list[PrefixKey]:
         """Every prefix some route has, for any peer."""
         return list(self._owners)

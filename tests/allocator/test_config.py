@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import attrs
 import netaddr
 import pytest
-from metallb.allocator import BgpAdvertisement, Community, ConfigError, L2Advertisement, LargeCommunity, NodeSelector
+from metallb.allocator import (
+    BgpAdvertisement,
+    Community,
+    ConfigError,
+    L2Advertisement,
+    LargeCommunity,
+    NodeSelector,
+    dump_config,
+)
 
 POOL = """
 address-pools:
@@ -41,10 +50,9 @@ class TestDocument:
         with pytest.raises(ConfigError, match=r"invalid YAML: line \d+, column \d+"):
             parse("address-pools:\n - name: [\n")
 
-    def test_bfd_profiles_are_not_supported(self, parse):
-        """bfd-profiles (FRR-only upstream) gives a clear not-supported error."""
-        with pytest.raises(ConfigError, match='"bfd-profiles" is not supported'):
-            parse("bfd-profiles: []")
+    def test_bfd_profiles_is_a_core_section(self, parse):
+        """bfd-profiles (FRR-only upstream) is accepted: metallb's speaker runs BFD (tests/announcers/bgp/test_bfd_config.py)."""
+        assert dict(parse("bfd-profiles: []").bfd_profiles) == {}
 
     def test_unknown_pool_key_is_rejected(self, parse):
         """Strict keys: an unknown field in a pool names the field and the allowed ones."""
@@ -267,10 +275,60 @@ class TestPeers:
         (peer,) = parse(self.PEER + "  source-address: 192.0.2.9\n  router-id: 10.0.0.1\n  password: s3cret\n").peers
         assert (str(peer.source_address), str(peer.router_id), peer.password) == ("192.0.2.9", "10.0.0.1", "s3cret")
 
-    def test_frr_only_keys_are_not_supported(self, parse):
-        """keepalive-time and friends give a clear not-supported error."""
-        with pytest.raises(ConfigError, match='field "keepalive-time" is not supported'):
-            parse(self.PEER + "  keepalive-time: 10s\n")
+    def test_keepalive_time_ebgp_multihop_connect_time(self, parse):
+        """keepalive-time (whole seconds up to hold-time), ebgp-multihop (a boolean), connect-time (1s-65535s)."""
+        (peer,) = parse(
+            self.PEER + "  hold-time: 30s\n  keepalive-time: 10.5s\n  ebgp-multihop: true\n  connect-time: 1m\n"
+        ).peers
+        assert (peer.keepalive_time, peer.ebgp_multihop, peer.connect_time) == (10, True, 60)
+        assert parse(dump_config(parse(self.PEER + "  connect-time: 7s\n"))).peers[0].connect_time == 7
+        assert parse(dump_config(parse(self.PEER + "  disable-mp: true\n"))).peers[0].disable_mp
+        (peer,) = parse(self.PEER).peers
+        assert (peer.keepalive_time, peer.ebgp_multihop, peer.connect_time) == (None, False, None)
+        assert parse(dump_config(parse(self.PEER + "  keepalive-time: 10s\n  ebgp-multihop: true\n"))).peers == (
+            attrs.evolve(peer, keepalive_time=10, ebgp_multihop=True),
+        )
+
+    def test_link_local_peer_needs_an_interface(self, parse):
+        """A link-local peer-address needs interface (and no bfd-profile); dump keeps it."""
+        text = "peers:\n- my-asn: 64512\n  peer-asn: 64513\n  peer-address: fe80::1\n"
+        with pytest.raises(ConfigError, match='field "peer-address": value "fe80::1": a link-local peer-address needs'):
+            parse(text)
+        (peer,) = parse(text + "  interface: eth0\n").peers
+        assert peer.interface == "eth0"
+        assert parse(dump_config(parse(text + "  interface: eth0\n"))).peers == (peer,)
+        with pytest.raises(ConfigError, match='field "interface": value "eth0": BFD to a link-local peer is not'):
+            parse("bfd-profiles:\n- name: f\n" + text + "  interface: eth0\n  bfd-profile: f\n")
+
+    def test_dynamic_asn(self, parse):
+        """dynamic-asn replaces peer-asn (internal or external, decided from the peer's OPEN); dump keeps it."""
+        text = "peers:\n- my-asn: 64512\n  dynamic-asn: external\n  peer-address: 192.0.2.1\n"
+        (peer,) = parse(text).peers
+        assert (peer.peer_asn, peer.dynamic_asn, peer.external()) == (0, "external", True)
+        assert parse(dump_config(parse(text))).peers == (peer,)
+        (peer,) = parse(text.replace("external", "internal")).peers
+        assert not peer.external()
+
+    @pytest.mark.parametrize(
+        ("extra", "rule"),
+        [
+            ("  dynamic-asn: external\n", 'field "dynamic-asn": value "external": peer-asn and dynamic-asn are mut'),
+            ("  connect-time: 0.5s\n", 'field "connect-time": value "0.5s": invalid connect time: must be a dur'),
+            ("  connect-time: 65536s\n", 'field "connect-time": value "65536s": invalid connect time'),
+            ("  interface: eth0\n", 'field "interface": value "eth0": only for a link-local IPv6 peer-address'),
+            ("  interface: a/b\n", 'field "interface": value "a/b": invalid interface name'),
+            ("  dynamic-asn: External\n", 'field "dynamic-asn": value "External": must be "internal" or "external"'),
+            ("  keepalive-time: 10\n", 'field "keepalive-time": value "10": invalid keepalive time: write a duration'),
+            ("  keepalive-time: 0s\n", 'value "0s": invalid keepalive time: must be at least 1s and not above hold'),
+            ("  hold-time: 9s\n  keepalive-time: 10s\n", 'value "10s": .*not above hold-time \\(9s\\)'),
+            ("  hold-time: 0s\n  keepalive-time: 1s\n", 'value "1s": .*not above hold-time \\(0s\\)'),
+            ("  ebgp-multihop: maybe\n", 'field "ebgp-multihop": value "maybe": must be a boolean'),
+        ],
+    )
+    def test_keepalive_time_and_ebgp_multihop_errors(self, parse, extra, rule):
+        """Bad values give one line naming field, value and rule."""
+        with pytest.raises(ConfigError, match=rule):
+            parse(self.PEER + extra)
 
 
 class TestNodeSelectors:
@@ -367,7 +425,7 @@ class TestV012Compatibility:
     BGP = "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [{addresses}]\n  bgp-advertisements:\n"
 
     def test_ebgp_multihop_is_accepted(self, parse):
-        """MetalLB accepts ebgp-multihop on a peer (check-config warns it is not applied yet); not on an iBGP peer."""
+        """MetalLB accepts ebgp-multihop on an eBGP peer (the speaker applies it); not on an iBGP peer."""
         (peer,) = parse(self.PEER + "  ebgp-multihop: true\n").peers
         assert peer.ebgp_multihop
         with pytest.raises(ConfigError, match="invalid ebgp-multihop parameter set for an ibgp peer"):

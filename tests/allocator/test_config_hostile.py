@@ -72,6 +72,7 @@ ADDRESSES = st.integers(0, 3).map(lambda n: f"192.0.2.{n}") | st.sampled_from(["
 DURATIONS = st.sampled_from(["90s", "3m", "0", "0s", "0.5s", "1ms", "2.9s", "3s", "1h", "5"])
 BOOLS = st.sampled_from(["true", "false", "yes", "no", "on", "off", "y", "N"])
 COMMUNITIES = st.sampled_from(["65535:65281", "1:2", "large:1:2:3", "no-export", "c0", "65536:1"])
+BFD_INTERVALS = ["receive-interval", "transmit-interval", "detect-multiplier", "echo-interval", "minimum-ttl"]
 LABELS = st.sampled_from(["kubernetes.io/hostname", "zone", "a/b", "rack-1", "-x"])
 # A small space, so pools overlap now and then; ranges expand to several CIDRs.
 CIDR_TEXTS = (
@@ -149,12 +150,33 @@ def sections(noise: int) -> dict[str, st.SearchStrategy[object]]:
         "source-address": maybe(ADDRESSES),
         "password": maybe(TEXTS),
         "node-selectors": maybe(selectors),
+        "bfd-profile": maybe(st.sampled_from(["fast", "slow", "none"])),
+        "graceful-restart": maybe(BOOLS),
+        "keepalive-time": maybe(DURATIONS),
+        "connect-time": maybe(DURATIONS),
+        "ebgp-multihop": maybe(BOOLS),
+        "disable-mp": maybe(BOOLS),
+        "dynamic-asn": maybe(st.sampled_from(["internal", "external", "External"])),
+        "interface": maybe(st.sampled_from(["eth0", "a/b", "x" * 16])),
     }
     url = st.sampled_from(["http://x", "https://x:8443/a/", "ftp://x"])
     return {
         "peers": maybe(
             st.lists(
                 entry({"my-asn": maybe(ASNS), "peer-asn": maybe(ASNS), "peer-address": maybe(ADDRESSES)}, peer_extra),
+                max_size=3,
+            )
+        ),
+        "bfd-profiles": maybe(
+            st.lists(
+                entry(
+                    {"name": maybe(st.sampled_from(["fast", "slow"]))},
+                    {
+                        **{k: maybe(st.integers(0, 70000).map(str)) for k in BFD_INTERVALS},
+                        "echo-mode": maybe(BOOLS),
+                        "passive-mode": maybe(BOOLS),
+                    },
+                ),
                 max_size=3,
             )
         ),
@@ -180,7 +202,7 @@ NOISY, CLEAN = sections(6), sections(0)
 @st.composite
 def documents(draw: st.DrawFn) -> object:
     """A MetalLB config document, mostly well formed, with random values and types in some fields."""
-    names = draw(st.lists(st.sampled_from([*NOISY, "bfd-profiles", "other"]), max_size=4, unique=True))
+    names = draw(st.lists(st.sampled_from([*NOISY, "other"]), max_size=4, unique=True))
     return {name: draw(NOISY.get(name, values(1))) for name in names}
 
 

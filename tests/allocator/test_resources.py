@@ -8,6 +8,7 @@ from typing import Any
 import netaddr
 import pytest
 from metallb.allocator import (
+    BfdProfile,
     BgpAdvertisement,
     ConfigError,
     L2Advertisement,
@@ -518,10 +519,11 @@ class TestCommunityAndBFD:
         assert f'field "spec.{field}"' in rejected(obj("BFDProfile", "b", {field: value}))
 
     def test_bfd_profile_model(self):
-        """A profile keeps what is set, None for the rest."""
-        config = parse_resources([obj("BFDProfile", "b", {"receiveInterval": 300, "echoMode": True})])
+        """A profile keeps what is set, MetalLB's defaults for the rest (the same model as the ConfigMap's)."""
+        config = parse_resources([obj("BFDProfile", "b", {"receiveInterval": 100, "echoMode": True})])
         profile = config.bfd_profiles["b"]
-        assert (profile.receive_interval, profile.transmit_interval, profile.echo_mode) == (300, None, True)
+        assert profile == BfdProfile(name="b", receive_interval=100, echo_mode=True)
+        assert (profile.transmit_interval, profile.detect_multiplier, profile.minimum_ttl) == (300, 3, 254)
 
     def test_ipv6_pool_to_an_echo_mode_peer(self):
         """An IPv6 pool advertised to a peer whose BFD profile uses echo mode is rejected."""

@@ -64,7 +64,9 @@ class TestPort:
     @given(protocol=st.text(max_size=8).filter(lambda t: t.upper() not in ("TCP", "UDP", "SCTP")))
     def test_unknown_protocols_are_value_errors(self, protocol):
         """Any other protocol text is a ValueError naming the argument, the value and the rule, on one line."""
-        with pytest.raises(ValueError, match=r'Port: argument "protocol": value "[^\n]*": must be TCP, UDP or SCTP') as info:
+        with pytest.raises(
+            ValueError, match=r'Port: argument "protocol": value "[^\n]*": must be TCP, UDP or SCTP'
+        ) as info:
             Port(protocol, 80)
         assert "\n" not in str(info.value)
 
@@ -77,7 +79,9 @@ class TestPort:
     @given(number=st.one_of(st.integers(max_value=0), st.integers(min_value=65536)))
     def test_port_out_of_range_is_a_value_error(self, number):
         """Port numbers outside 1-65535 are a ValueError."""
-        with pytest.raises(ValueError, match=rf'Port: argument "port": value {number} \(int\): must be from 1 to 65535'):
+        with pytest.raises(
+            ValueError, match=rf'Port: argument "port": value {number} \(int\): must be from 1 to 65535'
+        ):
             Port("TCP", number)
 
     @pytest.mark.parametrize("number", [True, False, "80", 80.0, None, b"80"])
@@ -143,7 +147,9 @@ class TestServiceKeys:
     def test_noslash_is_rejected_everywhere(self, alloc, method):
         """Every method taking a service rejects "noslash", naming the method, argument, value and rule."""
         before = alloc.allocations()
-        with pytest.raises(ValueError, match=rf'{method}\(\): argument "service": value "noslash": must be "namespace/name"'):
+        with pytest.raises(
+            ValueError, match=rf'{method}\(\): argument "service": value "noslash": must be "namespace/name"'
+        ):
             SERVICE_CALLS[method](alloc, "noslash")
         assert alloc.allocations() == before
 
@@ -188,7 +194,14 @@ class TestFamiliesAndPools:
 
     @pytest.mark.parametrize(
         ("families", "error"),
-        [("46", TypeError), ((4, 4), ValueError), ((), ValueError), ((4, 5), ValueError), ((4, True), TypeError), (4, TypeError)],
+        [
+            ("46", TypeError),
+            ((4, 4), ValueError),
+            ((), ValueError),
+            ((4, 5), ValueError),
+            ((4, True), TypeError),
+            (4, TypeError),
+        ],
     )
     def test_allocate_dual_checks_families(self, alloc, families, error):
         """allocate_dual's families: each 4 or 6, at least one, none twice."""

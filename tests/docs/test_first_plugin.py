@@ -99,7 +99,12 @@ class TestSection:
         for path in files:
             assert not Path(path).is_absolute() and ".." not in Path(path).parts, path
         commands = [command for block in sessions for command, _ in block.session()]
-        for needed in ("pip install ./metallb-file-pools", "metallb plugins", "metallb check-config", "metallb allocate"):
+        for needed in (
+            "pip install ./metallb-file-pools",
+            "metallb plugins",
+            "metallb check-config",
+            "metallb allocate",
+        ):
             assert any(c.startswith(needed) for c in commands), needed
         assert any("pytest" in c for c in commands)
 
@@ -138,5 +143,7 @@ class TestAsWritten:
                 where = f"docs/writing-plugins.md line {block.line}: $ {command}"
                 assert result.returncode == 0, f"{where}: exit status {result.returncode}\n{output}"
                 assert output_matches(expected, output.splitlines()), (
-                    f"{where}: the output shown is not what it prints\nshown:\n" + "\n".join(expected) + f"\nprinted:\n{output}"
+                    f"{where}: the output shown is not what it prints\nshown:\n"
+                    + "\n".join(expected)
+                    + f"\nprinted:\n{output}"
                 )

@@ -287,12 +287,17 @@ class TestSourceContract:
         """allocate_dual takes one address from each prefix; check-config's output parses back."""
         from metallb.allocator import dump_config
 
-        text = config_for(netbox.api.url, cidrs="192.0.2.0/28, 2001:db8::/125").replace("prefix-id: 7", "prefix-id: [7, 8]")
+        text = config_for(netbox.api.url, cidrs="192.0.2.0/28, 2001:db8::/125").replace(
+            "prefix-id: 7", "prefix-id: [7, 8]"
+        )
         config = parse_config(text, plugin_manager=pm)
         alloc = Allocator(plugin_manager=pm, config=config)
         assert [str(ip) for ip in alloc.allocate_dual("default/web")] == ["192.0.2.2", "2001:db8::1"]
         alloc.unassign("default/web")
-        assert parse_config(dump_config(config, plugin_manager=pm), plugin_manager=pm).pools["lab"].cidrs == config.pools["lab"].cidrs
+        assert (
+            parse_config(dump_config(config, plugin_manager=pm), plugin_manager=pm).pools["lab"].cidrs
+            == config.pools["lab"].cidrs
+        )
 
 
 SERVICES = """\

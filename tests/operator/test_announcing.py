@@ -180,13 +180,15 @@ class TestServiceAnnouncements:
             ("set_config", {"zone": "a"}),
         ]
 
-    def test_close_withdraws_everything_then_closes(self, setup):
-        """close() withdraws each announced service, then closes the announcers."""
+    def test_close_leaves_withdrawing_to_the_announcers(self, setup):
+        """close() closes the announcers (each withdraws itself, or keeps routes for a graceful restart), then forgets."""
         announcements, announcer, registry, config = setup
         announcements.update({"ns/a": candidate(config, "ns/a", "192.0.2.1")}, CLUSTER, config)
         announcements.close()
-        assert announcer.calls[-2:] == [("withdraw", "ns/a"), ("close", None)]
+        assert announcer.calls[-1] == ("close", None)
+        assert ("withdraw", "ns/a") not in announcer.calls
         assert announced_metric(registry, "ns/a", "192.0.2.1") is None
+        assert announcements.announced == {}
 
 
 class TestParseInterfaces:

@@ -286,16 +286,19 @@ class TestConfigCommands:
         assert capsys.readouterr().err.startswith(f'{path}: waiting: BGPAdvertisement "b"')
 
     def test_warnings_name_what_is_not_applied(self, tmp_path, capsys):
-        """ebgp-multihop (accepted as MetalLB v0.12 does) is a warning: not applied yet."""
+        """A BGPPeer's vrf and a BFDProfile's echo mode are warnings: accepted, not applied yet."""
         path = tmp_path / "c.yaml"
         path.write_text(
-            "peers:\n- my-asn: 64500\n  peer-asn: 64501\n  peer-address: 192.0.2.1\n  ebgp-multihop: true\n"
+            "apiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\n"
+            "spec: {myASN: 64500, peerASN: 64501, peerAddress: 192.0.2.1, vrf: red, ebgpMultiHop: true}\n"
+            "---\napiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: e}\nspec: {echoMode: true}\n"
         )
         args = command("check-config", "-q", str(path))
         assert args.run(args) == 0
-        assert (
-            capsys.readouterr().err
-            == f"{path}: warning: peer #1: ebgp-multihop: accepted, not applied yet; the session runs without them\n"
+        assert capsys.readouterr().err == (
+            f'{path}: warning: BGPPeer "r": spec.vrf: accepted, not applied yet; the session is not started\n'
+            f'{path}: warning: BFDProfile "e": spec.echoMode: accepted, not applied yet; '
+            "metallb's BFD has no echo function; sessions using the profile run asynchronous mode\n"
         )
 
     def test_mode(self, tmp_path, capsys):

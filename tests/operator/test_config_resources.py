@@ -227,17 +227,17 @@ class TestResourcesConfigureTheController:
         assert wait_for(lambda: condition(kube, "bgppeers", "tor").get("status") == "True")
 
     def test_fields_not_applied_and_pools_not_announced(self, kube, cluster, start, tmp_path):
-        """ebgpMultiHop is accepted with NotApplied; a pool no advertisement selects is Announced=False, and said so."""
+        """A vrf is accepted with NotApplied; a pool no advertisement selects is Announced=False, and said so."""
         kube.put_object(res("IPAddressPool", "quiet", {"addresses": ["192.0.2.10/31"]}))
         kube.put_object(
-            res("BGPPeer", "far", {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.1", "ebgpMultiHop": True})
+            res("BGPPeer", "far", {"myASN": 64500, "peerASN": 64501, "peerAddress": "192.0.2.1", "vrf": "red"})
         )
         start()
         make_service(cluster, "a")
         wait_for(lambda: ingress(kube, "a"))
         not_applied = wait_for(lambda: condition(kube, "bgppeers", "far", "NotApplied"))
         assert not_applied["status"] == "True" and not_applied["message"].startswith(
-            "spec.ebgpMultiHop: accepted, not applied"
+            "spec.vrf: accepted, not applied"
         )
         silent = wait_for(lambda: condition(kube, "ipaddresspools", "quiet", "Announced"))
         assert (silent["status"], silent["reason"]) == ("False", "NoAdvertisement")

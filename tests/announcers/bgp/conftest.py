@@ -68,6 +68,7 @@ class RibEntry:
     local_pref: int | None
     communities: tuple[str, ...] = ()
     large_communities: tuple[str, ...] = ()
+    stale: bool = False  # kept through a graceful restart, not yet refreshed (GoBGP and FRR say so)
 
 
 @attrs.define
@@ -102,9 +103,14 @@ def _lab(netlab: Any) -> Iterator[Lab]:
 # -- routers -------------------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Router:
-    """A BGP daemon in the router namespace, passive, peering with the node at 192.0.2.2."""
+    """A BGP daemon in the router namespace, passive, peering with the node at 192.0.2.2.
+
+    Options: *graceful_restart* (helper for our restarts, RFC 4724), *extended_messages*
+    (RFC 8654, BIRD only), *kernel* (install the routes it learns in the namespace's
+    kernel: BIRD's kernel protocol, FRR's zebra; GoBGP cannot).
+    """
 
     lab: Lab
     asn: int
@@ -112,11 +118,15 @@ class Router:
     hold: int = 9
     password: str = ""
     transport: int = 4  # the IP version of the session
+    graceful_restart: bool = False
+    extended_messages: bool = False
+    kernel: bool = False
     proc: subprocess.Popen[bytes] | None = None
     name: ClassVar[str] = ""
 
     def start(self) -> Router:
         """Write the config, start the daemon and wait until its CLI answers."""
+        self.before_start()
         with open(self.path("log"), "ab") as log:
             self.proc = self.lab.netlab.popen(self.lab.rtr, self.argv(), stdout=subprocess.DEVNULL, stderr=log)
         proc = self.proc
@@ -171,6 +181,9 @@ class Router:
         return last
 
     # Implemented per daemon.
+    def before_start(self) -> None:
+        """Start helper daemons (FRR's zebra)."""
+
     def argv(self) -> list[str]:
         raise NotImplementedError
 
@@ -189,9 +202,13 @@ class Bird(Router):
     def argv(self) -> list[str]:
         pw = f'password "{self.password}";' if self.password else ""
         filters = "import all; export none; gateway direct;"
+        gr = "graceful restart on;" if self.graceful_restart else ""
+        ext = "enable extended messages on;" if self.extended_messages else ""
+        kernel = "protocol kernel { ipv4 { export all; }; }\nprotocol kernel { ipv6 { export all; }; }" * self.kernel
         conf = f"""
 router id {RTR4};
 protocol device {{ }}
+{kernel}
 protocol bgp speaker {{
   local {self.local} as {self.asn};
   neighbor {self.node} as {self.peer_asn};
@@ -200,6 +217,8 @@ protocol bgp speaker {{
   hold time {self.hold};
   error wait time 1, 5;
   {pw}
+  {gr}
+  {ext}
   ipv4 {{ {filters} }};
   ipv6 {{ {filters} }};
 }}
@@ -218,6 +237,7 @@ protocol bgp speaker {{
             head = re.match(r"([0-9a-f.:]+/\d+)\s+unicast", block)
             if not head:
                 continue
+            block = re.sub(r"\n\s+(?=\()", " ", block)  # long community lists wrap onto more lines
             attrs_ = dict(re.findall(r"^\s+BGP\.(\w+): ?(.*)$", block, re.M))
             entries[head.group(1)] = RibEntry(
                 prefix=head.group(1),
@@ -240,6 +260,10 @@ class GoBgp(Router):
 
     def argv(self) -> list[str]:
         pw = f'    auth-password = "{self.password}"\n' if self.password else ""
+        gr, mp_gr = "", ""
+        if self.graceful_restart:
+            gr = "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 120\n"
+            mp_gr = "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
         conf = f"""
 [global.config]
   as = {self.asn}
@@ -252,15 +276,16 @@ class GoBgp(Router):
 {pw}  [neighbors.timers.config]
     hold-time = {self.hold}
     keepalive-interval = {max(1, self.hold // 3)}
+    idle-hold-time-after-reset = 1
   [neighbors.transport.config]
     passive-mode = true
-  [[neighbors.afi-safis]]
+{gr}  [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv4-unicast"
-  [[neighbors.afi-safis]]
+{mp_gr}  [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv6-unicast"
-"""
+{mp_gr}"""
         with open(self.path("conf"), "w") as fh:
             fh.write(conf)
         return ["gobgpd", "-f", self.path("conf"), "-p", "--api-hosts", "127.0.0.1:50051", "--pprof-disable"]
@@ -284,28 +309,47 @@ class GoBgp(Router):
                 large_communities=tuple(
                     f"{c['ASN']}:{c['LocalData1']}:{c['LocalData2']}" for c in attrs_.get(32, {}).get("value", [])
                 ),
+                stale=bool(paths[0].get("stale")),
             )
         return entries
 
 
 class Frr(Router):
-    """FRR's bgpd alone (no zebra), controlled through ``vtysh``."""
+    """FRR's bgpd, controlled through ``vtysh``; with *kernel*, zebra too (else bgpd alone, ``-Z``)."""
 
     name = "frr"
 
-    def argv(self) -> list[str]:
+    def before_start(self) -> None:
         vty = self.path("vty")
         os.makedirs(vty, exist_ok=True)
         os.chmod(vty, 0o777)
+        if not self.kernel:
+            return
+        # zebra has no --skip_runas: it runs as user frr (a member of frrvty), keeping its capabilities.
+        with open(self.path("zebra.conf"), "w") as fh:
+            fh.write("hostname rtr\n")
+        with open(self.path("zebra.log"), "ab") as log:
+            zebra = self.lab.netlab.popen(
+                self.lab.rtr,
+                ["/usr/lib/frr/zebra", "-u", "frr", "-g", "frr", "-P", "0", "--vty_socket", vty,
+                 "-z", self.path("zserv.api"), "-f", self.path("zebra.conf"), "-i", self.path("zebra.pid")],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
+        wait_for(lambda: zebra.poll() is not None or os.path.exists(self.path("zserv.api")), timeout=10, what="zebra")
+        assert zebra.poll() is None, open(self.path("zebra.log")).read()
+
+    def argv(self) -> list[str]:
+        vty = self.path("vty")
         n = self.node
         pw = f" neighbor {n} password {self.password}\n" if self.password else ""
+        gr = " bgp graceful-restart\n" if self.graceful_restart else ""
         conf = f"""
 frr defaults traditional
 router bgp {self.asn}
  bgp router-id {RTR4}
  no bgp ebgp-requires-policy
  no bgp network import-check
- neighbor {n} remote-as {self.peer_asn}
+{gr} neighbor {n} remote-as {self.peer_asn}
  neighbor {n} passive
  neighbor {n} timers {max(1, self.hold // 3)} {self.hold}
 {pw} address-family ipv4 unicast
@@ -317,8 +361,9 @@ router bgp {self.asn}
 """
         with open(self.path("conf"), "w") as fh:
             fh.write(conf)
+        zebra = ["-z", self.path("zserv.api")] if self.kernel else ["-Z", "-n"]
         return [
-            "/usr/lib/frr/bgpd", "-Z", "-S", "-n", "-P", "0", "--vty_socket", vty,
+            "/usr/lib/frr/bgpd", *zebra, "-S", "-P", "0", "--vty_socket", vty,
             "-f", self.path("conf"), "-i", self.path("pid"),
         ]  # fmt: skip
 
@@ -343,8 +388,11 @@ router bgp {self.asn}
                 next_hop=nexthops[0] if nexthops else "",
                 as_path=tuple(n for seg in segments for n in seg.get("list", [])),
                 local_pref=path.get("locPrf"),
-                communities=tuple(path.get("community", {}).get("string", "").split()),
+                # "string" is cut short for long lists; "list" is not.
+                communities=tuple(map(str, path.get("community", {}).get("list", ())))
+                or tuple(path.get("community", {}).get("string", "").split()),
                 large_communities=tuple(path.get("largeCommunity", {}).get("string", "").split()),
+                stale=bool(path.get("stale")),
             )
         return entries
 
@@ -398,19 +446,29 @@ class Speaker:
     def metric(self, name: str, peer_label: str = f"{RTR4}:179") -> float | None:
         return self.registry.get_sample_value(name, {"peer": peer_label})
 
+    def metric_labels(self, name: str, peer_label: str = f"{RTR4}:179", **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, {"peer": peer_label, **labels})
+
 
 @pytest.fixture(name="make_speaker")
 def _make_speaker(lab: Lab) -> Iterator[Callable[..., Speaker]]:
     """Build speakers in the node namespace; each is closed at teardown."""
     made: list[BgpAnnouncer] = []
 
-    def make(*, connect_timeout: float = 3, backoff_cap: float = 2, labels: dict[str, str] | None = None) -> Speaker:
+    def make(
+        *,
+        connect_timeout: float = 3,
+        backoff_cap: float = 2,
+        labels: dict[str, str] | None = None,
+        **options: Any,
+    ) -> Speaker:
+        """*options* are BgpAnnouncer's keyword options (flap_interval, end_of_rib_delay ...)."""
         registry = CollectorRegistry()
         settings = AnnouncerSettings(
             node_name="node-a", registry=registry, connect_timeout=connect_timeout, backoff_cap=backoff_cap
         )
         with in_netns(lab.node):
-            announcer = BgpAnnouncer(settings)
+            announcer = BgpAnnouncer(settings, **options)
         made.append(announcer)
         return Speaker(announcer, registry, NodeInfo(name="node-a", labels=labels or {}))
 
@@ -423,8 +481,9 @@ def _make_speaker(lab: Lab) -> Iterator[Callable[..., Speaker]]:
 def _make_router(lab: Lab) -> Callable[..., Router]:
     """Start a router (``bird``, ``gobgp`` or ``frr``) in the router namespace; killed at teardown."""
 
-    def make(kind: str, *, asn: int, peer_asn: int, hold: int = 9, password: str = "", transport: int = 4) -> Router:
-        return ROUTERS[kind](lab, asn, peer_asn, hold, password, transport).start()
+    def make(kind: str, *, asn: int, peer_asn: int, **options: Any) -> Router:
+        """*options*: hold, password, transport, graceful_restart, extended_messages, kernel."""
+        return ROUTERS[kind](lab=lab, asn=asn, peer_asn=peer_asn, **options).start()
 
     return make
 
@@ -432,10 +491,22 @@ def _make_router(lab: Lab) -> Callable[..., Router]:
 # -- a scripted peer, for protocol errors no real router will produce -----------------------------
 
 
-def peer_open(asn: int, *, hold: int = 9, router_id: str = RTR4, ipv6: bool = True) -> bytes:
-    """A peer's OPEN, written out by hand: MP IPv4 (+ IPv6) unicast and 4-octet AS capabilities."""
+def peer_open(
+    asn: int,
+    *,
+    hold: int = 9,
+    router_id: str = RTR4,
+    ipv6: bool = True,
+    extended: bool = False,
+    graceful: bool = False,
+) -> bytes:
+    """A peer's OPEN, written out by hand: MP IPv4 (+ IPv6) unicast and 4-octet AS capabilities.
+
+    *extended* adds RFC 8654 extended messages, *graceful* an RFC 4724 capability (helper, 120 s).
+    """
     rid = bytes(netaddr.IPAddress(router_id).packed)
     c = bytes.fromhex("01 04 0001 00 01" + (" 01 04 0002 00 01" if ipv6 else "")) + b"\x41\x04" + asn.to_bytes(4, "big")
+    c += bytes.fromhex("06 00") * extended + bytes.fromhex("40 02 0078") * graceful
     params = bytes([2, len(c)]) + c
     body = bytes([4]) + (asn if asn <= 0xFFFF else 23456).to_bytes(2, "big") + hold.to_bytes(2, "big")
     body += rid + bytes([len(params)]) + params
@@ -464,6 +535,14 @@ class PeerConn:
         body = self._exactly(length - 19)
         return (header[18], body or b"") if body is not None else None
 
+    def recv_all(self, *, timeout: float = 5) -> list[tuple[int, bytes]]:
+        """Every message until the speaker closes the connection."""
+        out: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while (msg := self.recv(timeout=max(0.01, deadline - time.monotonic()))) is not None:
+            out.append(msg)
+        return out
+
     def _exactly(self, n: int) -> bytes | None:
         buf = b""
         while len(buf) < n:
@@ -486,11 +565,14 @@ class PeerConn:
             if msg[0] == mtype:
                 return msg[1]
 
-    def handshake(self, asn: int, *, hold: int = 9, ipv6: bool = True) -> bytes:
-        """Read the speaker's OPEN, answer with ours and a KEEPALIVE, read its KEEPALIVE; return its OPEN body."""
+    def handshake(self, asn: int, *, hold: int = 9, ipv6: bool = True, **caps: bool) -> bytes:
+        """Read the speaker's OPEN, answer with ours and a KEEPALIVE, read its KEEPALIVE; return its OPEN body.
+
+        *caps*: ``extended``, ``graceful`` (see :func:`peer_open`).
+        """
         first = self.recv()
         assert first is not None and first[0] == 1, first
-        self.send(peer_open(asn, hold=hold, ipv6=ipv6) + KEEPALIVE)
+        self.send(peer_open(asn, hold=hold, ipv6=ipv6, **caps) + KEEPALIVE)
         assert self.recv_type(4) == b""
         return first[1]
 

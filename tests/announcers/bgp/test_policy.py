@@ -301,35 +301,39 @@ class TestUnapplied:
     """What the BGP plugin reports as accepted but not applied, and which peers get no session."""
 
     def test_peer_fields_not_applied(self):
-        """Fields outside APPLIED_PEER_FIELDS set to other than their default are reported, in model order."""
-        peer = attrs.evolve(PEER_ALL, name="r", ebgp_multihop=True, bfd_profile="b", connect_time=5.0)
-        assert bgp.unapplied_peer_fields(peer) == ("connect_time", "ebgp_multihop", "bfd_profile")
-        assert bgp.starts_session(peer)
-        assert bgp.unapplied_peer_fields(attrs.evolve(PEER_ALL, keepalive_time=30.0)) == ()  # a third of 90 s
+        """Only vrf, an unnumbered interface and BFD to an interface-scoped peer are reported, in model order."""
+        applied = attrs.evolve(
+            PEER_ALL, name="r", ebgp_multihop=True, bfd_profile="b", connect_time=5.0, keepalive_time=10.0,
+            enable_graceful_restart=True, disable_mp=True, source_address=netaddr.IPAddress("192.0.2.2"),
+        )  # fmt: skip
+        assert bgp.unapplied_peer_fields(applied) == ()
+        assert bgp.unapplied_peer_fields(attrs.evolve(PEER_ALL, dynamic_asn="external", peer_asn=0)) == ()
+        assert bgp.starts_session(applied)
+        link_local = attrs.evolve(PEER_ALL, peer_address=netaddr.IPAddress("fe80::1"), interface="eth0")
+        assert bgp.unapplied_peer_fields(link_local) == ()  # the interface is the address's scope
+        assert bgp.unapplied_peer_fields(attrs.evolve(link_local, bfd_profile="b")) == ("bfd_profile",)
+        assert bgp.unapplied_peer_fields(attrs.evolve(PEER_ALL, vrf="red", connect_time=5.0)) == ("vrf",)
 
     def test_needed_fields_stop_the_session(self):
-        """A VRF, a dynamic ASN or an unnumbered interface keep the peer from starting."""
-        for change in (
-            {"vrf": "red"},
-            {"dynamic_asn": "external", "peer_asn": 0},
-            {"interface": "eth0", "peer_address": None},
-        ):
+        """A VRF or an unnumbered interface keep the peer from starting; a dynamic ASN does not."""
+        for change in ({"vrf": "red"}, {"interface": "eth0", "peer_address": None}):
             assert not bgp.starts_session(attrs.evolve(PEER_ALL, **change)), change
+        assert bgp.starts_session(attrs.evolve(PEER_ALL, dynamic_asn="external", peer_asn=0))
 
-    def test_hook_names_peers_and_bfd_profiles(self):
-        """metallb_unapplied_config reports each peer with unapplied fields, and every BFD profile."""
+    def test_hook_names_peers_and_bfd_echo_mode(self):
+        """metallb_unapplied_config reports each peer with unapplied fields, and BFD profiles with echo mode."""
         config = Config(
             peers=(PEER_ALL, attrs.evolve(PEER_ALL, name="r", vrf="red")),
-            bfd_profiles={"b": BfdProfile(name="b")},
+            bfd_profiles={"b": BfdProfile(name="b"), "e": BfdProfile(name="e", echo_mode=True)},
         )
         found = bgp.metallb_unapplied_config(config)
         assert [(u.kind, u.name, u.index, u.fields, u.effect) for u in found] == [
             ("BGPPeer", "r", 2, ("vrf",), "the session is not started"),
             (
                 "BFDProfile",
-                "b",
+                "e",
                 0,
-                ("name",),
-                "the BGP speaker does not run BFD yet; sessions using the profile run without it",
+                ("echo_mode",),
+                "metallb's BFD has no echo function; sessions using the profile run asynchronous mode",
             ),
         ]

@@ -6,6 +6,7 @@ Routes are read back through each router's own CLI (``birdc``, ``gobgp``, ``vtys
 from __future__ import annotations
 
 import logging
+import time
 
 import netaddr
 import pytest
@@ -92,6 +93,20 @@ class TestIpv6Session:
         assert table["198.51.100.10/32"].next_hop == bgp.NODE4
         assert speaker.metric("metallb_bgp_session_up", f"[{bgp.RTR6}]:179") == 1
 
+    @pytest.mark.parametrize("transport", [4, 6])
+    def test_disable_mp_keeps_to_the_session_family(self, kind, transport, make_router, make_speaker, bgp):
+        """With disable-mp an IPv4 session carries only IPv4 routes and an IPv6 session only IPv6 ones."""
+        router = make_router(kind, asn=64513, peer_asn=64512, transport=transport)
+        speaker = make_speaker()
+        address = netaddr.IPAddress(bgp.RTR4 if transport == 4 else bgp.RTR6)
+        announce_two_services(speaker, bgp, 64512, 64513, peer_address=address, disable_mp=True)
+        own = {p for p in ALL_PREFIXES if (":" in p) == (transport == 6)}
+        router.wait_routes(lambda t: set(t) == own)
+        time.sleep(0.5)  # nothing of the other family follows
+        assert set(router.wait_routes(lambda t: True)) == own
+        status = speaker.announcer.sessions()[0]
+        assert status.state == "Established"
+
 
 @pytest.mark.parametrize("kind", ROUTERS)
 class TestFailures:
@@ -132,6 +147,36 @@ class TestFailures:
         speaker.configure(bgp.peer(64512, 64513))
         bgp.wait_for(lambda: "2/2 OPEN Message Error: Bad Peer AS" in caplog.text, what="the router's NOTIFICATION")
         assert speaker.state() != "Established"
+
+
+@pytest.mark.parametrize("kind", ROUTERS)
+class TestDynamicAsn:
+    """dynamic-asn: the peer's AS comes from its OPEN, internal or external as configured."""
+
+    @pytest.mark.parametrize(("dynamic", "router_asn"), [("external", 4200000002), ("internal", 64512)])
+    def test_session_and_routes(self, kind, dynamic, router_asn, make_router, make_speaker, bgp):
+        """Any router AS of the configured kind is accepted; eBGP routes carry our AS, iBGP ones local preference."""
+        router = make_router(kind, asn=router_asn, peer_asn=64512)
+        speaker = make_speaker()
+        announce_two_services(speaker, bgp, 64512, 0, dynamic_asn=dynamic)
+        speaker.wait_established()
+        table = router.wait_routes(lambda t: set(t) == ALL_PREFIXES)
+        host = table["198.51.100.10/32"]
+        assert host.as_path == ((64512,) if dynamic == "external" else ())
+        assert (host.local_pref == 150) is (dynamic == "internal")  # LOCAL_PREF goes to iBGP peers only
+
+    def test_wrong_kind_is_refused_with_notification(self, kind, make_router, make_speaker, bgp, caplog):
+        """An external router where dynamic-asn says internal gets NOTIFICATION 2/2 and a reason in the status."""
+        caplog.set_level(logging.WARNING, logger="metallb.announcers.bgp.session")
+        make_router(kind, asn=64513, peer_asn=64512)
+        speaker = make_speaker()
+        speaker.configure(bgp.peer(64512, 0, dynamic_asn="internal"))
+        bgp.wait_for(lambda: "Bad Peer AS" in caplog.text, what="the Bad Peer AS log line")
+        assert speaker.state() != "Established"
+        assert (
+            "peer ASN is 64513 but dynamic-asn is internal (our ASN 64512)"
+            in speaker.announcer.sessions()[0].last_error
+        )
 
 
 @pytest.mark.parametrize("kind", ["bird", "frr", "gobgp"])
