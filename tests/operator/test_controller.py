@@ -139,7 +139,8 @@ class TestConfig:
         c = start()
         for i in range(5):
             make_service(core, f"s{i}")
-        wait_for(lambda: events(kube, "s4", "AllocationFailed"))
+        # Generous: the first sync lists a dozen informers, slow on a loaded machine (flake hunt, run 3).
+        wait_for(lambda: events(kube, "s4", "AllocationFailed"), timeout=60, what="AllocationFailed for s4")
         core.patch_namespaced_config_map("config", NS, {"data": {"config": "address-pools: [broken"}})
         wait_for(lambda: stale(c) == 1, what="stale gauge")
         good = CONFIG + "- name: extra\n  protocol: layer2\n  addresses: [203.0.113.0/30]\n"
