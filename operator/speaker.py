@@ -1,17 +1,16 @@
 """``metallb speaker``: announces service addresses from one node.
 
-It watches Services, EndpointSlices, Nodes, the config ConfigMap and the
-speakers' Leases, and decides per Service, through the announcer plugins'
-``should_announce``, whether this node announces it (honouring each pool's
-``interfaces`` and ``node-selectors``), then announces or withdraws.
+It watches Services, EndpointSlices, Nodes and the config ConfigMap, and
+decides per Service, through the announcer plugins' ``should_announce``,
+whether this node announces it (honouring each pool's ``interfaces`` and
+``node-selectors``), then announces or withdraws.
 
-Liveness for the layer-2 election: every speaker renews a
-``coordination.k8s.io/v1`` Lease named after its node. A speaker is dead when
-its Lease has not changed for a lease duration, measured on *this* process's
-monotonic clock from the moment the change was observed, so no two machines'
-clocks are ever compared. One renewal per speaker per interval, never per
-Service: API writes per second = nodes / renew interval. A cleanly stopped
-speaker deletes its Lease, so the others take over at once.
+Which speakers are alive comes from a :class:`~metallb.operator.liveness.Liveness`:
+gossip between the speakers by default (no API writes at all), the Nodes'
+conditions, or a Lease per speaker (``--liveness``). In steady state the
+speaker writes nothing: a ``nodeAssigned`` Event only when this node starts
+announcing a Service. :class:`~metallb.operator.liveness.ApiLoad` counts the
+writes and the watch events.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import argparse
 import logging
 import signal
 import threading
-import time
 from typing import Any
 
 import netaddr
@@ -38,7 +36,8 @@ from metallb.allocator import (
 )
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.informer import Informer
-from metallb.operator.kube import api_client, event_body, now_rfc3339
+from metallb.operator.kube import api_client, event_body
+from metallb.operator.liveness import ApiLoad, MemberlistOptions, make_liveness
 from metallb.operator.metrics import MetricsServer, SpeakerMetrics
 from metallb.operator.service import read_service
 from prometheus_client import CollectorRegistry
@@ -47,8 +46,6 @@ __all__ = ["Speaker", "run"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-LEASE_PREFIX = "metallb-speaker-"
-LEASE_LABELS = {"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component": "speaker"}
 
 
 class Speaker:
@@ -63,6 +60,8 @@ class Speaker:
         config_name: str = "config",
         interfaces: tuple[str, ...] = (),
         ignore_exclude_lb: bool = False,
+        liveness: str = "memberlist",
+        memberlist: MemberlistOptions | None = None,
         lease_renew: float = 0.4,
         lease_duration: float = 1.2,
         registry: CollectorRegistry | None = None,
@@ -70,12 +69,11 @@ class Speaker:
     ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
-        self.coord = client.CoordinationV1Api(api)
         self.node_name, self.namespace, self.config_name = node_name, namespace, config_name
         self.interfaces, self.ignore_exclude_lb = interfaces, ignore_exclude_lb
-        self.lease_renew, self.lease_duration = lease_renew, lease_duration
         self.registry = registry or CollectorRegistry()
         self.metrics = SpeakerMetrics(self.registry)
+        self.load = ApiLoad(self.registry)
         self.pm = default_plugin_manager()
         self.config: Config | None = None
         announcers = Announcers(
@@ -88,31 +86,42 @@ class Speaker:
             ),
         )
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
-        self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.liveness = make_liveness(
+            liveness,
+            api,
+            node_name=node_name,
+            namespace=namespace,
+            wake=self._wake.set,
+            load=self.load,
+            registry=self.registry,
+            memberlist=memberlist,
+            lease_renew=lease_renew,
+            lease_duration=lease_duration,
+            watch_timeout=watch_timeout,
+        )
         kw = {"watch_timeout": watch_timeout}
-        self.services = Informer("services", self.core.list_service_for_all_namespaces, self._changed, **kw)  # type: ignore[arg-type]
+        counted = self.load.counted
+        self.services = Informer(
+            "services",
+            self.core.list_service_for_all_namespaces,
+            counted("services", self._changed),
+            **kw,  # type: ignore[arg-type]
+        )
         self.slices = Informer(
             "endpointslices",
             client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces,
-            self._changed,
+            counted("endpointslices", self._changed),
             **kw,  # type: ignore[arg-type]
         )
-        self.nodes = Informer("nodes", self.core.list_node, self._changed, **kw)  # type: ignore[arg-type]
+        self.nodes = Informer("nodes", self.core.list_node, counted("nodes", self._on_node), **kw)  # type: ignore[arg-type]
         self.configmaps = Informer(
             "config",
             self.core.list_namespaced_config_map,
-            self._on_config,
+            counted("configmaps", self._on_config),
             list_kwargs={"namespace": namespace, "field_selector": f"metadata.name={config_name}"},
-            **kw,  # type: ignore[arg-type]
-        )
-        self.leases = Informer(
-            "leases",
-            self.coord.list_namespaced_lease,
-            self._on_lease,
-            list_kwargs={"namespace": namespace, "label_selector": "app.kubernetes.io/component=speaker"},
             **kw,  # type: ignore[arg-type]
         )
 
@@ -147,29 +156,13 @@ class Speaker:
         log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
         self._wake.set()
 
-    def _on_lease(self, kind: str, obj: Obj | None) -> None:
-        if obj is None:
-            self._wake.set()
-            return
-        node = ((obj.get("spec") or {}).get("holderIdentity")) or ""
-        was_live = node in self.live_speakers()
-        seen = dict(self._seen)  # copy-on-write: the sync thread reads _seen without a lock
-        if kind == "DELETED":
-            seen.pop(node, None)
-        else:
-            renew = str((obj.get("spec") or {}).get("renewTime") or "")
-            if seen.get(node, ("", 0.0))[0] != renew:
-                seen[node] = (renew, time.monotonic())
-        self._seen = seen
-        # A renewal of a live speaker changes nothing; expiries are timed by _next_expiry.
-        if was_live != (node in self.live_speakers()):
-            self._wake.set()
+    def _on_node(self, kind: str, obj: Obj | None) -> None:
+        self.liveness.on_node(kind, obj)
+        self._wake.set()
 
     def live_speakers(self) -> frozenset[str]:
-        """Nodes whose speaker Lease changed within the lease duration (this node always)."""
-        now = time.monotonic()
-        live = {n for n, (_, seen) in self._seen.items() if now - seen <= self.lease_duration}
-        return frozenset(live | {self.node_name})
+        """Nodes whose speaker is alive, as the liveness mode sees it (this node too, unless it holds itself down)."""
+        return self.liveness.live()
 
     def _node(self) -> NodeInfo:
         obj = self.nodes.cache.get(self.node_name) or {}
@@ -255,7 +248,7 @@ class Speaker:
     def sync(self) -> None:
         """Decide every Service and apply the difference."""
         config = self.config
-        if config is None:
+        if config is None or not self.liveness.ready():  # announcing before knowing who is alive takes too much
             return
         candidates, reasons = self._candidates(config)
         for key in self.announcements.update(candidates, self._cluster(), config, reasons=reasons):
@@ -274,55 +267,16 @@ class Speaker:
             host=self.node_name,
         )
         try:
+            self.load.wrote("events", "create")
             self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(3, 10))
         except ApiException as exc:
             log.debug("event not recorded: %s", exc.reason)
 
-    # -- the Lease -------------------------------------------------------------------
-
-    @property
-    def lease_name(self) -> str:
-        """This speaker's Lease."""
-        return LEASE_PREFIX + self.node_name
-
-    def renew_lease(self) -> None:
-        """Create or renew this node's Lease (one write)."""
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": self.lease_name, "namespace": self.namespace, "labels": LEASE_LABELS},
-            "spec": {
-                "holderIdentity": self.node_name,
-                "leaseDurationSeconds": max(1, round(self.lease_duration)),
-                "renewTime": now_rfc3339(),
-            },
-        }
-        try:
-            self.coord.replace_namespaced_lease(self.lease_name, self.namespace, body, _request_timeout=(2, 5))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.coord.create_namespaced_lease(self.namespace, body, _request_timeout=(2, 5))
-
-    def _lease_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.renew_lease()
-            except Exception as exc:  # noqa: BLE001 - keep renewing; others will see us as dead meanwhile
-                log.warning("renewing lease %s failed: %s", self.lease_name, exc)
-            self._stop.wait(self.lease_renew)
-
-    def _next_expiry(self) -> float:
-        """Seconds until the next live speaker's Lease would expire (at most one renew interval)."""
-        now = time.monotonic()
-        waits = [seen + self.lease_duration - now for n, (_, seen) in self._seen.items() if n != self.node_name]
-        return max(0.005, min([w for w in waits if w > 0] + [self.lease_renew]))
-
     def _sync_loop(self) -> None:
-        # Wake on any change, and exactly when a Lease expires, so failover waits no longer than it must.
+        # Wake on any change, and exactly when a liveness expiry is due, so failover waits no longer than it must.
         while not self._stop.is_set():
             try:
-                self._wake.wait(self._next_expiry() + 0.005)
+                self._wake.wait(self.liveness.next_check() + 0.005)
                 self._wake.clear()
                 if self._stop.is_set():
                     return
@@ -333,30 +287,28 @@ class Speaker:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def _informers(self) -> tuple[Informer, ...]:
+        return (self.configmaps, self.nodes, *self.liveness.informers(), self.slices, self.services)
+
     def start(self) -> None:
-        """Start the Lease, the informers and the decision loop."""
-        self._threads = [
-            threading.Thread(target=self._lease_loop, name="lease", daemon=True),
-            threading.Thread(target=self._sync_loop, name="sync", daemon=True),
-        ]
-        for informer in (self.configmaps, self.nodes, self.leases, self.slices, self.services):
+        """Start the informers, the liveness and the decision loop."""
+        self._threads = [threading.Thread(target=self._sync_loop, name="sync", daemon=True)]
+        for informer in self._informers():
             informer.start()
+        self.liveness.start()
         for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
-        """Withdraw everything, close announcers, and delete this node's Lease."""
+        """Withdraw everything, close announcers, and tell the others (a goodbye, or deleting the Lease)."""
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5)
         self.announcements.close()
-        for informer in (self.configmaps, self.nodes, self.leases, self.slices, self.services):
+        for informer in self._informers():
             informer.stop()
-        try:
-            self.coord.delete_namespaced_lease(self.lease_name, self.namespace, _request_timeout=(2, 5))
-        except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
-            log.debug("deleting lease: %s", exc)
+        self.liveness.stop()
 
     def status(self) -> dict[str, Any]:
         """What this speaker announces and why it does not announce the rest."""
@@ -365,6 +317,8 @@ class Speaker:
             "announced": {k: {"protocol": p, "ips": [str(i) for i in v.ips]} for k, (p, v) in self.announced.items()},
             "not_announced": dict(self.reasons),
             "live_speakers": sorted(self.live_speakers()),
+            "liveness": self.liveness.status(),
+            "api": self.load.rates(),
         }
 
 
@@ -385,6 +339,14 @@ def run(args: argparse.Namespace) -> int:
         config_name=args.config,
         interfaces=parse_interfaces(args.interfaces),
         ignore_exclude_lb=args.ignore_exclude_lb,
+        liveness=args.liveness,
+        memberlist=MemberlistOptions(
+            bind_addr=args.ml_bindaddr,
+            bind_port=args.ml_bindport,
+            labels=args.ml_labels,
+            namespace=args.ml_namespace or args.namespace,
+            secret_key_path=args.ml_secret_key_path,
+        ),
         lease_renew=args.lease_renew,
         lease_duration=args.lease_duration,
     )
@@ -397,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
             speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status
         ).start()
     speaker.start()
-    log.info("speaker for node %s started", args.node_name)
+    log.info("speaker for node %s started (liveness: %s)", args.node_name, speaker.liveness.mode)
     stop.wait()
     speaker.stop()
     if server is not None:

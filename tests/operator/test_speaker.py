@@ -1,26 +1,33 @@
-"""`metallb speaker` end to end: two nodes on a bridge, the API emulator in a third namespace.
+"""`metallb speaker` end to end: nodes on a bridge, the API emulator in a namespace of its own.
 
 Speakers run as real processes inside node namespaces and reach the emulator
 over the bridge; a client namespace on the same bridge watches which MAC
-answers for the service address.
+answers for the service address. Two speakers with ``--liveness lease``, three
+with ``--liveness memberlist`` (the default: gossip on port 7946).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
 import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 from metallb.announcers.layer2.netlink import enter_netns
 
 NS = "metallb-system"
 VIP = "192.0.2.200"
-MACS = {"a": "02:00:00:00:01:0a", "b": "02:00:00:00:01:0b"}
+MACS = {"a": "02:00:00:00:01:0a", "b": "02:00:00:00:01:0b", "c": "02:00:00:00:01:0c"}
+IPS = {"a": "192.0.2.1", "b": "192.0.2.2", "c": "192.0.2.3"}
 CONFIG = "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [192.0.2.200/29]\n"
+POD_LABELS = {"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component": "speaker"}
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
 def start_in_netns(ns: str, emulator) -> None:
@@ -41,35 +48,33 @@ def start_in_netns(ns: str, emulator) -> None:
         raise box["error"]
 
 
-@pytest.fixture(name="cluster")
-def _cluster(netlab, tmp_path):
-    emu_module = sys.modules["metallb_tests_kube_emulator"]
-    switch = netlab.ns("sw")
-    netlab.run(switch, "ip link add br0 type bridge && ip link set br0 up")
-    hosts = {"emu": ("192.0.2.250", "02:00:00:00:01:fe"), "client": ("192.0.2.100", "02:00:00:00:01:c0")}
-    hosts |= {n: (f"192.0.2.{i}", MACS[n]) for i, n in enumerate(("a", "b"), 1)}
-    names = {}
-    for host, (ip, mac) in hosts.items():
-        ns = netlab.ns(host)
-        names[host] = ns
-        netlab.veth(ns, "eth0", switch, f"p-{host}", mac_a=mac)
-        netlab.run(switch, f"ip link set p-{host} master br0")
-        netlab.run(ns, f"ip addr add {ip}/24 dev eth0")
-    emu = emu_module.KubeEmulator(host=hosts["emu"][0], port=6443, bookmark_interval=0.5)
-    start_in_netns(names["emu"], emu)
-    kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+def populate(emu, nodes: tuple[str, ...]) -> None:
+    """The config, the Nodes (Ready, with their InternalIP), one speaker Pod per node, and a Service on all."""
     emu.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     emu.put_object(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "config", "namespace": NS},
-            "data": {"config": CONFIG},
-        }
-    )
-    for node in ("a", "b"):
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": NS},
+         "data": {"config": CONFIG}}
+    )  # fmt: skip
+    for node in nodes:
         emu.put_object(
-            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}}
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": IPS[node]}],
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }
+        )
+        emu.put_object(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"speaker-{node}", "namespace": NS, "labels": POD_LABELS},
+                "spec": {"nodeName": node, "hostNetwork": True, "containers": [{"name": "speaker", "image": "x"}]},
+                "status": {"phase": "Running", "podIP": IPS[node], "hostIP": IPS[node]},
+            }
         )
     emu.put_object(
         {
@@ -88,41 +93,88 @@ def _cluster(netlab, tmp_path):
             "addressType": "IPv4",
             "endpoints": [
                 {"addresses": [f"10.0.0.{i}"], "nodeName": n, "conditions": {"ready": True}}
-                for i, n in enumerate("ab", 1)
+                for i, n in enumerate(nodes, 1)
             ],
             "ports": [{"port": 80, "protocol": "TCP"}],
         }
     )
-    procs = {}
-    env = {**os.environ, "PYTHONSAFEPATH": "1"}
-    for node in ("a", "b"):
-        procs[node] = netlab.popen(
-            names[node],
-            [
-                sys.executable,
-                "-m",
-                "metallb.operator",
-                "speaker",
-                "--node-name",
-                node,
-                "--kubeconfig",
-                str(kubeconfig),
-                "--namespace",
-                NS,
-                "--interfaces",
-                "eth0",
-                "--metrics-port",
-                "0",  # Lease renewal and duration: the defaults, which the 2 s target is about
-            ],
-            env=env,
-            cwd="/",
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / f"speaker-{node}.log", "wb"),
-        )
+
+
+def build(netlab, tmp_path, *, nodes: tuple[str, ...], liveness: str) -> dict:
+    """The topology with one speaker per node in *liveness* mode; the caller stops the emulator."""
+    emu_module = sys.modules["metallb_tests_kube_emulator"]
+    switch = netlab.ns("sw")
+    netlab.run(switch, "ip link add br0 type bridge && ip link set br0 up")
+    hosts = {"emu": ("192.0.2.250", "02:00:00:00:01:fe"), "client": ("192.0.2.100", "02:00:00:00:01:c0")}
+    hosts |= {n: (IPS[n], MACS[n]) for n in nodes}
+    names = {}
+    for host, (ip, mac) in hosts.items():
+        ns = netlab.ns(host)
+        names[host] = ns
+        netlab.veth(ns, "eth0", switch, f"p-{host}", mac_a=mac)
+        netlab.run(switch, f"ip link set p-{host} master br0")
+        netlab.run(ns, f"ip addr add {ip}/24 dev eth0")
+    emu = emu_module.KubeEmulator(host=hosts["emu"][0], port=6443, bookmark_interval=0.5)
+    start_in_netns(names["emu"], emu)
+    populate(emu, nodes)
+    secret = tmp_path / "memberlist"
+    secret.mkdir()
+    (secret / "secretkey").write_text("c2VjcmV0IGtleSBmb3IgdGhlIG5hbWVzcGFjZSB0ZXN0cw==\n")  # a mounted Secret
+    cluster = {
+        "netlab": netlab, "ns": names, "emu": emu, "procs": {}, "logs": tmp_path, "nodes": nodes,
+        "liveness": liveness, "kubeconfig": emu.write_kubeconfig(tmp_path / "kubeconfig"), "secret": secret,
+    }  # fmt: skip
+    for node in nodes:
+        start_speaker(cluster, node)
+    return cluster
+
+
+def start_speaker(cluster: dict, node: str) -> None:
+    """Start (or restart) the speaker of *node*."""
+    argv = [
+        sys.executable, "-m", "metallb.operator", "speaker", "--node-name", node,
+        "--kubeconfig", str(cluster["kubeconfig"]), "--namespace", NS, "--interfaces", "eth0",
+        "--liveness", cluster["liveness"],
+    ]  # fmt: skip
+    if cluster["liveness"] == "memberlist":
+        argv += ["--ml-secret-key-path", str(cluster["secret"]), "--ml-bindaddr", IPS[node]]
+        argv += ["--ml-labels", "app.kubernetes.io/component=speaker", "--metrics-port", "7472"]
+    else:
+        argv += ["--metrics-port", "0"]  # Lease renewal and duration: the defaults, which the 2 s target is about
+    cluster["procs"][node] = cluster["netlab"].popen(
+        cluster["ns"][node],
+        argv,
+        env={**os.environ, "PYTHONSAFEPATH": "1"},
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=open(cluster["logs"] / f"speaker-{node}.log", "ab"),
+    )
+
+
+def logs(cluster: dict) -> str:
+    return "".join((cluster["logs"] / f"speaker-{n}.log").read_text() for n in cluster["nodes"])
+
+
+@pytest.fixture(name="cluster")
+def _cluster(netlab, tmp_path):
+    cluster = build(netlab, tmp_path, nodes=("a", "b"), liveness="lease")
     try:
-        yield {"netlab": netlab, "ns": names, "emu": emu, "procs": procs, "logs": tmp_path}
+        yield cluster
     finally:
-        emu.stop()
+        cluster["emu"].stop()
+
+
+@pytest.fixture(name="gossip")
+def _gossip(netlab, tmp_path):
+    cluster = build(netlab, tmp_path, nodes=("a", "b", "c"), liveness="memberlist")
+    with concurrent.futures.ThreadPoolExecutor(
+        1, initializer=enter_netns, initargs=(f"/run/netns/{cluster['ns']['client']}",)
+    ) as pool:
+        cluster["client"] = pool  # runs HTTP requests from the client namespace
+        try:
+            yield cluster
+        finally:
+            cluster["emu"].stop()
 
 
 def answering_mac(netlab, client_ns: str) -> str | None:
@@ -143,8 +195,7 @@ def settled_winner(cluster) -> str:
     deadline = time.monotonic() + 30
     while not all(emu.get("leases", NS, f"metallb-speaker-{n}") for n in "ab"):
         if time.monotonic() > deadline:
-            logs = "".join((cluster["logs"] / f"speaker-{n}.log").read_text() for n in "ab")
-            raise AssertionError(f"speakers never renewed their leases\n{logs[-3000:]}")
+            raise AssertionError(f"speakers never renewed their leases\n{logs(cluster)[-3000:]}")
         time.sleep(0.1)
     time.sleep(1.0)  # one sync after each sees the other's Lease
     mac = None
@@ -154,7 +205,54 @@ def settled_winner(cluster) -> str:
     return next(n for n, m in MACS.items() if m == mac)
 
 
-class TestTwoSpeakers:
+def speaker_status(cluster: dict, node: str) -> dict | None:
+    """The speaker's /status, fetched from the client namespace (None while it does not answer)."""
+
+    def fetch() -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://{IPS[node]}:7472/status", timeout=1) as response:
+                return json.load(response)
+        except OSError:
+            return None
+
+    return cluster["client"].submit(fetch).result()
+
+
+def gossip_winner(cluster: dict, *, nodes: tuple[str, ...] | None = None) -> str:
+    """Wait until every speaker of *nodes* counts all of them live and one MAC answers; return that node."""
+    nodes = nodes or cluster["nodes"]
+    netlab, ns = cluster["netlab"], cluster["ns"]
+    deadline = time.monotonic() + 30
+    while True:
+        views = {n: speaker_status(cluster, n) for n in nodes}
+        if all(v and v["live_speakers"] == sorted(nodes) for v in views.values()):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"speakers never saw each other: {views}\n{logs(cluster)[-4000:]}")
+        time.sleep(0.3)
+    time.sleep(0.5)  # the speakers act on what they see
+    mac = None
+    while time.monotonic() < deadline and mac is None:
+        mac = answering_mac(netlab, ns["client"])
+    assert mac in MACS.values(), f"nobody answered ARP for {VIP}"
+    replies = netlab.run(ns["client"], f"arping -c 2 -i eth0 {VIP}", check=False).stdout.lower()
+    assert {m for m in MACS.values() if m in replies} == {mac}, f"more than one node answers: {replies}"
+    return next(n for n, m in MACS.items() if m == mac)
+
+
+def time_until_moved(cluster: dict, away_from: str, limit: float = 10.0) -> tuple[float, str]:
+    """Seconds until the client's neighbour entry for the VIP holds another node's MAC, and that node."""
+    netlab, client = cluster["netlab"], cluster["ns"]["client"]
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        mac = neighbour_mac(netlab, client)
+        if mac in MACS.values() and mac != MACS[away_from]:
+            return time.monotonic() - start, next(n for n, m in MACS.items() if m == mac)
+        time.sleep(0.02)
+    raise AssertionError(f"the client's neighbour cache never moved away from {away_from}\n{logs(cluster)[-3000:]}")
+
+
+class TestTwoSpeakersLease:
     def test_one_winner_then_failover_within_2s_after_sigkill(self, cluster):
         """Exactly one node answers; after its speaker is SIGKILLed the client's traffic moves within 2 s."""
         netlab, ns, procs = cluster["netlab"], cluster["ns"], cluster["procs"]
@@ -190,3 +288,61 @@ class TestTwoSpeakers:
         deadline = time.monotonic() + 5
         while answering_mac(netlab, ns["client"]) != MACS[loser]:
             assert time.monotonic() < deadline, "the other node did not take over"
+
+
+class TestThreeSpeakersMemberlist:
+    def test_failover_within_2s_after_sigkill(self, gossip):
+        """One of three answers; after its speaker is SIGKILLed, gossip moves the client's traffic within 2 s."""
+        netlab, ns, procs = gossip["netlab"], gossip["ns"], gossip["procs"]
+        winner = gossip_winner(gossip)
+        netlab.run(ns["client"], f"ping -c 1 -W 0.2 {VIP}", check=False)
+        assert neighbour_mac(netlab, ns["client"]) == MACS[winner]
+        procs[winner].kill()
+        moved, successor = time_until_moved(gossip, winner)
+        print(f"memberlist failover after SIGKILL: {moved:.2f} s")
+        assert moved < 2.0, f"failover took {moved:.2f} s"
+        assert answering_mac(netlab, ns["client"]) == MACS[successor]
+
+    def test_failover_after_link_down_and_rejoin(self, gossip):
+        """The winner's link goes down: another node takes over; back up, it rejoins without flapping."""
+        netlab, ns = gossip["netlab"], gossip["ns"]
+        winner = gossip_winner(gossip)
+        netlab.run(ns["client"], f"ping -c 1 -W 0.2 {VIP}", check=False)
+        assert neighbour_mac(netlab, ns["client"]) == MACS[winner]
+        netlab.run(ns[winner], "ip link set eth0 down")
+        moved, successor = time_until_moved(gossip, winner)
+        print(f"memberlist failover after link down: {moved:.2f} s")
+        assert moved < 2.0, f"failover took {moved:.2f} s"
+        others = tuple(n for n in gossip["nodes"] if n != winner)
+        assert all(winner not in speaker_status(gossip, n)["live_speakers"] for n in others)
+        netlab.run(ns[winner], "ip link set eth0 up")
+        # Held down: for the hold-down the others keep the address where it moved.
+        time.sleep(2.0)
+        assert all(winner not in speaker_status(gossip, n)["live_speakers"] for n in others)
+        assert answering_mac(netlab, ns["client"]) == MACS[successor]
+        assert gossip_winner(gossip) == winner  # after the hold-down: back, and one node answers
+
+    def test_steady_state_makes_no_api_writes(self, gossip):
+        """Settled, three speakers write nothing at all; the only Event is the winner's one nodeAssigned."""
+        emu = gossip["emu"]
+        winner = gossip_winner(gossip)
+        before = sum(emu.request_count(m) for m in WRITES)
+        time.sleep(3.0)
+        writes = sum(emu.request_count(m) for m in WRITES) - before
+        assert writes == 0, [r for r in list(emu.requests)[-50:] if r.method in WRITES]
+        events = [e for e in emu.objects("events", "default") if e["reason"] == "nodeAssigned"]
+        assert [e["source"]["host"] for e in events] == [winner]
+        for node in gossip["nodes"]:
+            status = speaker_status(gossip, node)
+            assert status["liveness"]["mode"] == "memberlist"
+            assert status["liveness"]["members"] == {n: "alive" for n in gossip["nodes"] if n != node}
+
+    def test_sigterm_says_goodbye_and_another_takes_over_at_once(self, gossip):
+        """A speaker stopped with SIGTERM exits 0; its goodbye makes another node take over well under a second."""
+        netlab, ns, procs = gossip["netlab"], gossip["ns"], gossip["procs"]
+        winner = gossip_winner(gossip)
+        netlab.run(ns["client"], f"ping -c 1 -W 0.2 {VIP}", check=False)
+        procs[winner].terminate()
+        moved, _ = time_until_moved(gossip, winner)
+        assert procs[winner].wait(10) == 0
+        assert moved < 1.0, f"takeover after a goodbye took {moved:.2f} s"

@@ -27,7 +27,7 @@ class TestSpeakerWatches:
         """Five informers make fewer than 50 watch requests in 3 s while every watch ends at once; then resume."""
         kube.faults.end_watches_at_once(True, abrupt=abrupt)
         speaker.start()
-        wait_for(lambda: all(i.synced.is_set() for i in (speaker.configmaps, speaker.services, speaker.leases)))
+        wait_for(lambda: all(i.synced.is_set() for i in speaker._informers()))
         before = kube.request_count("GET", "watch=True")
         time.sleep(3.0)
         watches = kube.request_count("GET", "watch=True") - before
