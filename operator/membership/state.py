@@ -543,13 +543,13 @@ class Swim:
 
     def _failed(self, now: float, probe: _Probe) -> None:
         self.stats.probe_failures += 1
-        # Lifeguard: helpers that did not even nack point at our own network or CPU, not at the target.
-        self._health(probe.expected_nacks - probe.nacks if probe.expected_nacks else 1)
         member = self._members.get(probe.target)
         if member is not None and member.status in _UP:
             if member.status == Status.ALIVE:
                 self.stats.suspicions += 1
             self._suspect(now, member, member.incarnation, self.name)
+        # Lifeguard: helpers that did not even nack point at our own network or CPU, not at the target.
+        self._health(probe.expected_nacks - probe.nacks if probe.expected_nacks else 1)
 
     def _next_target(self) -> str | None:
         for _ in range(2):
