@@ -136,6 +136,11 @@ class GossipNode:
         """Members counted live now (this one too, unless it holds itself down after being cut off)."""
         return self._live
 
+    @property
+    def addresses(self) -> dict[str, str]:
+        """The members as last applied: name -> address."""
+        return dict(self._addresses)
+
     def ready(self) -> bool:
         """True once members are known and the join's state exchange answered, nobody is there, or it timed out."""
         if not self._applied.is_set():

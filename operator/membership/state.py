@@ -680,8 +680,7 @@ class Swim:
             return
         low, high, k = self.params.suspicion_bounds(len(self._members) + 1)
         scale = self._awareness + 1
-        member.incarnation = incarnation
-        member.confirmed = True
+        member.incarnation = incarnation  # confirmed stays as it was: a suspicion is no sign of life
         member.suspicion = _Suspicion(start=now, low=low * scale, high=high * scale, k=k, confirmers={source})
         self._set_status(now, member, Status.SUSPECT)
         heapq.heappush(self._timers, (member.suspicion.deadline(), member.name))

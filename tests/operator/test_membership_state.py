@@ -366,7 +366,9 @@ class TestMembership:
     def test_push_pull_answers_with_its_view_and_merges_theirs(self):
         """A SYNC gets our view (over TCP); their dead is only our suspicion, their left is left."""
         node = group("b", "c", "d")
-        sync = packet("b", Kind.SYNC, updates=(Update(Status.DEAD, "c", PEER, "b"), Update(Status.LEFT, "d", PEER, "d")))
+        sync = packet(
+            "b", Kind.SYNC, updates=(Update(Status.DEAD, "c", PEER, "b"), Update(Status.LEFT, "d", PEER, "d"))
+        )
         (reply,) = node.receive(0.0, sync)
         assert (reply.to, reply.packet.kind, reply.transport) == ("b", Kind.SYNC_REPLY, Transport.TCP)
         assert set(reply.packet.updates) >= {Update(Status.ALIVE, "a", INC, "a"), Update(Status.ALIVE, "c", PEER, "a")}
