@@ -100,12 +100,16 @@ def _name_bytes(name: str) -> bytes:
 
 def header_size(sender: str, target: str = "") -> int:
     """Bytes of a packet without updates."""
-    return _HEADER.size + 1 + len(sender.encode()) + _INC_SEQ.size + 1 + len(target.encode()) + _COUNT.size
+    return _HEADER.size + 1 + _length(sender) + _INC_SEQ.size + 1 + _length(target) + _COUNT.size
+
+
+def _length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def update_size(update: Update) -> int:
     """Bytes one update adds to a packet."""
-    return _UPDATE.size + 2 + len(update.name.encode()) + len(update.source.encode())
+    return _UPDATE.size + 2 + _length(update.name) + _length(update.source)
 
 
 def packet_size(packet: Packet) -> int:

@@ -230,6 +230,7 @@ class _Relay:
 @attrs.define
 class _Pending:
     update: Update
+    size: int
     sends: int
     order: int
 
@@ -245,7 +246,7 @@ class _Broadcasts:
         return len(self._items)
 
     def add(self, update: Update) -> None:
-        self._items[update.name] = _Pending(update, 0, -next(self._order))
+        self._items[update.name] = _Pending(update, update_size(update), 0, -next(self._order))
 
     def discard(self, name: str) -> None:
         self._items.pop(name, None)
@@ -256,10 +257,9 @@ class _Broadcasts:
             return []
         chosen: list[Update] = []
         for name, item in sorted(self._items.items(), key=lambda kv: (kv[1].sends, kv[1].order)):
-            size = update_size(item.update)
-            if size > budget:
+            if item.size > budget:
                 continue
-            budget -= size
+            budget -= item.size
             chosen.append(item.update)
             item.sends += 1
             if item.sends >= limit:
@@ -321,6 +321,8 @@ class Swim:
         self._next_dead_probe = now + self.params.dead_probe_interval
         self._next_gossip = now
         self._next_sync = now + self.params.sync_interval
+        self._header = header_size(name)
+        self._limit = self.params.retransmit_limit(1)
 
     # -- views -------------------------------------------------------------------------------
 
@@ -397,6 +399,7 @@ class Swim:
             # memberlist's rule: a newcomer joins the probe list at a random place, not at the end.
             self._order.insert(self._rng.randint(self._order_pos, len(self._order)), new)
         self._names = list(self._members)
+        self._limit = self.params.retransmit_limit(len(self._members) + 1)
         self._update_isolation(now)
         self.changes += 1
 
@@ -522,10 +525,7 @@ class Swim:
 
     def _indirect(self, probe: _Probe, out: list[Send]) -> None:
         probe.indirect = True
-        helpers = [
-            n for n, m in self._members.items() if n != probe.target and m.status == Status.ALIVE and m.confirmed
-        ]
-        helpers = self._rng.sample(helpers, min(self.params.indirect_checks, len(helpers)))
+        helpers = self._random_members(self.params.indirect_checks, confirmed=True, alive=True, exclude=probe.target)
         for helper in helpers:
             out.append(self._send(helper, Kind.PING_REQ, seq=probe.seq, target=probe.target))
         probe.expected_nacks = len(helpers)
@@ -564,22 +564,26 @@ class Swim:
             self._order_pos = 0
         return None
 
-    def _random_members(self, k: int, *, confirmed: bool) -> list[str]:
-        """Up to *k* distinct random members that are up (and confirmed, if asked)."""
+    def _random_members(self, k: int, *, confirmed: bool, alive: bool = False, exclude: str = "") -> list[str]:
+        """Up to *k* distinct random members that are up (alive only, confirmed, if asked), *exclude* aside."""
         names = self._names
         if not names or k <= 0:
             return []
+        statuses = (Status.ALIVE,) if alive else _UP
+
+        def eligible(name: str) -> bool:
+            member = self._members[name]
+            return name != exclude and member.status in statuses and (member.confirmed or not confirmed)
+
         picked: list[str] = []
         for _ in range(4 * k + 4):  # rejection sampling: cheap when most members are up
             name = names[self._rng.randrange(len(names))]
-            member = self._members[name]
-            if name not in picked and member.status in _UP and (member.confirmed or not confirmed):
+            if name not in picked and eligible(name):
                 picked.append(name)
                 if len(picked) == k:
                     return picked
-        if len(names) <= 4 * k + 4:  # small groups: make sure nobody eligible was missed
-            rest = [n for n in names if n not in picked and self._members[n].status in _UP]
-            rest = [n for n in rest if self._members[n].confirmed or not confirmed]
+        if len(names) <= 8 * k + 8:  # small groups: make sure nobody eligible was missed
+            rest = [n for n in names if n not in picked and eligible(n)]
             picked += self._rng.sample(rest, min(k - len(picked), len(rest)))
         return picked
 
@@ -754,13 +758,13 @@ class Swim:
         transport: Transport = Transport.UDP,
     ) -> Send:
         """A packet for *to* with as many pending updates as fit (*first* ahead of them)."""
-        budget = self.params.max_payload - header_size(self.name, target)
+        budget = self.params.max_payload - self._header - len(target.encode())
         updates: list[Update] = []
         if first is not None:
             updates.append(first)
             budget -= update_size(first)
-        limit = self.params.retransmit_limit(len(self._members) + 1)
-        updates += [u for u in self._broadcasts.take(budget, limit) if first is None or u != first]
+        if self._broadcasts:
+            updates += [u for u in self._broadcasts.take(budget, self._limit) if first is None or u != first]
         packet = Packet(kind=kind, sender=self.name, incarnation=self._inc, seq=seq, target=target,
                         updates=tuple(updates))  # fmt: skip
         return Send(to, packet, transport)

@@ -9,6 +9,7 @@ import time
 import pytest
 from metallb.allocator.testing import wait_for
 from metallb.operator import cli
+from metallb.operator.kube import now_rfc3339
 from metallb.operator.liveness import (
     NODE_LEASE_NAMESPACE,
     SECRET_COMMAND,
@@ -39,7 +40,7 @@ def kubelet_lease(name: str, *, duration: int = 40) -> dict:
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {"name": name, "namespace": NODE_LEASE_NAMESPACE},
-        "spec": {"holderIdentity": name, "leaseDurationSeconds": duration, "renewTime": f"{time.time()}"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": duration, "renewTime": now_rfc3339()},
     }
 
 
