@@ -550,7 +550,7 @@ def main() -> int:
             show_failover(mode, results[f"failover_{mode}"])
 
     say("(b) simulation of the same state machine, virtual clock")
-    kills = 1 if args.quick else 30
+    kills = 1 if args.quick else 20
     for n in (100, 500):
         result = detection(n, kills, seed=n)
         results[f"detection_{n}"] = result
@@ -558,7 +558,7 @@ def main() -> int:
         say(f"  {n} members: every member knows of a death after p50 {every['p50']:.2f} s, "
               f"p99 {every['p99']:.2f} s ({kills} deaths); one member: p50 {one['p50']:.2f} s, "
               f"p99 {one['p99']:.2f} s")  # fmt: skip
-    durations = {100: 10.0, 500: 2.0} if args.quick else {100: 600.0, 500: 120.0}
+    durations = {100: 10.0, 500: 2.0} if args.quick else {100: 300.0, 500: 60.0}
     for n, seconds in durations.items():
         for loss in (0.0, 0.05, 0.10):
             result = steady(n, loss, seconds, seed=n + int(loss * 100))

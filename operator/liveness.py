@@ -516,7 +516,7 @@ class MemberlistLiveness(Liveness):
         self.gossip.stop(leave=True)
 
     def status(self) -> dict[str, Any]:
-        members = self.gossip.swim.members()
+        members = self.gossip.members()
         return {
             "mode": self.mode,
             "port": self.gossip.port,
@@ -577,7 +577,7 @@ class _MembershipCollector:
         stats = gossip.swim.stats
         counts = dict.fromkeys((s.name.lower() for s in Status), 0)
         counts["alive"] = 1  # this speaker
-        for member in gossip.swim.members().values():
+        for member in gossip.members().values():
             counts[member.status.name.lower()] += 1
         for state, count in counts.items():
             f["members"].add_metric([state], count)

@@ -30,7 +30,7 @@ from typing import Any
 
 from metallb.operator.membership.crypto import DecryptError, Keyring
 from metallb.operator.membership.messages import Kind, Packet, Status, WireError, decode, encode
-from metallb.operator.membership.state import Params, Send, Swim, Transport
+from metallb.operator.membership.state import MemberView, Params, Send, Swim, Transport
 
 __all__ = ["GossipNode"]
 
@@ -136,6 +136,11 @@ class GossipNode:
         """Members counted live now (this one too, unless it holds itself down after being cut off)."""
         return self._live
 
+    def members(self) -> dict[str, MemberView]:
+        """Every other member as this one sees it (thread-safe)."""
+        with self._lock:
+            return self.swim.members()
+
     @property
     def addresses(self) -> dict[str, str]:
         """The members as last applied: name -> address."""
@@ -153,13 +158,12 @@ class GossipNode:
         )
 
     def set_members(self, members: Mapping[str, str]) -> None:
-        """Who may be a member, with their addresses (thread-safe; applied by the gossip thread once it runs)."""
+        """Who may be a member, with their addresses (thread-safe)."""
+        self._set_members(dict(members))
         loop = self._loop
-        if loop is None:
-            self._set_members(dict(members))
-        else:
+        if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(self._set_members, dict(members))
+                loop.call_soon_threadsafe(self._after_members)
 
     def start(self) -> GossipNode:
         """Run in a background thread."""
@@ -231,10 +235,12 @@ class GossipNode:
             self.swim.set_members(addresses, now)
             self._refresh(now)
         self._applied.set()
-        if self._loop is not None:  # in the gossip thread: a first member list starts the join
-            self._join()
-            if self._wake is not None:
-                self._wake.set()
+
+    def _after_members(self) -> None:
+        """In the gossip thread: a first member list starts the join; deadlines may have moved."""
+        self._join()
+        if self._wake is not None:
+            self._wake.set()
 
     def _join(self) -> None:
         """Push-pull with a few members, once there are members to ask (gossip thread)."""
