@@ -38,7 +38,6 @@ from metallb.allocator.interfaces import (
     ReconcileReport,
     SourceBase,
     SourceCapabilities,
-    capabilities_of,
 )
 from metallb.allocator.model import (
     Advertisement,
@@ -112,7 +111,6 @@ __all__ = [
     "SourceCapabilities",
     "SourceUnavailableError",
     "UnknownPoolError",
-    "capabilities_of",
     "default_plugin_manager",
     "get_plugin_manager",
     "hookimpl",

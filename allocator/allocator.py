@@ -18,29 +18,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TypeAlias
 
 import netaddr
 import pluggy
+from metallb.allocator import values
 from metallb.allocator.errors import (
     AddressNotAllowedError,
     AllocationError,
-    ConfigError,
-    PluginError,
     PoolExhaustedError,
     SourceUnavailableError,
     UnknownPoolError,
 )
-from metallb.allocator.interfaces import AddressSource, ReconcileReport, SourceCapabilities, capabilities_of
+from metallb.allocator.interfaces import AddressSource, ReconcileReport, SourceCapabilities
 from metallb.allocator.ledger import Allocation, Ledger, Released, Tenant, may_have
 from metallb.allocator.model import Config, PoolRequest, PoolSpec, PoolStats, Port
+from metallb.allocator.plugins import Hooks, default_plugin_manager
 
 __all__ = ["Allocation", "Allocator"]
 
 log = logging.getLogger(__name__)
 
 IPLike: TypeAlias = "str | netaddr.IPAddress"
+_FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 
 
 #: The :class:`PoolSpec` fields that decide which addresses a pool's source hands
@@ -51,12 +53,17 @@ IPLike: TypeAlias = "str | netaddr.IPAddress"
 ALLOCATION_FIELDS = ("name", "kind", "cidrs", "avoid_buggy_ips", "options")
 
 
+_NO_CAPABILITIES = SourceCapabilities()
+
+
 def _reusable(old: PoolSpec, new: PoolSpec) -> bool:
     """Whether a source built for *old* hands out the same addresses for *new*."""
     return all(getattr(old, field) == getattr(new, field) for field in ALLOCATION_FIELDS)
 
 
-def _ip(value: IPLike) -> netaddr.IPAddress:
+def _ip(value: IPLike, where: str = "", argument: str = "ip") -> netaddr.IPAddress:
+    """An address argument: a TypeError for what is no address at all, AddressNotAllowedError for bad text."""
+    value = values.ip_value(value, where, argument)
     if isinstance(value, netaddr.IPAddress):
         return value
     try:
@@ -65,19 +72,30 @@ def _ip(value: IPLike) -> netaddr.IPAddress:
         raise AddressNotAllowedError(f'"{value}" is not an IP address') from None
 
 
+def _tenant(where: str, service: object, ports: object, sharing_key: object, backend_key: object) -> Tenant:
+    """The service and its sharing terms, each argument checked (TypeError or ValueError naming it)."""
+    return Tenant(
+        service=values.service_key(service, where),
+        ports=values.ports(ports, where),
+        sharing_key=values.text(sharing_key, where, "sharing_key"),
+        backend_key=values.text(backend_key, where, "backend_key"),
+    )
+
+
 def _failure(
     service: str,
-    family: int,
+    family: int | None,
     pool: str | None,
     wanted: netaddr.IPAddress | None,
     errors: list[tuple[str, AllocationError]],
 ) -> AllocationError:
-    """The error of an allocation every candidate pool refused."""
+    """The error of an allocation every candidate pool refused; *errors* are (``pool "name"``, exception) pairs."""
     if len(errors) == 1 and (pool is not None or wanted is not None):
         return errors[0][1]
     if not errors:
-        return PoolExhaustedError(f'no available IPs: no auto-assign pool has IPv{family} addresses for "{service}"')
-    detail = "; ".join(f'pool "{name}": {exc}' for name, exc in errors)
+        what = "addresses" if family is None else f"IPv{family} addresses"
+        return PoolExhaustedError(f'no available IPs: no auto-assign pool has {what} for "{service}"')
+    detail = "; ".join(f"{label}: {exc}" for label, exc in errors)
     kind = PoolExhaustedError if all(isinstance(e, PoolExhaustedError) for _, e in errors) else AllocationError
     return kind(f'no available IPs for "{service}" (tried {len(errors)} pools): {detail}')
 
@@ -92,11 +110,8 @@ class Allocator:
     """
 
     def __init__(self, *, plugin_manager: pluggy.PluginManager | None = None, config: Config | None = None) -> None:
-        if plugin_manager is None:
-            from metallb.allocator.plugins import default_plugin_manager
-
-            plugin_manager = default_plugin_manager()
-        self._pm = plugin_manager
+        self._hooks = Hooks(plugin_manager if plugin_manager is not None else default_plugin_manager())
+        self._kinds: Mapping[str, SourceCapabilities] | None = None  # resolved on first use and at set_config
         self._lock = threading.Condition(threading.Lock())
         self._busy: set[str] = set()  # services with a call in progress
         self._waiting = 0  # callers waiting for their service's turn
@@ -108,11 +123,6 @@ class Allocator:
         book = self._ledger
         return f"<Allocator(pools={len(book.sources)}, services={len(book.held)}, addresses={len(book.uses)})>"
 
-    @property
-    def _sources(self) -> dict[str, AddressSource]:
-        """Each pool's source, by name (tests look at them)."""
-        return self._ledger.sources
-
     # -- configuration -------------------------------------------------------------
 
     @property
@@ -123,21 +133,55 @@ class Allocator:
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
         """The plugins this allocator builds sources with (call them through :class:`~metallb.allocator.Hooks`)."""
-        return self._pm
+        return self._hooks.plugin_manager
+
+    def source(self, pool: str) -> AddressSource:
+        """The address source serving *pool* (for status views and tests); :class:`UnknownPoolError` if none."""
+        values.pool_name(pool, "source()")
+        with self._lock:
+            return self._source_of(pool)
+
+    def pool_kinds(self) -> Mapping[str, SourceCapabilities]:
+        """Every pool kind (section) the plugins provide, with what its pools declare (``metallb_pool_capabilities``).
+
+        Independent of the pools the config has: the controller removes the
+        annotations of every kind from Services that no longer hold such an
+        address. Asked of the plugins once, and again at each :meth:`set_config`.
+        """
+        with self._lock:
+            kinds = self._kinds
+        if kinds is not None:
+            return kinds
+        resolved = self._resolve_kinds(self.config)  # hooks run outside the lock
+        with self._lock:
+            if self._kinds is None:  # unless a set_config resolved them meanwhile
+                self._kinds = resolved
+            return self._kinds
 
     def capabilities(self, pool: str) -> SourceCapabilities:
-        """What *pool*'s source declares (finalizer, annotations); the defaults for an unknown pool."""
-        return capabilities_of(self._ledger.sources.get(pool))
+        """What *pool*'s kind declares (finalizer, annotations); the defaults for an unknown pool."""
+        values.pool_name(pool, "capabilities()")
+        spec = self.config.pools.get(pool)
+        if spec is None:
+            return _NO_CAPABILITIES
+        return self.pool_kinds().get(spec.kind, _NO_CAPABILITIES)
+
+    def _resolve_kinds(self, config: Config) -> Mapping[str, SourceCapabilities]:
+        """Ask the plugins what each pool kind declares: every section they name, and those *config* uses."""
+        sections = dict.fromkeys([*self._hooks.pool_sections(), *(spec.kind for spec in config.pools.values())])
+        return MappingProxyType({section: self._hooks.pool_capabilities(section) for section in sections})
 
     def set_config(self, config: Config) -> None:
         """Replace the pools, all or nothing.
 
         Allocations follow their address to whichever pool now contains it
         (renamed and split pools work). A pool whose :data:`ALLOCATION_FIELDS`
-        are unchanged keeps its source, which gets the new spec. Raises
-        :class:`ConfigError`, changing nothing, when an address in use would
-        belong to no pool.
+        are unchanged keeps its source, which gets the new spec. Raises,
+        changing nothing, :class:`ConfigError` when an address in use would
+        belong to no pool, and :class:`PluginError` when no plugin builds a
+        pool's kind or a plugin answers wrongly.
         """
+        kinds = self._resolve_kinds(config)
         created: list[AddressSource] = []
         with self._lock:
             try:
@@ -150,6 +194,7 @@ class Allocator:
                 raise
             # Commit: nothing below can fail.
             dropped = self._ledger.adopt(config, sources, moves)
+            self._kinds = kinds
             for name, source in sources.items():
                 _hand_spec(source, config.pools[name])
         for source in dropped:
@@ -163,36 +208,9 @@ class Allocator:
         old = self._ledger.sources.get(name)
         if old is not None and _reusable(old.spec, spec):
             return old
-        source = self._make_source(spec)
-        if source is None:
-            raise ConfigError(
-                f'pool "{name}": no installed plugin builds pools of section "{spec.kind}"; '
-                f"run `metallb plugins` to see what is loaded"
-            )
+        source = self._hooks.make_source(spec)
         created.append(source)
         return source
-
-    # -- hooks: one method per hook, so a typed facade over ``pm.hook`` swaps in here --
-
-    def _make_source(self, spec: PoolSpec) -> AddressSource | None:
-        source: AddressSource | None = self._pm.hook.metallb_make_source(spec=spec)
-        return source
-
-    def _select_pools(self, request: PoolRequest, pools: list[PoolSpec]) -> Sequence[PoolSpec] | None:
-        chosen: Sequence[PoolSpec] | None = self._pm.hook.metallb_select_pools(request=request, pools=pools)
-        return chosen
-
-    def _allocated(self, service: str, ip: netaddr.IPAddress, pool: str) -> None:
-        try:
-            self._pm.hook.metallb_address_allocated(service=service, ip=ip, pool=pool)
-        except Exception:
-            log.exception("a plugin's %s hook raised", "metallb_address_allocated")
-
-    def _released(self, service: str, ip: netaddr.IPAddress, pool: str) -> None:
-        try:
-            self._pm.hook.metallb_address_released(service=service, ip=ip, pool=pool)
-        except Exception:
-            log.exception("a plugin's %s hook raised", "metallb_address_released")
 
     # -- outside the lock ----------------------------------------------------------
 
@@ -203,7 +221,7 @@ class Allocator:
                 source.release(service, ip)
             except Exception:
                 log.exception("pool %r failed to release %s for %s", source.spec.name, ip, service)
-            self._released(service, ip, source.spec.name)
+            self._hooks.address_released(service, ip, source.spec.name)
 
     def _release_all(self, service: str) -> None:
         """Release everything *service* holds; the caller already serialises it."""
@@ -214,7 +232,7 @@ class Allocator:
     def _done(self, service: str, pool: str, ip: netaddr.IPAddress, released: Released) -> netaddr.IPAddress:
         """After *service* got *ip* from *pool*: release what it let go, notify, return *ip*."""
         self._release(service, released)
-        self._allocated(service, ip, pool)
+        self._hooks.address_allocated(service, ip, pool)
         return ip
 
     def _serial(self, service: str) -> _Turn:
@@ -232,28 +250,38 @@ class Allocator:
         sharing_key: str = "",
         backend_key: str = "",
     ) -> tuple[netaddr.IPAddress, ...]:
-        """Record that *service* holds *ips* (one address, or one per family).
+        """Record that *service* holds *ips* (one address, or one per family) and return them.
 
         Replaces whatever the service held. Never talks to a remote source:
         this is the restart path, re-learning addresses from Service status.
+
+        Returns:
+            The addresses the service now holds, as ``netaddr.IPAddress``
+            objects in the order given: a tuple of one address, or of one
+            per family.
+
         Raises :class:`AllocationError` (and changes nothing) when an address
-        is in no pool or cannot be shared with its current users.
+        is in no pool or cannot be shared with its current users;
+        ``TypeError``/``ValueError`` for a malformed argument.
         """
-        wanted = (_ip(ips),) if isinstance(ips, (str, netaddr.IPAddress)) else tuple(_ip(i) for i in ips)
+        tenant = _tenant("assign()", service, ports, sharing_key, backend_key)
+        if isinstance(ips, (str, bytes)) or not isinstance(ips, Iterable):
+            wanted: tuple[netaddr.IPAddress, ...] = (_ip(ips, "assign()", "ips"),)  # type: ignore[arg-type]
+        else:
+            wanted = tuple(_ip(i, "assign()", "ips") for i in ips)
         if not wanted:
             raise AllocationError(f'assign "{service}": no address given')
         if len({ip.version for ip in wanted}) != len(wanted):
             raise AllocationError(
                 f'assign "{service}": at most one address per IP family, got {", ".join(map(str, wanted))}'
             )
-        tenant = Tenant(service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key)
         with self._serial(service):
             with self._lock:
                 pool = self._ledger.home(tenant, wanted)
                 released = self._ledger.claim(tenant, pool, wanted)
             self._release(service, released)
         for ip in wanted:
-            self._allocated(service, ip, pool)
+            self._hooks.address_allocated(service, ip, pool)
         return wanted
 
     def allocate(
@@ -270,7 +298,10 @@ class Allocator:
         """Give *service* one address and return it.
 
         Args:
-            family: 4 or 6 (default: the family of *ip*, else 4).
+            family: 4 or 6; None (the default) takes the family of *ip*, and
+                without *ip* an address of any family: from the first pool
+                (in selection order) with a free address, IPv4 first within a
+                dual-stack pool. A service already holding an address keeps it.
             pool: take it from this pool (``auto-assign: false`` pools allowed);
                 default: the auto-assign pools in configuration order.
             ip: exactly this address (the pool's source is asked for it).
@@ -282,16 +313,20 @@ class Allocator:
         ports and keys are updated); asking for another ``ip`` or ``pool``
         moves it. Raises :class:`AllocationError` (subclasses say why) and
         holds nothing new when it fails; when every auto-assign pool fails,
-        the message names each pool tried and why.
+        the message names each pool tried and why. A malformed argument is a
+        ``TypeError`` or ``ValueError`` naming it.
         """
-        wanted = None if ip is None else _ip(ip)
-        fam = family if family is not None else (wanted.version if wanted is not None else 4)
-        if fam not in (4, 6):
-            raise AllocationError(f'allocate "{service}": family must be 4 or 6, not {family!r}')
+        tenant = _tenant("allocate()", service, ports, sharing_key, backend_key)
+        fam = values.family(family, "allocate()", optional=True)
+        pool = values.pool_name(pool, "allocate()", optional=True)
+        wanted = None if ip is None else _ip(ip, "allocate()")
+        if wanted is not None and fam is None:
+            fam = wanted.version
         if wanted is not None and wanted.version != fam:
             raise AllocationError(f'allocate "{service}": requested address {wanted} is not an IPv{fam} address')
-        tenant = Tenant(service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key)
-        with self._serial(service):
+        with self._serial(tenant.service):
+            if fam is None:
+                return self._allocate_any(tenant, pool)
             return self._allocate(tenant, fam, pool, wanted, extend=False)
 
     def allocate_dual(
@@ -306,13 +341,24 @@ class Allocator:
         backend_key: str = "",
         require_all: bool = True,
     ) -> tuple[netaddr.IPAddress, ...]:
-        """Give *service* one address per family, all from the same pool.
+        """Give *service* one address per family, all from the same pool, and return them.
 
+        One pool serves every family, as in MetalLB: a dual-stack service needs
+        a pool with an IPv4 and an IPv6 range (two single-family pools do not
+        make one; the error says which pools lack which family).
         ``require_all=False`` is Kubernetes' ``PreferDualStack``: when no pool
         can serve every family, fall back to the first family that works.
         """
-        tenant = Tenant(service=service, ports=frozenset(ports), sharing_key=sharing_key, backend_key=backend_key)
-        requested = {a.version: a for a in map(_ip, ips)}
+        where = "allocate_dual()"
+        tenant = _tenant(where, service, ports, sharing_key, backend_key)
+        families = values.families(families, where)
+        pool = values.pool_name(pool, where, optional=True)
+        require_all = values.flag(require_all, where, "require_all")
+        if isinstance(ips, (str, bytes)) or not isinstance(ips, Iterable):
+            raise TypeError(
+                f'{where}: argument "ips": value {values.shown(ips)}: must be a list of addresses, one per family'
+            )
+        requested = {a.version: a for a in (_ip(i, where, "ips") for i in ips)}
         with self._serial(service):
             with self._lock:
                 # Already served: ports and keys are updated in place, nothing is released.
@@ -337,7 +383,25 @@ class Allocator:
             raise PoolExhaustedError(
                 f'no pool can give "{service}" addresses of families {"/".join(f"IPv{f}" for f in families)}'
                 + (f": {'; '.join(errors)}" if errors else ": no pool has addresses of every family")
+                + self._one_pool_hint(families, pool, require_all)
             )
+
+    def _one_pool_hint(self, families: Sequence[int], pool: str | None, require_all: bool) -> str:
+        """Why pools of one family each cannot serve a dual-stack service, and what to configure instead."""
+        config = self._ledger.config  # immutable: no lock needed to read it
+        chosen = config.pools.get(pool) if pool is not None else None
+        pools = [chosen] if chosen is not None else [p for p in config.pools.values() if p.auto_assign]
+        lacking = [p for p in pools if not all(may_have(p, f) for f in families)]
+        if not lacking:
+            return ""
+        has = ", ".join(
+            f'"{p.name}" has {"/".join(_FAMILY_NAMES[f] for f in sorted(p.families()))} only' for p in lacking
+        )
+        return (
+            f" (a dual-stack service takes all its addresses from one pool, as in MetalLB: {has}; "
+            f"list an IPv4 and an IPv6 range in the same pool's addresses"
+            + (", or pass require_all=False to accept one family)" if require_all else ")")
+        )
 
     # -- allocation steps ------------------------------------------------------------
 
@@ -359,11 +423,33 @@ class Allocator:
             try:
                 got = self._take(tenant, family, spec.name, wanted)
             except AllocationError as exc:
-                errors.append((spec.name, exc))
+                errors.append((f'pool "{spec.name}"', exc))
                 continue
             if got is not None:
                 return got
         raise _failure(tenant.service, family, pool, wanted, errors)
+
+    def _allocate_any(self, tenant: Tenant, pool: str | None) -> netaddr.IPAddress:
+        """One address of any family: the first pool with a free one, IPv4 first; the caller serialises."""
+        with self._lock:
+            held = self._ledger.held.get(tenant.service)
+            if held is not None and pool in (None, held.pool):
+                self._ledger.renew(tenant)
+                return held.ips[0]
+            candidates = [self._ledger.spec(pool)] if pool is not None else self._select(tenant, None)
+        errors: list[tuple[str, AllocationError]] = []
+        for spec in candidates:
+            fams = [f for f in (4, 6) if may_have(spec, f)]
+            for fam in fams:
+                try:
+                    got = self._take(tenant, fam, spec.name, None)
+                except AllocationError as exc:
+                    label = f'pool "{spec.name}"' + (f" ({_FAMILY_NAMES[fam]})" if len(fams) > 1 else "")
+                    errors.append((label, exc))
+                    continue
+                if got is not None:
+                    return got
+        raise _failure(tenant.service, None, pool, None, errors)
 
     def _candidates(
         self, tenant: Tenant, family: int, pool: str | None, wanted: netaddr.IPAddress | None
@@ -401,19 +487,16 @@ class Allocator:
             return [self._ledger.spec(owner)]
         return [p for p in self._select(tenant, families[0]) if all(may_have(p, f) for f in families)]
 
-    def _select(self, tenant: Tenant, family: int) -> list[PoolSpec]:
-        """The pools an automatic allocation tries: a plugin's choice, else the auto-assign ones."""
+    def _select(self, tenant: Tenant, family: int | None) -> list[PoolSpec]:
+        """The pools an automatic allocation tries: a plugin's choice, else the auto-assign ones (of *family*)."""
         pools = list(self._ledger.config.pools.values())
         request = PoolRequest(
             service=tenant.service, family=family, sharing_key=tenant.sharing_key, backend_key=tenant.backend_key
         )
-        chosen = self._select_pools(request, pools)
-        if chosen is None:
-            return self._ledger.auto_pools(family)
-        for p in chosen:
-            if not isinstance(p, PoolSpec) or p.name not in self._ledger.config.pools:
-                raise PluginError(f"metallb_select_pools returned {p!r}, which is not a configured pool")
-        return list(chosen)
+        chosen = self._hooks.select_pools(request, pools)
+        if chosen is not None:
+            return list(chosen)
+        return [p for p in pools if p.auto_assign] if family is None else self._ledger.auto_pools(family)
 
     def _take(
         self, tenant: Tenant, family: int, pool: str, wanted: netaddr.IPAddress | None
@@ -473,6 +556,7 @@ class Allocator:
 
     def unassign(self, service: str) -> bool:
         """Release everything *service* holds. Idempotent: False if it held nothing."""
+        service = values.service_key(service, "unassign()")
         with self._serial(service):
             with self._lock:
                 if service not in self._ledger.held:
@@ -483,42 +567,54 @@ class Allocator:
 
     def ips(self, service: str) -> tuple[netaddr.IPAddress, ...]:
         """The addresses *service* holds, () if none."""
+        service = values.service_key(service, "ips()")
         with self._lock:
             held = self._ledger.held.get(service)
             return held.ips if held else ()
 
     def pool_of(self, service: str) -> str | None:
         """The pool *service*'s addresses come from, or None."""
+        service = values.service_key(service, "pool_of()")
         with self._lock:
             held = self._ledger.held.get(service)
             return held.pool if held else None
 
     def allocation(self, service: str) -> Allocation | None:
         """What *service* holds (addresses, pool, ports, keys), or None."""
+        service = values.service_key(service, "allocation()")
         with self._lock:
             return self._ledger.allocation(service)
 
     def pool_for(self, ip: IPLike) -> str | None:
         """The pool that contains *ip* under the current config, or None."""
+        address = _ip(ip, "pool_for()")
         with self._lock:
-            return self._ledger.owner(_ip(ip))
+            return self._ledger.owner(address)
 
     def users(self, ip: IPLike) -> tuple[str, ...]:
         """The services holding *ip*, sorted."""
+        address = _ip(ip, "users()")
         with self._lock:
-            return self._ledger.users(_ip(ip))
+            return self._ledger.users(address)
 
     def stats(self, pool: str) -> PoolStats:
         """Exact capacity (None when unknown) and distinct addresses in use."""
+        values.pool_name(pool, "stats()")
         with self._lock:
-            source = self._ledger.sources.get(pool)
-            if source is None:
-                known = ", ".join(self._ledger.sources) or "none"
-                raise UnknownPoolError(f'unknown pool "{pool}"; known pools: {known}')
+            source = self._source_of(pool)
             return PoolStats(total=source.capacity(), in_use=self._ledger.in_use(pool))
+
+    def _source_of(self, pool: str) -> AddressSource:
+        """*pool*'s source (lock held); :class:`UnknownPoolError` naming the known pools if none."""
+        source = self._ledger.sources.get(pool)
+        if source is None:
+            known = ", ".join(self._ledger.sources) or "none"
+            raise UnknownPoolError(f'unknown pool "{pool}"; known pools: {known}')
+        return source
 
     def describe(self, service: str) -> dict[str, str]:
         """Source facts about *service*'s addresses (for example a lease id)."""
+        service = values.service_key(service, "describe()")
         with self._lock:
             held = self._ledger.held.get(service)
             ips = held.ips if held else ()
@@ -536,6 +632,7 @@ class Allocator:
 
     def reconcile(self, pool: str | None = None) -> dict[str, ReconcileReport]:
         """Ask each pool's source (or only *pool*'s) to compare what we hold with its backend."""
+        values.pool_name(pool, "reconcile()", optional=True)
         with self._lock:
             names = [pool] if pool is not None else list(self._ledger.sources)
             work = []

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import argparse
 
     import netaddr
-    from metallb.allocator.interfaces import AddressSource, Announcer, AnnouncerSettings
+    from metallb.allocator.interfaces import AddressSource, Announcer, AnnouncerSettings, SourceCapabilities
     from metallb.allocator.model import Advertisement, Config, PoolEntry, PoolRequest, PoolSpec, ProtocolInfo
 
 PROJECT = "metallb"
@@ -135,6 +135,23 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
     :param spec: a pool of a section this plugin claims (``spec.kind``).
     :return: an object implementing :class:`AddressSource`, or None when
         ``spec.kind`` is not this plugin's.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def metallb_pool_capabilities(section: str) -> SourceCapabilities | None:
+    """Declare what the operator must do for the addresses of *section*'s pools.
+
+    Asked for every section the installed plugins name, whether or not the
+    config has pools of it: the controller removes the annotations every
+    installed pool kind declares from Services that no longer hold such an
+    address, so removing a pool from the config leaves none behind.
+
+    :param section: a pool section (``metallb_pool_sections``).
+    :return: a :class:`SourceCapabilities`, or None when *section* is not this
+        plugin's (a section no plugin answers for declares nothing).
 
     Stops at first non-None result.
     """

@@ -11,11 +11,10 @@ once for the same owner. A source protects its own state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import attrs
 import netaddr
-from metallb.allocator.errors import PluginError
 from metallb.allocator.model import ClusterView, Config, NodeInfo, PoolSpec, ServiceView
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "ReconcileReport",
     "SourceBase",
     "SourceCapabilities",
-    "capabilities_of",
 ]
 
 
@@ -55,7 +53,11 @@ def _pairs(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[
 
 @attrs.frozen(kw_only=True)
 class SourceCapabilities:
-    """What an address source declares about itself, so the operator needs no knowledge of it.
+    """What the pools of one kind (section) need from the operator, so it needs no knowledge of them.
+
+    A plugin declares it per section (``metallb_pool_capabilities``), without
+    any config; :meth:`Allocator.capabilities <metallb.allocator.Allocator.capabilities>`
+    gives a pool's.
 
     Attributes:
         remote_release: releases reach a backend outside metallb (a lease
@@ -79,9 +81,8 @@ class AddressSource(Protocol):
     address: an address shared by two services is released to its backend only
     when the last owner releases it.
 
-    Optionally, a ``capabilities`` attribute (a :class:`SourceCapabilities`)
-    says what the operator must do for its addresses; read it with
-    :func:`capabilities_of`. :class:`SourceBase` declares none.
+    What the operator must do for its addresses (a finalizer, annotations)
+    is declared for the pool's kind by ``metallb_pool_capabilities``.
     """
 
     spec: PoolSpec
@@ -136,28 +137,20 @@ class AddressSource(Protocol):
         ...
 
 
-def capabilities_of(source: object) -> SourceCapabilities:
-    """The capabilities *source* declares; the defaults when it declares none (or is None).
-
-    Raises :class:`PluginError` when ``capabilities`` is not a :class:`SourceCapabilities`.
-    """
-    found = getattr(source, "capabilities", None)
-    if found is None:
-        return _NO_CAPABILITIES
-    if not isinstance(found, SourceCapabilities):
-        raise PluginError(f"{type(source).__name__}.capabilities is a {type(found).__name__}, not a SourceCapabilities")
-    return found
-
-
-_NO_CAPABILITIES = SourceCapabilities()
-
-
 class SourceBase:
-    """Defaults for the optional parts of :class:`AddressSource`."""
+    """Defaults for the optional parts of :class:`AddressSource`.
+
+    A subclass implements ``acquire``, ``claim`` and ``release``, and may
+    override the rest. Its ``__init__`` is its own (metallb builds sources only
+    through the plugin's ``metallb_make_source``); it calls
+    ``super().__init__(spec)``, or sets ``self.spec`` itself.
+    """
 
     spec: PoolSpec
-    #: Nothing remote to release, no annotations; override in the subclass.
-    capabilities: ClassVar[SourceCapabilities] = _NO_CAPABILITIES
+
+    def __init__(self, spec: PoolSpec) -> None:
+        """Keep *spec*, the pool this source serves, as ``self.spec``."""
+        self.spec = spec
 
     def owns(self, ip: netaddr.IPAddress) -> bool:
         """MetalLB's rule: in one of the pool's CIDRs, minus avoided buggy addresses."""

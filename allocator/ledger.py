@@ -44,7 +44,7 @@ class Allocation:
     backend_key: str
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, kw_only=True)
 class Tenant:
     """A service as it asks to hold addresses: the terms on which it may share one."""
 
@@ -54,7 +54,7 @@ class Tenant:
     backend_key: str
 
 
-@attrs.define(slots=True)
+@attrs.define(slots=True, kw_only=True)
 class _Held:
     pool: str
     ips: tuple[netaddr.IPAddress, ...]
@@ -63,7 +63,7 @@ class _Held:
     backend_key: str
 
 
-@attrs.define(slots=True)
+@attrs.define(slots=True, kw_only=True)
 class _Use:
     """Who uses one address, and under which keys."""
 

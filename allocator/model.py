@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import attrs
 import netaddr
+from metallb.allocator.values import Port, family, pool_name, service_key
+from metallb.allocator.yamlload import shown
 
 if TYPE_CHECKING:
     from metallb.allocator.plugins import Hooks
@@ -51,22 +53,6 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
 
 def _advertisements(value: Iterable[Advertisement]) -> tuple[Advertisement, ...]:
     return tuple(value)
-
-
-@attrs.frozen(order=True)
-class Port:
-    """A service port as MetalLB compares them: protocol and service port number.
-
-    Attributes:
-        protocol: ``TCP``, ``UDP`` or ``SCTP``.
-        port: the Service's ``spec.ports[].port`` (not nodePort or targetPort).
-    """
-
-    protocol: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.protocol}/{self.port}"
 
 
 @attrs.frozen(order=True)
@@ -228,12 +214,17 @@ class PoolSpec:
             configuration order. Empty: the pool is allocated from but not announced.
         node_selectors: which nodes may announce the pool (ORed; empty = all).
         options: the section's own options (for example ``url``), parsed.
+        cidrs_key: the entry key ``cidrs`` was read from, which
+            ``dump_config`` writes them back under: ``parse_pool_entry``'s
+            *cidrs_key*, None when the section has none (a plugin that fills
+            ``cidrs`` itself, from a file or a backend). Default: ``addresses``
+            for ``address-pools``, else ``cidrs``.
 
     Derived from ``advertisements``: ``protocols``, ``protocol``,
     ``l2_advertisements``, ``bgp_advertisements``.
     """
 
-    name: str
+    name: str = attrs.field(validator=lambda _s, _a, v: pool_name(v, "PoolSpec", argument="name"))
     kind: str
     cidrs: tuple[netaddr.IPNetwork, ...]
     auto_assign: bool = True
@@ -241,6 +232,9 @@ class PoolSpec:
     advertisements: tuple[Advertisement, ...] = attrs.field(default=(), converter=_advertisements)
     node_selectors: tuple[NodeSelector, ...] = ()
     options: Mapping[str, object] = attrs.field(factory=frozen_mapping, converter=frozen_mapping, hash=False)
+    cidrs_key: str | None = attrs.field(
+        default=attrs.Factory(lambda spec: _default_cidrs_key(spec.kind), takes_self=True)
+    )
 
     # Derived views, computed once: the speaker and the BGP policy read them per service.
     @functools.cached_property
@@ -282,6 +276,10 @@ class PoolSpec:
         return any(ip in c for c in self.cidrs if c.version == ip.version)
 
 
+def _default_cidrs_key(kind: str) -> str:
+    return "addresses" if kind == "address-pools" else "cidrs"
+
+
 def is_buggy(ip: netaddr.IPAddress) -> bool:
     """IPv4 addresses ending in .0 or .255, which some old clients mishandle."""
     return ip.version == 4 and int(ip) & 0xFF in (0, 255)
@@ -316,6 +314,9 @@ class Config:
         peers: BGP peers in file order.
         communities: the ``bgp-communities`` aliases.
         sections: the pool sections present in the file, in file order.
+        warnings: one line per surprising value the file is valid with (a hold
+            time under a second rounds to 0, which turns off the hold timer);
+            not part of equality: two files meaning the same are equal.
     """
 
     pools: Mapping[str, PoolSpec] = attrs.field(factory=frozen_mapping, converter=frozen_mapping)
@@ -324,6 +325,7 @@ class Config:
         factory=frozen_mapping, converter=frozen_mapping
     )
     sections: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Config):
@@ -443,7 +445,7 @@ class PoolEntry:
         """``address pool #2 "edge"``: how errors name this entry."""
         noun = self.section.rstrip("s").replace("-", " ")
         name = self.data.get("name")
-        return f"{noun} #{self.index}" + (f' "{name}"' if isinstance(name, str) and name else "")
+        return f"{noun} #{self.index}" + (f' "{shown(name)}"' if isinstance(name, str) and name else "")
 
 
 @attrs.frozen(kw_only=True)
@@ -452,12 +454,14 @@ class PoolRequest:
 
     Attributes:
         service: ``namespace/name``.
-        family: 4 or 6.
+        family: 4 or 6; None when the service takes an address of any family
+            (``Allocator.allocate``'s default): it gets one from the first pool
+            chosen that has a free address, IPv4 first in a dual-stack pool.
         sharing_key: the ``allow-shared-ip`` value, or empty.
         backend_key: the backend key (empty for ``Cluster`` traffic policy).
     """
 
-    service: str
-    family: int
+    service: str = attrs.field(validator=lambda _s, _a, v: service_key(v, "PoolRequest"))
+    family: int | None = attrs.field(validator=lambda _s, _a, v: family(v, "PoolRequest", optional=True))
     sharing_key: str = ""
     backend_key: str = ""

@@ -8,37 +8,42 @@
   managers and allocators, with only the plugins a test names (and metallb's
   own announcement protocols).
 - :func:`check_source_contract` drives any :class:`~metallb.allocator.AddressSource`
-  through the documented contract and raises :class:`ContractViolation` naming
-  the rule that broke.
+  through the documented contract (:data:`RULES`) and raises
+  :class:`ContractViolation` naming the rule that broke (implemented in
+  :mod:`metallb.allocator.contract`).
 - :class:`JsonApiStub` is a small threaded JSON REST server on 127.0.0.1, a
   stand-in for the API a remote pool source talks to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, TypeAlias
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
-import netaddr
 from metallb.allocator.allocator import Allocator
 from metallb.allocator.config import parse_config
-from metallb.allocator.errors import AddressInUseError, AllocationError, PoolExhaustedError
-from metallb.allocator.interfaces import AddressSource
+from metallb.allocator.contract import (
+    RULES,
+    ContractPreconditionError,
+    ContractReport,
+    ContractViolation,
+    check_source_contract,
+)
 from metallb.allocator.model import frozen_mapping
 from metallb.allocator.plugins import ENTRY_POINT_GROUP, PluginManager, get_plugin_manager
 
 __all__ = [
+    "RULES",
+    "ContractPreconditionError",
     "ContractReport",
     "ContractViolation",
     "Handler",
@@ -119,198 +124,6 @@ def allocator_for(config_text: str, *plugins: object, entry_points: bool = False
     """
     pm = plugin_manager_with(*plugins, entry_points=entry_points, protocols=protocols)
     return Allocator(plugin_manager=pm, config=parse_config(config_text, plugin_manager=pm))
-
-
-# -- the address source contract ---------------------------------------------------------
-
-
-class ContractViolation(AssertionError):
-    """An address source broke a rule of the contract; the message names the rule."""
-
-
-@attrs.frozen(kw_only=True)
-class ContractReport:
-    """What :func:`check_source_contract` checked.
-
-    Attributes:
-        checks: the rules verified, in order.
-        capacity: what the source reported (None: unknown).
-        exhausted_after: addresses handed out before ``PoolExhaustedError``,
-            or None when exhaustion was not checked.
-    """
-
-    checks: tuple[str, ...]
-    capacity: int | None
-    exhausted_after: int | None
-
-
-def _expect(ok: object, rule: str) -> None:
-    if not ok:
-        raise ContractViolation(rule)
-
-
-def _outside(source: AddressSource, family: int) -> netaddr.IPAddress:
-    """An address of *family* next to the pool's CIDRs but outside them."""
-    cidrs = [c for c in source.spec.cidrs if c.version == family]
-    candidates = [c.last + 1 for c in cidrs] + [c.first - 1 for c in cidrs] + [1]
-    top = (1 << 32) - 1 if family == 4 else (1 << 128) - 1
-    for value in candidates:
-        if 0 <= value <= top:
-            ip = netaddr.IPAddress(value, family)
-            if not any(ip in c for c in cidrs):
-                return ip
-    raise ContractViolation(f"the pool's CIDRs cover every IPv{family} address; cannot test owns()")  # pragma: no cover
-
-
-def check_source_contract(
-    factory: Callable[[], AddressSource],
-    *,
-    family: int = 4,
-    exhaust: bool = True,
-    limit: int = 1024,
-    threads: int = 8,
-) -> ContractReport:
-    """Drive sources built by *factory* through the ``AddressSource`` contract.
-
-    Args:
-        factory: builds a fresh source for one pool; called twice (the second
-            source checks the restart path, ``claim`` on an empty source). The
-            pool must have at least ``threads + 2`` free addresses of *family*.
-        family: the address family to exercise (4 or 6).
-        exhaust: also take every address until ``PoolExhaustedError``; use a
-            small pool. The source must run out within *limit* acquisitions.
-        limit: the most addresses to take while exhausting.
-        threads: concurrent ``acquire`` calls for distinct owners (0: skip).
-
-    Returns:
-        A :class:`ContractReport`. Raises :class:`ContractViolation` at the
-        first broken rule. Everything taken is released before returning.
-    """
-    checks: list[str] = []
-
-    def passed(rule: str) -> None:
-        checks.append(rule)
-
-    source = factory()
-    held: list[tuple[str, netaddr.IPAddress]] = []
-    try:
-        _expect(isinstance(source, AddressSource), "the source implements every AddressSource member")
-        passed("implements AddressSource")
-        capacity = source.capacity()
-        _expect(
-            capacity is None or (isinstance(capacity, int) and not isinstance(capacity, bool) and capacity >= 0),
-            f"capacity() is None or a non-negative int, got {capacity!r}",
-        )
-        passed("capacity() is None or an int")
-
-        a = source.acquire("test/a", family=family)
-        held.append(("test/a", a))
-        _expect(
-            isinstance(a, netaddr.IPAddress) and a.version == family,
-            f"acquire(family={family}) returns an IPv{family} netaddr.IPAddress, got {a!r}",
-        )
-        _expect(source.owns(a) is True and source.owns(a) is True, f"owns() is True for acquired {a}, every time")
-        outside = _outside(source, family)
-        _expect(source.owns(outside) is False, f"owns() is False for {outside}, outside the pool's CIDRs")
-        passed("acquire() returns an owned address; owns() is a stable bool")
-
-        b = source.acquire("test/b", family=family)
-        held.append(("test/b", b))
-        _expect(b != a, f"a second owner gets a different address, got {a} twice")
-        passed("distinct owners get distinct addresses")
-
-        with contextlib.suppress(AddressInUseError):
-            source.acquire("test/c", family=family, wanted=a)
-            raise ContractViolation(f"acquire(wanted={a}) raises AddressInUseError while another owner holds it")
-        passed("acquire(wanted=held) raises AddressInUseError")
-
-        source.claim("test/b", a)  # b shares a with its first owner
-        source.release("test/a", a)
-        with contextlib.suppress(AddressInUseError):
-            source.acquire("test/c", family=family, wanted=a)
-            raise ContractViolation(f"{a} stays held while a second owner (from claim) still holds it")
-        source.release("test/b", a)
-        held.remove(("test/a", a))
-        again = source.acquire("test/c", family=family, wanted=a)
-        held.append(("test/c", again))
-        _expect(again == a, f"acquire(wanted={a}) returns exactly {a} once its last owner released it, got {again}")
-        passed("owners are counted: an address is free when its last owner releases it")
-
-        source.release("test/c", a)
-        source.release("test/c", a)
-        source.release("test/nobody", a)
-        source.release("test/nobody", outside)
-        held.remove(("test/c", a))
-        passed("release() is idempotent, also for addresses never held")
-
-        other = 6 if family == 4 else 4
-        if source.spec.cidrs and other not in source.spec.families():  # a pool without cidrs may serve both
-            try:
-                source.acquire("test/d", family=other)
-            except AllocationError:
-                pass
-            else:
-                raise ContractViolation(f"acquire(family={other}) raises an AllocationError: the pool has none")
-            passed(f"acquire() of a family the pool lacks raises AllocationError (IPv{other})")
-
-        if threads:
-            owners = [f"test/t{i}" for i in range(threads)]
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                got = list(pool.map(lambda o: source.acquire(o, family=family), owners))
-            held.extend(zip(owners, got, strict=True))
-            _expect(
-                len(set(got)) == threads and b not in got,
-                f"{threads} concurrent acquire() calls get distinct free addresses, got {sorted(map(str, got))}",
-            )
-            passed(f"{threads} concurrent acquire() calls get distinct addresses")
-
-        exhausted_after: int | None = None
-        if exhaust:
-            taken = 0
-            while True:
-                _expect(taken < limit, f"acquire() raises PoolExhaustedError within {limit} addresses")
-                try:
-                    ip = source.acquire(f"test/x{taken}", family=family)
-                except PoolExhaustedError:
-                    break
-                held.append((f"test/x{taken}", ip))
-                taken += 1
-            exhausted_after = len(held)
-            if capacity is not None:
-                _expect(
-                    exhausted_after == capacity,
-                    f"capacity() {capacity} is exact: the pool ran out after {exhausted_after} addresses",
-                )
-            owner, freed = held.pop()
-            source.release(owner, freed)
-            refill = source.acquire("test/refill", family=family)
-            held.append(("test/refill", refill))
-            _expect(refill == freed, f"a failed acquire holds nothing: after exhaustion, released {freed} comes back")
-            passed("exhaustion raises PoolExhaustedError and holds nothing")
-    finally:
-        for owner, ip in held:
-            source.release(owner, ip)
-        source.close()
-
-    restarted = factory()
-    try:
-        c = restarted.acquire("test/e", family=family)
-    finally:
-        restarted.close()  # releases nothing: c stays taken, as after a crash
-    after = factory()
-    try:
-        after.claim("test/e", c)
-        with contextlib.suppress(AddressInUseError):
-            after.acquire("test/f", family=family, wanted=c)
-            raise ContractViolation(f"after claim(), acquire(wanted={c}) by another owner raises AddressInUseError")
-        after.release("test/e", c)
-        back = after.acquire("test/f", family=family, wanted=c)
-        _expect(back == c, f"a claimed address, once released, can be acquired again, got {back}")
-        after.release("test/f", c)
-    finally:
-        after.close()
-    passed("claim() on a fresh source takes over an address (restart path); close() releases nothing")
-    return ContractReport(checks=tuple(checks), capacity=capacity, exhausted_after=exhausted_after)
 
 
 # -- a stand-in JSON REST API -----------------------------------------------------------------

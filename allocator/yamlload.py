@@ -8,21 +8,24 @@ as Go's YAML accepts them; ``<<`` merge keys are not special.
 Hostile input costs bounded time and memory, and every failure is one ``ConfigError`` line:
 
 - input must be UTF-8 (the error gives the byte offset) without characters YAML refuses (NUL...);
-- nesting deeper than ``max_depth`` collections is refused while composing, before PyYAML's
-  recursive composer and constructor go deeper than that; an alias counts as the collections
-  it names, so aliases cannot build deeper values either;
+- nesting deeper than ``max_depth`` collections is refused as the collection opens; an alias
+  counts as the collections it names, so aliases cannot build deeper values either;
 - aliases may add at most ``max_nodes`` nodes to a stream: each alias costs the full expanded
-  size of the node it names (aliases inside included), known from the composed nodes, so an
-  alias bomb fails before any value is built. Nodes written out literally are not counted:
-  their number is bounded by the input's length, and a 10 000-pool config must still load;
+  size of the value it names (aliases inside included), known once that value is complete, so
+  an alias bomb fails before anything is copied (an alias shares its value). Nodes written out
+  literally are not counted: their number is bounded by the input's length, and a 10 000-pool
+  config must still load;
 - explicit tags: only ``!!str`` on a scalar, ``!!seq`` on a sequence, ``!!map`` on a mapping
   and the non-specific ``!`` are accepted (an explicitly tagged scalar is text even when it
   reads ``null``); any other tag (``!!int``, ``!!binary``, ``!!python/...``, ``!custom``...) is
   an error naming its line and the tag.
 
 Events come from libyaml when PyYAML has it (about ten times faster; Go's YAML is a port of
-libyaml), else from PyYAML's own scanner and parser. Composing, and so every check above, is
-PyYAML's Python composer in both cases.
+libyaml), else from PyYAML's own scanner and parser. Values are built from the events in one
+loop, without PyYAML's node graph, recursion or constructor (five times faster than composing
+and constructing), with every check above on the way. Errors come in PyYAML's order: any error
+of the YAML itself (syntax, limits, anchors) before a key error (duplicate, not text) of the
+same document, and, in a single-document load, before a second document.
 """
 
 from __future__ import annotations
@@ -33,11 +36,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from metallb.allocator.errors import ConfigError
-from yaml.composer import Composer
-from yaml.constructor import BaseConstructor
-from yaml.events import AliasEvent, CollectionStartEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.resolver import BaseResolver
+from yaml.composer import ComposerError
+from yaml.events import (
+    AliasEvent,
+    DocumentEndEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "load_yaml", "load_yaml_all", "shown"]
 
@@ -55,6 +64,8 @@ _TAGS: dict[type, tuple[str, str]] = {
 }
 
 _SCALAR = (1, 0)  # a scalar's (expanded size, height in collections)
+_KEY = object()  # a mapping frame waiting for its next key
+_BAD_KEY = object()  # a key that is not text: its value is read and dropped
 
 
 class _Repr(reprlib.Repr):
@@ -75,6 +86,8 @@ def shown(value: object, *, limit: int = 60) -> str:
     ``\\x00``, ``\\u2028``). Cost depends on *limit* only, never on the value's size.
     """
     text = value if isinstance(value, str) else _REPR.repr(value)
+    if len(text) <= limit and text.isprintable():  # the usual case, and on every error path: fast
+        return text
     out: list[str] = []
     length = 0
     for char in text:
@@ -91,118 +104,181 @@ def _invalid(problem: str, mark: Any) -> ConfigError:
     return ConfigError(f"invalid YAML: {where}{shown(problem, limit=200)}")
 
 
-class _Composer(Composer, BaseConstructor, BaseResolver):
-    """PyYAML's composer with the limits checked per node, and strict text-only construction.
+class _Frame:
+    """A collection being read: its value, and what the checks need to know of it."""
 
-    The events come from a parser mixed in before it by the loaders below.
+    __slots__ = ("anchor", "height", "key", "line", "mapping", "size", "value")
+
+    def __init__(self, value: dict[str, Any] | list[Any], anchor: str | None, line: int) -> None:
+        self.value = value
+        self.mapping = isinstance(value, dict)
+        self.key: object = _KEY  # mappings: the key waiting for its value
+        self.size, self.height = 1, 1  # expanded nodes (itself included), collections deep
+        self.anchor = anchor
+        self.line = line  # where it starts, 1-based
+
+
+class _Builder:
+    """Values straight from parser events, with the limits, tag and key checks; no nodes, no recursion.
+
+    Mixed in after a parser (libyaml's or PyYAML's), which gives ``get_event``, ``peek_event``
+    and ``check_event``.
     """
 
-    if TYPE_CHECKING:  # from the parser, and BaseConstructor's untyped ones
+    if TYPE_CHECKING:  # from the parser
 
+        def get_event(self) -> Any: ...
         def peek_event(self) -> Any: ...
+        def check_event(self, *choices: type) -> bool: ...
         def dispose(self) -> None: ...
-        def check_data(self) -> bool: ...
 
     def __init__(self, *, max_nodes: int, max_depth: int) -> None:
-        Composer.__init__(self)
-        BaseConstructor.__init__(self)
-        BaseResolver.__init__(self)
         self.max_nodes = max_nodes
         self.max_depth = max_depth
-        self.depth = 0  # collections open around the node being composed
         self.added = 0  # nodes added by alias expansion, over the whole stream
-        self.shapes: dict[int, tuple[int, int]] = {}  # id(collection node) -> (expanded size, height)
-        self.tagged: set[int] = set()  # ids of scalars with an explicit tag: text, never null
 
-    def compose_document(self) -> Node | None:
-        # Ids are only meaningful while the document's nodes are alive.
-        self.shapes.clear()
-        self.tagged.clear()
-        return Composer.compose_document(self)
+    def single_document(self) -> Any:
+        """The one document of the stream (None when empty); PyYAML's errors for a second one."""
+        self.get_event()  # StreamStartEvent
+        if self.check_event(StreamEndEvent):
+            self.get_event()
+            return None
+        value, start_mark, deferred = self._document()
+        if not self.check_event(StreamEndEvent):
+            raise ComposerError(
+                "expected a single document in the stream", start_mark, "but found another document",
+                self.get_event().start_mark,
+            )  # fmt: skip
+        self.get_event()
+        if deferred is not None:
+            raise deferred
+        return value
 
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        event = self.peek_event()
-        if isinstance(event, AliasEvent):
-            return self._compose_alias(event, parent, index)
-        tag, kind = _TAGS[type(event)]
-        if event.tag not in (None, "!", tag):
-            short = "!!" + event.tag.removeprefix(_STD) if event.tag.startswith(_STD) else event.tag
-            raise _invalid(
-                f'tag "{shown(short)}" on a {kind} is not supported '
-                "(only !!str on a scalar, !!seq on a sequence and !!map on a mapping)",
-                event.start_mark,
-            )
-        if isinstance(event, CollectionStartEvent):
-            self.depth += 1
-            if self.depth > self.max_depth:
-                raise _invalid(f"nested deeper than {self.max_depth} levels", event.start_mark)
-        node = Composer.compose_node(self, parent, index)
-        if not isinstance(node, SequenceNode | MappingNode):
-            if event.tag is not None:
-                self.tagged.add(id(node))
-            return node
-        self.depth -= 1
-        size, height = 1, 1
-        shapes = self.shapes
-        children = node.value if isinstance(node, SequenceNode) else [n for pair in node.value for n in pair]
-        for child in children:
-            s, h = shapes.get(id(child), _SCALAR)  # collections are all there: composed, or refused as recursive
-            size += s
-            height = max(height, h + 1)
-        shapes[id(node)] = (size, height)
-        return node
+    def all_documents(self) -> list[Any]:
+        """Every document of the stream, in order; a document's key error fails it before the next is read."""
+        self.get_event()  # StreamStartEvent
+        documents = []
+        while not self.check_event(StreamEndEvent):
+            value, _, deferred = self._document()
+            if deferred is not None:
+                raise deferred
+            documents.append(value)
+        self.get_event()
+        return documents
 
-    def _compose_alias(self, event: AliasEvent, parent: Node | None, index: int) -> Node | None:
-        node = Composer.compose_node(self, parent, index)  # the anchored node; an undefined alias raises
-        shape = _SCALAR if isinstance(node, ScalarNode) else self.shapes.get(id(node))
-        name = f"alias *{shown(event.anchor)}"
-        if shape is None:  # a collection still being composed: it would contain itself
-            raise _invalid(f"{name} refers to a collection that contains it", event.start_mark)
-        size, height = shape
-        self.added += size
-        if self.added > self.max_nodes:
-            raise _invalid(f"{name}: aliases expand to more than {self.max_nodes} nodes", event.start_mark)
-        if self.depth + height > self.max_depth:
-            raise _invalid(f"{name}: nested deeper than {self.max_depth} levels", event.start_mark)
-        return node
+    def _document(self) -> tuple[Any, Any, ConfigError | None]:
+        """One document: its value, the start of its root, and the first key error, raised by the caller.
+
+        Key errors wait for the end of the document: PyYAML composes a whole document before it
+        constructs keys, so an error of the YAML itself anywhere in the document comes first.
+        """
+        get_event = self.get_event
+        max_depth = self.max_depth
+        anchors: dict[str, tuple[Any, tuple[int, int] | None, Any]] = {}  # name -> value, shape (None: open), mark
+        stack: list[_Frame] = []
+        deferred: ConfigError | None = None
+        root: Any = None
+        root_mark: Any = None
+        get_event()  # DocumentStartEvent
+        while True:
+            event = get_event()
+            kind = type(event)
+            if kind is DocumentEndEvent:
+                break
+            if root_mark is None:
+                root_mark = event.start_mark
+            if kind is AliasEvent:
+                name = event.anchor
+                if name not in anchors:
+                    raise ComposerError(None, None, f"found undefined alias {name!r}", event.start_mark)
+                value, shape, _ = anchors[name]
+                label = f"alias *{shown(name)}"
+                if shape is None:  # a collection still open: it would contain itself
+                    raise _invalid(f"{label} refers to a collection that contains it", event.start_mark)
+                self.added += shape[0]
+                if self.added > self.max_nodes:
+                    raise _invalid(f"{label}: aliases expand to more than {self.max_nodes} nodes", event.start_mark)
+                if len(stack) + shape[1] > max_depth:
+                    raise _invalid(f"{label}: nested deeper than {max_depth} levels", event.start_mark)
+            elif kind is ScalarEvent or kind is SequenceStartEvent or kind is MappingStartEvent:
+                tag, noun = _TAGS[kind]
+                if event.tag is not None and event.tag != "!" and event.tag != tag:
+                    short = "!!" + event.tag.removeprefix(_STD) if event.tag.startswith(_STD) else event.tag
+                    raise _invalid(
+                        f'tag "{shown(short)}" on a {noun} is not supported '
+                        "(only !!str on a scalar, !!seq on a sequence and !!map on a mapping)",
+                        event.start_mark,
+                    )
+                if kind is not ScalarEvent and len(stack) >= max_depth:
+                    raise _invalid(f"nested deeper than {max_depth} levels", event.start_mark)
+                name = event.anchor
+                if name is not None and name in anchors:
+                    raise ComposerError(
+                        f"found duplicate anchor {name!r}; first occurrence", anchors[name][2],
+                        "second occurrence", event.start_mark,
+                    )  # fmt: skip
+                if kind is ScalarEvent:
+                    # A plain empty, ~ or null scalar is null (Go: the zero value), unless tagged.
+                    text = event.value
+                    value = None if not event.style and event.tag is None and text in _NULLS else text
+                    shape = _SCALAR
+                    if name is not None:
+                        anchors[name] = (value, _SCALAR, event.start_mark)
+                else:
+                    frame = _Frame({} if kind is MappingStartEvent else [], name, event.start_mark.line + 1)
+                    if name is not None:
+                        anchors[name] = (frame.value, None, event.start_mark)
+                    if stack and stack[-1].mapping and stack[-1].key is _KEY and deferred is None:
+                        deferred = ConfigError(f"line {frame.line}: mapping keys must be plain strings")
+                    stack.append(frame)
+                    continue
+            elif kind is SequenceEndEvent or kind is MappingEndEvent:
+                frame = stack.pop()
+                value, shape = frame.value, (frame.size, frame.height)
+                if frame.anchor is not None:
+                    anchors[frame.anchor] = (value, shape, anchors[frame.anchor][2])
+            else:  # no other event comes inside a document
+                raise ComposerError(None, None, f"unexpected {kind.__name__}", event.start_mark)
+            if not stack:
+                root = value
+                continue
+            parent = stack[-1]
+            parent.size += shape[0]
+            if shape[1] >= parent.height:
+                parent.height = shape[1] + 1
+            if not parent.mapping:
+                parent.value.append(value)  # type: ignore[union-attr]
+            elif parent.key is _KEY:  # this value is a key
+                line = event.start_mark.line + 1
+                if not isinstance(value, str):
+                    # null, or an alias naming a collection (a collection written here was said at its start)
+                    if deferred is None and kind is not SequenceEndEvent and kind is not MappingEndEvent:
+                        deferred = ConfigError(f"line {line}: mapping keys must be plain strings")
+                    parent.key = _BAD_KEY
+                elif value in parent.value:
+                    if deferred is None:
+                        deferred = ConfigError(
+                            f'line {line}: duplicate key "{shown(value)}" (first set on an earlier line); '
+                            "remove one of them"
+                        )
+                    parent.key = _BAD_KEY
+                else:
+                    parent.key = value
+            else:
+                if parent.key is not _BAD_KEY:
+                    parent.value[parent.key] = value  # type: ignore[call-overload,index]
+                parent.key = _KEY
+        return root, root_mark, deferred
 
 
-def _construct_scalar(loader: _Composer, node: ScalarNode) -> str | None:
-    # A plain empty scalar ("key:" or "- ") is YAML null: Go decodes it to the
-    # zero value, which is how "bgp-advertisements: [ - ]" gives one default entry.
-    if not node.style and node.value in _NULLS and id(node) not in loader.tagged:  # plain: None or ""
-        return None
-    return str(node.value)
-
-
-def _construct_mapping(loader: _Composer, node: MappingNode) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node) if isinstance(key_node, ScalarNode) else None
-        if not isinstance(key, str):
-            raise ConfigError(f"line {key_node.start_mark.line + 1}: mapping keys must be plain strings")
-        if key in out:
-            raise ConfigError(
-                f'line {key_node.start_mark.line + 1}: duplicate key "{shown(key)}" '
-                f"(first set on an earlier line); remove one of them"
-            )
-        out[key] = loader.construct_object(value_node, deep=True)
-    return out
-
-
-# Tags are checked while composing, so each node reaching the constructor has its kind's tag
-# (sequences use BaseConstructor's own).
-_Composer.yaml_constructors = {_STD + "str": _construct_scalar, _STD + "map": _construct_mapping}
-
-
-class _PythonLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _Composer):
+class _PythonLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _Builder):
     """Events from PyYAML's own scanner and parser."""
 
     def __init__(self, text: str, *, max_nodes: int, max_depth: int) -> None:
         yaml.reader.Reader.__init__(self, text)
         yaml.scanner.Scanner.__init__(self)
         yaml.parser.Parser.__init__(self)
-        _Composer.__init__(self, max_nodes=max_nodes, max_depth=max_depth)
+        _Builder.__init__(self, max_nodes=max_nodes, max_depth=max_depth)
 
     def fetch_flow_collection_start(self, token_class: Any) -> None:
         # The scanner looks ahead over one possible key per open flow collection, walking them
@@ -212,7 +288,7 @@ class _PythonLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser
         super().fetch_flow_collection_start(token_class)
 
 
-_LOADERS: dict[str, Callable[..., _Composer]] = {"python": _PythonLoader}
+_LOADERS: dict[str, Callable[..., _Builder]] = {"python": _PythonLoader}
 
 try:
     from yaml._yaml import CParser
@@ -220,16 +296,12 @@ except ImportError:  # PyYAML built without libyaml
     pass
 else:
 
-    class _LibyamlLoader(CParser, _Composer):  # type: ignore[misc]
-        """Events from libyaml; composed in Python (CParser would compose in C, unchecked)."""
+    class _LibyamlLoader(CParser, _Builder):  # type: ignore[misc]
+        """Events from libyaml (CParser would compose in C, unchecked: only its events are used)."""
 
         def __init__(self, text: str, *, max_nodes: int, max_depth: int) -> None:
             CParser.__init__(self, text)
-            _Composer.__init__(self, max_nodes=max_nodes, max_depth=max_depth)
-
-        check_node = Composer.check_node
-        get_node = Composer.get_node
-        get_single_node = Composer.get_single_node
+            _Builder.__init__(self, max_nodes=max_nodes, max_depth=max_depth)
 
     _LOADERS = {"libyaml": _LibyamlLoader, **_LOADERS}
 
@@ -262,12 +334,7 @@ def _load(text: str | bytes, *, max_nodes: int, max_depth: int, stream: bool, pa
         _source(text), max_nodes=max_nodes, max_depth=max_depth
     )
     try:
-        if not stream:
-            return loader.get_single_data()
-        documents = []
-        while loader.check_data():
-            documents.append(loader.get_data())
-        return documents
+        return loader.all_documents() if stream else loader.single_document()
     except yaml.MarkedYAMLError as exc:
         problem = exc.problem or exc.context or "invalid"
         if exc.problem and exc.context:
@@ -276,8 +343,6 @@ def _load(text: str | bytes, *, max_nodes: int, max_depth: int, stream: bool, pa
         raise _invalid(problem, exc.problem_mark) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {shown(str(exc), limit=200)}") from None
-    except RecursionError:  # last resort: the limits keep PyYAML's recursion well inside Python's
-        raise ConfigError("invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
 

@@ -12,7 +12,16 @@ import logging
 from collections.abc import Iterable, Mapping
 
 import pluggy
-from metallb.allocator import Announcer, AnnouncerSettings, ClusterView, Config, NodeInfo, ServiceView
+from metallb.allocator import (
+    Announcer,
+    AnnouncerSettings,
+    ClusterView,
+    Config,
+    Hooks,
+    NodeInfo,
+    PluginError,
+    ServiceView,
+)
 from metallb.operator.metrics import SpeakerMetrics
 
 __all__ = ["Announcers", "ServiceAnnouncements", "parse_interfaces"]
@@ -29,17 +38,21 @@ class Announcers:
     """One announcer per protocol, configured with the node's current config."""
 
     def __init__(self, pm: pluggy.PluginManager, settings: AnnouncerSettings) -> None:
-        self._pm = pm
+        self._hooks = Hooks(pm)
         self._settings = settings
         self._by_protocol: dict[str, Announcer] = {}
+        self._missing: set[str] = set()  # protocols whose announcer could not be built (logged once)
 
     def get(self, protocol: str, config: Config | None, node: NodeInfo) -> Announcer | None:
-        """The announcer for *protocol*, or None (logged once) when no plugin provides it."""
+        """The announcer for *protocol*, or None (logged once) when no plugin provides a working one."""
         announcer = self._by_protocol.get(protocol)
         if announcer is None:
-            announcer = self._pm.hook.metallb_make_announcer(protocol=protocol, settings=self._settings)
-            if announcer is None:
-                log.error('no plugin announces protocol "%s"; run `metallb plugins`', protocol)
+            try:
+                announcer = self._hooks.make_announcer(protocol, self._settings)
+            except PluginError as exc:
+                if protocol not in self._missing:
+                    self._missing.add(protocol)
+                    log.error("%s", exc)
                 return None
             if config is not None:
                 announcer.set_config(config, node)

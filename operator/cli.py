@@ -6,33 +6,49 @@ address-service`` is the address-service plugin's). Building the parser
 imports no command's implementation: each command imports its own when it
 runs, so ``metallb plugins`` never loads the Kubernetes client. A command
 whose implementation needs a missing extra says which one to install.
+
+Bad input is one line on standard error, never a traceback: a bad option is
+argparse's error in one line (status 2), a command reports the errors it
+expects, and :func:`main` turns anything else into ``metallb CMD: unexpected
+error: ...`` (status 1) with the traceback logged at debug level.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import logging
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import pluggy
-from metallb.allocator import default_plugin_manager
+from metallb.allocator import Hooks, default_plugin_manager
+from metallb.operator.cmd_config import one_line
 from metallb.operator.commands import COMMANDS, EPILOG, add_commands
 from metallb.operator.logs import setup_logging
 
-__all__ = ["COMMANDS", "build_parser", "extras_providing", "main"]
+__all__ = ["COMMANDS", "CommandParser", "build_parser", "extras_providing", "main"]
 
 DISTRIBUTION = "metallb"
+log = logging.getLogger("metallb")
 
 
 class CommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: descriptions and examples keep their line breaks unless a plugin says otherwise."""
+    """A parser whose descriptions and examples keep their line breaks, and whose errors are one line.
+
+    An error names the command, the problem and where to look (``--help``), exit status 2;
+    argparse's default prints the whole usage first.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(**kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line (``metallb check-config: error: ...; see ...``) and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`\n")
 
 
 def _version() -> str:
@@ -45,23 +61,18 @@ def _version() -> str:
 def _add_plugin_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], pm: pluggy.PluginManager
 ) -> None:
-    """Call each plugin's ``metallb_add_commands`` on its own: a broken plugin costs only its commands."""
-    for impl in pm.hook.metallb_add_commands.get_hookimpls():
-        try:
-            impl.function(**{name: subparsers for name in impl.argnames})
-        except Exception as exc:  # noqa: BLE001 - one broken plugin must not take the whole command line down
-            error = f"{type(exc).__name__}: {exc}"
-            print(f"metallb: plugin {impl.plugin_name!r} failed to add its commands, skipped: {error}", file=sys.stderr)
+    """Every plugin's commands (``metallb_add_commands``); a broken plugin costs only its own, said on stderr."""
+    for plugin, error in Hooks(pm).add_commands(subparsers).items():
+        print(f"metallb: plugin {plugin!r} failed to add its commands, skipped: {error}", file=sys.stderr)
 
 
 def build_parser(plugin_manager: pluggy.PluginManager | None = None) -> argparse.ArgumentParser:
     """The full argument parser: the operator's commands, then every plugin's (default: installed plugins)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="metallb",
         description="A load balancer for bare-metal Kubernetes: address pools and address services, "
         "announced by layer 2 (ARP/NDP) or BGP.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log format (default: text)")
@@ -130,9 +141,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         message = missing_extra_message(args.command, exc)
         if message is None:
-            raise
+            return _unexpected(args.command, exc)
         print(message, file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - the last guard: one line for the user, the traceback at debug level
+        return _unexpected(args.command, exc)
+
+
+def _unexpected(command: str, exc: BaseException) -> int:
+    """Report an exception no command handled: one line, and the traceback with ``--log-level debug``.
+
+    Commands handle the errors they expect (bad input, unreachable services) with a message of
+    their own; what reaches here is unexpected, maybe a bug, so it is named as such and its
+    traceback is one flag away, never lost.
+    """
+    log.debug("metallb %s failed", command, exc_info=exc)
+    hint = "" if log.isEnabledFor(logging.DEBUG) else " (run with --log-level debug for the traceback)"
+    print(f"metallb {command}: unexpected error: {type(exc).__name__}: {one_line(exc)}{hint}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

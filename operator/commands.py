@@ -10,12 +10,13 @@ client, and work on a bare ``pip install metallb``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 
 import attrs
 
-__all__ = ["COMMANDS", "EPILOG", "Command", "add_commands"]
+__all__ = ["COMMANDS", "EPILOG", "Command", "add_commands", "port", "positive_int", "seconds"]
 
 EPILOG = """\
 examples:
@@ -40,6 +41,46 @@ class Command:
     run: Callable[[argparse.Namespace], int]
     #: The ``metallb[...]`` extra the implementation imports ("" for none).
     extra: str = ""
+
+
+# -- option types: a bad value is argparse's one-line error (status 2), never a failure later -------
+
+
+def port(text: str) -> int:
+    """A TCP port, 0-65535 (0: none, or any free one, as the option says)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds: a finite number above 0 (nan, inf, 0 and negatives would spin or never wake)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds above 0 and at most {MAX_SECONDS:g}")
+    return value
+
+
+#: The longest interval an option takes (a year): threading waits refuse much more.
+MAX_SECONDS = 365 * 24 * 3600.0
 
 
 # -- check-config ---------------------------------------------------------------------
@@ -85,6 +126,20 @@ def _run_allocate(args: argparse.Namespace) -> int:
     return cmd_allocate.run(args)
 
 
+# -- new-plugin -----------------------------------------------------------------------
+
+
+def _new_plugin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="the plugin and its config section, like file-pools")
+    parser.add_argument("--directory", "-d", help="where to write it (default: ./metallb-NAME); must be new or empty")
+
+
+def _run_new_plugin(args: argparse.Namespace) -> int:
+    from metallb.operator import newplugin
+
+    return newplugin.run(args)
+
+
 # -- standalone -----------------------------------------------------------------------
 
 
@@ -102,10 +157,10 @@ def _standalone_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-host", default="127.0.0.1", help="metrics/status listen address (default: %(default)s)"
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=7472, help="metrics/status port, 0 for none (default: %(default)s)"
+        "--metrics-port", type=port, default=7472, help="metrics/status port, 0 for none (default: %(default)s)"
     )
     parser.add_argument(
-        "--poll-interval", type=float, default=1.0, help="seconds between file checks (default: %(default)s)"
+        "--poll-interval", type=seconds, default=1.0, help="seconds between file checks (default: %(default)s)"
     )
     parser.add_argument("--once", action="store_true", help="allocate, print the table, write the state, and exit")
     parser.add_argument("--no-announce", action="store_true", help="allocate only; do not answer ARP/NDP or speak BGP")
@@ -129,16 +184,18 @@ def _controller_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lb-class", default=None, help="serve only Services of this loadBalancerClass (default: only those without)"
     )
-    parser.add_argument("--workers", type=int, default=4, help="concurrent Service workers (default: %(default)s)")
+    parser.add_argument(
+        "--workers", type=positive_int, default=4, help="concurrent Service workers (default: %(default)s)"
+    )
     parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
     parser.add_argument(
-        "--metrics-port", type=int, default=7472, help="metrics and /healthz, /readyz (default: %(default)s)"
+        "--metrics-port", type=port, default=7472, help="metrics and /healthz, /readyz (default: %(default)s)"
     )
     parser.add_argument(
-        "--reconcile-interval", type=float, default=300.0, help="seconds between address-service checks"
+        "--reconcile-interval", type=seconds, default=300.0, help="seconds between address-service checks"
     )
     parser.add_argument("--lease-name", default="metallb-controller", help="leader Lease name (default: %(default)s)")
-    parser.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default: %(default)s)")
+    parser.add_argument("--lease-duration", type=seconds, default=15.0, help="seconds (default: %(default)s)")
 
 
 def _run_controller(args: argparse.Namespace) -> int:
@@ -215,19 +272,19 @@ def _speaker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lease-renew",
-        type=float,
+        type=seconds,
         default=0.4,
         help="--liveness lease: seconds between Lease renewals (default: %(default)s)",
     )
     parser.add_argument(
         "--lease-duration",
-        type=float,
+        type=seconds,
         default=1.2,
         help="--liveness lease: a speaker is dead after this many seconds without renewal (default: %(default)s)",
     )
     parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
     parser.add_argument(
-        "--metrics-port", type=int, default=7472, help="metrics, /healthz and /status (default: %(default)s)"
+        "--metrics-port", type=port, default=7472, help="metrics, /healthz and /status (default: %(default)s)"
     )
 
 
@@ -293,6 +350,20 @@ examples:
 """,
         add_arguments=_allocate_arguments,
         run=_run_allocate,
+    ),
+    Command(
+        name="new-plugin",
+        help="write a working pool plugin skeleton to start from",
+        description="Write a working pool plugin: its packaging, the hooks and the address source (addresses\n"
+        "listed in a text file), a test using metallb's contract checker, and a README.",
+        epilog="""\
+examples:
+  metallb new-plugin file-pools                  # writes ./metallb-file-pools
+  metallb new-plugin ipam-pools -d ~/src/ipam    # anywhere new or empty
+  pip install ./metallb-file-pools && python -m pytest metallb-file-pools
+""",
+        add_arguments=_new_plugin_arguments,
+        run=_run_new_plugin,
     ),
     Command(
         name="standalone",

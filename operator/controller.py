@@ -29,7 +29,8 @@ from typing import Any
 import attrs
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from metallb.allocator import Allocator, Config, ConfigError, MetalLBError, default_plugin_manager, parse_config
+from metallb.allocator import Allocator, Config, MetalLBError, default_plugin_manager, parse_config
+from metallb.operator.cmd_config import config_text, one_line
 from metallb.operator.converge import Event, Outcome, converge
 from metallb.operator.informer import Informer, WorkQueue, obj_key
 from metallb.operator.kube import api_client, event_body, now_rfc3339
@@ -47,7 +48,6 @@ def _drain(response: Any) -> None:
     """Read and release a raw response: the watch brings us the object, so the model is not built."""
     response.read()
     response.release_conn()
-
 
 class LeaderLease:
     """A coordination.k8s.io/v1 Lease held by one process at a time.
@@ -207,14 +207,14 @@ class Controller:
             log.error("configmap %s/%s deleted; keeping the last good config", self.namespace, self.config_name)
             self.metrics.config_stale.set(1)
             return
-        text = (obj.get("data") or {}).get("config")
         try:
-            if text is None:
-                raise ConfigError(f'configmap {self.namespace}/{self.config_name} has no "config" key')
-            config = parse_config(text, plugin_manager=self.allocator._pm)
+            text = config_text(obj, self.namespace, self.config_name)
+            config = parse_config(text, plugin_manager=self.allocator.plugin_manager)
             self.allocator.set_config(config)
-        except MetalLBError as exc:
-            log.error("config not applied, keeping the last good one: %s", exc)
+        except Exception as exc:  # any bad config keeps the last good one
+            unexpected = "" if isinstance(exc, MetalLBError) else f"{type(exc).__name__}: "
+            log.error("config not applied, keeping the last good one: %s%s", unexpected, exc)
+            log.debug("config not applied", exc_info=True)
             self.metrics.config_stale.set(1)
             return
         first = self.config is None
@@ -222,6 +222,8 @@ class Controller:
         self.metrics.config_loaded.set(1)
         self.metrics.config_stale.set(0)
         log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
         if first:
             self._barrier()
         self._requeue_all()
@@ -424,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         api = api_client(args.kubeconfig)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
-        log.error("%s", exc)
+        log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

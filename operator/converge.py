@@ -39,10 +39,10 @@ class Outcome:
     Attributes:
         ingress: the addresses for ``status.loadBalancer.ingress``.
         annotations: metallb's annotations to set (a None value removes one):
-            the pool, and those the pools' sources declare
+            the pool, and those every installed pool kind declares
             (``SourceCapabilities.annotations``). Read-only.
         finalizer: whether the Service should carry metallb's finalizer (its
-            source declares ``remote_release``).
+            pool's kind declares ``remote_release``).
         events: events to record.
         retry: the Service should be processed again later (with backoff).
         pending: why the Service has no address yet, for status views.
@@ -59,10 +59,14 @@ class Outcome:
 
 
 def _managed(allocator: Allocator) -> dict[str, str | None]:
-    """Every annotation metallb writes under the current config, each set to None (removed)."""
+    """Every annotation metallb may write, each set to None (removed).
+
+    Those of every installed pool kind, not only of the kinds the config has
+    now: a Service must lose a kind's annotation after its pools are gone.
+    """
     names: dict[str, str | None] = {POOL_ANNOTATION: None}
-    for pool in allocator.config.pools:
-        for _, annotation in allocator.capabilities(pool).annotations:
+    for capabilities in allocator.pool_kinds().values():
+        for _, annotation in capabilities.annotations:
             names[annotation] = None
     return names
 

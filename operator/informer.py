@@ -115,8 +115,15 @@ class Informer:
 
     def _stream(self) -> Iterator[dict[str, Any]]:
         self._watch = watch.Watch()
+
+        def watch_func(**kwargs: Any) -> Any:
+            # Without the list function's docstring the client keeps each event's object as JSON:
+            # we only read raw_object, and an object its models cannot build (say data: [...]
+            # from a lax server) would otherwise fail the stream before we see it, again at every resume.
+            return self.list_func(**kwargs)
+
         return self._watch.stream(  # type: ignore[no-any-return]
-            self.list_func,
+            watch_func,
             **self.list_kwargs,
             resource_version=self.resource_version,
             allow_watch_bookmarks=True,

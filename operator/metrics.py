@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["ControllerMetrics", "MetricsServer", "PoolCollector", "SpeakerMetrics"]
+__all__ = ["ControllerMetrics", "MetricsServer", "PoolCollector", "SpeakerMetrics", "config_gauges"]
 
 
 class PoolCollector:
@@ -77,14 +77,18 @@ class ControllerMetrics:
         self.update_errors = Counter(
             "metallb_k8s_client_update_errors", "Number of work items that failed and were retried", registry=registry
         )
-        self.config_loaded = Gauge(
-            "metallb_k8s_client_config_loaded_bool", "1 once a configuration was loaded", registry=registry
-        )
-        self.config_stale = Gauge(
-            "metallb_k8s_client_config_stale_bool",
-            "1 while running on an old configuration because the newest one failed",
-            registry=registry,
-        )
+        self.config_loaded, self.config_stale = config_gauges(registry)
+
+
+def config_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """``metallb_k8s_client_config_loaded_bool`` and ``..._stale_bool``: the controller's, and the speaker's."""
+    loaded = Gauge("metallb_k8s_client_config_loaded_bool", "1 once a configuration was loaded", registry=registry)
+    stale = Gauge(
+        "metallb_k8s_client_config_stale_bool",
+        "1 while running on an old configuration because the newest one failed",
+        registry=registry,
+    )
+    return loaded, stale
 
 
 class SpeakerMetrics:

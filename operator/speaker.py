@@ -35,10 +35,11 @@ from metallb.allocator import (
     parse_config,
 )
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
+from metallb.operator.cmd_config import config_text, one_line
 from metallb.operator.informer import Informer
 from metallb.operator.kube import api_client, event_body
 from metallb.operator.liveness import ApiLoad, MemberlistOptions, make_liveness
-from metallb.operator.metrics import MetricsServer, SpeakerMetrics
+from metallb.operator.metrics import MetricsServer, SpeakerMetrics, config_gauges
 from metallb.operator.service import read_service
 from prometheus_client import CollectorRegistry
 
@@ -74,6 +75,7 @@ class Speaker:
         self.registry = registry or CollectorRegistry()
         self.metrics = SpeakerMetrics(self.registry)
         self.load = ApiLoad(self.registry)
+        self.config_loaded, self.config_stale = config_gauges(self.registry)
         self.pm = default_plugin_manager()
         self.config: Config | None = None
         announcers = Announcers(
@@ -135,13 +137,13 @@ class Speaker:
             if kind == "DELETED":
                 log.error("config deleted; keeping the last good one")
             return
-        text = (obj.get("data") or {}).get("config")
         try:
-            if text is None:
-                raise MetalLBError(f'configmap {self.namespace}/{self.config_name} has no "config" key')
-            config = parse_config(text, plugin_manager=self.pm)
-        except Exception as exc:  # noqa: BLE001 - any bad config keeps the last good one
-            log.error("config not applied, keeping the last good one: %s", exc)
+            config = parse_config(config_text(obj, self.namespace, self.config_name), plugin_manager=self.pm)
+        except Exception as exc:  # any bad config keeps the last good one
+            unexpected = "" if isinstance(exc, MetalLBError) else f"{type(exc).__name__}: "
+            log.error("config not applied, keeping the last good one: %s%s", unexpected, exc)
+            log.debug("config not applied", exc_info=True)
+            self.config_stale.set(1)
             return
         # MetalLB's speaker rule: a config that orphans an address we announce is stale.
         for key, (_, view) in list(self.announced.items()):
@@ -150,9 +152,15 @@ class Speaker:
                 log.error(
                     "config not applied, keeping the last good one: %s announces %s, in no pool of it", key, orphan
                 )
+                self.config_stale.set(1)
                 return
         # The sync thread hands it to the announcers: they are called from one thread only.
+        if self.config is None or config != self.config or config.warnings != self.config.warnings:
+            for warning in config.warnings:
+                log.warning("config: %s", warning)
         self.config = config
+        self.config_loaded.set(1)
+        self.config_stale.set(0)
         log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
         self._wake.set()
 
@@ -330,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         api = api_client(args.kubeconfig)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
-        log.error("%s", exc)
+        log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1
     speaker = Speaker(
         api,

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -26,21 +25,25 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 from metallb.allocator import (
     Allocator,
     AnnouncerSettings,
     ClusterView,
     Config,
+    ConfigError,
     MetalLBError,
     NodeInfo,
     ServiceView,
     default_plugin_manager,
     parse_config,
 )
+from metallb.allocator.config import as_int, as_list, as_mapping, as_str
+from metallb.allocator.files import write_atomically
 from metallb.allocator.retry import Backoff
+from metallb.allocator.yamlload import load_yaml_all, shown
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
-from metallb.operator.cmd_config import read_config_text
+from metallb.operator.cmd_config import read_config_text, reason, shown_path
+from metallb.operator.cmd_status import read_services
 from metallb.operator.converge import converge
 from metallb.operator.metrics import ControllerMetrics, MetricsServer, SpeakerMetrics
 from metallb.operator.service import ServiceIntent, read_service
@@ -53,33 +56,62 @@ STATE_VERSION = 1
 
 
 def load_services(path: str) -> list[dict[str, Any]]:
-    """Every Service manifest in *path* (documents of other kinds are ignored)."""
-    docs = yaml.safe_load_all(Path(path).read_text())
+    """Every Service manifest in *path*, checked (documents of other kinds and empty ones are ignored).
+
+    Read like the config (:func:`~metallb.allocator.yamlload.load_yaml_all`: bounded, scalars as
+    text); the fields :func:`read_service` reads are checked for their types, and ports converted
+    to numbers. ``ConfigError`` names the document, the field and the value; ``OSError`` when the
+    file cannot be read.
+    """
     out = []
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind", "Service") == "Service":
-            out.append(doc)
+    for number, doc in enumerate(load_yaml_all(Path(path).read_bytes()), 1):
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise ConfigError(
+                f"{shown_path(path)}: document #{number}: must be a manifest (a mapping), not a single value or a list"
+            )
+        if doc.get("kind", "Service") == "Service":
+            out.append(_service_manifest(doc, f"{shown_path(path)}: document #{number}"))
     return out
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write *text* to *path* through a temporary file and rename, so readers never see half."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".metallb-state-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# The fields of a Service manifest that read_service reads, by type.
+_TEXT_FIELDS = ("type", "loadBalancerIP", "loadBalancerClass", "ipFamilyPolicy", "clusterIP", "externalTrafficPolicy")
+_LIST_FIELDS = ("ipFamilies", "clusterIPs")
 
 
-@attrs.define
+def _service_manifest(doc: dict[str, Any], where: str) -> dict[str, Any]:
+    """*doc* with its ports as numbers, once every field read_service reads has its type."""
+    meta = as_mapping(doc.get("metadata"), f"{where}: metadata")
+    name = as_str(meta.get("name"), where, "metadata.name")
+    if not name:
+        raise ConfigError(f"{where}: metadata.name is missing")
+    where = f"{where} ({shown(as_str(meta.get('namespace'), where, 'metadata.namespace') or 'default')}/{shown(name)})"
+    for key, value in as_mapping(meta.get("annotations"), f"{where}: metadata.annotations").items():
+        as_str(value, where, f"metadata.annotations.{key}")
+    spec = as_mapping(doc.get("spec"), f"{where}: spec")
+    for field in _TEXT_FIELDS:
+        as_str(spec.get(field), where, f"spec.{field}")
+    for field in _LIST_FIELDS:
+        for item in as_list(spec.get(field), where, f"spec.{field}"):
+            as_str(item, where, f"spec.{field}")
+    as_mapping(spec.get("selector"), f"{where}: spec.selector")
+    ports = []
+    for i, item in enumerate(as_list(spec.get("ports"), where, "spec.ports")):
+        entry = as_mapping(item, f"{where}: spec.ports[{i}]")
+        as_str(entry.get("protocol"), where, f"spec.ports[{i}].protocol")
+        if "port" in entry:
+            entry["port"] = as_int(entry["port"], where, f"spec.ports[{i}].port", default=0, bits=16, lo=1)
+        ports.append(entry)
+    status = as_mapping(doc.get("status"), f"{where}: status")
+    balancer = as_mapping(status.get("loadBalancer"), f"{where}: status.loadBalancer")
+    for i, item in enumerate(as_list(balancer.get("ingress"), where, "status.loadBalancer.ingress")):
+        as_str(as_mapping(item, f"{where}: status.loadBalancer.ingress[{i}]").get("ip"), where, "ip")
+    return {**doc, "spec": {**spec, **({"ports": ports} if "ports" in spec else {})}}
+
+
+@attrs.define(kw_only=True)
 class Row:
     """One service in the status table."""
 
@@ -126,6 +158,10 @@ class Standalone:
         self._mtimes: tuple[float, float] = (0.0, 0.0)
         self._lock = threading.Lock()
         self.config: Config | None = None
+        self._failed = {"config": False, "services": False}  # the last read of each file failed
+        self.services_error = ""  # why the services file was not applied, "" when it was
+        self.config_error = ""  # the same for the config file
+        self._services_loaded = False
 
     # -- files -----------------------------------------------------------------------
 
@@ -144,32 +180,42 @@ class Standalone:
         return False
 
     def load_config(self) -> bool:
-        """Apply the config file; a bad one keeps the last good config (stale)."""
+        """Apply the config file; a bad one keeps the last good config (stale), whatever it holds."""
         try:
             config = parse_config(read_config_text(self.config_path), plugin_manager=self.pm)
-            if config != self.config:
+            if config != self.config or (self.config is not None and config.warnings != self.config.warnings):
                 self.allocator.set_config(config)
                 self.config = config
+                for warning in config.warnings:
+                    log.warning("config %s: %s", shown_path(self.config_path), warning)
         except (MetalLBError, OSError) as exc:
-            log.error("config %s not applied, keeping the last good one: %s", self.config_path, exc)
-            self.metrics.config_stale.set(1)
-            return self.config is not None
+            self.config_error = f"config {shown_path(self.config_path)} not applied: {reason(exc)}"
+            self._stale(config=True)
+            if self.config is None:
+                return False  # nothing to keep: the caller says why, once
+            log.error("%s; keeping the last good one", self.config_error)
+            return True
+        self.config_error = ""
         self.metrics.config_loaded.set(1)
-        self.metrics.config_stale.set(0)
+        self._stale(config=False)
         return True
+
+    def _stale(self, **failed: bool) -> None:
+        """Record whether the config or the services file failed; stale while either did."""
+        self._failed.update(failed)
+        self.metrics.config_stale.set(1 if any(self._failed.values()) else 0)
 
     def restore_state(self) -> None:
         """Read the addresses of the state file; the first sync re-assigns them before anything new."""
         if not self.state_path or not os.path.exists(self.state_path):
             return
         try:
-            state = json.loads(Path(self.state_path).read_text())
-        except (OSError, ValueError) as exc:
-            log.error("state file %s unreadable, starting empty: %s", self.state_path, exc)
+            services = read_services(json.loads(Path(self.state_path).read_bytes()))
+            previous = {key: _addresses(entry.get("addresses")) for key, entry in services.items()}
+        except (OSError, ValueError, RecursionError) as exc:
+            log.error("state file %s unreadable, starting empty: %s", shown_path(self.state_path), reason(exc))
             return
-        for key, entry in (state.get("services") or {}).items():
-            if entry.get("addresses"):
-                self.previous[key] = tuple(entry["addresses"])
+        self.previous.update({key: ips for key, ips in previous.items() if ips})
 
     def save_state(self) -> None:
         """Write the allocations atomically."""
@@ -182,7 +228,7 @@ class Standalone:
                 k: attrs.asdict(r, filter=lambda a, _: a.name != "service") for k, r in sorted(self.rows.items())
             },
         }
-        write_atomically(self.state_path, json.dumps(doc, indent=2, default=list) + "\n")
+        write_atomically(self.state_path, json.dumps(doc, indent=2, default=list) + "\n", prefix=".metallb-state-")
 
     # -- one pass --------------------------------------------------------------------
 
@@ -190,12 +236,18 @@ class Standalone:
         """Converge every service in the file, announce, persist; return the table rows."""
         with self._lock:
             if not self.load_config():
-                raise MetalLBError(f"no valid configuration in {self.config_path}")
+                raise MetalLBError(self.config_error)
             try:
                 manifests = load_services(self.services_path)
-            except (OSError, yaml.YAMLError) as exc:
-                log.error("services file %s unreadable, keeping the current services: %s", self.services_path, exc)
+            except (OSError, MetalLBError) as exc:
+                self.services_error = f"services file {shown_path(self.services_path)} not applied: {reason(exc)}"
+                if self._services_loaded:  # else there is nothing to keep: run() says why, once
+                    log.error("%s; keeping the current services", self.services_error)
+                self._stale(services=True)
                 return list(self.rows.values())
+            self.services_error = ""
+            self._services_loaded = True
+            self._stale(services=False)
             intents = {}
             for intent in map(read_service, manifests):
                 # Like Service status in a cluster: what this service had before.
@@ -285,6 +337,9 @@ class Standalone:
                 print(table(self.sync()), flush=True)
             except MetalLBError as exc:
                 log.error("%s", exc)
+            except Exception as exc:  # a running standalone never dies of an edit: keep what we have
+                log.error("sync failed, keeping the last good state: %s: %s", type(exc).__name__, reason(exc))
+                log.debug("sync failed", exc_info=True)
             if changed or not self.retry:
                 backoff.reset()
             next_retry = time.monotonic() + backoff.next()
@@ -299,6 +354,15 @@ class Standalone:
         with self._lock:
             self.announcements.close()
             self.allocator.close()
+
+
+def _addresses(value: object) -> tuple[str, ...]:
+    """The addresses of a state-file entry; ValueError when they are not a list of text."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(ip, str) for ip in value):
+        raise ValueError('not a metallb state: "addresses" is not a list of text')
+    return tuple(value)
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -324,8 +388,11 @@ def run(args: argparse.Namespace) -> int:
         app.restore_state()
         app.changed()
         rows = app.sync()
+        if app.services_error:  # at start there are no last good services to keep
+            raise MetalLBError(app.services_error)
     except MetalLBError as exc:
         print(f"metallb standalone: {exc}", file=sys.stderr)
+        app.close()
         return 1
     print(table(rows), flush=True)
     if args.once:

@@ -18,7 +18,6 @@ from metallb.allocator import (
     PoolExhaustedError,
     PoolSpec,
     SourceBase,
-    SourceCapabilities,
     hookimpl,
 )
 from metallb.allocator.config import parse_pool_entry
@@ -42,9 +41,6 @@ def buggy_count(cidr: netaddr.IPNetwork) -> int:
 
 class StaticSource(SourceBase):
     """A pool of fixed CIDRs, with exact capacity and O(log n) first fit."""
-
-    #: Everything is local: a release needs no finalizer, no annotation describes an address.
-    capabilities = SourceCapabilities(remote_release=False)
 
     def __init__(self, spec: PoolSpec) -> None:
         self.spec = spec

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test folder: network namespaces and plugin managers."""
+"""Fixtures shared by every test folder: network namespaces, plugin managers, fresh virtual environments."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import itertools
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 _counter = itertools.count()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class NetLab:
@@ -93,3 +96,38 @@ def _netlab() -> Iterator[NetLab]:
         yield lab
     finally:
         lab.cleanup()
+
+
+class FreshVenv:
+    """A new virtual environment with metallb installed from the wheel in dist/, as a user has it.
+
+    Commands run through bash with the environment's ``bin`` first on PATH (as
+    after ``activate``), outside the repository, with nothing of ours on
+    PYTHONPATH.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH", "VIRTUAL_ENV")}
+        self.env.update(PATH=f"{path / 'bin'}:{os.environ.get('PATH', '')}", VIRTUAL_ENV=str(path))
+        self.env.update(PIP_DISABLE_PIP_VERSION_CHECK="1")
+
+    def run(self, command: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Run one shell command line in *cwd*."""
+        return subprocess.run(
+            ["bash", "-c", command], cwd=cwd, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+
+@pytest.fixture(name="fresh_venv")
+def _fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> FreshVenv:
+    """A fresh venv with metallb from dist/ (built by .ci/install.sh) and its base dependencies from the index."""
+    wheels = sorted((ROOT / "dist").glob("metallb-*.whl"))
+    if not wheels:
+        pytest.fail("no dist/metallb-*.whl: run .ci/install.sh, which builds the wheel the tests run against")
+    venv = FreshVenv(tmp_path_factory.mktemp("venv") / "venv")
+    created = subprocess.run([sys.executable, "-m", "venv", str(venv.path)], capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr
+    installed = venv.run(f"python -m pip install -q --find-links {ROOT / 'dist'} metallb", cwd=venv.path)
+    assert installed.returncode == 0, installed.stderr
+    return venv

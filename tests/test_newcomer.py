@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from metallb.allocator import get_plugin_manager
+from metallb.allocator import Hooks, get_plugin_manager
 from metallb.allocator.config import CORE_SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def wheel(source: Path, out: Path) -> Path:
 
 def example_configs() -> list[Path]:
     """Every config file shipped: bare configs (a mapping with a config section) and ConfigMap manifests."""
-    known = {*CORE_SECTIONS, *(s for ss in get_plugin_manager().hook.metallb_pool_sections() for s in ss)}
+    known = {*CORE_SECTIONS, *Hooks(get_plugin_manager()).pool_sections()}
     paths = []
     for folder, dirs, files in os.walk(ROOT):  # pruned: never into .venv, build output or tests
         dirs[:] = sorted(

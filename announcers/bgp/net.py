@@ -22,7 +22,7 @@ _RT_SCOPE_UNIVERSE = 0
 _TCP_MD5SIG = 14
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class InterfaceAddress:
     """One address of one interface, as the kernel reports it."""
 
@@ -79,7 +79,8 @@ def _parse_addr(msg: bytes) -> InterfaceAddress | None:
     if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
         return None
     version = 4 if family == socket.AF_INET else 6
-    return InterfaceAddress(index, netaddr.IPAddress(int.from_bytes(raw, "big"), version), prefixlen, scope, flags)
+    address = netaddr.IPAddress(int.from_bytes(raw, "big"), version)
+    return InterfaceAddress(index=index, address=address, prefixlen=prefixlen, scope=scope, flags=flags)
 
 
 def _interface_of(local: netaddr.IPAddress, addrs: list[InterfaceAddress]) -> int | None:

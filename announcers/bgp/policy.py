@@ -31,7 +31,7 @@ def _prefix_key(route: Route) -> PrefixKey:
     return (route.prefix.version, route.prefix.value, route.prefix.prefixlen)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Route:
     """One advertised prefix and its attributes; the unit of the desired set."""
 
@@ -84,7 +84,7 @@ def routes_for(service: ServiceView) -> tuple[Route, ...]:
             length = adv.aggregation_length if ip.version == 4 else adv.aggregation_length_v6
             prefix = _masked(ip, length)
             if prefix not in seen:
-                seen[prefix] = Route(prefix, adv.localpref, adv.communities)
+                seen[prefix] = Route(prefix=prefix, localpref=adv.localpref, communities=adv.communities)
     return tuple(seen.values())
 
 

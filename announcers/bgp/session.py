@@ -81,7 +81,7 @@ class PeerNotification(Exception):
 _EXPECTED = (OSError, EOFError, BgpError, PeerNotification, TimeoutError)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SessionStatus:
     """A snapshot of one session, for status tables.
 
@@ -108,7 +108,7 @@ class SessionStatus:
     last_error: str = ""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class _Conn:
     """What one established connection negotiated."""
 
@@ -338,7 +338,16 @@ class Session:
             next_hops[4] = v4
         if v6 is not None:
             next_hops[6] = v6
-        return _Conn(reader, writer, local, hold, ibgp, their.four_octet, their.families, next_hops)
+        return _Conn(
+            reader=reader,
+            writer=writer,
+            local=local,
+            hold=hold,
+            ibgp=ibgp,
+            four_octet=their.four_octet,
+            families=their.families,
+            next_hops=next_hops,
+        )
 
     # -- established -----------------------------------------------------------------
 

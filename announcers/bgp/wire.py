@@ -133,7 +133,7 @@ def decode_header(header: bytes) -> tuple[MsgType, int]:
 # -- OPEN ---------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Open:
     """The parts of an OPEN message a speaker acts on."""
 
@@ -249,7 +249,7 @@ def encode_route_refresh(afi: int, safi: int = SAFI_UNICAST) -> bytes:
 # -- UPDATE -------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class PathAttributes:
     """Everything an UPDATE carries besides the prefixes; equal values share an UPDATE.
 

@@ -49,7 +49,7 @@ _ARPHRD_ETHER = 1
 _CLONE_NEWNET = 0x40000000
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Link:
     """One network interface as the responder needs it.
 

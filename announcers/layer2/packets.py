@@ -119,7 +119,7 @@ def responder_filter() -> bytes:
 # -- requests ------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ArpRequest:
     """The parts of an ARP request a reply needs."""
 
@@ -128,7 +128,7 @@ class ArpRequest:
     target_ip: bytes
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class NeighborSolicitation:
     """The parts of a Neighbor Solicitation a reply needs."""
 

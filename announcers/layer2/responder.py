@@ -55,7 +55,7 @@ SPAM_DURATION = 5.0
 T = TypeVar("T")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Metrics:
     """MetalLB's layer-2 counters, labelled by ``ip``."""
 

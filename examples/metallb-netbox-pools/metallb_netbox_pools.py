@@ -13,6 +13,9 @@ prefix through NetBox's REST API::
       token: 0123456789abcdef             # optional: an API token (Authorization: Token ...)
       timeout: 5                          # optional: seconds per request (default 5)
 
+A dual-stack pool lists one prefix per family, ids and CIDRs in the same
+order: ``prefix-id: [42, 43]`` with ``cidrs: [192.0.2.0/24, 2001:db8::/64]``.
+
 An allocation creates an IP address object in the prefix (``POST
 .../available-ips/``, or ``POST /api/ipam/ip-addresses/`` for a requested
 address) described ``metallb: <namespace/name>``; releasing the last owner
@@ -73,11 +76,25 @@ def _url(value: object, where: str) -> str:
     return text.rstrip("/")
 
 
-def _prefix_id(value: object, where: str) -> int:
-    text = _text(value, where, "prefix-id")
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigError(f'{where}: field "prefix-id": value "{text}": must be the numeric id of a NetBox prefix')
-    return int(text)
+def _prefix_id(value: object, where: str) -> int | tuple[int, ...]:
+    """One prefix id, or a list of them (one per CIDR of ``cidrs``)."""
+    items = value if isinstance(value, list) else [value]
+    ids = []
+    for item in items:
+        text = _text(item, where, "prefix-id")
+        if not text.isdigit() or int(text) < 1:
+            raise ConfigError(f'{where}: field "prefix-id": value "{text}": must be the numeric id of a NetBox prefix')
+        ids.append(int(text))
+    return tuple(ids) if isinstance(value, list) else ids[0]
+
+
+def prefixes_of(spec: PoolSpec) -> list[tuple[int, int]]:
+    """(family, prefix id) pairs of a pool, in order: one id for all its CIDRs, or one per CIDR."""
+    configured = spec.options["prefix-id"]
+    ids = configured if isinstance(configured, tuple) else (int(configured),)  # type: ignore[call-overload]
+    if len(ids) == 1:
+        return [(spec.cidrs[0].version, ids[0])]
+    return [(cidr.version, prefix) for cidr, prefix in zip(spec.cidrs, ids, strict=True)]
 
 
 def _token(value: object, where: str) -> str:
@@ -115,6 +132,18 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
         options={"url": _url, "prefix-id": _prefix_id, "token": _token, "timeout": _timeout},
         required=("url", "prefix-id"),
     )
+    ids = spec.options["prefix-id"]
+    count, shown = (len(ids), ", ".join(map(str, ids))) if isinstance(ids, tuple) else (1, str(ids))
+    if count == 1 and len(spec.families()) > 1:
+        raise ConfigError(
+            f'{entry.where()}: field "prefix-id": value "{shown}": a NetBox prefix holds one address family; '
+            "for a dual-stack pool list one prefix id per CIDR, in the order of cidrs"
+        )
+    if count not in (1, len(spec.cidrs)):
+        raise ConfigError(
+            f'{entry.where()}: field "prefix-id": value "{shown}": give one prefix id, or one per CIDR '
+            f"of cidrs ({len(spec.cidrs)})"
+        )
     if spec.avoid_buggy_ips:
         raise ConfigError(
             f'{entry.where()}: field "avoid-buggy-ips": value "true": not supported: NetBox picks the addresses; '
@@ -127,6 +156,12 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
 def metallb_make_source(spec: PoolSpec) -> NetBoxSource | None:
     """A NetBoxSource for ``netbox-pools`` pools (no I/O until the first allocation)."""
     return NetBoxSource(spec) if spec.kind == SECTION else None
+
+
+@hookimpl
+def metallb_pool_capabilities(section: str) -> SourceCapabilities | None:
+    """Releases delete NetBox objects: Services carry metallb's finalizer, so none is missed."""
+    return SourceCapabilities(remote_release=True) if section == SECTION else None
 
 
 # -- the address source ------------------------------------------------------------------
@@ -147,12 +182,9 @@ class NetBoxSource(SourceBase):
             (tests pass one with a mock transport).
     """
 
-    #: Releases delete NetBox objects: Services carry metallb's finalizer, so none is missed.
-    capabilities = SourceCapabilities(remote_release=True)
-
     def __init__(self, spec: PoolSpec, *, client: httpx.Client | None = None) -> None:
-        self.spec = spec
-        self._prefix = int(spec.options["prefix-id"])  # type: ignore[call-overload]
+        super().__init__(spec)
+        self._prefixes = prefixes_of(spec)
         token = str(spec.options["token"])
         self._own_client = client is None
         self._http = client or httpx.Client(
@@ -166,7 +198,8 @@ class NetBoxSource(SourceBase):
         self._unreleased: set[netaddr.IPAddress] = set()
 
     def __repr__(self) -> str:
-        return f"<NetBoxSource({self.spec.name!r}, prefix={self._prefix}, held={len(self._owners)})>"
+        prefixes = ",".join(str(p) for _, p in self._prefixes)
+        return f"<NetBoxSource({self.spec.name!r}, prefixes={prefixes}, held={len(self._owners)})>"
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -231,27 +264,13 @@ class NetBoxSource(SourceBase):
     # -- AddressSource ---------------------------------------------------------------
 
     def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
-        """Create an IP address object in the prefix (the next free one, or *wanted*)."""
+        """Create an IP address object in a prefix of *family* (the next free one, or *wanted*)."""
         self._retry_releases()
         if family not in self.spec.families():
             raise PoolExhaustedError(f'no available IPs in pool "{self.spec.name}" (it has no IPv{family} addresses)')
         description = f"{MARKER}{owner}"
         if wanted is None:
-            response = self._call(
-                "POST",
-                f"/api/ipam/prefixes/{self._prefix}/available-ips/",
-                json={"status": "active", "description": description},
-            )
-            if response.status_code == 409:
-                raise PoolExhaustedError(f'no available IPs in pool "{self.spec.name}": {_detail(response)}')
-            if response.status_code not in (200, 201):
-                raise SourceUnavailableError(f'NetBox pool "{self.spec.name}": {_detail(response)}')
-            obj = response.json()
-            ip = self._address(obj[0] if isinstance(obj, list) else obj)
-            with self._lock:
-                self._owners[ip] = {owner}
-                self._ids[ip] = int((obj[0] if isinstance(obj, list) else obj)["id"])
-            return ip
+            return self._next_free(owner, family, description)
         if not self.spec.contains(wanted):
             raise AddressNotAllowedError(f'"{wanted}" is not allowed in pool "{self.spec.name}"')
         with self._lock:
@@ -281,6 +300,34 @@ class NetBoxSource(SourceBase):
         with self._lock:
             self._ids[wanted] = int(response.json()["id"])
         return wanted
+
+    def _next_free(self, owner: str, family: int, description: str) -> netaddr.IPAddress:
+        """The next free address of the first prefix of *family* that has one."""
+        full = ""
+        for version, prefix in self._prefixes:
+            if version != family:
+                continue
+            body = {"status": "active", "description": description}
+            response = self._call("POST", f"/api/ipam/prefixes/{prefix}/available-ips/", json=body)
+            if response.status_code == 409:
+                full = _detail(response)
+                continue
+            if response.status_code not in (200, 201):
+                raise SourceUnavailableError(f'NetBox pool "{self.spec.name}": {_detail(response)}')
+            answer = response.json()
+            obj = answer[0] if isinstance(answer, list) else answer
+            ip = self._address(obj)
+            if ip.version != family or not self.spec.contains(ip):
+                self._delete(ip, int(obj["id"]))  # not ours to keep: a failed call holds nothing
+                raise SourceUnavailableError(
+                    f'NetBox pool "{self.spec.name}": prefix {prefix} handed out {ip}, which is not an IPv{family} '
+                    "address of the pool's cidrs (do prefix-id and cidrs name the same prefixes?)"
+                )
+            with self._lock:
+                self._owners[ip] = {owner}
+                self._ids[ip] = int(obj["id"])
+            return ip
+        raise PoolExhaustedError(f'no available IPs in pool "{self.spec.name}": {full}')
 
     def claim(self, owner: str, ip: netaddr.IPAddress) -> None:
         """Record that *owner* holds *ip* (restart path, or a shared address). No I/O."""

@@ -17,30 +17,29 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import attrs
 import httpx
 import netaddr
 from metallb.allocator import (
     AddressInUseError,
+    AddressNotAllowedError,
     AllocationError,
     ConfigError,
     PoolExhaustedError,
     PoolSpec,
     ReconcileReport,
     SourceBase,
-    SourceCapabilities,
     SourceUnavailableError,
 )
-from metallb.allocator.retry import retrying
+from metallb.allocator.retry import Attempt, Retryable, retrying
 from metallb.plugins.address_service.releases import ReleaseError, ReleaseQueue
 
 __all__ = ["ATTEMPTS", "AddressServiceSource", "LeaseRecord", "service_of_hostname"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: POSTs per allocation at most (the fork recursed without limit).
 ATTEMPTS = 3
@@ -135,9 +134,6 @@ class AddressServiceSource(SourceBase):
         transport: an httpx transport to use instead of the network.
     """
 
-    #: Releases are DELETEs to the service (so Services carry the finalizer); the lease id is annotated.
-    capabilities = SourceCapabilities(remote_release=True, annotations={"lease-id": "metallb.io/address-service-lease"})
-
     def __init__(self, spec: PoolSpec, *, transport: httpx.BaseTransport | None = None) -> None:
         self.spec = spec
         self.url = str(spec.options["url"])
@@ -203,32 +199,15 @@ class AddressServiceSource(SourceBase):
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout))
         return self._http.request(method, path, **kwargs)
 
-    def _retried(self, on: type[Exception] | Callable[[Exception], bool], call: Callable[[], T]) -> T:
-        """*call* up to :data:`ATTEMPTS` times while it fails with *on*, waiting from ``backoff`` seconds up.
-
-        The waits and bounds are :func:`retrying`'s. The first try runs outside it, so an
-        allocation that succeeds at once does not pay for setting up a retry (about 50 us);
-        a failure is handed to :func:`retrying` as its first attempt.
-        """
-        try:
-            return call()
-        except Exception as exc:
-            if not (isinstance(exc, on) if isinstance(on, type) else on(exc)):
-                raise
-            first: Exception | None = exc
-        for attempt in retrying(
+    def _retrying(self, on: Retryable) -> Iterator[Attempt]:
+        """:func:`retrying` with this source's bounds: :data:`ATTEMPTS` tries, waits from ``backoff`` seconds up."""
+        return retrying(
             on=on,
             attempts=ATTEMPTS,
             timeout=ATTEMPTS * self.timeout + MAX_BACKOFF,
             wait_initial=self.backoff,
             wait_max=MAX_BACKOFF,
-        ):
-            with attempt:
-                if first is not None:
-                    failure, first = first, None
-                    raise failure  # counted as the first attempt: retrying() waits, then tries again
-                result = call()
-        return result
+        )
 
     def extensions(self) -> frozenset[str]:
         """The protocol extensions the server lists in ``GET /v1/config`` (cached; empty for DHCPManager)."""
@@ -282,6 +261,12 @@ class AddressServiceSource(SourceBase):
         """POST ``/v1/ip`` for *owner*; at most :data:`ATTEMPTS` tries, a rejected lease is given back."""
         if family != 4 or 4 not in self.spec.families():
             raise PoolExhaustedError(self._where("address services hand out IPv4 addresses only"))
+        if wanted is not None:
+            if not self.spec.contains(wanted):
+                raise AddressNotAllowedError(self._where(f'"{wanted}" is not allowed in this pool'))
+            with self._lock:
+                if owner in self._owners.get(wanted, ()):
+                    return wanted  # already the owner's: nothing to ask the service
         self._retry_pending_of(owner)
         extensions = self.extensions()
         if wanted is not None and "requested-ip" not in extensions:
@@ -308,7 +293,9 @@ class AddressServiceSource(SourceBase):
     def _acquire(self, owner: str, wanted: netaddr.IPAddress | None, extensions: frozenset[str]) -> netaddr.IPAddress:
         problems: list[str] = []
         try:
-            record = self._retried(_Answer.retryable, lambda: self._attempt(owner, wanted, extensions, problems))
+            for attempt in self._retrying(_Answer.retryable):
+                with attempt:
+                    record = self._attempt(owner, wanted, extensions, problems)
         except _Answer as last:
             detail = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
             raise last.kind(detail) from None
@@ -465,9 +452,12 @@ class AddressServiceSource(SourceBase):
     def _status(self) -> list[_Entry] | None:
         """``GET /v1/status`` as entries (a few tries); None when the server has none (404/405)."""
         try:
-            return self._retried(_Answer.retryable, self._status_once)
+            for attempt in self._retrying(_Answer.retryable):
+                with attempt:
+                    entries = self._status_once()
         except _Answer as failure:
             raise SourceUnavailableError(self._where(str(failure))) from None
+        return entries
 
     def _status_once(self) -> list[_Entry] | None:
         try:
@@ -491,6 +481,8 @@ class AddressServiceSource(SourceBase):
 
     def claim(self, owner: str, ip: netaddr.IPAddress) -> None:
         """Record *owner* as a user of *ip* (restart, or a shared address). No I/O."""
+        if not self.spec.contains(ip):
+            raise AddressNotAllowedError(self._where(f'"{ip}" is not allowed in this pool'))
         with self._lock:
             self._owners.setdefault(ip, set()).add(owner)
 
@@ -510,7 +502,9 @@ class AddressServiceSource(SourceBase):
     def _give_back(self, record: LeaseRecord) -> None:
         """DELETE now (a few quick tries); if that fails, queue it for the background worker."""
         try:
-            self._retried(ReleaseError, lambda: self._delete(record))
+            for attempt in self._retrying(ReleaseError):
+                with attempt:
+                    self._delete(record)
         except ReleaseError as exc:
             log.warning("%s", self._where(f"DELETE of {record.ip} failed ({exc}); retrying in the background"))
             self._releases.add(record, error=str(exc), attempts=ATTEMPTS)

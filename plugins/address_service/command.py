@@ -21,7 +21,7 @@ from metallb.plugins.address_service.api import Backend, BackendOptions
 
 if TYPE_CHECKING:
     import pluggy
-    from metallb.plugins.address_service.http import HttpServer
+    from metallb.plugins.address_service.http import HttpServer, Limits
     from metallb.plugins.address_service.service import AddressService
 
 __all__ = ["DESCRIPTION", "EPILOG", "HELP", "add_arguments", "make_backend", "run"]
@@ -97,6 +97,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-cert", default="", metavar="PATH", help="serve HTTPS with this certificate (PEM, chain included)"
     )
     parser.add_argument("--tls-key", default="", metavar="PATH", help="private key of --tls-cert")
+    parser.add_argument(
+        "--require-owner",
+        action="store_true",
+        help='DELETE /v1/ip must name the lease\'s "service" or "id" (else 409); '
+        "by default, as in DHCPManager, any token holder may release any address",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request must arrive whole, and its answer be taken, within this (default: 10)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="close a connection without a request in progress after this (default: 5)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        metavar="N",
+        help="open connections at most; a new one then closes the longest idle, or gets 503 (default: 256)",
+    )
     parser.add_argument("--mac", action="append", default=[], help="put this MAC in the pool at start (repeat)")
     parser.add_argument(
         "--derive-macs",
@@ -166,6 +193,29 @@ def _backend_options(args: argparse.Namespace) -> BackendOptions:
     )
 
 
+def _limits(args: argparse.Namespace) -> Limits:
+    from metallb.plugins.address_service.http import Limits
+
+    for option, value in (("--read-timeout", args.read_timeout), ("--idle-timeout", args.idle_timeout)):
+        if not 0 < value < float("inf"):
+            raise ValueError(f"{option} {value:g}: must be a number of seconds above 0")
+    if args.max_connections < 1:
+        raise ValueError(f"--max-connections {args.max_connections}: must be at least 1")
+    return Limits(read_timeout=args.read_timeout, idle_timeout=args.idle_timeout, max_connections=args.max_connections)
+
+
+def _raise_descriptor_limit() -> None:
+    """Lift the soft descriptor limit to the hard one (as Go programs do): connections need descriptors."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def _token(args: argparse.Namespace) -> str:
     if args.auth_token_file:
         try:
@@ -196,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         host, port = _listen_address(args.listen)
+        limits = _limits(args)
         token = _token(args)
         backend = make_backend(args.backend, _backend_options(args))
     except (PluginError, ValueError) as exc:  # a bad option, no such backend, or its dependencies missing
@@ -207,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
         macs=args.mac,
         derive_macs=args.derive_macs,
         request_timeout=args.request_timeout,
+        require_owner=args.require_owner,
     )
     try:
         service.start()
@@ -215,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
+    _raise_descriptor_limit()
     try:
         httpd = make_http_server(
             service,
@@ -224,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             auth_token=token,
             registry=registry,
+            limits=limits,
         )
     except OSError as exc:  # port taken, unreadable certificate
         print(f"cannot serve on {args.listen}: {exc}", file=sys.stderr)

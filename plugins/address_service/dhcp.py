@@ -134,7 +134,7 @@ def _mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class _Reply:
     packet: Packet
     kind: str

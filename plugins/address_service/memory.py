@@ -26,6 +26,7 @@ class MemoryBackend:
 
     kind = "memory"
     needs_mac = False
+    blocking = False  # no I/O: the HTTP server answers on its event loop (without a state file)
 
     def __init__(self, *, cidrs: Sequence[str]) -> None:
         if not cidrs:

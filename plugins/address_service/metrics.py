@@ -13,7 +13,7 @@ PREFIX = "metallb_address_service"
 
 
 class Metrics:
-    """Requests and their latency (fed by the HTTP server), lease changes and gauges (read from *service*).
+    """Requests, their latency and connections (fed by the HTTP server), lease changes and gauges (read from *service*).
 
     Args:
         service: the service whose leases and MACs the gauges read.
@@ -31,6 +31,13 @@ class Metrics:
             "HTTP request latency",
             ["method", "path"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 15),
+            registry=self.registry,
+        )
+        self.connections = Gauge(f"{PREFIX}_connections", "Open HTTP connections", registry=self.registry)
+        self.connections_closed = Counter(
+            f"{PREFIX}_connections_closed",
+            "HTTP connections the server closed or refused, by reason",
+            ["reason"],
             registry=self.registry,
         )
         self.lease_events = Counter(f"{PREFIX}_lease_events", "Lease changes", ["event"], registry=self.registry)

@@ -25,12 +25,23 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import pluggy
-from metallb.allocator import AddressSource, ConfigError, PluginError, PoolEntry, PoolSpec, hookimpl
+from metallb.allocator import (
+    AddressSource,
+    ConfigError,
+    PluginError,
+    PoolEntry,
+    PoolSpec,
+    SourceCapabilities,
+    hookimpl,
+)
 from metallb.allocator.config import as_str, parse_pool_entry
+from metallb.allocator.yamlload import shown
 from metallb.plugins.address_service import hookspecs
 from metallb.plugins.address_service.api import Backend, BackendOptions
 
 SECTION = "address-services"
+#: Releases are DELETEs to the service (so Services carry the finalizer); the lease id is annotated.
+CAPABILITIES = SourceCapabilities(remote_release=True, annotations={"lease-id": "metallb.io/address-service-lease"})
 
 
 def missing_dependency(exc: ImportError) -> str:
@@ -39,7 +50,7 @@ def missing_dependency(exc: ImportError) -> str:
 
 
 def _fail(where: str, field: str, value: str, rule: str) -> ConfigError:
-    return ConfigError(f'{where}: field "{field}": value "{value}": {rule}')
+    return ConfigError(f'{where}: field "{field}": value "{shown(value)}": {rule}')
 
 
 def parse_url(value: object, where: str) -> str:
@@ -120,6 +131,12 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
             "pip install 'metallb[address-services]'"
         ) from None
     return AddressServiceSource(spec)
+
+
+@hookimpl
+def metallb_pool_capabilities(section: str) -> SourceCapabilities | None:
+    """Address-service pools need the finalizer and carry the lease id as an annotation (:data:`CAPABILITIES`)."""
+    return CAPABILITIES if section == SECTION else None
 
 
 @hookimpl

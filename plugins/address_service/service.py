@@ -61,6 +61,9 @@ class AddressService:
         derive_macs: when the pool is empty, derive a locally administered MAC
             from the service name (and uid).
         request_timeout: how long an obtain waits for the backend (DHCPManager: 10 s).
+        require_owner: a release must name the lease's service or id
+            (``--require-owner``); by default, as in DHCPManager, the address
+            alone releases it.
     """
 
     def __init__(
@@ -71,8 +74,10 @@ class AddressService:
         macs: Sequence[str] = (),
         derive_macs: bool = False,
         request_timeout: float = 10.0,
+        require_owner: bool = False,
     ) -> None:
         self.backend = backend
+        self.require_owner = require_owner
         self.store = store
         self.derive_macs = derive_macs
         self.request_timeout = request_timeout
@@ -89,6 +94,15 @@ class AddressService:
 
     def __repr__(self) -> str:
         return f"<AddressService(backend={self.backend.kind!r}, leases={len(self._leases)})>"
+
+    @property
+    def blocking(self) -> bool:
+        """Whether a call may wait: a backend that does I/O (``blocking`` absent or True), or a state file.
+
+        The HTTP server answers a non-blocking service on its event loop and
+        hands requests to worker threads otherwise.
+        """
+        return self.store is not None or bool(getattr(self.backend, "blocking", True))
 
     def add_listener(self, listener: LeaseListener) -> None:
         """Call *listener* after a lease renewed or was lost (metrics); it must not raise."""
@@ -307,8 +321,14 @@ class AddressService:
     def release(self, ip: str, *, service: str = "", lease_id: str = "") -> Lease:
         """Release the lease holding *ip*, if it is *service*'s and *lease_id*'s (when given).
 
-        Raises :class:`UnknownLeaseError` or :class:`NotOwnerError`.
+        Raises :class:`UnknownLeaseError` or :class:`NotOwnerError` (also
+        when :attr:`require_owner` is set and neither *service* nor
+        *lease_id* is given, whether or not *ip* is leased).
         """
+        if self.require_owner and not service and not lease_id:
+            raise NotOwnerError(
+                f'{ip}: this server releases an address only to its owner: name its "service" or lease "id"'
+            )
         with self._lock:
             found = self._by_ip.get(ip)
             lease = self._leases.get(found) if found else None

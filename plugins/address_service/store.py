@@ -8,13 +8,12 @@ of ``--state-file``; other stores (leases kept in Kubernetes, say) implement
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from typing import Protocol
 
 import attrs
+from metallb.allocator.files import write_atomically
 from metallb.plugins.address_service.api import Lease
 
 __all__ = ["LeaseStore", "State", "StateFile"]
@@ -52,7 +51,7 @@ class StateFile:
     """A JSON file, rewritten atomically (a crash leaves the old or the new file, never half of one).
 
     Args:
-        path: the file; its folder must exist.
+        path: the file; a missing folder is created at the first save.
     """
 
     VERSION = 1
@@ -76,22 +75,11 @@ class StateFile:
         )
 
     def save(self, state: State) -> None:
-        """Write *state* to a temporary file in the same folder, fsync it, and rename it over the file."""
+        """Replace the file with *state* (:func:`~metallb.allocator.files.write_atomically`)."""
         data = {
             "version": self.VERSION,
             "leases": [lease.to_json() for lease in state.leases],
             "macs": sorted(state.macs),
             "retired": sorted(state.retired),
         }
-        folder = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".address-service-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self.path, json.dumps(data), prefix=".address-service-")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "BAD_LENGTH",
     "EXTENSIONS",
     "MAX_BODY",
+    "MAX_DEPTH",
     "METHOD_NOT_ALLOWED",
     "NOT_FOUND",
     "TOO_LARGE",
@@ -54,11 +56,17 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service")
 #: Longest request body read; longer ones get :data:`TOO_LARGE`.
 MAX_BODY = 64 * 1024
+#: Deepest nesting of arrays and objects a body may have (ours have 2); deeper is a 400.
+MAX_DEPTH = 32
+#: Longest value quoted back in an error message.
+MAX_QUOTE = 64
+#: A Service's ``metadata.uid`` (a UUID), or anything of its kind: printable ASCII, no spaces.
+UID_PATTERN = re.compile(r"[!-~]{1,128}")
 
 Json = dict[str, Any]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Answer:
     """One HTTP answer: status code, body bytes, ``Content-Type`` ("" sends none)."""
 
@@ -69,11 +77,11 @@ class Answer:
 
 def json_answer(code: int, body: Mapping[str, Any]) -> Answer:
     """*body* as DHCPManager writes JSON: Go's encoder output, a newline, no charset."""
-    return Answer(code, json.dumps(body).encode() + b"\n")
+    return Answer(code=code, body=json.dumps(body).encode() + b"\n")
 
 
-NOT_FOUND = Answer(404, b"404 page not found\n", "text/plain; charset=utf-8")  # gorilla/mux's answer
-METHOD_NOT_ALLOWED = Answer(405, b"", "")
+NOT_FOUND = Answer(code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8")  # as gorilla/mux
+METHOD_NOT_ALLOWED = Answer(code=405, body=b"", content_type="")
 UNAUTHORIZED = json_answer(401, {"status": "unauthorized", "message": "missing or wrong X-Auth-Token"})
 BAD_LENGTH = json_answer(400, {"status": "error", "message": "bad Content-Length header"})
 TOO_LARGE = json_answer(413, {"status": "error", "message": "body too large"})
@@ -147,11 +155,49 @@ def _allocation(lease: Lease) -> Json:
     }
 
 
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in *value*, counted without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _bad_body(message: str) -> ApiError:
+    return ApiError(400, {"status": "error", "message": message})
+
+
 def _parse_json(raw: bytes) -> Any:
+    """The body as JSON; anything else (not JSON, too deep, a number Python will not convert) is a 400."""
     try:
-        return json.loads(raw or b"null")
-    except ValueError:
-        raise ApiError(400, {"status": "error", "message": "the body is not JSON"}) from None
+        data = json.loads(raw or b"null")
+    except RecursionError:
+        raise _bad_body(f"the body nests arrays or objects deeper than {MAX_DEPTH} levels") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _bad_body("the body is not JSON") from None
+    except ValueError as exc:  # an integer beyond Python's digit limit
+        raise _bad_body(f"the body holds a number that cannot be read: {exc}"[:200]) from None
+    # Counting brackets first keeps the walk off the path of every ordinary body.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise _bad_body(f"the body nests arrays or objects deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def _quote(value: Any) -> str:
+    """*value* as it appears in an error message: its ``repr``, cut to :data:`MAX_QUOTE` characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTE else f"{text[:MAX_QUOTE]}... ({len(text)} characters)"
 
 
 # -- routes ------------------------------------------------------------------------------
@@ -167,16 +213,20 @@ def _post_ip(service: AddressService, raw: bytes) -> tuple[int, Json]:
         )
     name = data.get("service")
     if not isinstance(name, str) or not SERVICE_PATTERN.match(name):
-        raise ApiError(400, _ip_body("", "", "error", f'"service" must be "namespace/name", got {name!r}'))
+        raise ApiError(400, _ip_body("", "", "error", f'"service" must be "namespace/name", got {_quote(name)}'))
     uid = data.get("uid") or ""
     wanted = data.get("ip") or ""
     if not isinstance(uid, str) or not isinstance(wanted, str):
         raise ApiError(400, _ip_body("", "", "error", '"uid" and "ip" must be strings'))
+    if uid and not UID_PATTERN.fullmatch(uid):
+        message = f'"uid" must be up to 128 printable ASCII characters without spaces, got {_quote(uid)}'
+        raise ApiError(400, _ip_body("", "", "error", message))
     if wanted:
         try:
             wanted = str(netaddr.IPAddress(wanted, 4))
         except (netaddr.AddrFormatError, ValueError):
-            raise ApiError(400, _ip_body("", "", "error", f'"ip" must be an IPv4 address, got {wanted!r}')) from None
+            message = f'"ip" must be an IPv4 address, got {_quote(wanted)}'
+            raise ApiError(400, _ip_body("", "", "error", message)) from None
     try:
         lease, created = service.obtain(name, uid=uid, wanted=wanted)
     except LeaseTimeoutError as exc:

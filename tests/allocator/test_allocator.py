@@ -292,9 +292,9 @@ class TestSetConfig:
     def test_unchanged_pool_keeps_its_source(self, make, parse):
         """An unchanged pool keeps its source object (and so its state)."""
         alloc = make(pools("p|layer2|10.0.0.0/30", "q|layer2|10.0.1.0/30"))
-        before = alloc._sources["p"]
+        before = alloc.source("p")
         alloc.set_config(parse(pools("p|layer2|10.0.0.0/30")))
-        assert alloc._sources["p"] is before
+        assert alloc.source("p") is before
 
 
 class _Slow(SourceBase):
@@ -372,13 +372,13 @@ class TestConcurrency:
         for caller in callers:
             caller.start()
         time.sleep(0.2)
-        assert results == [] and mixed._sources["slow"].calls == 1
+        assert results == [] and mixed.source("slow").calls == 1
         assert str(mixed.allocate("ns/other", pool="fast")) == "10.0.0.0"
         _Slow.gate.set()
         for caller in callers:
             caller.join(5)
         assert [str(ip) for ip in results] == ["198.51.100.7"] * 3
-        assert mixed._sources["slow"].calls == 1 and mixed.users("198.51.100.7") == ("ns/x",)
+        assert mixed.source("slow").calls == 1 and mixed.users("198.51.100.7") == ("ns/x",)
 
     def test_error_lists_pools_tried(self):
         """When every auto-assign pool fails, the error names each one and why."""

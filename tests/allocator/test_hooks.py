@@ -10,6 +10,7 @@ import attrs
 import netaddr
 import pytest
 from metallb.allocator import (
+    Allocator,
     AnnouncerBase,
     AnnouncerSettings,
     BgpAdvertisement,
@@ -23,14 +24,9 @@ from metallb.allocator import (
     Port,
     ProtocolInfo,
     SourceCapabilities,
-    capabilities_of,
     hookimpl,
-    interfaces,
-    model,
     parse_config,
     parse_pool_entry,
-    plugins,
-    testing,
 )
 from metallb.allocator.testing import plugin_manager_with
 from metallb.plugins import static_pool
@@ -236,58 +232,69 @@ class TestAnnouncementAndCommandHooks:
             hooks_with(Half()).make_announcer("tunnel", settings)
 
     def test_add_commands(self):
-        """Plugins add their subcommands through the facade."""
+        """Plugins add their subcommands through the facade; one that raises is reported and costs only its own."""
 
         class Hello:
             @hookimpl
             def metallb_add_commands(self, subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                 subparsers.add_parser("hello").set_defaults(run=lambda args: 0)
 
+        class Broken:
+            @hookimpl
+            def metallb_add_commands(self) -> None:
+                raise RuntimeError("boom")
+
         parser = argparse.ArgumentParser()
-        hooks_with(Hello()).add_commands(parser.add_subparsers())
+        hooks = hooks_with(Hello())
+        broken = Broken()
+        hooks.plugin_manager.register(broken, name="broken")
+        assert hooks.add_commands(parser.add_subparsers()) == {"broken": "RuntimeError: boom"}
         assert parser.parse_args(["hello"]).run(None) == 0
 
 
-class TestSourceCapabilities:
+class Declares:
+    """Answers metallb_pool_capabilities for odd-pools with what the test sets."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    @hookimpl
+    def metallb_pool_capabilities(self, section: str) -> object:
+        return self.answer if section == "odd-pools" else None
+
+
+class TestPoolCapabilities:
     def test_defaults_and_declared(self):
-        """A source without capabilities has the defaults; a mapping of annotations becomes ordered pairs."""
-        assert capabilities_of(object()) == SourceCapabilities() == capabilities_of(None)
+        """A section no plugin answers for declares nothing; a mapping of annotations becomes ordered pairs."""
+        assert hooks_with(OddPools()).pool_capabilities("odd-pools") == SourceCapabilities()
         declared = SourceCapabilities(remote_release=True, annotations={"lease-id": "example.com/lease"})
         assert declared.annotations == (("lease-id", "example.com/lease"),)
-        assert static_pool.StaticSource.capabilities.remote_release is False
+        assert hooks_with(OddPools(), Declares(declared)).pool_capabilities("odd-pools") is declared
 
     def test_wrong_type_is_a_plugin_error(self):
-        """capabilities that are not a SourceCapabilities are refused, naming the class."""
+        """An answer that is not a SourceCapabilities is refused, naming the hook and the section."""
+        with pytest.raises(PluginError, match='metallb_pool_capabilities for section "odd-pools" returned'):
+            hooks_with(OddPools(), Declares(("remote_release",))).pool_capabilities("odd-pools")
 
-        class Sloppy:
-            capabilities = ("remote_release",)
+    def test_allocator_knows_every_installed_kind(self):
+        """pool_kinds() lists every installed section, configured or not; capabilities() gives a pool's kind's."""
+        declared = SourceCapabilities(remote_release=True)
+        pm = hooks_with(OddPools(source=None), Declares(declared)).plugin_manager
+        alloc = Allocator(plugin_manager=pm, config=parse_config(POOL, plugin_manager=pm))
+        assert dict(alloc.pool_kinds()) == {"address-pools": SourceCapabilities(), "odd-pools": declared}
+        assert alloc.capabilities("p") == SourceCapabilities() == alloc.capabilities("unknown")
 
-        with pytest.raises(PluginError, match="Sloppy.capabilities is a tuple, not a SourceCapabilities"):
-            capabilities_of(Sloppy())
-
-
-#: Classes keeping positional construction: the Allocator contract and docs/api.md name them so.
-POSITIONAL = {"Port", "PoolStats", "ReconcileReport", "Community", "NodeSelector", "NodeInfo"}
-
-
-def attrs_classes() -> list[type]:
-    found = []
-    for module in (model, interfaces, plugins, testing):
-        for value in vars(module).values():
-            if isinstance(value, type) and attrs.has(value) and value.__module__ == module.__name__:
-                found.append(value)
-    return found
+    def test_a_wrong_answer_rejects_the_config(self):
+        """set_config fails, changing nothing, when a plugin declares capabilities wrongly."""
+        pm = hooks_with(OddPools(), Declares("remote")).plugin_manager
+        alloc = Allocator(plugin_manager=pm)
+        with pytest.raises(PluginError, match="not a SourceCapabilities"):
+            alloc.set_config(parse_config(POOL, plugin_manager=pm))
+        assert not alloc.config.pools
 
 
 class TestValueObjects:
-    @pytest.mark.parametrize("cls", attrs_classes(), ids=lambda c: c.__name__)
-    def test_more_than_two_fields_means_keywords_only(self, cls):
-        """Every attrs class with more than two fields is built with keywords only, except the documented ones."""
-        fields = [f for f in attrs.fields(cls) if f.init]
-        if cls.__name__ in POSITIONAL:
-            assert not any(f.kw_only for f in fields), cls
-        elif len(fields) > 2:
-            assert all(f.kw_only for f in fields), f"{cls.__name__} takes positional arguments"
+    """(Every attrs class of the package is checked in tests/test_value_objects.py.)"""
 
     def test_positional_construction_is_refused(self):
         """Building a spec positionally fails loudly instead of mixing up fields."""

@@ -5,7 +5,16 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from metallb.allocator import AllocationError, Allocator, ConfigError, Port, get_plugin_manager, parse_config
+from metallb.allocator import (
+    AllocationError,
+    Allocator,
+    ConfigError,
+    PoolExhaustedError,
+    Port,
+    get_plugin_manager,
+    parse_config,
+)
+from metallb.allocator.model import is_buggy
 from metallb.announcers.layer2 import plugin as layer2
 from metallb.plugins import static_pool
 
@@ -15,6 +24,11 @@ CONFIGS = [
     "address-pools:\n- name: b\n  protocol: layer2\n  addresses: [10.0.0.0/28]\n",
     "address-pools:\n- name: a\n  protocol: layer2\n  addresses: [10.0.0.4/30]\n- name: c\n  protocol: layer2\n  addresses: [10.0.0.0/30]\n",
     "address-pools:\n- name: a\n  protocol: layer2\n  avoid-buggy-ips: true\n  addresses: [10.0.0.0/29]\n",
+    # Dual stack: allocate() without a family takes IPv4 first within a pool, and pools in order.
+    "address-pools:\n- name: d\n  protocol: layer2\n  addresses: [10.0.0.0/30, fd00::/126]\n"
+    "- name: v6\n  protocol: layer2\n  addresses: [fd00:1::/127]\n",
+    "address-pools:\n- name: v6\n  protocol: layer2\n  addresses: [fd00::/127]\n"
+    "- name: a\n  protocol: layer2\n  addresses: [10.0.0.0/29]\n",
 ]
 SERVICES = [f"ns/s{i}" for i in range(10)]
 PORTS = [Port("TCP", 80), Port("UDP", 53), Port("TCP", 53)]
@@ -31,19 +45,51 @@ class AllocatorMachine(RuleBasedStateMachine):
     def _snapshot(self) -> tuple[object, ...]:
         return (self.alloc.config, tuple(self.alloc.allocations()))
 
+    def _free(self) -> list[tuple[str, dict[int, int]]]:
+        """Each pool in order with its free addresses per family (the model allocate(family=None) follows)."""
+        used = {ip for a in self.alloc.allocations() for ip in a.ips}
+        out = []
+        for pool in self.alloc.config.pools.values():
+            free = {}
+            for family in (4, 6):
+                ips = [ip for c in pool.cidrs if c.version == family for ip in c]
+                usable = [ip for ip in ips if not (pool.avoid_buggy_ips and is_buggy(ip))]
+                free[family] = sum(1 for ip in usable if ip not in used)
+            out.append((pool.name, free))
+        return out
+
     @rule(
         svc=st.sampled_from(SERVICES),
         ports=st.sets(st.sampled_from(PORTS), min_size=1),
         key=st.sampled_from(["", "k", "j"]),
+        family=st.sampled_from([None, None, 4, 6]),
     )
-    def allocate(self, svc: str, ports: set[Port], key: str) -> None:
+    def allocate(self, svc: str, ports: set[Port], key: str, family: int | None) -> None:
         before = self._snapshot()
+        held = self.alloc.ips(svc)
+        free = self._free()
         try:
-            self.alloc.allocate(svc, ports=ports, sharing_key=key)
-        except AllocationError:
+            ip = self.alloc.allocate(svc, ports=ports, sharing_key=key, family=family)
+        except AllocationError as exc:
             assert self._snapshot() == before, "a failed allocate changed state"
+            if family is None and not held and isinstance(exc, PoolExhaustedError):
+                assert not any(sum(f.values()) for _, f in free), f"{svc} got nothing while {free} were free"
             return
         self.meta[svc] = (frozenset(ports), key)
+        if family is not None:
+            assert ip.version == family
+        elif held:
+            assert ip == held[0], "a service keeps the address it holds"
+        else:
+            # The first pool with a free address, IPv4 first, unless an earlier shared address was joined.
+            first = next((i for i, (_, f) in enumerate(free) if sum(f.values())), len(free))
+            names = [name for name, _ in free]
+            pool = self.alloc.pool_of(svc)
+            shared = len(self.alloc.users(ip)) > 1
+            index = names.index(pool)
+            assert index == first or (index < first and shared), f"{ip} from {pool}, but {free} were free"
+            if index == first and not shared and free[first][1][4]:
+                assert ip.version == 4, f"{ip}: IPv6 while {pool} had free IPv4 addresses"
 
     @rule(
         svc=st.sampled_from(SERVICES),

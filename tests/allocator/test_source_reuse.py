@@ -41,6 +41,7 @@ CHANGES: dict[str, Any] = {
     "auto_assign": False,
     "advertisements": (BgpAdvertisement(aggregation_length=24),),
     "node_selectors": (NodeSelector(match_labels=(("zone", "a"),)),),
+    "cidrs_key": "prefixes",
 }
 #: Written by the controller from what the address-service source declares.
 LEASE_ANNOTATION = "metallb.io/address-service-lease"

@@ -1,19 +1,16 @@
-"""metallb.allocator.testing: the helpers plugin authors import, tried on the built-in static pool."""
+"""metallb.allocator.testing: the helpers plugin authors import (the contract check: test_contract.py)."""
 
 from __future__ import annotations
 
 import threading
 
 import httpx
-import netaddr
 import pytest
-from metallb.allocator import ConfigError, PoolExhaustedError, SourceBase, parse_config
+from metallb.allocator import ConfigError, parse_config
 from metallb.allocator.testing import (
-    ContractViolation,
     JsonApiStub,
     allocator_for,
     builtin_protocol_plugins,
-    check_source_contract,
     plugin_manager_with,
 )
 from metallb.plugins import static_pool
@@ -56,67 +53,6 @@ class TestPluginManagers:
         assert str(alloc.allocate("ns/a")) == "192.0.2.0"
         with pytest.raises(ConfigError, match='unknown top-level key "address-pools"'):
             allocator_for(POOL)
-
-
-class TestSourceContract:
-    def test_static_pool_meets_the_contract(self):
-        """The built-in static source passes every check, with exact capacity."""
-        report = check_source_contract(static_factory())
-        assert report.capacity == 16 and report.exhausted_after == 16
-        assert "release() is idempotent, also for addresses never held" in report.checks
-        assert any("concurrent" in c for c in report.checks)
-
-    def test_ipv6_family(self):
-        """The check runs on IPv6 too, and a pool without IPv4 must refuse family 4."""
-        text = "address-pools:\n- name: v6\n  protocol: layer2\n  addresses: [2001:db8::/124]\n"
-        report = check_source_contract(static_factory(text, "v6"), family=6)
-        assert report.exhausted_after == 16
-        assert any("IPv4" in c for c in report.checks)
-
-    def test_inexact_capacity_is_a_violation(self):
-        """A source that overstates its capacity fails, naming the rule."""
-
-        class Overstated(static_pool.StaticSource):
-            def capacity(self) -> int:
-                return 17
-
-        spec = parse_config(POOL, plugin_manager=plugin_manager_with(static_pool)).pools["p"]
-        with pytest.raises(ContractViolation, match="capacity\\(\\) 17 is exact"):
-            check_source_contract(lambda: Overstated(spec))
-
-    def test_release_that_ignores_owner_counts_is_a_violation(self):
-        """A source that frees a shared address at its first release fails."""
-
-        class Forgetful(SourceBase):
-            def __init__(self, spec) -> None:
-                self.spec = spec
-                self._lock = threading.Lock()
-                self._used: set[netaddr.IPAddress] = set()
-
-            def acquire(self, owner, *, family, wanted=None):
-                from metallb.allocator import AddressInUseError
-
-                with self._lock:
-                    if wanted is not None:
-                        if wanted in self._used:
-                            raise AddressInUseError(str(wanted))
-                        self._used.add(wanted)
-                        return wanted
-                    for ip in self.spec.cidrs[0]:
-                        if ip not in self._used:
-                            self._used.add(ip)
-                            return ip
-                raise PoolExhaustedError("full")
-
-            def claim(self, owner, ip):
-                self._used.add(ip)
-
-            def release(self, owner, ip):
-                self._used.discard(ip)
-
-        spec = parse_config(POOL, plugin_manager=plugin_manager_with(static_pool)).pools["p"]
-        with pytest.raises(ContractViolation, match="stays held while a second owner"):
-            check_source_contract(lambda: Forgetful(spec))
 
 
 class TestJsonApiStub:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from metallb.allocator import MetalLBError, get_plugin_manager, parse_config
+from metallb.allocator import Hooks, MetalLBError, get_plugin_manager, parse_config
 from metallb.allocator.config import CORE_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +17,7 @@ SKIP_DIRS = {"tests", "build", "dist", "site", "node_modules"}
 
 def sections() -> set[str]:
     """Top-level keys a config may have: the core ones and those of every installed plugin."""
-    return {*CORE_SECTIONS, *(s for ss in get_plugin_manager().hook.metallb_pool_sections() for s in ss)}
+    return {*CORE_SECTIONS, *Hooks(get_plugin_manager()).pool_sections()}
 
 
 def config_text(doc: object, *, known: set[str]) -> str | None:

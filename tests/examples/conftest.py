@@ -143,8 +143,9 @@ class FakeNetBox:
 
 @pytest.fixture(name="netbox")
 def _netbox():
-    """A stand-in NetBox on 127.0.0.1: prefix 7 is 192.0.2.0/28 with .1 taken by a gateway, prefix 8 is 2001:db8::/125."""
+    """A stand-in NetBox on 127.0.0.1: prefix 7 is 192.0.2.0/28 with .1 taken by a gateway, prefix 8 is
+    2001:db8::/125, prefix 9 the tiny 192.0.2.16/30."""
     with JsonApiStub() as api:
-        fake = FakeNetBox(api, {7: "192.0.2.0/28", 8: "2001:db8::/125"})
+        fake = FakeNetBox(api, {7: "192.0.2.0/28", 8: "2001:db8::/125", 9: "192.0.2.16/30"})
         fake.record("192.0.2.1/28", "gateway")
         yield fake

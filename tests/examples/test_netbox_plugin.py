@@ -16,6 +16,7 @@ from metallb.allocator import (
     Allocator,
     ConfigError,
     PoolExhaustedError,
+    SourceCapabilities,
     SourceUnavailableError,
     get_plugin_manager,
     parse_config,
@@ -24,7 +25,7 @@ from metallb.allocator.testing import check_source_contract, wait_for
 
 TOKEN = "0123456789abcdef"
 METALLB = [sys.executable, "-m", "metallb.operator"]
-HOOKS = {"metallb_pool_sections", "metallb_parse_pool", "metallb_make_source"}
+HOOKS = {"metallb_pool_sections", "metallb_parse_pool", "metallb_make_source", "metallb_pool_capabilities"}
 
 
 def config_for(url: str, *, prefix: int = 7, cidrs: str = "192.0.2.0/28", extra: str = "") -> str:
@@ -127,6 +128,10 @@ class TestAllocator:
         assert netbox.addresses("metallb") == {"192.0.2.3": "metallb: default/dns"}
         assert netbox.addresses()["192.0.2.1"] == "gateway"
 
+    def test_declares_remote_releases(self, alloc):
+        """NetBox pools declare remote releases (their Services carry the finalizer) and no annotation."""
+        assert alloc.capabilities("lab") == SourceCapabilities(remote_release=True)
+
     def test_requested_and_shared_addresses(self, alloc, netbox):
         """A requested address is created in NetBox; it is deleted when its last sharer goes."""
         ip = alloc.allocate("default/a", ip="192.0.2.9", sharing_key="k")
@@ -187,15 +192,45 @@ class TestAllocator:
 
 
 class TestSourceContract:
-    def test_netbox_source_meets_the_contract(self, pm, netbox):
-        """metallb.allocator.testing's contract check passes against the stand-in NetBox."""
+    @pytest.mark.parametrize(
+        ("prefix", "cidrs", "families", "free"),
+        [
+            ("9", "192.0.2.16/30", (4,), 2),
+            ("7", "192.0.2.0/28", (4,), 13),
+            ("8", "2001:db8::/125", (6,), 7),
+            ("[7, 8]", "192.0.2.0/28, 2001:db8::/125", (4, 6), 20),
+        ],
+        ids=["tiny", "ipv4", "ipv6", "dual-stack"],
+    )
+    def test_netbox_source_meets_the_contract(self, pm, netbox, prefix, cidrs, families, free):
+        """metallb.allocator.testing's contract check passes against the stand-in NetBox, every family exercised."""
         from metallb_netbox_pools import NetBoxSource
 
-        spec = parse_config(config_for(netbox.api.url), plugin_manager=pm).pools["lab"]
+        text = config_for(netbox.api.url, cidrs=cidrs).replace("prefix-id: 7", f"prefix-id: {prefix}")
+        spec = parse_config(text, plugin_manager=pm).pools["lab"]
         report = check_source_contract(lambda: NetBoxSource(spec), threads=4)
-        assert report.capacity is None
-        assert report.exhausted_after == 13
+        assert report.capacity is None and report.families == families
+        assert report.exhausted_after == free  # NetBox hands out no network, broadcast or anycast address
         assert netbox.addresses("metallb") == {}
+
+    def test_one_prefix_per_family(self, pm):
+        """A dual-stack pool needs one prefix id per CIDR; the count must match."""
+        dual = config_for("http://h", cidrs="192.0.2.0/28, 2001:db8::/125")
+        with pytest.raises(ConfigError, match="a NetBox prefix holds one address family"):
+            parse_config(dual, plugin_manager=pm)
+        with pytest.raises(ConfigError, match='value "7, 8, 9": give one prefix id, or one per CIDR of cidrs \\(2\\)'):
+            parse_config(dual.replace("prefix-id: 7", "prefix-id: [7, 8, 9]"), plugin_manager=pm)
+
+    def test_dual_stack_allocates_both_families(self, pm, netbox):
+        """allocate_dual takes one address from each prefix; check-config's output parses back."""
+        from metallb.allocator import dump_config
+
+        text = config_for(netbox.api.url, cidrs="192.0.2.0/28, 2001:db8::/125").replace("prefix-id: 7", "prefix-id: [7, 8]")
+        config = parse_config(text, plugin_manager=pm)
+        alloc = Allocator(plugin_manager=pm, config=config)
+        assert [str(ip) for ip in alloc.allocate_dual("default/web")] == ["192.0.2.2", "2001:db8::1"]
+        alloc.unassign("default/web")
+        assert parse_config(dump_config(config, plugin_manager=pm), plugin_manager=pm).pools["lab"].cidrs == config.pools["lab"].cidrs
 
 
 SERVICES = """\

@@ -74,7 +74,8 @@ class Plugin:
 def _setup():
     plugin = Plugin()
     registry = CollectorRegistry()
-    announcers = Announcers(plugin_manager_with(plugin), AnnouncerSettings(node_name="n1"))
+    # Without metallb's own protocol plugins: the recording layer-2 announcer is the only announcer.
+    announcers = Announcers(plugin_manager_with(plugin, protocols=False), AnnouncerSettings(node_name="n1"))
     announcements = ServiceAnnouncements(announcers, SpeakerMetrics(registry), node_name="n1")
     return announcements, plugin.announcer, registry, parse_config(CONFIG)
 
@@ -129,6 +130,24 @@ class TestServiceAnnouncements:
         assert announcements.update(wanted, CLUSTER, config) == []
         assert announcements.reasons == {"ns/a": "notOwner", "ns/b": "no announcer for protocol bgp"}
         assert announcements.announced == {}
+
+    def test_wrong_announcer_is_logged_once(self, caplog):
+        """A plugin answering with something that is no Announcer is a reason per service, logged once."""
+
+        class Sloppy:
+            @hookimpl
+            def metallb_make_announcer(self, protocol: str) -> object:
+                return object() if protocol == "bgp" else None
+
+        announcers = Announcers(plugin_manager_with(Sloppy(), protocols=False), AnnouncerSettings(node_name="n1"))
+        announcements = ServiceAnnouncements(announcers, SpeakerMetrics(CollectorRegistry()), node_name="n1")
+        config = parse_config(CONFIG)
+        wanted = {"ns/b": candidate(config, "ns/b", "198.51.100.1", pool="routed")}
+        with caplog.at_level("ERROR", logger="metallb.operator.announcing"):
+            announcements.update(wanted, CLUSTER, config)
+            announcements.update(wanted, CLUSTER, config)
+        assert announcements.reasons == {"ns/b": "no announcer for protocol bgp"}
+        assert caplog.text.count('metallb_make_announcer for "bgp" returned object') == 1
 
     def test_failures_are_retried_by_the_next_update(self, setup):
         """A failed announce is recorded and tried again; a failed withdraw keeps the service until one works."""

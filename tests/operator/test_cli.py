@@ -197,14 +197,19 @@ class TestMissingExtra:
             "pip install 'metallb[address-services]'\n"
         )
 
-    def test_other_missing_modules_are_bugs(self, monkeypatch):
-        """A module no extra provides is not hidden behind an install hint."""
+    def test_other_missing_modules_are_bugs(self, monkeypatch, capsys, caplog):
+        """A module no extra provides is not hidden behind an install hint: an unexpected error, traceback at debug."""
         error = ModuleNotFoundError("No module named 'nosuch'", name="nosuch")
         pm = get_plugin_manager(entry_points=False, plugins=[_Commands(run_error=error)])
         monkeypatch.setattr(cli, "default_plugin_manager", lambda: pm)
         monkeypatch.setattr(cli, "setup_logging", lambda **_: None)
-        with pytest.raises(ModuleNotFoundError, match="nosuch"):
-            cli.main(["hello", "you"])
+        with caplog.at_level("DEBUG", logger="metallb"):
+            assert cli.main(["hello", "you"]) == 1
+        assert capsys.readouterr().err == (
+            "metallb hello: unexpected error: ModuleNotFoundError: No module named 'nosuch'\n"
+        )
+        (record,) = [r for r in caplog.records if r.exc_info]
+        assert record.levelname == "DEBUG" and record.exc_info[1] is error
 
 
 @pytest.fixture(name="stride_plugin", scope="module")

@@ -9,6 +9,7 @@ import netaddr
 import pytest
 from metallb.allocator import (
     Allocator,
+    Hooks,
     PoolEntry,
     PoolSpec,
     Port,
@@ -302,14 +303,12 @@ TICKET = "example.com/ticket"
 class TicketSource(static_pool.StaticSource):
     """A static pool pretending its addresses are tickets in a remote system."""
 
-    capabilities = SourceCapabilities(remote_release=True, annotations={"ticket": TICKET})
-
     def describe(self, ip: netaddr.IPAddress) -> dict[str, str]:
         return {"ticket": f"T-{ip}", "ignored": "x"}
 
 
 class TicketPools:
-    """The ``ticket-pools`` section: static pools built as TicketSource."""
+    """The ``ticket-pools`` section: static pools built as TicketSource, declaring remote releases and a ticket."""
 
     @hookimpl
     def metallb_pool_sections(self) -> list[str]:
@@ -323,25 +322,36 @@ class TicketPools:
     def metallb_make_source(self, spec: PoolSpec) -> TicketSource | None:
         return TicketSource(spec) if spec.kind == "ticket-pools" else None
 
+    @hookimpl
+    def metallb_pool_capabilities(self, section: str) -> SourceCapabilities | None:
+        return SourceCapabilities(remote_release=True, annotations={"ticket": TICKET}) if section == "ticket-pools" else None
+
+
+TICKET_POOL = "ticket-pools:\n- name: remote\n  protocol: layer2\n  cidrs: [203.0.113.0/30]\n"
+
+
+def ticket_allocator(text: str) -> Allocator:
+    """An allocator over *text*, with static and ticket pools installed."""
+    pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, TicketPools()])
+    return Allocator(plugin_manager=pm, config=parse_config(text, plugin_manager=pm))
+
 
 class TestSourceCapabilities:
-    """The operator follows what sources declare; it knows no pool kind by name."""
+    """The operator follows what pool kinds declare; it knows no pool kind by name."""
 
     @pytest.fixture(name="tickets")
     def _tickets(self):
-        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, TicketPools()])
-        text = CONFIG + "ticket-pools:\n- name: remote\n  protocol: layer2\n  cidrs: [203.0.113.0/30]\n"
-        return Allocator(plugin_manager=pm, config=parse_config(text, plugin_manager=pm))
+        return ticket_allocator(CONFIG + TICKET_POOL)
 
     def test_remote_release_gets_the_finalizer(self, tickets):
-        """Addresses of a source declaring remote releases carry the finalizer; static ones do not."""
+        """Addresses of a kind declaring remote releases carry the finalizer; static ones do not."""
         remote = converge(read_service(svc("r", annotations={"metallb.io/address-pool": "remote"})), tickets)
         local = converge(read_service(svc("l")), tickets)
         assert (remote.ingress, remote.finalizer) == (("203.0.113.0",), True)
         assert (local.ingress, local.finalizer) == (("192.0.2.0",), False)
 
     def test_declared_describe_keys_become_annotations(self, tickets):
-        """The source's describe() facts it maps become annotations; other pools' Services get them removed."""
+        """The source's describe() facts its kind maps become annotations; other pools' Services get them removed."""
         remote = converge(read_service(svc("r", annotations={"metallb.io/address-pool": "remote"})), tickets)
         assert dict(remote.annotations) == {POOL_ANNOTATION: "remote", TICKET: "T-203.0.113.0"}
         local = converge(read_service(svc("l")), tickets)
@@ -349,16 +359,45 @@ class TestSourceCapabilities:
         gone = converge(read_service(svc("r", type="ClusterIP")), tickets)
         assert dict(gone.annotations) == {POOL_ANNOTATION: None, TICKET: None}
 
+    def test_annotations_of_kinds_without_pools_are_removed(self):
+        """An installed kind's annotations are removed even when the config has no pool of it (any more)."""
+        alloc = ticket_allocator(CONFIG)
+        assert set(alloc.pool_kinds()) == {"address-pools", "ticket-pools"}
+        stale = svc("r", annotations={TICKET: "T-203.0.113.0"}, status_ips=["203.0.113.0"])
+        out = converge(read_service(stale), alloc)
+        assert out.ingress == ("192.0.2.0",)
+        assert dict(out.annotations) == {POOL_ANNOTATION: "main", TICKET: None}
+
+    def test_pool_removed_from_the_config_leaves_no_annotation(self):
+        """After the last pool of a kind goes from the config, its Services lose the kind's annotation."""
+        alloc = ticket_allocator(CONFIG + TICKET_POOL)
+        held = converge(read_service(svc("r", annotations={"metallb.io/address-pool": "remote"})), alloc)
+        assert held.annotations[TICKET] == "T-203.0.113.0"
+        alloc.unassign("ns/r")  # the Service is moved off the pool so that the pool can go
+        alloc.set_config(parse_config(CONFIG, plugin_manager=alloc.plugin_manager))
+        moved = converge(read_service(svc("r", annotations={TICKET: "T-203.0.113.0"})), alloc)
+        assert dict(moved.annotations) == {POOL_ANNOTATION: "main", TICKET: None} and not moved.finalizer
+
+    def test_stale_address_service_lease_annotation_is_removed(self):
+        """With the address-service plugin installed but no address-service pool, a leftover lease annotation goes."""
+        from metallb.plugins.address_service import plugin as address_service
+
+        pm = get_plugin_manager(entry_points=False, plugins=[static_pool, layer2, address_service])
+        alloc = Allocator(plugin_manager=pm, config=parse_config(CONFIG, plugin_manager=pm))
+        lease = "metallb.io/address-service-lease"
+        stale = svc("a", annotations={lease: "0b5c"}, status_ips=["203.0.113.9"])
+        out = converge(read_service(stale), alloc)
+        assert dict(out.annotations) == {POOL_ANNOTATION: "main", lease: None}
+
     def test_static_pools_declare_nothing(self, alloc):
-        """With only static pools, the pool annotation is all metallb writes."""
+        """With only static pools installed, the pool annotation is all metallb writes."""
         out = converge(read_service(svc()), alloc)
         assert dict(out.annotations) == {POOL_ANNOTATION: "main"} and not out.finalizer
+        assert alloc.pool_kinds() == {"address-pools": SourceCapabilities()}
 
     def test_address_service_keeps_its_annotation_and_finalizer(self):
-        """The address-service source declares the lease annotation and remote releases (today's names)."""
-        from metallb.plugins.address_service.client import AddressServiceSource
-
-        assert AddressServiceSource.capabilities == SourceCapabilities(
+        """The address-service kind declares the lease annotation and remote releases (today's names)."""
+        assert Hooks(get_plugin_manager()).pool_capabilities("address-services") == SourceCapabilities(
             remote_release=True, annotations={"lease-id": "metallb.io/address-service-lease"}
         )
 

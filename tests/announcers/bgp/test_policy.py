@@ -109,10 +109,10 @@ class TestRoutes:
             pool=pool(advs=advs),
         )
         assert routes_for(s) == (
-            Route(netaddr.IPNetwork("198.51.100.10/32"), 50, c),
-            Route(netaddr.IPNetwork("198.51.100.0/24")),
-            Route(netaddr.IPNetwork("2001:db8:ff::10/128"), 50, c),
-            Route(netaddr.IPNetwork("2001:db8:ff::/64")),
+            Route(prefix=netaddr.IPNetwork("198.51.100.10/32"), localpref=50, communities=c),
+            Route(prefix=netaddr.IPNetwork("198.51.100.0/24")),
+            Route(prefix=netaddr.IPNetwork("2001:db8:ff::10/128"), localpref=50, communities=c),
+            Route(prefix=netaddr.IPNetwork("2001:db8:ff::/64")),
         )
 
     def test_aggregates_are_deduplicated_across_services(self):
@@ -133,24 +133,24 @@ class TestRoutes:
         """Announcing a service again with identical routes reports no change."""
         net = netaddr.IPNetwork("198.51.100.10/32")
         desired = DesiredSet()
-        assert desired.set("ns/a", (Route(net),))
-        assert not desired.set("ns/a", (Route(net),))
+        assert desired.set("ns/a", (Route(prefix=net),))
+        assert not desired.set("ns/a", (Route(prefix=net),))
         assert not desired.set("ns/unknown", ())
 
     def test_changed_routes_replace_old_ones(self):
         """A service whose address changes loses its old prefix and gains the new one."""
         old, new = netaddr.IPNetwork("198.51.100.10/32"), netaddr.IPNetwork("198.51.100.11/32")
         desired = DesiredSet()
-        desired.set("ns/a", (Route(old),))
-        desired.set("ns/a", (Route(new, 5),))
-        assert desired.by_prefix() == {new: Route(new, 5)}
+        desired.set("ns/a", (Route(prefix=old),))
+        desired.set("ns/a", (Route(prefix=new, localpref=5),))
+        assert desired.by_prefix() == {new: Route(prefix=new, localpref=5)}
 
     def test_conflicting_attributes_pick_smallest_service_key(self):
         """When two services produce one prefix with different attributes, the smallest key wins, whatever the order."""
         net = netaddr.IPNetwork("198.51.100.0/24")
         desired = DesiredSet()
-        desired.set("ns/z", (Route(net, 10),))
-        desired.set("ns/a", (Route(net, 20),))
+        desired.set("ns/z", (Route(prefix=net, localpref=10),))
+        desired.set("ns/a", (Route(prefix=net, localpref=20),))
         assert desired.by_prefix()[net].localpref == 20
         desired.set("ns/a", ())
         assert desired.by_prefix()[net].localpref == 10

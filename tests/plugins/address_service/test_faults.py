@@ -194,7 +194,7 @@ class TestDeleteFaults:
     def test_delete_fails_twice(self, legacy, make_allocator, helpers) -> None:
         """Two failed DELETEs are retried inline; the third releases the lease."""
         alloc = make_allocator(section(helpers.pool_yaml("dm", legacy.url)))
-        source = alloc._sources["dm"]
+        source = alloc.source("dm")
         alloc.allocate("ns/a", pool="dm")
         legacy.delete_faults += ["500", "500"]
         alloc.unassign("ns/a")
@@ -205,7 +205,7 @@ class TestDeleteFaults:
     def test_delete_retried_in_background(self, legacy, make_allocator, helpers) -> None:
         """A DELETE failing longer goes to the background worker, which keeps trying until it succeeds."""
         alloc = make_allocator(section(helpers.pool_yaml("dm", legacy.url)))
-        source = alloc._sources["dm"]
+        source = alloc.source("dm")
         ip = alloc.allocate("ns/a", pool="dm")
         legacy.delete_faults += ["500"] * 5
         alloc.unassign("ns/a")
@@ -223,12 +223,12 @@ class TestDeleteFaults:
             legacy.allocations.clear()
         alloc.unassign("ns/a")
         assert legacy.count("DELETE") == 1
-        assert alloc._sources["dm"].pending_releases() == {}
+        assert alloc.source("dm").pending_releases() == {}
 
     def test_pending_delete_blocks_a_new_post_for_that_service(self, legacy, make_allocator, helpers) -> None:
         """While its old address is not returned, the service gets no new one (an idempotent server would hand the old back)."""
         alloc = make_allocator(section(helpers.pool_yaml("dm", legacy.url)))
-        source = alloc._sources["dm"]
+        source = alloc.source("dm")
         ip = alloc.allocate("ns/a", pool="dm")
         legacy.delete_faults += ["500"] * 4
         alloc.unassign("ns/a")
@@ -243,7 +243,7 @@ class TestDeleteFaults:
         """A DELETE sent while the server is down is kept and delivered once it is back on the same port."""
         first = make_legacy()
         alloc = make_allocator(section(helpers.pool_yaml("dm", first.url)))
-        source = alloc._sources["dm"]
+        source = alloc.source("dm")
         ip = alloc.allocate("ns/a", pool="dm")
         table, port = dict(first.allocations), first.port
         first.close()

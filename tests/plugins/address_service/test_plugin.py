@@ -155,7 +155,8 @@ def probe(what: str, *missing: str) -> dict[str, object]:
         text=True,
         timeout=60,
         cwd="/",
-        env={**os.environ, "METALLB_PLUGINS": "address-services"},  # other installed plugins have their own imports
+        # Other plugins have their own imports; layer2 (a light module) declares the protocol the pools name.
+        env={**os.environ, "METALLB_PLUGINS": "address-services,layer2"},
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.splitlines()[-1])

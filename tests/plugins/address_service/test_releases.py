@@ -192,7 +192,7 @@ class TestQuickRetries:
     def test_delete_retried_inline_then_queued(self, legacy, make_allocator, helpers, instant_retries) -> None:
         """A DELETE refused three times is queued after exactly three quick tries; the queue then delivers it."""
         alloc = make_allocator(section(helpers.pool_yaml("dm", legacy.url)))
-        source = alloc._sources["dm"]
+        source = alloc.source("dm")
         address = alloc.allocate("ns/a", pool="dm")
         legacy.delete_faults += ["500"] * 3
         alloc.unassign("ns/a")
@@ -208,7 +208,7 @@ class TestQuickRetries:
         started = time.monotonic()
         alloc.unassign("ns/a")
         assert time.monotonic() - started < 5.0
-        assert legacy.count("DELETE") == 3 and alloc._sources["dm"].pending_releases() == {}
+        assert legacy.count("DELETE") == 3 and alloc.source("dm").pending_releases() == {}
 
     def test_waits_grow_between_tries(self, legacy, make_allocator, helpers) -> None:
         """Without testing mode the retries wait: at least backoff before the second POST, twice that before the third."""

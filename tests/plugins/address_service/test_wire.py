@@ -356,8 +356,8 @@ class TestRouting:
 
     def test_unknown_path_and_wrong_method(self) -> None:
         """An unknown path is gorilla/mux's text 404; a known path with another method an empty 405."""
-        assert wire.route("GET", "/v2/ip") == wire.Answer(404, b"404 page not found\n", "text/plain; charset=utf-8")
-        assert wire.route("GET", "/v1/ip") == wire.Answer(405, b"", "")
+        assert wire.route("GET", "/v2/ip") == wire.Answer(code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        assert wire.route("GET", "/v1/ip") == wire.Answer(code=405, body=b"", content_type="")
         assert callable(wire.route("POST", "/v1/ip"))
 
     def test_token_guards_the_api_only(self) -> None:
@@ -388,5 +388,5 @@ class TestRouting:
             409, {"status": "error", "message": "taken"}
         )
         answer = wire.call(broken, service, b"", what="POST /v1/ip")
-        assert answer == wire.Answer(500, b'{"status": "error", "message": "internal error: KeyError"}\n')
+        assert answer == wire.Answer(code=500, body=b'{"status": "error", "message": "internal error: KeyError"}\n')
         assert "POST /v1/ip failed" in caplog.text
