@@ -282,6 +282,11 @@ def _speaker_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.2,
         help="--liveness lease: a speaker is dead after this many seconds without renewal (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-conflict-probe",
+        action="store_true",
+        help="layer 2: answer for a newly assigned address at once, without first probing (ARP / DAD) for another host",
+    )
     parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
     parser.add_argument(
         "--metrics-port", type=port, default=7472, help="metrics, /healthz and /status (default: %(default)s)"

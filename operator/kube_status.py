@@ -5,15 +5,39 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from metallb.operator import announce_status
 from metallb.operator.kube import api_client
 from metallb.operator.service import POOL_ANNOTATION
 
-__all__ = ["cluster_status"]
+__all__ = ["announcing_nodes", "cluster_status"]
+
+#: Warnings shown even for a Service that has its address: it is not announced (or not alone).
+_PROBLEMS = ("AddressConflict",)
+
+
+def announcing_nodes(api: client.ApiClient) -> dict[str, set[str]] | None:
+    """Service key -> nodes announcing it now, from the ServiceL2Status objects; None when they cannot be read."""
+    try:
+        found = client.CustomObjectsApi(api).list_cluster_custom_object(
+            announce_status.GROUP, announce_status.VERSION, announce_status.L2_PLURAL
+        )
+    except ApiException:
+        return None  # the CRD is not installed, or no permission: fall back to the events
+    out: dict[str, set[str]] = {}
+    for obj in found.get("items") or ():
+        status = obj.get("status") or {}
+        key = f"{status.get('serviceNamespace', '')}/{status.get('serviceName', '')}"
+        if status.get("node"):
+            out.setdefault(key, set()).add(str(status["node"]))
+    return out
 
 
 def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
     """Every LoadBalancer Service with its status, pool, announcing nodes and latest failure."""
-    core = client.CoreV1Api(api_client(kubeconfig))
+    api = api_client(kubeconfig)
+    core = client.CoreV1Api(api)
+    announcing = announcing_nodes(api)
     services = core.list_service_for_all_namespaces().items
     events = core.list_event_for_all_namespaces().items
     latest: dict[str, dict[str, Any]] = {}
@@ -39,10 +63,16 @@ def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
         ingress = (svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None) or []
         addresses = [i.ip for i in ingress if i.ip]
         info = latest.get(key, {"nodes": set(), "warning": ""})
+        nodes = info["nodes"] if announcing is None else announcing.get(key, set())
+        warning = info["warning"]
+        if addresses:
+            pending = warning if warning.startswith(_PROBLEMS) and not nodes else ""
+        else:
+            pending = warning or "no address yet (is the controller running?)"
         out[key] = {
             "addresses": addresses,
             "pool": (svc.metadata.annotations or {}).get(POOL_ANNOTATION, ""),
-            "announced": ", ".join(sorted(info["nodes"])),
-            "pending": "" if addresses else (info["warning"] or "no address yet (is the controller running?)"),
+            "announced": ", ".join(sorted(nodes)),
+            "pending": pending,
         }
     return out

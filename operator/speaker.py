@@ -34,6 +34,7 @@ from metallb.allocator import (
     default_plugin_manager,
     parse_config,
 )
+from metallb.operator.announce_status import AnnouncementStatus
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import config_text, one_line
 from metallb.operator.informer import Informer
@@ -65,6 +66,7 @@ class Speaker:
         memberlist: MemberlistOptions | None = None,
         lease_renew: float = 0.4,
         lease_duration: float = 1.2,
+        conflict_probe: bool = True,
         registry: CollectorRegistry | None = None,
         watch_timeout: int = 60,
     ) -> None:
@@ -78,6 +80,7 @@ class Speaker:
         self.config_loaded, self.config_stale = config_gauges(self.registry)
         self.pm = default_plugin_manager()
         self.config: Config | None = None
+        self._wake = threading.Event()
         announcers = Announcers(
             self.pm,
             AnnouncerSettings(
@@ -85,11 +88,14 @@ class Speaker:
                 interfaces=interfaces,
                 ignore_exclude_lb=ignore_exclude_lb,
                 registry=self.registry,
+                conflict_probe=conflict_probe,
+                notify=self._notify,
             ),
         )
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
-        self._wake = threading.Event()
         self._stop = threading.Event()
+        self._reported: set[tuple[str, str]] = set()  # (service, problem) already raised as an Event
+        self._elsewhere: set[str] = set()  # services another node of ours announced, ever: taking them is a move
         self._threads: list[threading.Thread] = []
         self.liveness = make_liveness(
             liveness,
@@ -106,6 +112,14 @@ class Speaker:
         )
         kw = {"watch_timeout": watch_timeout}
         counted = self.load.counted
+        self.statuses = AnnouncementStatus(
+            api,
+            namespace=namespace,
+            node_name=node_name,
+            on_change=counted("servicel2statuses", lambda kind, obj: self._wake.set()),
+            wrote=self.load.wrote,
+            watch_timeout=watch_timeout,
+        )
         self.services = Informer(
             "services",
             self.core.list_service_for_all_namespaces,
@@ -220,6 +234,7 @@ class Speaker:
     def _candidates(self, config: Config) -> tuple[dict[str, tuple[str, ServiceView]], dict[str, str]]:
         """Services with an address of a pool and endpoints: key -> (protocol, view), and why the others are not."""
         endpoints = self._endpoints()
+        announcers = self.statuses.announcers()
         candidates: dict[str, tuple[str, ServiceView]] = {}
         reasons: dict[str, str] = {}
         for key, obj in list(self.services.cache.items()):
@@ -242,7 +257,10 @@ class Speaker:
                 reasons[key] = "noEndpoints"
                 continue
             ready_nodes, any_ready = endpoints[key]
+            if announcers.get(key, frozenset()) - {self.node_name}:
+                self._elsewhere.add(key)
             view = ServiceView(
+                announced_elsewhere=key in self._elsewhere,
                 key=key,
                 ips=ips,
                 pool=pool,
@@ -259,18 +277,44 @@ class Speaker:
         if config is None or not self.liveness.ready():  # announcing before knowing who is alive takes too much
             return
         candidates, reasons = self._candidates(config)
-        for key in self.announcements.update(candidates, self._cluster(), config, reasons=reasons):
+        cluster = self._cluster()
+        for key in self.announcements.update(candidates, cluster, config, reasons=reasons):
             self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
+        layer2 = self.announcements.announcers.known("layer2")
+        status_of = getattr(layer2, "status_of", None)
+        self.statuses.publish(status_of() if status_of is not None else {}, live=cluster.live_speakers)
+        self._report(self.problems())
 
-    def _event(self, obj: Obj, message: str) -> None:
+    def problems(self) -> dict[str, str]:
+        """Service key -> a problem of its announcement here (``AddressConflict: ...``)."""
+        out = {k: r for k, r in self.reasons.items() if r.startswith("AddressConflict")}
+        for protocol in ("layer2", "bgp"):
+            problems = getattr(self.announcements.announcers.known(protocol), "problems", None)
+            if problems is not None:
+                out.update(problems())
+        return out
+
+    def _report(self, problems: dict[str, str]) -> None:
+        """One Warning Event per new problem (its reason is the text before the colon)."""
+        current = set(problems.items())
+        for key, text in current - self._reported:
+            reason, _, message = text.partition(": ")
+            self._event(self.services.cache.get(key) or {}, message, reason=reason, type_="Warning")
+        self._reported = current
+
+    def _notify(self) -> None:
+        """An announcer's answers changed on their own (a conflict probe ended): decide again."""
+        self._wake.set()
+
+    def _event(self, obj: Obj, message: str, *, reason: str = "nodeAssigned", type_: str = "Normal") -> None:
         meta = obj.get("metadata") or {}
         if not meta:
             return
         body = event_body(
             obj,
-            reason="nodeAssigned",
+            reason=reason,
             message=message,
-            type_="Normal",
+            type_=type_,
             component="metallb-speaker",
             host=self.node_name,
         )
@@ -296,7 +340,14 @@ class Speaker:
     # -- lifecycle -------------------------------------------------------------------
 
     def _informers(self) -> tuple[Informer, ...]:
-        return (self.configmaps, self.nodes, *self.liveness.informers(), self.slices, self.services)
+        return (
+            self.configmaps,
+            self.nodes,
+            *self.liveness.informers(),
+            self.statuses.informer,
+            self.slices,
+            self.services,
+        )
 
     def start(self) -> None:
         """Start the informers, the liveness and the decision loop."""
@@ -314,6 +365,7 @@ class Speaker:
         for thread in self._threads:
             thread.join(timeout=5)
         self.announcements.close()
+        self.statuses.withdraw_all()
         for informer in self._informers():
             informer.stop()
         self.liveness.stop()
@@ -324,6 +376,7 @@ class Speaker:
             "node": self.node_name,
             "announced": {k: {"protocol": p, "ips": [str(i) for i in v.ips]} for k, (p, v) in self.announced.items()},
             "not_announced": dict(self.reasons),
+            "problems": self.problems(),
             "live_speakers": sorted(self.live_speakers()),
             "liveness": self.liveness.status(),
             "api": self.load.rates(),
@@ -357,6 +410,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         lease_renew=args.lease_renew,
         lease_duration=args.lease_duration,
+        conflict_probe=not args.no_conflict_probe,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -42,7 +42,7 @@ KUBERNETES_VERSIONS = (KUBERNETES_VERSION, "1.37")
 NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "config.yaml", "address-service.yaml"}
 #: The build command the Dockerfile documents (with python standing for the interpreter).
 WHEEL_COMMAND = "python -m pip wheel --no-deps --no-build-isolation -w dist ."
-CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -158,6 +158,9 @@ def code_needs(files: list[Path], *, own_namespace: set[str]) -> set[Grant]:
             if not isinstance(node, ast.Attribute) or (found := endpoint(node.attr)) is None:
                 continue
             url, method = found
+            # Custom objects: the group and plural are the module's constants GROUP and L2_PLURAL.
+            url = url.replace("{group}", constants.get("GROUP", "{group}"))
+            url = url.replace("{plural}", constants.get("L2_PLURAL", "{plural}"))
             parts = url.strip("/").split("/")
             group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
             namespaced = rest[:2] == ["namespaces", "{namespace}"]
@@ -198,10 +201,12 @@ SPEAKER_NEEDS_AT_LEAST = {
     *(Grant("namespace", "", "pods", v) for v in ("list", "watch")),
     *(Grant("namespace", "coordination.k8s.io", "leases", v) for v in ("list", "watch", "create", "update", "delete")),
     *(Grant("kube-node-lease", "coordination.k8s.io", "leases", v) for v in ("list", "watch")),
+    *(Grant("namespace", "metallb.io", "servicel2statuses", v) for v in ("list", "watch", "create", "delete")),
+    Grant("namespace", "metallb.io", "servicel2statuses/status", "patch"),
 }
-OWN_NAMESPACE = {"configmaps", "leases", "pods"}
+OWN_NAMESPACE = {"configmaps", "leases", "pods", "servicel2statuses", "servicel2statuses/status"}
 #: The speaker's code: the RBAC test scans these for API calls.
-SPEAKER_CODE = [OPERATOR / "speaker.py", OPERATOR / "liveness.py"]
+SPEAKER_CODE = [OPERATOR / "speaker.py", OPERATOR / "liveness.py", OPERATOR / "announce_status.py"]
 #: Namespaced objects outside metallb-system: the speaker's read-only Role on the kubelets' node Leases.
 OTHER_NAMESPACES = {
     ("speaker-rbac.yaml", "Role", "kube-node-lease"),

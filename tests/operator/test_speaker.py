@@ -50,6 +50,7 @@ def start_in_netns(ns: str, emulator) -> None:
 
 def populate(emu, nodes: tuple[str, ...]) -> None:
     """The config, the Nodes (Ready, with their InternalIP), one speaker Pod per node, and a Service on all."""
+    emu.add_resource("metallb.io", "v1beta1", "servicel2statuses", "ServiceL2Status", status=True)
     emu.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     emu.put_object(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": NS},
@@ -76,20 +77,25 @@ def populate(emu, nodes: tuple[str, ...]) -> None:
                 "status": {"phase": "Running", "podIP": IPS[node], "hostIP": IPS[node]},
             }
         )
+    add_service(emu, "web", VIP, nodes)
+
+
+def add_service(emu, name: str, ip: str, nodes: tuple[str, ...]) -> None:
+    """A LoadBalancer Service *name* on *ip* with a ready endpoint on every node."""
     emu.put_object(
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": "web"}},
-            "status": {"loadBalancer": {"ingress": [{"ip": VIP}]}},
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": name}},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}},
         }
     )
     emu.put_object(
         {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
-            "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+            "metadata": {"name": f"{name}-1", "namespace": "default", "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4",
             "endpoints": [
                 {"addresses": [f"10.0.0.{i}"], "nodeName": n, "conditions": {"ready": True}}
@@ -346,3 +352,77 @@ class TestThreeSpeakersMemberlist:
         moved, _ = time_until_moved(gossip, winner)
         assert procs[winner].wait(10) == 0
         assert moved < 1.0, f"takeover after a goodbye took {moved:.2f} s"
+
+
+def l2_statuses(emu, service: str = "web") -> list[dict]:
+    """The ServiceL2Status objects of Service default/*service*."""
+    return [
+        o for o in emu.objects("servicel2statuses", NS) if o["metadata"]["labels"]["metallb.io/service-name"] == service
+    ]
+
+
+def metallb_status(cluster: dict) -> dict:
+    """`metallb status --json` against the emulator, run from the client namespace."""
+    argv = f"{sys.executable} -m metallb.operator status --json --kubeconfig {cluster['kubeconfig']}"
+    done = cluster["netlab"].run(cluster["ns"]["client"], f"cd / && PYTHONSAFEPATH=1 {argv}")
+    return json.loads(done.stdout)
+
+
+def wait_for(what: str, check, cluster: dict, limit: float = 10.0):
+    """Poll *check* until it returns something true; that value."""
+    deadline = time.monotonic() + limit
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {limit} s\n{logs(cluster)[-3000:]}")
+        time.sleep(0.1)
+    return value
+
+
+class TestLayer2Safety:
+    """Announcement status and conflict probing with three gossiping speakers."""
+
+    def test_announcement_status_names_the_owner_and_follows_a_failover(self, gossip):
+        """One ServiceL2Status (MetalLB's labels and fields) names the announcing node; after a failover, the new one."""
+        emu, procs = gossip["emu"], gossip["procs"]
+        winner = gossip_winner(gossip)
+        found = wait_for("one status", lambda: [o for o in l2_statuses(emu) if o.get("status")], gossip)
+        assert len(found) == 1
+        status, labels = found[0]["status"], found[0]["metadata"]["labels"]
+        assert status == {"node": winner, "serviceName": "web", "serviceNamespace": "default",
+                          "interfaces": [{"name": "eth0"}]}  # fmt: skip
+        assert labels == {"metallb.io/node": winner, "metallb.io/service-name": "web",
+                          "metallb.io/service-namespace": "default"}  # fmt: skip
+        gossip["netlab"].run(gossip["ns"]["client"], f"ping -c 1 -W 0.2 {VIP}", check=False)
+        procs[winner].kill()
+        _, successor = time_until_moved(gossip, winner)
+        nodes = wait_for(
+            "the status to move",
+            lambda: (n := sorted(o["status"]["node"] for o in l2_statuses(emu))) == [successor] and n,
+            gossip,
+        )
+        assert nodes == [successor]  # the dead owner's status is gone too
+        assert metallb_status(gossip)["default/web"]["announced"] == successor  # who announces now, not ever
+
+    def test_taken_address_is_not_announced_and_raises_an_event(self, gossip):
+        """A Service on an address the client already uses: nobody announces it, a Warning Event names the MAC."""
+        emu, netlab, ns = gossip["emu"], gossip["netlab"], gossip["ns"]
+        gossip_winner(gossip)
+        taken = "192.0.2.201"
+        netlab.run(ns["client"], f"ip addr add {taken}/24 dev eth0")
+        add_service(emu, "squat", taken, gossip["nodes"])
+        events = wait_for(
+            "an AddressConflict event",
+            lambda: [e for e in emu.objects("events", "default") if e["reason"] == "AddressConflict"],
+            gossip,
+        )
+        assert events[0]["type"] == "Warning" and events[0]["involvedObject"]["name"] == "squat"
+        assert "02:00:00:00:01:c0" in events[0]["message"] and taken in events[0]["message"]
+        time.sleep(0.5)
+        assert l2_statuses(emu, "squat") == []
+        reasons = [speaker_status(gossip, n)["not_announced"].get("default/squat", "") for n in gossip["nodes"]]
+        assert any(r.startswith("AddressConflict") for r in reasons), reasons
+        assert not any(speaker_status(gossip, n)["announced"].get("default/squat") for n in gossip["nodes"])
+        squat = metallb_status(gossip)["default/squat"]
+        assert squat["announced"] == "" and squat["pending"].startswith("AddressConflict"), squat
+        # The Service already announced was not disturbed.
+        assert l2_statuses(emu) and len(l2_statuses(emu)) == 1

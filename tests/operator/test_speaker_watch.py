@@ -16,6 +16,7 @@ CONFIG = "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [192.0.2.
 def _speaker(kube):
     if kube.get("namespaces", None, NS) is None:
         kube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    kube.add_resource("metallb.io", "v1beta1", "servicel2statuses", "ServiceL2Status", status=True)
     speaker = Speaker(kube.api_client(), node_name="n1", namespace=NS, watch_timeout=5)
     yield speaker
     speaker.stop()
