@@ -9,7 +9,7 @@ keeps ``metallb_speaker_announced`` and records why the rest is not announced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import pluggy
 from metallb.allocator import (
@@ -104,11 +104,13 @@ class ServiceAnnouncements:
         config: Config,
         *,
         reasons: Mapping[str, str] | None = None,
+        hold: Collection[str] = (),
     ) -> list[str]:
         """Announce each candidate (key -> (protocol, view)) its announcer accepts; withdraw everything else.
 
-        *reasons* say why services that are no candidate are not announced. Returns the keys
-        announced now that were not announced before.
+        *reasons* say why services that are no candidate are not announced. Services in *hold*
+        that are announced stay announced as they are even if no longer wanted (a drain: until
+        the next owner announces). Returns the keys announced now that were not announced before.
         """
         node = cluster.node
         if self._applied is None or self._applied[0] is not config or self._applied[1] != node.labels:
@@ -127,6 +129,8 @@ class ServiceAnnouncements:
         self.reasons = why  # replaced whole: status pages read it from other threads
         for key, (protocol, view) in list(self.announced.items()):
             wanted = desired.get(key)
+            if wanted is None and key in hold:
+                continue
             if wanted is None or wanted[0] != protocol or wanted[1].ips != view.ips:
                 self.withdraw(key)
         self.failed = {}

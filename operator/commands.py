@@ -299,6 +299,21 @@ def _run_speaker(args: argparse.Namespace) -> int:
     return speaker.run(args)
 
 
+# -- drain ----------------------------------------------------------------------------
+
+
+def _drain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("node", help="the node to drain (its name in the cluster)")
+    parser.add_argument("--undo", action="store_true", help="end the drain: the node may announce again")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+
+
+def _run_drain(args: argparse.Namespace) -> int:
+    from metallb.operator import cmd_drain
+
+    return cmd_drain.run(args)
+
+
 # -- status ---------------------------------------------------------------------------
 
 
@@ -413,6 +428,21 @@ examples:
 """,
         add_arguments=_speaker_arguments,
         run=_run_speaker,
+        extra="operator",
+    ),
+    Command(
+        name="drain",
+        help="move every address a node announces to other nodes, make-before-break",
+        description="Annotate a node metallb.io/drain: the next node in election order announces each of its\n"
+        "addresses, and the drained node withdraws once that node's announcement status shows it (at most 5 s).",
+        epilog="""\
+examples:
+  metallb drain node-a                        # before maintenance
+  metallb drain node-a --undo                 # after it
+  kubectl annotate node node-a metallb.io/drain=true      # the same, by hand
+""",
+        add_arguments=_drain_arguments,
+        run=_run_drain,
         extra="operator",
     ),
     Command(

@@ -19,6 +19,7 @@ import argparse
 import logging
 import signal
 import threading
+import time
 from typing import Any
 
 import netaddr
@@ -37,6 +38,7 @@ from metallb.allocator import (
 from metallb.operator.announce_status import AnnouncementStatus
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import config_text, one_line
+from metallb.operator.cmd_drain import DRAIN_ANNOTATION
 from metallb.operator.informer import Informer
 from metallb.operator.kube import api_client, event_body
 from metallb.operator.liveness import ApiLoad, MemberlistOptions, make_liveness
@@ -48,6 +50,8 @@ __all__ = ["Speaker", "run"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+#: Seconds a draining node keeps announcing at most, waiting for the next owner's announcement status.
+DRAIN_GRACE = 5.0
 
 
 class Speaker:
@@ -95,6 +99,7 @@ class Speaker:
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
         self._stop = threading.Event()
         self._reported: set[tuple[str, str]] = set()  # (service, problem) already raised as an Event
+        self._drain_started: float | None = None  # monotonic time this node's drain was first seen
         self._elsewhere: set[str] = set()  # services another node of ours announced, ever: taking them is a move
         self._threads: list[threading.Thread] = []
         self.liveness = make_liveness(
@@ -227,8 +232,41 @@ class Speaker:
             for name, o in self.nodes.cache.items()
         }
         nodes.setdefault(self.node_name, node)
+        live = self.live_speakers()
+        # Draining nodes are not candidates, unless that would leave no one at all.
+        undrained = live - self.draining()
         return ClusterView(
-            node=node, nodes=nodes, live_speakers=self.live_speakers(), ignore_exclude_lb=self.ignore_exclude_lb
+            node=node, nodes=nodes, live_speakers=undrained or live, ignore_exclude_lb=self.ignore_exclude_lb
+        )
+
+    def draining(self) -> frozenset[str]:
+        """Nodes annotated ``metallb.io/drain`` (any value but "false")."""
+        out = set()
+        for name, obj in list(self.nodes.cache.items()):
+            value = ((obj.get("metadata") or {}).get("annotations") or {}).get(DRAIN_ANNOTATION)
+            if value is not None and value.lower() != "false":
+                out.add(name)
+        return frozenset(out)
+
+    def _hold(self, cluster: ClusterView) -> frozenset[str]:
+        """While this node drains: what it keeps announcing until another node's status shows it (at most 5 s)."""
+        if self.node_name not in self.draining() or self.node_name in cluster.live_speakers:
+            self._drain_started = None
+            return frozenset()
+        now = time.monotonic()
+        if self._drain_started is None:
+            self._drain_started = now
+            log.info("node %s drains: its addresses move to the next nodes", self.node_name)
+            timer = threading.Timer(DRAIN_GRACE + 0.01, self._wake.set)
+            timer.daemon = True
+            timer.start()
+        if now - self._drain_started >= DRAIN_GRACE:
+            return frozenset()
+        taken = self.statuses.announcers()
+        return frozenset(
+            key
+            for key, (protocol, _) in self.announced.items()
+            if not (protocol == "layer2" and taken.get(key, frozenset()) - {self.node_name})
         )
 
     def _candidates(self, config: Config) -> tuple[dict[str, tuple[str, ServiceView]], dict[str, str]]:
@@ -278,7 +316,13 @@ class Speaker:
             return
         candidates, reasons = self._candidates(config)
         cluster = self._cluster()
-        for key in self.announcements.update(candidates, cluster, config, reasons=reasons):
+        if self.node_name not in cluster.live_speakers and self.node_name in self.draining():
+            for key, (protocol, _) in list(candidates.items()):
+                if protocol != "layer2":  # BGP ignores liveness: a draining node stops advertising here
+                    del candidates[key]
+                    reasons[key] = "nodeDraining"
+        hold = self._hold(cluster)
+        for key in self.announcements.update(candidates, cluster, config, reasons=reasons, hold=hold):
             self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
         layer2 = self.announcements.announcers.known("layer2")
         status_of = getattr(layer2, "status_of", None)

@@ -188,6 +188,10 @@ def cases(files: dict[str, str]) -> dict[str, list[tuple[list[str], set[int], by
             *((["status", "--kubeconfig", path], {1}, b"") for path in kubeconfigs),
             (["status", "--state", files["missing"], "--url", "x"], {2}, b""),
         ],
+        "drain": [
+            *((["drain", "n1", "--kubeconfig", path], {1}, b"") for path in kubeconfigs),
+            (["drain", "--undo"], {2}, b""),  # no node
+        ],
         "plugins": [(["plugins", "--json", "extra"], {2}, b"")],
         "address-service": [
             (["address-service", "--listen", "nowhere"], {2}, b""),

@@ -361,11 +361,15 @@ def l2_statuses(emu, service: str = "web") -> list[dict]:
     ]
 
 
+def metallb(cluster: dict, command: str) -> subprocess.CompletedProcess[str]:
+    """`metallb COMMAND --kubeconfig ...` against the emulator, run from the client namespace."""
+    argv = f"{sys.executable} -m metallb.operator {command} --kubeconfig {cluster['kubeconfig']}"
+    return cluster["netlab"].run(cluster["ns"]["client"], f"cd / && PYTHONSAFEPATH=1 {argv}", check=False)
+
+
 def metallb_status(cluster: dict) -> dict:
     """`metallb status --json` against the emulator, run from the client namespace."""
-    argv = f"{sys.executable} -m metallb.operator status --json --kubeconfig {cluster['kubeconfig']}"
-    done = cluster["netlab"].run(cluster["ns"]["client"], f"cd / && PYTHONSAFEPATH=1 {argv}")
-    return json.loads(done.stdout)
+    return json.loads(metallb(cluster, "status --json").stdout)
 
 
 def wait_for(what: str, check, cluster: dict, limit: float = 10.0):
@@ -426,3 +430,38 @@ class TestLayer2Safety:
         assert squat["announced"] == "" and squat["pending"].startswith("AddressConflict"), squat
         # The Service already announced was not disturbed.
         assert l2_statuses(emu) and len(l2_statuses(emu)) == 1
+
+    def test_drain_moves_the_address_make_before_break(self, gossip):
+        """`metallb drain`: the next node announces, the old one withdraws after, and a 10 ms ping loses nothing."""
+        emu, netlab, ns = gossip["emu"], gossip["netlab"], gossip["ns"]
+        for node in gossip["nodes"]:  # each node serves the VIP (as kube-proxy would) but leaves ARP to the speaker
+            netlab.run(ns[node], "sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2")
+            netlab.run(ns[node], f"ip addr add {VIP}/32 dev lo")
+        winner = gossip_winner(gossip)
+        wait_for("the winner's status", lambda: [o for o in l2_statuses(emu) if o.get("status")], gossip)
+        netlab.run(ns["client"], f"ping -c 1 -W 0.5 {VIP}", check=False)
+        assert neighbour_mac(netlab, ns["client"]) == MACS[winner]
+        ping = netlab.popen(ns["client"], ["ping", "-i", "0.01", "-c", "400", "-W", "1", VIP], stdout=subprocess.PIPE)
+        time.sleep(0.5)
+        drained = time.monotonic()
+        drain = metallb(gossip, f"drain {winner}")
+        assert drain.returncode == 0, drain.stderr
+        assert emu.get("nodes", None, winner)["metadata"]["annotations"]["metallb.io/drain"] == "true"
+        moved, successor = time_until_moved(gossip, winner)
+        nodes = wait_for(
+            "the old owner to withdraw", lambda: [o["status"]["node"] for o in l2_statuses(emu)] == [successor], gossip
+        )
+        withdrawn = time.monotonic() - drained
+        out = ping.communicate(timeout=30)[0].decode()
+        sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
+        print(f"drain: moved after {moved:.2f} s, old owner withdrew after {withdrawn:.2f} s; ping {received}/{sent}")
+        assert nodes and sent == 400 and received == sent, out
+        assert withdrawn < 4.5  # the new owner's status released it, not the 5 s timeout
+        assert not speaker_status(gossip, winner)["announced"]
+        assert metallb(gossip, f"drain {winner} --undo").returncode == 0
+        assert "metallb.io/drain" not in (emu.get("nodes", None, winner)["metadata"].get("annotations") or {})
+        wait_for(
+            "the address back on the undrained node",
+            lambda: answering_mac(netlab, ns["client"]) == MACS[winner],
+            gossip,
+        )
