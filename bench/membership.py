@@ -575,7 +575,7 @@ def main() -> int:
     say(f"  bytes per member, 500 vs 100 members: {ratio:.2f}x")
 
     say("(c) API load at scale: the Lease mode and Node conditions against the emulator")
-    sizes = (3, 100) if args.quick else (3, 10, 100, 500)
+    sizes = (3, 100) if args.quick else (3, 10, 100, 500, 1000)
     seconds = 2.0 if args.quick else 10.0
     for n in sizes:
         lease = lease_mode(kube, n, seconds)
