@@ -192,6 +192,7 @@ class Topology:
 
     def populate(self) -> None:
         emu = self.emu
+        emu.add_resource("metallb.io", "v1beta1", "servicel2statuses", "ServiceL2Status", status=True)  # crds.yaml
         emu.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
         emu.put_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": NS},
                         "data": {"config": CONFIG}})  # fmt: skip

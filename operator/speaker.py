@@ -100,7 +100,8 @@ class Speaker:
         self._stop = threading.Event()
         self._reported: set[tuple[str, str]] = set()  # (service, problem) already raised as an Event
         self._drain_started: float | None = None  # monotonic time this node's drain was first seen
-        self._elsewhere: set[str] = set()  # services another node of ours announced, ever: taking them is a move
+        # Services another node of ours announced (its status) or won (our election), ever: taking them is a move.
+        self._elsewhere: set[str] = set()
         self._threads: list[threading.Thread] = []
         self.liveness = make_liveness(
             liveness,
@@ -324,9 +325,11 @@ class Speaker:
         hold = self._hold(cluster)
         for key in self.announcements.update(candidates, cluster, config, reasons=reasons, hold=hold):
             self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
+        # A Service this speaker saw another node win is a move when it comes here: no conflict probe.
+        self._elsewhere.update(k for k, r in self.reasons.items() if r == "notOwner")
         layer2 = self.announcements.announcers.known("layer2")
         status_of = getattr(layer2, "status_of", None)
-        self.statuses.publish(status_of() if status_of is not None else {}, live=cluster.live_speakers)
+        self.statuses.publish(status_of() if status_of is not None else {}, live=self.live_speakers())
         self._report(self.problems())
 
     def problems(self) -> dict[str, str]:

@@ -183,6 +183,7 @@ class Layer2Announcer(AnnouncerBase):
             spam = tuple(a for a in service.ips if a not in self._probing)
         self._responder.apply(changes, announce=spam)
         for address in probes:
+            log.info("%s: probing for another host using %s before answering", service.key, address)
             threading.Thread(
                 target=self._probe, args=(address, interfaces), name=f"metallb-probe-{address}", daemon=True
             ).start()

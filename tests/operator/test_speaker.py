@@ -157,6 +157,16 @@ def start_speaker(cluster: dict, node: str) -> None:
     )
 
 
+def log_marks(cluster: dict) -> dict[str, int]:
+    """How long each speaker's log is now."""
+    return {n: (cluster["logs"] / f"speaker-{n}.log").stat().st_size for n in cluster["nodes"]}
+
+
+def log_since(cluster: dict, node: str, marks: dict[str, int]) -> str:
+    """What *node*'s speaker logged since *marks*."""
+    return (cluster["logs"] / f"speaker-{node}.log").read_bytes()[marks[node] :].decode()
+
+
 def logs(cluster: dict) -> str:
     return "".join((cluster["logs"] / f"speaker-{n}.log").read_text() for n in cluster["nodes"])
 
@@ -303,10 +313,14 @@ class TestThreeSpeakersMemberlist:
         winner = gossip_winner(gossip)
         netlab.run(ns["client"], f"ping -c 1 -W 0.2 {VIP}", check=False)
         assert neighbour_mac(netlab, ns["client"]) == MACS[winner]
+        marks = log_marks(gossip)
         procs[winner].kill()
         moved, successor = time_until_moved(gossip, winner)
         print(f"memberlist failover after SIGKILL: {moved:.2f} s")
         assert moved < 2.0, f"failover took {moved:.2f} s"
+        # A takeover is a move between our own nodes: never delayed by a conflict probe.
+        assert "probing" not in log_since(gossip, successor, marks)
+        assert "probing" in (gossip["logs"] / f"speaker-{winner}.log").read_text()  # the first announcement was
         assert answering_mac(netlab, ns["client"]) == MACS[successor]
 
     def test_failover_after_link_down_and_rejoin(self, gossip):
@@ -443,11 +457,13 @@ class TestLayer2Safety:
         assert neighbour_mac(netlab, ns["client"]) == MACS[winner]
         ping = netlab.popen(ns["client"], ["ping", "-i", "0.01", "-c", "400", "-W", "1", VIP], stdout=subprocess.PIPE)
         time.sleep(0.5)
+        marks = log_marks(gossip)
         drained = time.monotonic()
         drain = metallb(gossip, f"drain {winner}")
         assert drain.returncode == 0, drain.stderr
         assert emu.get("nodes", None, winner)["metadata"]["annotations"]["metallb.io/drain"] == "true"
         moved, successor = time_until_moved(gossip, winner)
+        assert "probing" not in log_since(gossip, successor, marks)  # a move: not probed
         nodes = wait_for(
             "the old owner to withdraw", lambda: [o["status"]["node"] for o in l2_statuses(emu)] == [successor], gossip
         )
