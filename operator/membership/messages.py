@@ -69,7 +69,7 @@ class Status(enum.IntEnum):
     LEFT = 4  #: it said goodbye (a dead notice sent by the member itself)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Update:
     """News about one member: its status at an incarnation, and who says so (``source``)."""
 
@@ -179,7 +179,7 @@ def decode(data: bytes) -> Packet:
             status = Status(status)
         except ValueError:
             raise WireError(f"unknown member status {status}") from None
-        updates.append(Update(status, reader.name(), inc, reader.name()))
+        updates.append(Update(status=status, name=reader.name(), incarnation=inc, source=reader.name()))
     if reader.pos != len(data):
         raise WireError(f"{len(data) - reader.pos} trailing bytes after the packet")
     if not sender:

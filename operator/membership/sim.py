@@ -37,7 +37,7 @@ class Network:
     rto: float = 0.2
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Transition:
     """Member *viewer* saw *member* go from *old* to *new* at *time*."""
 
@@ -79,7 +79,10 @@ class Simulation:
         for i, name in enumerate(self.names):
             self.nodes[name] = self._new_node(name, seed * 100_003 + i)
         if synced:
-            views = {name: Update(Status.ALIVE, name, node.incarnation, name) for name, node in self.nodes.items()}
+            views = {
+                name: Update(status=Status.ALIVE, name=name, incarnation=node.incarnation, source=name)
+                for name, node in self.nodes.items()
+            }
             for name, node in self.nodes.items():
                 other = self.names[1] if name == self.names[0] else self.names[0]
                 packet = Packet(kind=Kind.SYNC_REPLY, sender=other, incarnation=self.nodes[other].incarnation,
@@ -90,7 +93,7 @@ class Simulation:
 
     def _new_node(self, name: str, seed: int) -> Swim:
         def observe(member: str, old: Status, new: Status, now: float) -> None:
-            self.transitions.append(Transition(now, name, member, old, new))
+            self.transitions.append(Transition(time=now, viewer=name, member=member, old=old, new=new))
 
         node = Swim(name, incarnation=next(self._incarnations), now=self.now, params=self.params,
                     rng=random.Random(seed), observer=observe)  # fmt: skip

@@ -78,7 +78,7 @@ class Transport(enum.Enum):
     TCP = "tcp"
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Send:
     """Send *packet* to member *to*."""
 
@@ -142,7 +142,7 @@ class Params:
         return self.sync_interval * (math.ceil(math.log2(n) - math.log2(32)) + 1)
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Stats:
     """Counters of one member's protocol activity (read by metrics and benchmarks)."""
 
@@ -159,7 +159,7 @@ class Stats:
     ignored: int = 0
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class MemberView:
     """One member as this member sees it."""
 
@@ -170,7 +170,7 @@ class MemberView:
     held_until: float
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class _Suspicion:
     start: float
     low: float
@@ -197,7 +197,7 @@ class _Suspicion:
         return True
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class _Member:
     name: str
     incarnation: int = 0
@@ -209,7 +209,7 @@ class _Member:
     suspicion: _Suspicion | None = None
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class _Probe:
     target: str
     seq: int
@@ -220,14 +220,14 @@ class _Probe:
     nacks: int = 0
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class _Relay:
     requester: str
     seq: int
     nack_at: float
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class _Pending:
     update: Update
     size: int
@@ -246,7 +246,7 @@ class _Broadcasts:
         return len(self._items)
 
     def add(self, update: Update) -> None:
-        self._items[update.name] = _Pending(update, update_size(update), 0, -next(self._order))
+        self._items[update.name] = _Pending(update=update, size=update_size(update), sends=0, order=-next(self._order))
 
     def discard(self, name: str) -> None:
         self._items.pop(name, None)
@@ -446,9 +446,9 @@ class Swim:
     def leave(self, now: float) -> list[Send]:
         """Say goodbye to every member that may hear it, so they take over at once; nothing is refuted after."""
         self.leaving = True
-        goodbye = Update(Status.LEFT, self.name, self._inc, self.name)
+        goodbye = Update(status=Status.LEFT, name=self.name, incarnation=self._inc, source=self.name)
         return [
-            Send(n, Packet(kind=Kind.GOSSIP, sender=self.name, incarnation=self._inc, updates=(goodbye,)))
+            Send(to=n, packet=Packet(kind=Kind.GOSSIP, sender=self.name, incarnation=self._inc, updates=(goodbye,)))
             for n, m in self._members.items()
             if m.status in _UP
         ]
@@ -534,10 +534,10 @@ class Swim:
             self.stats.tcp_probes += 1
             out.append(
                 Send(
-                    probe.target,
-                    Packet(kind=Kind.PING, sender=self.name, incarnation=self._inc, seq=probe.seq,
-                           target=probe.target),
-                    Transport.TCP,
+                    to=probe.target,
+                    packet=Packet(kind=Kind.PING, sender=self.name, incarnation=self._inc, seq=probe.seq,
+                                  target=probe.target),
+                    transport=Transport.TCP,
                 )
             )  # fmt: skip
 
@@ -645,7 +645,7 @@ class Swim:
             self._inc = max(self._inc, update.incarnation) + 1
             self.stats.refutations += 1
             self._health(1)
-            self._broadcasts.add(Update(Status.ALIVE, self.name, self._inc, self.name))
+            self._broadcasts.add(Update(status=Status.ALIVE, name=self.name, incarnation=self._inc, source=self.name))
         elif not (down and holder is not None):  # old news, unless a member holds our previous process dead
             return
         if not down or self.params.hold_down <= 0 or now < self._held_until:
@@ -669,7 +669,9 @@ class Swim:
             self.changes += 1
         self._set_status(now, member, Status.ALIVE)
         if rebroadcast:
-            self._broadcasts.add(Update(Status.ALIVE, member.name, member.incarnation, member.name))
+            self._broadcasts.add(
+                Update(status=Status.ALIVE, name=member.name, incarnation=member.incarnation, source=member.name)
+            )
 
     def _suspect(self, now: float, member: _Member, incarnation: int, source: str) -> None:
         if incarnation < member.incarnation:
@@ -678,7 +680,9 @@ class Swim:
             # Another independent suspicion: the timer shortens, and others should count it too.
             if member.suspicion.confirm(source):
                 heapq.heappush(self._timers, (member.suspicion.deadline(), member.name))
-                self._broadcasts.add(Update(Status.SUSPECT, member.name, member.incarnation, source))
+                self._broadcasts.add(
+                    Update(status=Status.SUSPECT, name=member.name, incarnation=member.incarnation, source=source)
+                )
             return
         if member.status != Status.ALIVE:
             return
@@ -688,7 +692,7 @@ class Swim:
         member.suspicion = _Suspicion(start=now, low=low * scale, high=high * scale, k=k, confirmers={source})
         self._set_status(now, member, Status.SUSPECT)
         heapq.heappush(self._timers, (member.suspicion.deadline(), member.name))
-        self._broadcasts.add(Update(Status.SUSPECT, member.name, incarnation, source))
+        self._broadcasts.add(Update(status=Status.SUSPECT, name=member.name, incarnation=incarnation, source=source))
 
     def _dead(self, now: float, member: _Member, incarnation: int, source: str) -> None:
         if incarnation < member.incarnation or member.status in _DOWN:
@@ -697,7 +701,11 @@ class Swim:
         member.incarnation = incarnation
         member.confirmed = True
         self._set_status(now, member, Status.LEFT if left else Status.DEAD)
-        self._broadcasts.add(Update(Status.LEFT if left else Status.DEAD, member.name, incarnation, source))
+        self._broadcasts.add(
+            Update(
+                status=Status.LEFT if left else Status.DEAD, name=member.name, incarnation=incarnation, source=source
+            )
+        )
         if self._probe is not None and self._probe.target == member.name:
             self._probe = None  # no verdict on our own health from a member already gone
 
@@ -745,7 +753,7 @@ class Swim:
         if member is None or member.status == Status.ALIVE:
             return None
         source = name if member.status == Status.LEFT else self.name
-        return Update(member.status, name, member.incarnation, source)
+        return Update(status=member.status, name=name, incarnation=member.incarnation, source=source)
 
     def _send(
         self,
@@ -767,12 +775,19 @@ class Swim:
             updates += [u for u in self._broadcasts.take(budget, self._limit) if first is None or u != first]
         packet = Packet(kind=kind, sender=self.name, incarnation=self._inc, seq=seq, target=target,
                         updates=tuple(updates))  # fmt: skip
-        return Send(to, packet, transport)
+        return Send(to=to, packet=packet, transport=transport)
 
     def _sync_packet(self, to: str, kind: Kind) -> Send:
-        view = [Update(Status.ALIVE, self.name, self._inc, self.name)]
+        view = [Update(status=Status.ALIVE, name=self.name, incarnation=self._inc, source=self.name)]
         for name, m in self._members.items():
             if m.confirmed:
-                view.append(Update(m.status, name, m.incarnation, name if m.status == Status.LEFT else self.name))
+                view.append(
+                    Update(
+                        status=m.status,
+                        name=name,
+                        incarnation=m.incarnation,
+                        source=name if m.status == Status.LEFT else self.name,
+                    )
+                )
         packet = Packet(kind=kind, sender=self.name, incarnation=self._inc, updates=tuple(view))
-        return Send(to, packet, Transport.TCP)
+        return Send(to=to, packet=packet, transport=Transport.TCP)

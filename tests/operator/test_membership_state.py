@@ -101,7 +101,7 @@ class TestProbe:
         assert node.status_of("b") == Status.SUSPECT and node.stats.suspicions == 1
         assert "b" in node.live(0.1), "a suspect still counts as live: one lost probe never moves an address"
         sends = node.tick(0.2)  # the next probe of b carries the suspicion (buddy system)
-        assert carrying(sends, Update(Status.SUSPECT, "b", PEER, "a"))
+        assert carrying(sends, Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="a"))
 
     def test_an_ack_through_a_helper_counts(self):
         """A forwarded ack (a helper's) before the end of the interval is as good as the target's."""
@@ -154,7 +154,7 @@ class TestSuspicion:
     def test_a_lone_suspicion_lasts_the_maximum(self):
         """Without confirmations a suspect dies after the maximum timeout (3 x 0.5 s among 8 members)."""
         node = group("b", "c", "d", "e", "f", "g", "h")
-        news(node, "c", Update(Status.SUSPECT, "b", PEER, "c"))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="c"))
         node.tick(1.49)
         assert node.status_of("b") == Status.SUSPECT
         node.tick(1.51)
@@ -163,34 +163,34 @@ class TestSuspicion:
     def test_independent_confirmations_shorten_it_to_the_minimum(self):
         """Lifeguard: one confirmation of k = 3 gives max - (max - min) log 2 / log 4; three give the minimum."""
         node = group("b", "c", "d", "e", "f", "g", "h")
-        news(node, "c", Update(Status.SUSPECT, "b", PEER, "c"))
-        news(node, "d", Update(Status.SUSPECT, "b", PEER, "d"))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="c"))
+        news(node, "d", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="d"))
         node.tick(0.99)
         assert node.status_of("b") == Status.SUSPECT
         node.tick(1.01)
         assert node.status_of("b") == Status.DEAD
         node = group("b", "c", "d", "e", "f", "g", "h")
         for source in "cdef":
-            news(node, source, Update(Status.SUSPECT, "b", PEER, source))
+            news(node, source, Update(status=Status.SUSPECT, name="b", incarnation=PEER, source=source))
         node.tick(0.51)
         assert node.status_of("b") == Status.DEAD
 
     def test_new_confirmations_are_gossiped_again_repeats_are_not(self):
         """A confirmation from a new member is passed on (others count it too); the same one twice is not."""
         node = group("b", "c", "d", "e", "f", "g", "h")
-        news(node, "c", Update(Status.SUSPECT, "b", PEER, "c"))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="c"))
         ticks(node, 1.0)  # until the queue is drained
-        news(node, "d", Update(Status.SUSPECT, "b", PEER, "d"), now=1.0)
+        news(node, "d", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="d"), now=1.0)
         assert node.pending_broadcasts == 1
         ticks(node, 2.0)
-        news(node, "e", Update(Status.SUSPECT, "b", PEER, "d"), now=2.0)
+        news(node, "e", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="d"), now=2.0)
         assert node.pending_broadcasts == 0
 
     def test_a_higher_incarnation_refutes(self):
         """Alive at a higher incarnation clears the suspicion: no death when the timer would have run out."""
         node = group("b", "c", "d")
-        news(node, "c", Update(Status.SUSPECT, "b", PEER, "c"))
-        news(node, "c", Update(Status.ALIVE, "b", PEER + 1, "b"), now=0.2)
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="c"))
+        news(node, "c", Update(status=Status.ALIVE, name="b", incarnation=PEER + 1, source="b"), now=0.2)
         assert node.status_of("b") == Status.ALIVE
         ticks(node, 0.3)
         node.tick(2.0)
@@ -199,32 +199,32 @@ class TestSuspicion:
     def test_alive_at_the_same_incarnation_does_not(self):
         """Only a newer incarnation refutes a suspicion."""
         node = group("b", "c", "d")
-        news(node, "c", Update(Status.SUSPECT, "b", PEER, "c"))
-        news(node, "c", Update(Status.ALIVE, "b", PEER, "b"))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="c"))
+        news(node, "c", Update(status=Status.ALIVE, name="b", incarnation=PEER, source="b"))
         assert node.status_of("b") == Status.SUSPECT
 
     def test_an_older_suspicion_is_ignored(self):
         """A suspicion about an incarnation older than the one known changes nothing."""
         node = group("b", "c")
-        news(node, "c", Update(Status.SUSPECT, "b", PEER - 1, "c"))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER - 1, source="c"))
         assert node.status_of("b") == Status.ALIVE
 
     @pytest.mark.parametrize("status", [Status.SUSPECT, Status.DEAD])
     def test_news_of_my_own_death_or_suspicion_is_refuted(self, status):
         """This member bumps its incarnation past the claim and gossips that it is alive; its health worsens."""
         node = group("b", "c")
-        news(node, "b", Update(status, "a", INC, "b"))
+        news(node, "b", Update(status=status, name="a", incarnation=INC, source="b"))
         assert node.incarnation == INC + 1 and node.stats.refutations == 1 and node.health == 1
         sends = node.tick(0.0)
-        assert carrying(sends, Update(Status.ALIVE, "a", INC + 1, "a"))
+        assert carrying(sends, Update(status=Status.ALIVE, name="a", incarnation=INC + 1, source="a"))
 
     def test_suspicion_timeouts_scale_with_local_health(self):
         """With health score 2 every timeout is three times as long: a lone suspicion (k = 0) lasts 1.5 s."""
         node = group("b", "c", "d")
-        news(node, "b", Update(Status.SUSPECT, "a", INC, "b"))
-        news(node, "b", Update(Status.SUSPECT, "a", INC + 1, "b"))
+        news(node, "b", Update(status=Status.SUSPECT, name="a", incarnation=INC, source="b"))
+        news(node, "b", Update(status=Status.SUSPECT, name="a", incarnation=INC + 1, source="b"))
         assert node.health == 2
-        news(node, "c", Update(Status.SUSPECT, "b", PEER, "c"))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="c"))
         node.tick(1.49)
         assert node.status_of("b") == Status.SUSPECT
         node.tick(1.51)
@@ -235,31 +235,35 @@ class TestDeath:
     def test_dead_members_are_not_live_nor_probed_but_pinged_now_and_then(self):
         """A dead member leaves the live set and the probe rounds; once a second someone pings it with the news."""
         node = group("b", "c")
-        news(node, "c", Update(Status.DEAD, "b", PEER, "c"))
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER, source="c"))
         assert node.status_of("b") == Status.DEAD and "b" not in node.live(0.0)
         sends = ticks(node, 0.99)
         assert {s.to for s in of(sends, Kind.PING)} == {"c"}
         (ping,) = of(node.tick(1.0), Kind.PING)
-        assert ping.to == "b" and ping.packet.updates[0] == Update(Status.DEAD, "b", PEER, "a")
+        assert ping.to == "b" and ping.packet.updates[0] == Update(
+            status=Status.DEAD, name="b", incarnation=PEER, source="a"
+        )
 
     def test_a_goodbye_is_left_at_once(self):
         """A dead notice from the member itself is a goodbye: left, not live, without a suspicion."""
         node = group("b", "c")
-        news(node, "b", Update(Status.LEFT, "b", PEER, "b"))
+        news(node, "b", Update(status=Status.LEFT, name="b", incarnation=PEER, source="b"))
         assert node.status_of("b") == Status.LEFT and node.live(0.0) == {"a", "c"}
 
     def test_a_member_held_dead_is_told_when_it_talks(self):
         """A packet from a member held dead (not refuted yet) is answered with the news, once per interval."""
         node = group("b", "c")
-        news(node, "c", Update(Status.DEAD, "b", PEER, "c"))
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER, source="c"))
         (notice,) = news(node, "b", now=0.5)
-        assert notice.to == "b" and notice.packet.updates[0] == Update(Status.DEAD, "b", PEER, "a")
+        assert notice.to == "b" and notice.packet.updates[0] == Update(
+            status=Status.DEAD, name="b", incarnation=PEER, source="a"
+        )
         assert news(node, "b", now=0.55) == []
 
     def test_a_returning_member_is_held_down(self):
         """Back at a higher incarnation, a dead member is alive but counts as live only after the hold-down."""
         node = group("b", "c", "d")
-        news(node, "c", Update(Status.DEAD, "b", PEER, "c"))
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER, source="c"))
         node.receive(10.0, packet("b", inc=PEER + 1))
         assert node.status_of("b") == Status.ALIVE
         assert "b" not in node.live(14.9) and "b" in node.live(15.0)
@@ -268,15 +272,20 @@ class TestDeath:
     def test_a_member_cut_off_takes_the_others_back_at_once(self):
         """When most others were down in its view, this member was the one cut off: no hold-down for them."""
         node = group("b", "c", "d")
-        news(node, "b", Update(Status.DEAD, "c", PEER, "b"), Update(Status.DEAD, "d", PEER, "b"))
-        news(node, "c", Update(Status.DEAD, "b", PEER, "c"))
+        news(
+            node,
+            "b",
+            Update(status=Status.DEAD, name="c", incarnation=PEER, source="b"),
+            Update(status=Status.DEAD, name="d", incarnation=PEER, source="b"),
+        )
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER, source="c"))
         node.receive(10.0, packet("b", inc=PEER + 1))
         assert "b" in node.live(10.0)
 
     def test_it_steps_back_when_a_member_it_trusts_held_it_dead(self):
         """Refuting its own death, announced by a member up in its view, it leaves its own live set for the hold-down."""
         node = group("b", "c")
-        news(node, "b", Update(Status.DEAD, "a", INC, "b"), now=1.0)
+        news(node, "b", Update(status=Status.DEAD, name="a", incarnation=INC, source="b"), now=1.0)
         assert node.live(1.0) == {"b", "c"} and node.live(6.0) == {"a", "b", "c"}
 
     def test_in_a_split_of_two_neither_steps_back(self):
@@ -285,14 +294,22 @@ class TestDeath:
         node.tick(0.0)
         ticks(node, 2.0)
         assert node.status_of("b") == Status.DEAD
-        news(node, "b", Update(Status.DEAD, "a", INC, "b"), now=3.0)
-        node.receive(3.0, packet("b", inc=PEER + 1, updates=(Update(Status.DEAD, "a", INC + 1, "b"),)))
+        news(node, "b", Update(status=Status.DEAD, name="a", incarnation=INC, source="b"), now=3.0)
+        node.receive(
+            3.0,
+            packet("b", inc=PEER + 1, updates=(Update(status=Status.DEAD, name="a", incarnation=INC + 1, source="b"),)),
+        )
         assert "a" in node.live(3.0)
 
     def test_a_restarted_process_learns_its_predecessor_was_held_dead(self):
         """A push-pull answer saying a member holds this name left (an older incarnation): it steps back as long."""
         node = group("b", "c", heard=False)
-        node.receive(0.5, packet("b", Kind.SYNC_REPLY, updates=(Update(Status.LEFT, "a", INC - 50, "a"),)))
+        node.receive(
+            0.5,
+            packet(
+                "b", Kind.SYNC_REPLY, updates=(Update(status=Status.LEFT, name="a", incarnation=INC - 50, source="a"),)
+            ),
+        )
         assert node.incarnation == INC, "old news is not refuted"
         assert "a" not in node.live(0.5) and "a" in node.live(5.5)
 
@@ -301,7 +318,7 @@ class TestDissemination:
     def test_each_update_is_sent_a_bounded_number_of_times(self):
         """Among 5 members an update rides on exactly retransmit_mult * ceil(log10(6)) = 4 packets."""
         node = group("b", "c", "d", "e")
-        update = Update(Status.DEAD, "e", PEER, "b")
+        update = Update(status=Status.DEAD, name="e", incarnation=PEER, source="b")
         news(node, "b", update)
         assert len(carrying(ticks(node, 3.0), update)) == Params().retransmit_limit(5) == 4
 
@@ -310,7 +327,7 @@ class TestDissemination:
         names = [f"m{i}" for i in range(20)]
         node = group(*names, max_payload=200)
         for name in names[1:]:
-            news(node, names[0], Update(Status.DEAD, name, PEER, names[0]))
+            news(node, names[0], Update(status=Status.DEAD, name=name, incarnation=PEER, source=names[0]))
         (ping,) = of(node.tick(0.0), Kind.PING)
         assert 0 < len(ping.packet.updates) < 19
         assert sum(len(u.name) + 12 for u in ping.packet.updates) < 200
@@ -318,8 +335,8 @@ class TestDissemination:
     def test_newer_news_replaces_older(self):
         """Only the latest update about a member waits to be sent."""
         node = group("b", "c", "d")
-        news(node, "c", Update(Status.SUSPECT, "b", PEER, "c"))
-        news(node, "c", Update(Status.ALIVE, "b", PEER + 1, "b"))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="c"))
+        news(node, "c", Update(status=Status.ALIVE, name="b", incarnation=PEER + 1, source="b"))
         assert node.pending_broadcasts == 1
         (ping,) = of(node.tick(0.0), Kind.PING)
         assert [u.status for u in ping.packet.updates if u.name == "b"] == [Status.ALIVE]
@@ -345,7 +362,7 @@ class TestMembership:
     def test_gossip_cannot_add_a_member(self):
         """News about a name Kubernetes did not give is dropped."""
         node = group("b")
-        news(node, "b", Update(Status.ALIVE, "x", PEER, "x"))
+        news(node, "b", Update(status=Status.ALIVE, name="x", incarnation=PEER, source="x"))
         assert node.status_of("x") is None and "x" not in node.live(0.0)
 
     def test_a_newcomer_counts_only_once_heard_from(self):
@@ -359,7 +376,7 @@ class TestMembership:
     def test_a_removed_member_is_forgotten(self):
         """A member Kubernetes removes leaves every view and queue."""
         node = group("b", "c")
-        news(node, "c", Update(Status.SUSPECT, "b", PEER, "c"))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER, source="c"))
         node.set_members(["a", "c"], 0.1)
         assert node.status_of("b") is None and node.pending_broadcasts == 0
 
@@ -367,11 +384,19 @@ class TestMembership:
         """A SYNC gets our view (over TCP); their dead is only our suspicion, their left is left."""
         node = group("b", "c", "d")
         sync = packet(
-            "b", Kind.SYNC, updates=(Update(Status.DEAD, "c", PEER, "b"), Update(Status.LEFT, "d", PEER, "d"))
+            "b",
+            Kind.SYNC,
+            updates=(
+                Update(status=Status.DEAD, name="c", incarnation=PEER, source="b"),
+                Update(status=Status.LEFT, name="d", incarnation=PEER, source="d"),
+            ),
         )
         (reply,) = node.receive(0.0, sync)
         assert (reply.to, reply.packet.kind, reply.transport) == ("b", Kind.SYNC_REPLY, Transport.TCP)
-        assert set(reply.packet.updates) >= {Update(Status.ALIVE, "a", INC, "a"), Update(Status.ALIVE, "c", PEER, "a")}
+        assert set(reply.packet.updates) >= {
+            Update(status=Status.ALIVE, name="a", incarnation=INC, source="a"),
+            Update(status=Status.ALIVE, name="c", incarnation=PEER, source="a"),
+        }
         assert (node.status_of("c"), node.status_of("d")) == (Status.SUSPECT, Status.LEFT)
         assert node.synced
 
@@ -383,11 +408,13 @@ class TestMembership:
     def test_leave_says_goodbye_to_every_member_up_and_refutes_nothing_after(self):
         """A leaving member sends its goodbye to all who may hear it, and no longer refutes."""
         node = group("b", "c", "d")
-        news(node, "c", Update(Status.DEAD, "d", PEER, "c"))
+        news(node, "c", Update(status=Status.DEAD, name="d", incarnation=PEER, source="c"))
         sends = node.leave(1.0)
         assert {s.to for s in sends} == {"b", "c"}
-        assert all(s.packet.updates == (Update(Status.LEFT, "a", INC, "a"),) for s in sends)
-        news(node, "b", Update(Status.DEAD, "a", INC, "b"))
+        assert all(
+            s.packet.updates == (Update(status=Status.LEFT, name="a", incarnation=INC, source="a"),) for s in sends
+        )
+        news(node, "b", Update(status=Status.DEAD, name="a", incarnation=INC, source="b"))
         assert node.incarnation == INC
 
 
@@ -415,7 +442,7 @@ class TestLocalHealth:
     def test_a_successful_probe_lowers_health(self):
         """Each acked probe takes one off the score."""
         node = group("b", "c")
-        news(node, "b", Update(Status.SUSPECT, "a", INC, "b"))
+        news(node, "b", Update(status=Status.SUSPECT, name="a", incarnation=INC, source="b"))
         assert node.health == 1
         (ping,) = of(node.tick(0.0), Kind.PING)
         node.receive(0.01, packet(ping.to, Kind.ACK, seq=ping.packet.seq))
@@ -425,5 +452,5 @@ class TestLocalHealth:
         """The score stays below awareness_max."""
         node = group("b", awareness_max=3)
         for inc in range(INC, INC + 10):
-            news(node, "b", Update(Status.SUSPECT, "a", inc, "b"))
+            news(node, "b", Update(status=Status.SUSPECT, name="a", incarnation=inc, source="b"))
         assert node.health == 2

@@ -30,7 +30,9 @@ from metallb.operator.membership.messages import (
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
 u64 = st.integers(0, 2**64 - 1)
-updates = st.builds(Update, st.sampled_from(Status), names, u64, st.one_of(st.just(""), names))
+updates = st.builds(
+    Update, status=st.sampled_from(Status), name=names, incarnation=u64, source=st.one_of(st.just(""), names)
+)
 packets = st.builds(
     Packet,
     kind=st.sampled_from(Kind),
