@@ -63,7 +63,8 @@ def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
         ingress = (svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None) or []
         addresses = [i.ip for i in ingress if i.ip]
         info = latest.get(key, {"nodes": set(), "warning": ""})
-        nodes = info["nodes"] if announcing is None else announcing.get(key, set())
+        # Layer 2: who announces now; BGP Services (no ServiceBGPStatus yet) and clusters without the CRD: the events.
+        nodes = announcing[key] if announcing and key in announcing else info["nodes"]
         warning = info["warning"]
         if addresses:
             pending = warning if warning.startswith(_PROBLEMS) and not nodes else ""

@@ -99,6 +99,7 @@ class Speaker:
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
         self._stop = threading.Event()
         self._reported: set[tuple[str, str]] = set()  # (service, problem) already raised as an Event
+        self._unannounced: set[str] = set()  # announced here, its nodeAssigned Event not yet recorded
         self._drain_started: float | None = None  # monotonic time this node's drain was first seen
         # Services another node of ours announced (its status) or won (our election), ever: taking them is a move.
         self._elsewhere: set[str] = set()
@@ -323,13 +324,21 @@ class Speaker:
                     del candidates[key]
                     reasons[key] = "nodeDraining"
         hold = self._hold(cluster)
-        for key in self.announcements.update(candidates, cluster, config, reasons=reasons, hold=hold):
-            self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
+        self._unannounced.update(self.announcements.update(candidates, cluster, config, reasons=reasons, hold=hold))
         # A Service this speaker saw another node win is a move when it comes here: no conflict probe.
         self._elsewhere.update(k for k, r in self.reasons.items() if r == "notOwner")
         layer2 = self.announcements.announcers.known("layer2")
         status_of = getattr(layer2, "status_of", None)
-        self.statuses.publish(status_of() if status_of is not None else {}, live=self.live_speakers())
+        answering = status_of() if status_of is not None else {}
+        self.statuses.publish(answering, live=self.live_speakers())
+        # nodeAssigned once really announced: a layer-2 Service waits for its conflict probe, and may never be.
+        for key in list(self._unannounced):
+            announced = self.announced.get(key)
+            if announced is None:
+                self._unannounced.discard(key)
+            elif announced[0] != "layer2" or key in answering:
+                self._unannounced.discard(key)
+                self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
         self._report(self.problems())
 
     def problems(self) -> dict[str, str]:
