@@ -352,11 +352,11 @@ class Speaker:
 
     def _report(self, problems: dict[str, str]) -> None:
         """One Warning Event per new problem (its reason is the text before the colon)."""
-        current = set(problems.items())
-        for key, text in current - self._reported:
+        # Each distinct problem once per process: a conflict is probed again every few seconds.
+        for key, text in set(problems.items()) - self._reported:
             reason, _, message = text.partition(": ")
             self._event(self.services.cache.get(key) or {}, message, reason=reason, type_="Warning")
-        self._reported = current
+            self._reported.add((key, text))
 
     def _notify(self) -> None:
         """An announcer's answers changed on their own (a conflict probe ended): decide again."""

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between periodic interface rescans, unless the settings say otherwise.
 RESCAN_INTERVAL = 10.0
-#: Seconds a conflict found by a probe (or a claim seen while announcing) is remembered; then a new probe may run.
-CONFLICT_HOLD = 60.0
+#: Seconds a conflict found by a probe (or a claim seen while announcing) is remembered; then a new probe runs.
+#: Short: the host that answered may be one of our own speakers about to withdraw (a restart's race).
+CONFLICT_HOLD = 5.0
 
 
 def pool_interfaces(pool: PoolSpec) -> tuple[str, ...]:
@@ -206,6 +207,10 @@ class Layer2Announcer(AnnouncerBase):
         if conflict is not None:
             self._conflict_counter.labels(ip=str(address), mac=conflict.mac).inc()
             log.warning("%s: not announced", conflict)
+            if self._settings.notify is not None:  # decide (and so probe) again once the hold ends
+                timer = threading.Timer(CONFLICT_HOLD + 0.05, self._settings.notify)
+                timer.daemon = True
+                timer.start()
         elif wanted:
             try:
                 self._responder.apply({address: current}, announce=(address,))
