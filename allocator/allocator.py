@@ -1,9 +1,10 @@
 """The allocator: which service holds which address, from which pool.
 
 Semantics are MetalLB's (first fit in configuration order, sharing keys,
-``avoid-buggy-ips``, all-or-nothing config changes) with three deliberate
-improvements: auto-assign pools are tried in configuration order instead of at
-random, capacity is exact for any pool size, and no operation scans a pool.
+``avoid-buggy-ips``, pools chosen by ``serviceAllocation`` and priority,
+all-or-nothing config changes) with three deliberate improvements: auto-assign
+pools of equal priority are tried in configuration order instead of at random,
+capacity is exact for any pool size, and no operation scans a pool.
 
 Concurrency: every method is thread-safe. The bookkeeping is a lock-free
 :class:`~metallb.allocator.ledger.Ledger`; this facade holds one lock around
@@ -16,6 +17,8 @@ only the callers waiting on it.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,8 +50,8 @@ _FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}
 
 #: The :class:`PoolSpec` fields that decide which addresses a pool's source hands
 #: out. A pool whose other fields change (protocol, interfaces, node selectors,
-#: advertisements, auto-assign: how its addresses are announced, and whether
-#: they are offered unasked) keeps its source, and with it what the source
+#: advertisements, auto-assign, service allocation, labels: how its addresses are
+#: announced, and to whom they are offered unasked) keeps its source, and with it what the source
 #: tracks (an address service's lease ids); the source gets the new spec.
 ALLOCATION_FIELDS = ("name", "kind", "cidrs", "avoid_buggy_ips", "options")
 
@@ -59,6 +62,16 @@ _NO_CAPABILITIES = SourceCapabilities()
 def _reusable(old: PoolSpec, new: PoolSpec) -> bool:
     """Whether a source built for *old* hands out the same addresses for *new*."""
     return all(getattr(old, field) == getattr(new, field) for field in ALLOCATION_FIELDS)
+
+
+@functools.cache
+def _takes_uid(kind: type[AddressSource]) -> bool:
+    """Whether a source class's ``acquire`` accepts ``uid`` (added to the protocol later)."""
+    try:
+        parameters = inspect.signature(kind.acquire).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return "uid" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _ip(value: IPLike, where: str = "", argument: str = "ip") -> netaddr.IPAddress:
@@ -72,13 +85,27 @@ def _ip(value: IPLike, where: str = "", argument: str = "ip") -> netaddr.IPAddre
         raise AddressNotAllowedError(f'"{value}" is not an IP address') from None
 
 
-def _tenant(where: str, service: object, ports: object, sharing_key: object, backend_key: object) -> Tenant:
-    """The service and its sharing terms, each argument checked (TypeError or ValueError naming it)."""
+def _tenant(
+    where: str,
+    service: object,
+    ports: object,
+    sharing_key: object,
+    backend_key: object,
+    labels: object = None,
+    uid: object = None,
+) -> Tenant:
+    """The service, its sharing terms, its labels and uid, each argument checked (TypeError or ValueError naming it)."""
+    if labels is not None and not (
+        isinstance(labels, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+    ):
+        raise TypeError(f'{where}: argument "labels": value {values.shown(labels)}: must map label names to strings')
     return Tenant(
         service=values.service_key(service, where),
         ports=values.ports(ports, where),
         sharing_key=values.text(sharing_key, where, "sharing_key"),
         backend_key=values.text(backend_key, where, "backend_key"),
+        labels=tuple(sorted((labels or {}).items())),
+        uid=None if uid is None else values.text(uid, where, "uid"),
     )
 
 
@@ -294,6 +321,8 @@ class Allocator:
         ports: Iterable[Port] = (),
         sharing_key: str = "",
         backend_key: str = "",
+        labels: Mapping[str, str] | None = None,
+        uid: str | None = None,
     ) -> netaddr.IPAddress:
         """Give *service* one address and return it.
 
@@ -303,11 +332,17 @@ class Allocator:
                 (in selection order) with a free address, IPv4 first within a
                 dual-stack pool. A service already holding an address keeps it.
             pool: take it from this pool (``auto-assign: false`` pools allowed);
-                default: the auto-assign pools in configuration order.
+                default: the auto-assign pools whose ``service_allocation``
+                selects the service, by priority, then those without one, in
+                configuration order.
             ip: exactly this address (the pool's source is asked for it).
             ports: the service's ports, for sharing.
             sharing_key: the ``allow-shared-ip`` value; empty means never share.
             backend_key: services share only with equal backend keys.
+            labels: the Service's labels, for pools' ``service_allocation``
+                (the namespace is the part of *service* before the slash).
+            uid: the Service's ``metadata.uid``, handed to the source (an
+                address service keys its idempotent POST on it).
 
         A service that already holds an address of *family* keeps it (its
         ports and keys are updated); asking for another ``ip`` or ``pool``
@@ -316,7 +351,7 @@ class Allocator:
         the message names each pool tried and why. A malformed argument is a
         ``TypeError`` or ``ValueError`` naming it.
         """
-        tenant = _tenant("allocate()", service, ports, sharing_key, backend_key)
+        tenant = _tenant("allocate()", service, ports, sharing_key, backend_key, labels, uid)
         fam = values.family(family, "allocate()", optional=True)
         pool = values.pool_name(pool, "allocate()", optional=True)
         wanted = None if ip is None else _ip(ip, "allocate()")
@@ -340,6 +375,8 @@ class Allocator:
         sharing_key: str = "",
         backend_key: str = "",
         require_all: bool = True,
+        labels: Mapping[str, str] | None = None,
+        uid: str | None = None,
     ) -> tuple[netaddr.IPAddress, ...]:
         """Give *service* one address per family, all from the same pool, and return them.
 
@@ -348,9 +385,10 @@ class Allocator:
         make one; the error says which pools lack which family).
         ``require_all=False`` is Kubernetes' ``PreferDualStack``: when no pool
         can serve every family, fall back to the first family that works.
+        *labels* are the Service's, as in :meth:`allocate`; *uid* is handed to the sources, as there.
         """
         where = "allocate_dual()"
-        tenant = _tenant(where, service, ports, sharing_key, backend_key)
+        tenant = _tenant(where, service, ports, sharing_key, backend_key, labels, uid)
         families = values.families(families, where)
         pool = values.pool_name(pool, where, optional=True)
         require_all = values.flag(require_all, where, "require_all")
@@ -491,12 +529,16 @@ class Allocator:
         """The pools an automatic allocation tries: a plugin's choice, else the auto-assign ones (of *family*)."""
         pools = list(self._ledger.config.pools.values())
         request = PoolRequest(
-            service=tenant.service, family=family, sharing_key=tenant.sharing_key, backend_key=tenant.backend_key
+            service=tenant.service,
+            family=family,
+            sharing_key=tenant.sharing_key,
+            backend_key=tenant.backend_key,
+            labels=dict(tenant.labels),
         )
         chosen = self._hooks.select_pools(request, pools)
         if chosen is not None:
             return list(chosen)
-        return [p for p in pools if p.auto_assign] if family is None else self._ledger.auto_pools(family)
+        return self._ledger.auto_pools(family, request.namespace, request.labels)
 
     def _take(
         self, tenant: Tenant, family: int, pool: str, wanted: netaddr.IPAddress | None
@@ -511,7 +553,7 @@ class Allocator:
                 joined = self._ledger.join_first_fit(tenant, family, pool, source)
         if joined is not None:
             return self._done(tenant.service, pool, *joined)
-        got = self._acquire(source, tenant.service, family, wanted, pool)
+        got = self._acquire(source, tenant, family, wanted, pool)
         with self._lock:
             problem = self._ledger.vet(tenant, pool, source, got, family)
             released = self._ledger.take(tenant, pool, got) if problem is None else []
@@ -522,11 +564,13 @@ class Allocator:
 
     @staticmethod
     def _acquire(
-        source: AddressSource, service: str, family: int, wanted: netaddr.IPAddress | None, pool: str
+        source: AddressSource, tenant: Tenant, family: int, wanted: netaddr.IPAddress | None, pool: str
     ) -> netaddr.IPAddress:
         """``source.acquire``, outside the lock; a source's unexpected error is an unavailable source."""
         try:
-            return source.acquire(service, family=family, wanted=wanted)
+            if tenant.uid is None or not _takes_uid(type(source)):  # sources older than the uid keep working
+                return source.acquire(tenant.service, family=family, wanted=wanted)
+            return source.acquire(tenant.service, family=family, wanted=wanted, uid=tenant.uid)
         except AllocationError:
             raise
         except Exception as exc:

@@ -42,7 +42,7 @@ from metallb.allocator.model import (
     ProtocolInfo,
 )
 from metallb.allocator.plugins import Hooks, default_plugin_manager
-from metallb.allocator.yamlload import load_yaml, shown
+from metallb.allocator.yamlload import Quoted, load_yaml, shown
 
 __all__ = [
     "COMMON_POOL_KEYS",
@@ -75,9 +75,11 @@ PEER_KEYS = (
     "source-address",
     "password",
     "node-selectors",
+    "ebgp-multihop",
 )
 #: Keys of MetalLB v0.12's FRR mode that the native-style speaker does not do.
-UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile", "ebgp-multihop")
+#: (``ebgp-multihop`` is accepted, as MetalLB v0.12 accepts it: see ``metallb check-config``'s warnings.)
+UNSUPPORTED_PEER_KEYS = ("keepalive-time", "bfd-profile")
 #: Keys every pool entry accepts, whatever its section (the announcement
 #: protocols add the keys they own).
 COMMON_POOL_KEYS = ("name", "protocol", "auto-assign", "avoid-buggy-ips", "node-selectors")
@@ -120,11 +122,11 @@ def as_bool(value: object, where: str, field: str, *, default: bool) -> bool:
         return default
     if not isinstance(value, str):
         raise field_error(where, field, value, "must be a boolean (true or false), not a list or mapping")
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise field_error(where, field, value, "must be a boolean (true or false)")
+    if value not in _TRUE and value not in _FALSE:
+        raise field_error(where, field, value, "must be a boolean (true or false)")
+    if isinstance(value, Quoted):  # Go's YAML decodes no quoted text into a boolean
+        raise field_error(where, field, value, "must be a boolean (true or false), not quoted text")
+    return value in _TRUE
 
 
 _INTEGER = re.compile(r"[-+]?+(?=[0-9])0*+([0-9]*+)")  # group 1: the significant digits
@@ -139,6 +141,8 @@ def as_int(value: object, where: str, field: str, *, default: int, bits: int = 3
     match = _INTEGER.fullmatch(text)
     if match is None:
         raise field_error(where, field, value, "must be a whole number")
+    if isinstance(value, Quoted):  # Go's YAML decodes no quoted text into a number: my-asn: "1" is refused
+        raise field_error(where, field, value, "must be a number, not quoted text (remove the quotes)")
     out_of_range = field_error(where, field, value, f"must be between {lo} and {(1 << bits) - 1}")
     if len(match.group(1)) > _MAX_DIGITS:  # no field holds more; int() of thousands of digits is slow or refused
         raise out_of_range
@@ -340,6 +344,11 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
     source = None
     if data.get("source-address") not in (None, ""):
         source = _parse_ip(data.get("source-address"), where, "source-address", "must be an IP address of this node")
+    multihop = as_bool(data.get("ebgp-multihop"), where, "ebgp-multihop", default=False)
+    if multihop and my_asn == peer_asn:
+        raise field_error(
+            where, "ebgp-multihop", "true", "invalid ebgp-multihop parameter set for an ibgp peer (my-asn is peer-asn)"
+        )
     return PeerSpec(
         my_asn=my_asn,
         peer_asn=peer_asn,
@@ -350,6 +359,7 @@ def _parse_peer(index: int, raw: object, warnings: list[str]) -> PeerSpec:
         source_address=source,
         password=as_str(data.get("password"), where, "password"),
         node_selectors=selectors,
+        ebgp_multihop=multihop,
     )
 
 
@@ -624,24 +634,46 @@ def first_overlap(cidrs: Sequence[netaddr.IPNetwork]) -> tuple[int, int] | None:
 
 
 def parse_config(text: str | bytes, *, plugin_manager: pluggy.PluginManager | None = None) -> Config:
-    """Parse the YAML MetalLB keeps under ``data.config`` into a :class:`Config`.
+    """Parse a configuration in either format into a :class:`Config`.
+
+    The legacy format is the YAML MetalLB kept under the ConfigMap's
+    ``data.config``; the other is a YAML stream of MetalLB's resources
+    (``IPAddressPool``, ``BGPPeer`` ...; a ``kubectl get -o yaml`` List too),
+    parsed by :func:`~metallb.allocator.parse_resources`. A stream is read as
+    resources when its documents carry ``apiVersion`` and ``kind``.
 
     Any input gives a ``Config`` or a ``ConfigError``, in time and memory bounded by its
     size (:mod:`~metallb.allocator.yamlload` bounds the YAML; every check across pools is
     O(n log n)).
 
     Args:
-        text: the YAML document (bytes must be UTF-8).
+        text: the YAML document or stream (bytes must be UTF-8).
         plugin_manager: the plugins that own pool sections and announcement
             protocols; by default every installed plugin
             (:func:`~metallb.allocator.default_plugin_manager`).
 
     Raises:
-        ConfigError: the message names the section, entry, field, value and rule, on one line.
+        ConfigError: the message names the section, entry, field, value and rule, on one line
+            (:class:`~metallb.allocator.TransientConfigError` when resources
+            refer to something that may appear later).
         PluginError: a plugin broke its hook's contract.
     """
+    from metallb.allocator import resources  # imports this module
+
+    if resources.looks_like_resources(text):
+        found = resources.parse_resource_text(text, plugin_manager=plugin_manager)
+        if found is not None:
+            return found
+    return _parse_legacy_config(text, plugin_manager=plugin_manager)
+
+
+def _parse_legacy_config(text: str | bytes, *, plugin_manager: pluggy.PluginManager | None = None) -> Config:
+    """:func:`parse_config` of the ConfigMap format only (a ConfigMap's ``data.config``).
+
+    Never read as resources, so a ConfigMap nested in a ConfigMap's text does not recurse.
+    """
     hooks = _ParseHooks(plugin_manager if plugin_manager is not None else default_plugin_manager())
-    raw = load_yaml(text)
+    raw = load_yaml(text, quoted=True)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

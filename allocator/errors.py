@@ -15,6 +15,7 @@ __all__ = [
     "PluginError",
     "PoolExhaustedError",
     "SourceUnavailableError",
+    "TransientConfigError",
     "UnknownPoolError",
 ]
 
@@ -28,6 +29,16 @@ class ConfigError(MetalLBError, ValueError):
 
     The message names the section, the entry, the field, the value and the rule.
     A config that raises this is never applied.
+    """
+
+
+class TransientConfigError(ConfigError):
+    """A configuration refers to something that does not exist yet, and may later.
+
+    A Secret, a ``BFDProfile`` or a ``Community`` name: MetalLB's "transient"
+    errors. The configuration is not applied (the last good one stays), and is
+    reported as waiting rather than invalid; it is tried again when the
+    referenced object appears.
     """
 
 

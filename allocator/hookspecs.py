@@ -19,7 +19,17 @@ if TYPE_CHECKING:
 
     import netaddr
     from metallb.allocator.interfaces import AddressSource, Announcer, AnnouncerSettings, SourceCapabilities
-    from metallb.allocator.model import Advertisement, Config, PoolEntry, PoolRequest, PoolSpec, ProtocolInfo
+    from metallb.allocator.model import (
+        Advertisement,
+        Config,
+        PoolEntry,
+        PoolRequest,
+        PoolResource,
+        PoolResourceKind,
+        PoolSpec,
+        ProtocolInfo,
+        Unapplied,
+    )
 
 PROJECT = "metallb"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -62,6 +72,68 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
     :raise ConfigError: the entry is invalid; name the field, value and rule.
 
     Stops at first non-None result.
+    """
+
+
+@hookspec
+def metallb_pool_resource_kinds() -> Sequence[PoolResourceKind]:
+    """Name the pool kinds this plugin's pools take in the resource format.
+
+    The resource-kind form of ``metallb_pool_sections``: the controller lists
+    and watches each kind, advertisements select its pools by name or labels,
+    and ``metallb_parse_pool_resource`` parses them. A kind's ``section`` is
+    the ``PoolSpec.kind`` of its pools, so ``metallb_make_source`` serves both
+    formats.
+
+    :return: for example ``[PoolResourceKind(kind="RackPool", plural="rackpools",
+        section="rack-pools", group="racks.example.com")]``.
+    """
+
+
+@hookspec(firstresult=True)
+def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
+    """Parse one pool resource into a :class:`PoolSpec` (its advertisements are attached later).
+
+    Most plugins call :func:`metallb.allocator.parse_pool_resource`, which
+    parses the fields every pool kind shares (``autoAssign``,
+    ``avoidBuggyIPs``, ``serviceAllocation``, the address list), and add their own.
+
+    :param resource: the object: its kind, name, labels, ``spec`` (JSON
+        types) and the Secrets it may refer to.
+    :return: the spec, or None when ``resource.kind`` is not this plugin's.
+    :raise ConfigError: the resource is invalid; name the field, value and
+        rule. :class:`TransientConfigError` for a reference that may resolve
+        later (a Secret that does not exist yet).
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def metallb_render_pool_resource(spec: PoolSpec, namespace: str) -> Sequence[Mapping[str, Any]] | None:
+    """Render a pool as the resource that parses back to it (and the Secrets it refers to).
+
+    ``metallb convert-config`` calls it for every pool of a ConfigMap, and
+    ``metallb check-config`` to print a resource configuration normalised.
+    :func:`metallb.allocator.pool_resource` builds the shared fields.
+
+    :param spec: a pool of a section this plugin claims (``spec.kind``).
+    :param namespace: MetalLB's namespace, for ``metadata.namespace``.
+    :return: the pool object first, then any Secret it refers to; None when
+        ``spec.kind`` is not this plugin's.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec
+def metallb_unapplied_config(config: Config) -> Sequence[Unapplied]:
+    """Name what of *config* this plugin's announcers accept but do not apply (yet).
+
+    The controller reports each as a ``NotApplied`` condition on the object,
+    and ``metallb check-config`` as a warning: nothing is silently ignored.
+
+    :return: one :class:`Unapplied` per object with fields not applied.
     """
 
 
@@ -166,7 +238,9 @@ def metallb_select_pools(request: PoolRequest, pools: Sequence[PoolSpec]) -> Seq
     :return: the pools to try, in order; None to leave the choice to the next
         plugin. When every plugin returns None, the allocator tries the
         ``auto-assign`` pools that have addresses of ``request.family`` (or no
-        local CIDRs at all), in configuration order.
+        local CIDRs at all): first those whose ``service_allocation`` selects
+        the Service (``request.namespace``, ``request.labels``), by priority,
+        then those without a ``service_allocation``, in configuration order.
 
     Stops at first non-None result.
     """

@@ -91,8 +91,15 @@ class AddressSource(Protocol):
         """Whether *ip* belongs to this pool. Pure and local: never does I/O."""
         ...
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
         """Take a free address of *family* (4 or 6) for *owner*, or exactly *wanted*.
+
+        *uid* is the Service's ``metadata.uid`` when the caller knows it (None
+        otherwise): a source whose backend keys leases on it (an address
+        service's idempotent POST) tells a recreated Service from the old one;
+        others ignore it. The allocator passes it only when it has one.
 
         May do I/O. Raises :class:`~metallb.allocator.PoolExhaustedError` when
         nothing is free, :class:`~metallb.allocator.AddressInUseError` when

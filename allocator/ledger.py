@@ -26,7 +26,16 @@ from metallb.allocator.interfaces import AddressSource
 from metallb.allocator.model import Config, PoolSpec, Port
 from sortedcontainers import SortedDict
 
-__all__ = ["Allocation", "Ledger", "Released", "Tenant", "may_have", "owner_in", "sharing_problem"]
+__all__ = [
+    "Allocation",
+    "Ledger",
+    "Released",
+    "Tenant",
+    "may_have",
+    "owner_in",
+    "priority_order",
+    "sharing_problem",
+]
 
 #: Addresses let go, for the caller to give back to their sources outside the lock.
 Released: TypeAlias = list[tuple[AddressSource, netaddr.IPAddress]]
@@ -46,12 +55,20 @@ class Allocation:
 
 @attrs.frozen(slots=True, kw_only=True)
 class Tenant:
-    """A service as it asks to hold addresses: the terms on which it may share one."""
+    """A service as it asks to hold addresses: the terms on which it may share one.
+
+    ``labels`` (the Service's labels, sorted pairs) only choose the pools an
+    automatic allocation tries (``service_allocation``); they never decide sharing.
+    ``uid`` (the Service's ``metadata.uid``, when known) is passed to sources,
+    which may key leases on it; it never decides sharing.
+    """
 
     service: str
     ports: frozenset[Port]
     sharing_key: str
     backend_key: str
+    labels: tuple[tuple[str, str], ...] = attrs.field(default=(), eq=False)
+    uid: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.define(slots=True, kw_only=True)
@@ -121,8 +138,9 @@ class Ledger:
         self.held: dict[str, _Held] = {}
         self.uses: dict[netaddr.IPAddress, _Use] = {}
         self._in_use: dict[str, int] = {}
-        # Family -> the auto-assign pools that may have its addresses, in order (computed once per config).
-        self._auto: dict[int, list[PoolSpec]] = {}
+        # Family -> the auto-assign pools that may have its addresses (computed once per config):
+        # those with a service allocation in priority order, and the others in configuration order.
+        self._auto: dict[int | None, tuple[list[PoolSpec], list[PoolSpec]]] = {}
         # (pool, family, sharing key, backend key) -> rank -> address, for
         # finding a compatible shared address without scanning the pool.
         self._shareable: dict[tuple[str, int, str, str], SortedDict] = {}
@@ -140,14 +158,36 @@ class Ledger:
             raise UnknownPoolError(f'unknown pool "{pool}"; known pools: {", ".join(self.config.pools) or "none"}')
         return spec
 
-    def auto_pools(self, family: int) -> list[PoolSpec]:
-        """Without a plugin's choice: the auto-assign pools that may have *family*, in order."""
-        pools = self._auto.get(family)
-        if pools is None:
-            pools = self._auto[family] = [
-                p for p in self.config.pools.values() if p.auto_assign and may_have(p, family)
+    def auto_pools(
+        self, family: int | None, namespace: str = "", labels: Mapping[str, str] | None = None
+    ) -> list[PoolSpec]:
+        """Without a plugin's choice: the auto-assign pools of *family* (None: any), in the order to try them.
+
+        MetalLB v0.15's order: first the pools whose ``service_allocation``
+        selects the Service (in *namespace*, with *labels*), by priority (see
+        :func:`priority_order`); then the pools without a ``service_allocation``,
+        in configuration order. A pool with a ``service_allocation`` that does
+        not select the Service is not tried.
+        """
+        found = self._auto.get(family)
+        if found is None:
+            usable = [
+                p for p in self.config.pools.values() if p.auto_assign and (family is None or may_have(p, family))
             ]
-        return list(pools)
+            found = self._auto[family] = (
+                sorted((p for p in usable if p.service_allocation is not None), key=priority_order),
+                [p for p in usable if p.service_allocation is None],
+            )
+        allocating, plain = found
+        if not allocating:
+            return list(plain)
+        wanted = labels or {}
+        pinned = [
+            p
+            for p in allocating
+            if p.service_allocation is not None and p.service_allocation.selects(namespace, wanted)
+        ]
+        return pinned + plain
 
     def in_use(self, pool: str) -> int:
         """Distinct addresses held in *pool*."""
@@ -422,6 +462,16 @@ class Ledger:
             index.pop(self._rank(use.pool, ip), None)
             if not index:
                 del self._shareable[key]
+
+
+def priority_order(spec: PoolSpec) -> tuple[bool, int]:
+    """Sort key of pools with a service allocation: a priority (lower first, negatives too), then none (0).
+
+    ``sorted`` is stable, so equal priorities keep configuration order
+    (resource name order for resources); MetalLB leaves that order random.
+    """
+    priority = spec.service_allocation.priority if spec.service_allocation is not None else 0
+    return (priority == 0, priority)
 
 
 def may_have(spec: PoolSpec, family: int) -> bool:

@@ -21,23 +21,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Advertisement",
+    "BfdProfile",
     "BgpAdvertisement",
     "ClusterView",
     "Community",
     "Config",
     "L2Advertisement",
     "LabelExpression",
+    "LabelSelector",
     "LargeCommunity",
     "NodeInfo",
     "NodeSelector",
     "PeerSpec",
     "PoolEntry",
+    "PoolResourceKind",
     "PoolRequest",
+    "PoolResource",
     "PoolSpec",
     "PoolStats",
     "Port",
     "ProtocolInfo",
+    "ServiceAllocation",
     "ServiceView",
+    "Unapplied",
     "frozen_mapping",
 ]
 
@@ -115,6 +121,28 @@ class NodeSelector:
         return not selectors or any(s.matches(labels) for s in selectors)
 
 
+#: A Kubernetes label selector for any kind of object (pools, Services, Namespaces):
+#: the same type as :class:`NodeSelector`, named for what it selects.
+LabelSelector = NodeSelector
+
+
+def _frozen_names(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+def _names(value: Iterable[str] | None) -> frozenset[str] | None:
+    return None if value is None else frozenset(value)
+
+
+def _selects_node(
+    nodes: frozenset[str] | None, selectors: tuple[NodeSelector, ...], name: str, labels: Mapping[str, str]
+) -> bool:
+    """An advertisement's node rule: the resolved names when known, else the selectors on *labels*."""
+    if nodes is not None:
+        return name in nodes
+    return NodeSelector.any_match(selectors, labels)
+
+
 @runtime_checkable
 class Advertisement(Protocol):
     """One rule of how an announcement protocol announces a pool's addresses.
@@ -140,14 +168,22 @@ class L2Advertisement:
             means every eligible interface.
         node_selectors: nodes that may announce through this advertisement
             (ORed; empty: every node), on top of the pool's ``node_selectors``.
-            The ConfigMap format has no such key, so its pools leave it empty;
-            the announcers do not read it yet.
+            The ConfigMap format has no such key, so its pools leave it empty.
+        nodes: the names of the nodes ``node_selectors`` selected among the
+            Node objects the configuration was parsed with (MetalLB resolves
+            them when it loads); None when it was parsed without Node objects,
+            and the selectors are then matched against each node's labels.
     """
 
     protocol: ClassVar[str] = "layer2"
 
     interfaces: tuple[str, ...] = ()
     node_selectors: tuple[NodeSelector, ...] = ()
+    nodes: frozenset[str] | None = attrs.field(default=None, converter=_names)
+
+    def selects(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Whether the node *name* (with *labels*) announces through this advertisement."""
+        return _selects_node(self.nodes, self.node_selectors, name, labels)
 
 
 @attrs.frozen(kw_only=True)
@@ -161,9 +197,11 @@ class BgpAdvertisement:
         communities: standard and large communities, sorted, no duplicates.
         node_selectors: nodes that may advertise through this advertisement
             (ORed; empty: every node), on top of the pool's ``node_selectors``.
+        nodes: the node names ``node_selectors`` resolved to, or None (as
+            :attr:`L2Advertisement.nodes`).
         peers: names of the peers to advertise to (empty: every peer).
-            The ConfigMap format can set neither of the last two, so its pools
-            leave them empty; the announcers do not read them yet.
+            The ConfigMap format can set neither selectors nor peers, so its
+            pools leave them empty.
     """
 
     protocol: ClassVar[str] = "bgp"
@@ -174,6 +212,15 @@ class BgpAdvertisement:
     communities: tuple[Community | LargeCommunity, ...] = ()
     node_selectors: tuple[NodeSelector, ...] = ()
     peers: tuple[str, ...] = ()
+    nodes: frozenset[str] | None = attrs.field(default=None, converter=_names)
+
+    def selects(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Whether the node *name* (with *labels*) advertises through this advertisement."""
+        return _selects_node(self.nodes, self.node_selectors, name, labels)
+
+    def reaches(self, peer: str) -> bool:
+        """Whether routes of this advertisement go to the peer named *peer*."""
+        return not self.peers or peer in self.peers
 
     def prefix(self, ip: netaddr.IPAddress) -> netaddr.IPNetwork:
         """Return *ip* masked to the aggregation length of its family."""
@@ -194,6 +241,54 @@ class ProtocolInfo:
 
     name: str
     pool_keys: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+
+@attrs.frozen(kw_only=True)
+class ServiceAllocation:
+    """Which Services a pool serves when they name no pool (MetalLB's ``serviceAllocation``).
+
+    Attributes:
+        priority: lower is tried first; 0 means "no priority" (after every
+            pool with one). Negative priorities sort before positive ones.
+        namespaces: Service namespaces, as written.
+        namespace_selectors: selectors of Service namespaces, as written.
+        service_selectors: selectors of the Service's own labels (ORed).
+        selected_namespaces: the namespaces ``namespace_selectors`` selected
+            among the Namespace objects the configuration was parsed with
+            (MetalLB resolves them when it loads).
+
+    With no namespaces and no selectors at all (only a priority, or
+    nothing), the pool serves every Service (MetalLB v0.15).
+    """
+
+    priority: int = 0
+    namespaces: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    namespace_selectors: tuple[LabelSelector, ...] = ()
+    service_selectors: tuple[LabelSelector, ...] = ()
+    selected_namespaces: frozenset[str] = attrs.field(default=frozenset(), converter=_frozen_names)
+
+    @property
+    def every_service(self) -> bool:
+        """True for an allocation with neither namespaces nor selectors: it serves every Service."""
+        return not (self.namespaces or self.namespace_selectors or self.service_selectors)
+
+    def selects(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """Whether a Service in *namespace* with *labels* may get this pool's addresses unasked.
+
+        MetalLB's rule: the pool is indexed for the Service (its namespace is
+        one of the pool's, or the pool has service selectors), and compatible
+        with it (namespaces, when there are any, include the Service's; service
+        selectors, when there are any, match its labels). A pool whose
+        namespace selectors matched no Namespace, and that has no service
+        selectors, serves no Service unasked.
+        """
+        names = set(self.namespaces) | self.selected_namespaces
+        selectors = self.service_selectors or ((LabelSelector(),) if self.every_service else ())
+        if namespace not in names and not selectors:
+            return False
+        if names and namespace not in names:
+            return False
+        return not selectors or any(s.matches(labels) for s in selectors)
 
 
 # Not slotted, so the derived views below can be cached on the instance.
@@ -219,6 +314,10 @@ class PoolSpec:
             *cidrs_key*, None when the section has none (a plugin that fills
             ``cidrs`` itself, from a file or a backend). Default: ``addresses``
             for ``address-pools``, else ``cidrs``.
+        service_allocation: which Services get the pool's addresses when they
+            name no pool; None: any Service, after the pools that have one.
+        labels: the pool resource's labels (advertisements select pools by
+            them); empty for ConfigMap pools.
 
     Derived from ``advertisements``: ``protocols``, ``protocol``,
     ``l2_advertisements``, ``bgp_advertisements``.
@@ -235,6 +334,8 @@ class PoolSpec:
     cidrs_key: str | None = attrs.field(
         default=attrs.Factory(lambda spec: _default_cidrs_key(spec.kind), takes_self=True)
     )
+    service_allocation: ServiceAllocation | None = None
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_mapping, hash=False)  # type: ignore[arg-type]
 
     # Derived views, computed once: the speaker and the BGP policy read them per service.
     @functools.cached_property
@@ -285,38 +386,127 @@ def is_buggy(ip: netaddr.IPAddress) -> bool:
     return ip.version == 4 and int(ip) & 0xFF in (0, 255)
 
 
+def buggy_count(cidr: netaddr.IPNetwork) -> int:
+    """How many addresses of *cidr* end in .0 or .255 (IPv4 only)."""
+    if cidr.version != 4:
+        return 0
+    if cidr.prefixlen <= 24:
+        return 2 * (1 << (24 - int(cidr.prefixlen)))
+    # A block inside one /24: only its first address can end in .0, only its last in .255.
+    if cidr.first == cidr.last:
+        return int(cidr.first & 0xFF in (0, 0xFF))
+    return int(cidr.first & 0xFF == 0) + int(cidr.last & 0xFF == 0xFF)
+
+
 @attrs.frozen(kw_only=True)
 class PeerSpec:
-    """One BGP peer, as in MetalLB's ``peers`` section."""
+    """One BGP peer: a ``peers`` entry of the ConfigMap, or a ``BGPPeer`` resource.
+
+    Attributes:
+        my_asn: this cluster's AS number.
+        peer_asn: the router's AS number (0 with ``dynamic_asn``).
+        peer_address: the router's address; None for a peer reached by
+            ``interface`` (BGP unnumbered).
+        peer_port: TCP port (179).
+        hold_time: proposed hold time, whole seconds (90).
+        router_id: the BGP identifier to send, or None to derive one.
+        source_address: the local address to connect from, or None.
+        password: the TCP-MD5 key: ``password``, or the value of the
+            ``passwordSecret`` resolved when the configuration was parsed.
+        node_selectors: nodes that peer with this router (ORed; empty: all).
+        name: the ``BGPPeer``'s name (BGP advertisements name peers by it);
+            "" for ConfigMap peers.
+        interface: the interface of an unnumbered session, or "".
+        keepalive_time: seconds between keepalives as configured, or None
+            (derived: a third of the hold time).
+        connect_time: seconds between connection attempts as configured, or None.
+        ebgp_multihop: the peer may be more than one hop away (eBGP).
+        bfd_profile: the name of the BFD profile of the session, or "".
+        enable_graceful_restart: announce graceful restart (RFC 4724).
+        dynamic_asn: ``internal`` or ``external`` instead of a peer ASN, or "".
+        disable_mp: one session per address family (MetalLB deprecates it).
+        dual_stack_address_family: both address families over one session.
+        vrf: the VRF of the session, or "" for the default one.
+
+    Which of these the BGP speaker applies is for its plugin to say
+    (``metallb_unapplied_config``); what it does not apply is reported, never
+    silently dropped.
+    """
 
     my_asn: int
     peer_asn: int
-    peer_address: netaddr.IPAddress
+    peer_address: netaddr.IPAddress | None = None
     peer_port: int = 179
     hold_time: int = 90
     router_id: netaddr.IPAddress | None = None
     source_address: netaddr.IPAddress | None = None
-    password: str = ""
+    password: str = attrs.field(default="", repr=False)
     node_selectors: tuple[NodeSelector, ...] = ()
+    name: str = ""
+    interface: str = ""
+    keepalive_time: float | None = None
+    connect_time: float | None = None
+    ebgp_multihop: bool = False
+    bfd_profile: str = ""
+    enable_graceful_restart: bool = False
+    dynamic_asn: str = ""
+    disable_mp: bool = False
+    dual_stack_address_family: bool = False
+    vrf: str = ""
+
+    def where(self, index: int) -> str:
+        """How messages name this peer: ``BGPPeer "name"``, or ``peer #index`` for a ConfigMap peer."""
+        return f'BGPPeer "{shown(self.name)}"' if self.name else f"peer #{index}"
 
     def selects(self, labels: Mapping[str, str]) -> bool:
         """Whether a node with *labels* peers with this router."""
         return NodeSelector.any_match(self.node_selectors, labels)
 
 
+@attrs.frozen(kw_only=True)
+class BfdProfile:
+    """A BFD profile (MetalLB's ``BFDProfile``); None means the speaker's default.
+
+    Attributes:
+        name: the profile's name (peers refer to it).
+        receive_interval: minimum interval between received control packets, ms.
+        transmit_interval: minimum interval between sent control packets, ms.
+        detect_multiplier: packets lost before the session is down.
+        echo_interval: minimum interval between echo packets, ms.
+        echo_mode: send echo packets.
+        passive_mode: wait for the peer to start the session.
+        minimum_ttl: lowest TTL accepted on incoming packets (multihop).
+    """
+
+    name: str
+    receive_interval: int | None = None
+    transmit_interval: int | None = None
+    detect_multiplier: int | None = None
+    echo_interval: int | None = None
+    echo_mode: bool = False
+    passive_mode: bool = False
+    minimum_ttl: int | None = None
+
+
 @attrs.frozen(eq=False, kw_only=True)
 class Config:
     """A parsed, validated configuration. Immutable.
 
+    The same model whichever format it came from (the ConfigMap or resources).
+
     Attributes:
-        pools: every pool of every section, by name, in file order (which is
-            also the auto-assign order).
-        peers: BGP peers in file order.
-        communities: the ``bgp-communities`` aliases.
-        sections: the pool sections present in the file, in file order.
-        warnings: one line per surprising value the file is valid with (a hold
-            time under a second rounds to 0, which turns off the hold timer);
-            not part of equality: two files meaning the same are equal.
+        pools: every pool of every section or kind, by name, in configuration
+            order (file order; resource name order for resources), which is
+            also the auto-assign order among pools of equal priority.
+        peers: BGP peers in configuration order.
+        communities: the ``bgp-communities`` aliases (``Community`` resources).
+        sections: the pool sections present in the file, in file order
+            (empty for resources).
+        bfd_profiles: BFD profiles by name (``BFDProfile`` resources).
+        warnings: one line per surprising value the configuration is valid with
+            (a hold time under a second rounds to 0, which turns off the hold
+            timer; a field accepted but not applied yet); not part of equality:
+            two configurations meaning the same are equal.
     """
 
     pools: Mapping[str, PoolSpec] = attrs.field(factory=frozen_mapping, converter=frozen_mapping)
@@ -325,6 +515,7 @@ class Config:
         factory=frozen_mapping, converter=frozen_mapping
     )
     sections: tuple[str, ...] = ()
+    bfd_profiles: Mapping[str, BfdProfile] = attrs.field(factory=frozen_mapping, converter=frozen_mapping)
     warnings: tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
@@ -335,6 +526,7 @@ class Config:
             and self.peers == other.peers
             and dict(self.communities) == dict(other.communities)
             and self.sections == other.sections
+            and dict(self.bfd_profiles) == dict(other.bfd_profiles)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -464,9 +656,96 @@ class PoolRequest:
             chosen that has a free address, IPv4 first in a dual-stack pool.
         sharing_key: the ``allow-shared-ip`` value, or empty.
         backend_key: the backend key (empty for ``Cluster`` traffic policy).
+        labels: the Service's labels (pools' ``service_allocation`` selects by them).
     """
 
     service: str = attrs.field(validator=lambda _s, _a, v: service_key(v, "PoolRequest"))
     family: int | None = attrs.field(validator=lambda _s, _a, v: family(v, "PoolRequest", optional=True))
     sharing_key: str = ""
     backend_key: str = ""
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_mapping, hash=False)  # type: ignore[arg-type]
+
+    @property
+    def namespace(self) -> str:
+        """The Service's namespace (the part of ``service`` before the slash)."""
+        return self.service.partition("/")[0] if "/" in self.service else ""
+
+
+@attrs.frozen(kw_only=True)
+class PoolResourceKind:
+    """A pool kind a plugin contributes to the resource format (``metallb_pool_resource_kinds``).
+
+    Attributes:
+        kind: the resource kind (``IPAddressPool``, ``AddressService`` ...).
+        plural: its plural resource name (``ipaddresspools``), for the API and RBAC.
+        section: the ``PoolSpec.kind`` its pools get: the ConfigMap section of
+            the same pools, so one ``metallb_make_source`` serves both formats.
+        group: the API group.
+        versions: the API versions served, the storage (and watched) one first.
+    """
+
+    kind: str
+    plural: str
+    section: str
+    group: str = "metallb.io"
+    versions: tuple[str, ...] = attrs.field(default=("v1alpha1",), converter=_strings)
+
+    @property
+    def api_versions(self) -> tuple[str, ...]:
+        """``group/version`` for each version."""
+        return tuple(f"{self.group}/{v}" for v in self.versions)
+
+
+@attrs.frozen(kw_only=True)
+class PoolResource:
+    """One pool resource, handed to ``metallb_parse_pool_resource``.
+
+    Attributes:
+        kind: its :class:`PoolResourceKind`.
+        api_version: ``group/version`` as written.
+        name: ``metadata.name``.
+        labels: ``metadata.labels``.
+        spec: ``spec`` as the API returns it (JSON types: numbers, booleans,
+            strings, lists, mappings).
+        secrets: the Secrets of MetalLB's namespace by name, each as
+            ``{"type": ..., "data": {key: bytes}}``, to resolve references.
+        namespaces: the cluster's Namespaces (name to labels), to resolve
+            ``serviceAllocation.namespaceSelectors``.
+        hooks: the plugins parsing this configuration; None means the installed ones.
+    """
+
+    kind: PoolResourceKind
+    api_version: str
+    name: str
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_mapping, eq=False, hash=False)  # type: ignore[arg-type]
+    spec: Mapping[str, object] = attrs.field(factory=frozen_mapping, converter=frozen_mapping, eq=False, hash=False)
+    secrets: Mapping[str, object] = attrs.field(
+        factory=frozen_mapping, converter=frozen_mapping, eq=False, hash=False, repr=False
+    )
+    namespaces: Mapping[str, object] = attrs.field(
+        factory=frozen_mapping, converter=frozen_mapping, eq=False, hash=False, repr=False
+    )
+    hooks: Hooks | None = attrs.field(default=None, eq=False, hash=False, repr=False)
+
+    def where(self) -> str:
+        """``AddressService "dhcp"``: how errors name this resource."""
+        return f'{self.kind.kind} "{shown(self.name)}"'
+
+
+@attrs.frozen(kw_only=True)
+class Unapplied:
+    """Configuration an announcer accepts but does not apply (yet): ``metallb_unapplied_config``.
+
+    Attributes:
+        kind: ``BGPPeer`` or ``BFDProfile`` (or a plugin's own).
+        name: the object's name ("" for a ConfigMap peer: see *index*).
+        index: 1-based position in ``Config.peers`` for peers, else 0.
+        fields: the model fields not applied (``ebgp_multihop`` ...).
+        effect: what happens instead, one sentence ("the session runs without them").
+    """
+
+    kind: str
+    name: str
+    fields: tuple[str, ...]
+    effect: str
+    index: int = 0

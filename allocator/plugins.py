@@ -20,7 +20,17 @@ import pluggy
 from metallb.allocator import hookspecs
 from metallb.allocator.errors import PluginError
 from metallb.allocator.interfaces import AddressSource, Announcer, AnnouncerSettings, SourceCapabilities
-from metallb.allocator.model import Advertisement, Config, PoolEntry, PoolRequest, PoolSpec, ProtocolInfo
+from metallb.allocator.model import (
+    Advertisement,
+    Config,
+    PoolEntry,
+    PoolRequest,
+    PoolResource,
+    PoolResourceKind,
+    PoolSpec,
+    ProtocolInfo,
+    Unapplied,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -197,6 +207,64 @@ class Hooks:
                 f"the plugin for section {entry.section!r} returned {type(spec).__name__}, not a PoolSpec"
             )
         return spec
+
+    def pool_resource_kinds(self) -> dict[str, PoolResourceKind]:
+        """Every pool kind declared (``metallb_pool_resource_kinds``), by kind name.
+
+        Raises :class:`PluginError` when two plugins declare one kind or one
+        section, or a kind collides with one of MetalLB's own.
+        """
+        found: dict[str, PoolResourceKind] = {}
+        sections: dict[str, str] = {}
+        for kinds in self._pm.hook.metallb_pool_resource_kinds():
+            if not _sequence(kinds) or not all(isinstance(k, PoolResourceKind) for k in kinds):
+                raise PluginError(f"metallb_pool_resource_kinds returned {kinds!r}, not a list of PoolResourceKind")
+            for kind in kinds:
+                if kind.kind in found:
+                    raise PluginError(f'two plugins declare the pool kind "{kind.kind}"')
+                if kind.section in sections:
+                    raise PluginError(
+                        f'pool kinds "{sections[kind.section]}" and "{kind.kind}" both make pools of "{kind.section}"'
+                    )
+                if not kind.versions:
+                    raise PluginError(f'pool kind "{kind.kind}" declares no API version')
+                found[kind.kind] = kind
+                sections[kind.section] = kind.kind
+        return dict(sorted(found.items()))
+
+    def parse_pool_resource(self, resource: PoolResource) -> PoolSpec:
+        """The :class:`PoolSpec` of a pool resource (``metallb_parse_pool_resource``)."""
+        spec = self._pm.hook.metallb_parse_pool_resource(resource=resource)
+        if spec is None:
+            raise PluginError(f"no plugin parsed {resource.where()}; the plugin declaring the kind is broken")
+        if not isinstance(spec, PoolSpec):
+            kind = resource.kind.kind
+            raise PluginError(f"the plugin for kind {kind!r} returned {type(spec).__name__}, not a PoolSpec")
+        if spec.kind != resource.kind.section or spec.name != resource.name:
+            raise PluginError(
+                f"the plugin for kind {resource.kind.kind!r} returned pool {spec.name!r} of {spec.kind!r}, "
+                f"not {resource.name!r} of {resource.kind.section!r}"
+            )
+        return spec
+
+    def render_pool_resource(self, spec: PoolSpec, namespace: str) -> list[dict[str, Any]]:
+        """The objects rendering *spec* as a resource (``metallb_render_pool_resource``): the pool first."""
+        hook = "metallb_render_pool_resource"
+        found = self._pm.hook.metallb_render_pool_resource(spec=spec, namespace=namespace)
+        if found is None:
+            raise PluginError(f'pool "{spec.name}": no plugin renders pools of "{spec.kind}" as resources ({hook})')
+        if not _sequence(found) or not found or not all(isinstance(o, Mapping) for o in found):
+            raise PluginError(f'{hook} for pool "{spec.name}" returned {found!r}, not a list of objects')
+        return [dict(o) for o in found]
+
+    def unapplied(self, config: Config) -> list[Unapplied]:
+        """What of *config* the announcers do not apply (``metallb_unapplied_config``), from every plugin."""
+        out: list[Unapplied] = []
+        for found in self._pm.hook.metallb_unapplied_config(config=config):
+            if not _sequence(found) or not all(isinstance(u, Unapplied) for u in found):
+                raise PluginError(f"metallb_unapplied_config returned {found!r}, not a list of Unapplied")
+            out.extend(found)
+        return out
 
     def protocols(self) -> dict[str, ProtocolInfo]:
         """Every announcement protocol declared (``metallb_announcer_protocols``), by name, sorted.

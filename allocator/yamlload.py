@@ -48,7 +48,7 @@ from yaml.events import (
     StreamEndEvent,
 )
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "load_yaml", "load_yaml_all", "shown"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "Quoted", "load_yaml", "load_yaml_all", "shown"]
 
 #: Default limits (issue 11): nodes added by aliases per stream, and nested collections.
 MAX_NODES = 10_000
@@ -99,6 +99,22 @@ def shown(value: object, *, limit: int = 60) -> str:
     return "".join(out)
 
 
+class Quoted(str):
+    """Text written quoted, as a block scalar or tagged ``!!str``: a string, never a number or boolean.
+
+    Returned by the loaders with ``quoted=True`` (plain scalars stay ``str``), so a parser can
+    tell ``my-asn: "1"`` (text, which Go's YAML refuses for a number) from ``my-asn: 1``.
+    Equal to, and hashing as, the same ``str``.
+    """
+
+    __slots__ = ()
+
+
+# Dumped like any str (yaml refuses str subclasses it does not know).
+yaml.SafeDumper.add_representer(Quoted, yaml.representer.SafeRepresenter.represent_str)
+yaml.Dumper.add_representer(Quoted, yaml.representer.SafeRepresenter.represent_str)
+
+
 def _invalid(problem: str, mark: Any) -> ConfigError:
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     return ConfigError(f"invalid YAML: {where}{shown(problem, limit=200)}")
@@ -136,6 +152,7 @@ class _Builder:
         self.max_nodes = max_nodes
         self.max_depth = max_depth
         self.added = 0  # nodes added by alias expansion, over the whole stream
+        self.quoted = False  # build non-plain scalars as Quoted
 
     def single_document(self) -> Any:
         """The one document of the stream (None when empty); PyYAML's errors for a second one."""
@@ -220,7 +237,10 @@ class _Builder:
                 if kind is ScalarEvent:
                     # A plain empty, ~ or null scalar is null (Go: the zero value), unless tagged.
                     text = event.value
-                    value = None if not event.style and event.tag is None and text in _NULLS else text
+                    if not event.style and event.tag is None:
+                        value = None if text in _NULLS else text
+                    else:
+                        value = Quoted(text) if self.quoted else text
                     shape = _SCALAR
                     if name is not None:
                         anchors[name] = (value, _SCALAR, event.start_mark)
@@ -329,10 +349,13 @@ def _source(text: str | bytes) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _load(text: str | bytes, *, max_nodes: int, max_depth: int, stream: bool, parser: str = "") -> Any:
+def _load(
+    text: str | bytes, *, max_nodes: int, max_depth: int, stream: bool, parser: str = "", quoted: bool = False
+) -> Any:
     loader = (_LOADERS[parser] if parser else next(iter(_LOADERS.values())))(
         _source(text), max_nodes=max_nodes, max_depth=max_depth
     )
+    loader.quoted = quoted
     try:
         return loader.all_documents() if stream else loader.single_document()
     except yaml.MarkedYAMLError as exc:
@@ -347,18 +370,24 @@ def _load(text: str | bytes, *, max_nodes: int, max_depth: int, stream: bool, pa
         loader.dispose()
 
 
-def load_yaml(text: str | bytes, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> Any:
+def load_yaml(
+    text: str | bytes, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH, quoted: bool = False
+) -> Any:
     """The one YAML document in *text* (None if empty), scalars as text; ``ConfigError`` otherwise.
 
     *max_nodes* bounds the nodes aliases add, *max_depth* the nesting of collections.
+    With *quoted*, scalars written quoted (or as block scalars, or tagged ``!!str``) are
+    :class:`Quoted`, so a parser can refuse them where Go's YAML wants a number or boolean.
     """
-    return _load(text, max_nodes=max_nodes, max_depth=max_depth, stream=False)
+    return _load(text, max_nodes=max_nodes, max_depth=max_depth, stream=False, quoted=quoted)
 
 
-def load_yaml_all(text: str | bytes, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> list[Any]:
+def load_yaml_all(
+    text: str | bytes, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH, quoted: bool = False
+) -> list[Any]:
     """Every document of a YAML stream, in order (an empty document is None); ``ConfigError`` otherwise.
 
-    The limits are those of ``load_yaml``; *max_nodes* counts over the whole stream.
+    The limits and *quoted* are those of ``load_yaml``; *max_nodes* counts over the whole stream.
     """
-    documents: list[Any] = _load(text, max_nodes=max_nodes, max_depth=max_depth, stream=True)
+    documents: list[Any] = _load(text, max_nodes=max_nodes, max_depth=max_depth, stream=True, quoted=quoted)
     return documents

@@ -56,6 +56,9 @@ def _eligible(name: str, service: ServiceView, cluster: ClusterView, ignore_excl
         return "nodeExcluded"
     if not NodeSelector.any_match(service.pool.node_selectors, labels):
         return "nodeNotSelected"
+    ads = service.pool.l2_advertisements
+    if ads and not any(ad.selects(name, labels) for ad in ads):
+        return "nodeNotSelected"  # MetalLB: no L2Advertisement of the pool selects this node
     return None
 
 
@@ -72,8 +75,9 @@ def candidates(service: ServiceView, cluster: ClusterView, *, ignore_exclude_lb:
 
     ``Local``: live nodes with a ready endpoint of the service. ``Cluster``:
     every live speaker, if the service has a ready endpoint anywhere. Then
-    nodes carrying the exclusion label (unless *ignore_exclude_lb*) and nodes
-    the pool's ``node-selectors`` do not select are removed.
+    nodes carrying the exclusion label (unless *ignore_exclude_lb*), nodes
+    the pool's ``node-selectors`` do not select, and nodes no layer-2
+    advertisement of the pool selects are removed.
     """
     ignore = ignore_exclude_lb or cluster.ignore_exclude_lb
     alive = _alive(cluster)

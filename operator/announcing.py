@@ -2,8 +2,9 @@
 
 Shared by ``metallb speaker`` and ``metallb standalone``: each works out which
 services could be announced from here (the *candidates*) and hands them to
-:class:`ServiceAnnouncements`, which asks the announcers, announces, withdraws,
-keeps ``metallb_speaker_announced`` and records why the rest is not announced.
+:class:`ServiceAnnouncements`, which asks the announcers of every protocol of
+each service's pool, announces, withdraws, keeps ``metallb_speaker_announced``
+and records why the rest is not announced.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from metallb.allocator import (
 )
 from metallb.operator.metrics import SpeakerMetrics
 
-__all__ = ["Announcers", "ServiceAnnouncements", "parse_interfaces"]
+__all__ = ["NOT_ADVERTISED", "Announcers", "ServiceAnnouncements", "parse_interfaces"]
 
 log = logging.getLogger(__name__)
 
@@ -77,106 +78,142 @@ class Announcers:
                 log.exception("closing the %s announcer failed", announcer.protocol)
 
 
+#: Why a service of a pool that no advertisement selects is not announced.
+NOT_ADVERTISED = "notAdvertised"
+
+
 class ServiceAnnouncements:
     """The services this node announces, converged on each :meth:`update` to what is wanted.
 
-    Called from one thread at a time, as the announcers are.
+    A service is announced by every protocol of its pool (``PoolSpec.protocols``:
+    layer 2 and BGP may both apply); a pool that no advertisement selects is
+    allocated from but announced by none. Called from one thread at a time, as
+    the announcers are.
 
     Attributes:
-        announced: service key -> (protocol, view) as last announced.
-        reasons: service key -> why it is not announced (the caller's reasons and the announcers').
+        reasons: service key -> why it is not announced (the caller's reasons and
+            the announcers'; with several protocols, each one's).
         failed: service key -> the error of its announcement that failed in the last update.
     """
 
     def __init__(self, announcers: Announcers, metrics: SpeakerMetrics, *, node_name: str) -> None:
         self.announcers = announcers
-        self.announced: dict[str, tuple[str, ServiceView]] = {}
         self.reasons: dict[str, str] = {}
         self.failed: dict[str, str] = {}
+        self._pairs: dict[tuple[str, str], ServiceView] = {}  # (service key, protocol) -> view announced
         self._metrics = metrics
         self._node_name = node_name
         self._applied: tuple[Config, dict[str, str]] | None = None  # what the announcers were last given
 
+    @property
+    def announced(self) -> dict[str, tuple[tuple[str, ...], ServiceView]]:
+        """Service key -> (the protocols announcing it, the view announced)."""
+        out: dict[str, tuple[tuple[str, ...], ServiceView]] = {}
+        for (key, protocol), view in list(self._pairs.items()):
+            protocols = out[key][0] if key in out else ()
+            out[key] = ((*protocols, protocol), view)
+        return out
+
     def update(
         self,
-        candidates: Mapping[str, tuple[str, ServiceView]],
+        candidates: Mapping[str, ServiceView],
         cluster: ClusterView,
         config: Config,
         *,
         reasons: Mapping[str, str] | None = None,
-        hold: Collection[str] = (),
+        hold: Collection[tuple[str, str]] = (),
+        refuse: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Announce each candidate (key -> (protocol, view)) its announcer accepts; withdraw everything else.
+        """Announce each candidate by every protocol of its pool that accepts it; withdraw everything else.
 
-        *reasons* say why services that are no candidate are not announced. Services in *hold*
-        that are announced stay announced as they are even if no longer wanted (a drain: until
-        the next owner announces). Returns the keys announced now that were not announced before.
+        *reasons* say why services that are no candidate are not announced. The (service key,
+        protocol) pairs in *hold* that are announced stay announced as they are even if no longer
+        wanted (a drain: until the next owner announces). *refuse* maps protocols this node does not
+        announce by now to the reason (``bgp`` while it drains). Returns the keys announced now that
+        were announced by no protocol before.
         """
         node = cluster.node
         if self._applied is None or self._applied[0] is not config or self._applied[1] != node.labels:
             self._applied = (config, dict(node.labels))
             self.announcers.set_config(config, node)
         why = dict(reasons or {})
-        desired: dict[str, tuple[str, ServiceView, Announcer]] = {}
-        for key, (protocol, view) in candidates.items():
-            announcer = self.announcers.get(protocol, config, node)
-            if announcer is None:
-                why[key] = f"no announcer for protocol {protocol}"
-            elif (reason := announcer.should_announce(view, cluster)) is not None:
-                why[key] = reason
-            else:
-                desired[key] = (protocol, view, announcer)
-        self.reasons = why  # replaced whole: status pages read it from other threads
-        for key, (protocol, view) in list(self.announced.items()):
-            wanted = desired.get(key)
-            if wanted is None and key in hold:
+        desired: dict[tuple[str, str], tuple[ServiceView, Announcer]] = {}
+        for key, view in candidates.items():
+            protocols = view.pool.protocols
+            if not protocols:
+                why[key] = NOT_ADVERTISED
                 continue
-            if wanted is None or wanted[0] != protocol or wanted[1].ips != view.ips:
-                self.withdraw(key)
+            refusals: list[tuple[str, str]] = []
+            for protocol in protocols:
+                announcer = self.announcers.get(protocol, config, node)
+                if refuse and protocol in refuse:
+                    refusals.append((protocol, refuse[protocol]))
+                elif announcer is None:
+                    refusals.append((protocol, f"no announcer for protocol {protocol}"))
+                elif (reason := announcer.should_announce(view, cluster)) is not None:
+                    refusals.append((protocol, reason))
+                else:
+                    desired[(key, protocol)] = (view, announcer)
+            if len(refusals) == len(protocols):
+                why[key] = refusals[0][1] if len(refusals) == 1 else ", ".join(f"{p}: {r}" for p, r in refusals)
+        self.reasons = why  # replaced whole: status pages read it from other threads
+        for pair, view in list(self._pairs.items()):
+            wanted = desired.get(pair)
+            if wanted is None and pair in hold:
+                continue
+            if wanted is None or wanted[0].ips != view.ips:
+                self._withdraw(*pair)
+        before = {key for key, _ in self._pairs}
         self.failed = {}
-        return [key for key, wanted in desired.items() if self._announce(key, *wanted)]
+        for pair, (view, announcer) in desired.items():
+            self._announce(pair, view, announcer)
+        return list(dict.fromkeys(key for key, _ in self._pairs if key not in before))
 
-    def _announce(self, key: str, protocol: str, view: ServiceView, announcer: Announcer) -> bool:
-        """Announce *view* unless it is announced as it is; True if *key* was not announced before."""
-        if self.announced.get(key) == (protocol, view):
-            return False
+    def _announce(self, pair: tuple[str, str], view: ServiceView, announcer: Announcer) -> None:
+        """Announce *view* by one protocol unless it is announced as it is."""
+        key, protocol = pair
+        if self._pairs.get(pair) == view:
+            return
         try:
             announcer.announce(view)
         except Exception as exc:
-            log.exception("announcing %s failed", key)
+            log.exception("announcing %s by %s failed", key, protocol)
             self.failed[key] = str(exc)
-            return False
-        new = key not in self.announced
-        self.announced[key] = (protocol, view)
+            return
+        new = pair not in self._pairs
+        self._pairs[pair] = view
         for ip in view.ips:
             self._metrics.announced.labels(key, protocol, self._node_name, str(ip)).set(1)
         if new:
             log.info("%s: announcing %s by %s", key, ",".join(map(str, view.ips)), protocol)
-        return new
 
-    def withdraw(self, key: str) -> bool:
-        """Withdraw *key* if announced; False (logged) when the announcer failed, so a later update retries."""
-        if key not in self.announced:
+    def _withdraw(self, key: str, protocol: str) -> bool:
+        view = self._pairs.get((key, protocol))
+        if view is None:
             return True
-        protocol, view = self.announced[key]
         announcer = self.announcers.known(protocol)
         if announcer is not None:
             try:
                 announcer.withdraw(key)
             except Exception:
-                log.exception("withdrawing %s failed; will try again", key)
+                log.exception("withdrawing %s (%s) failed; will try again", key, protocol)
                 return False
-        del self.announced[key]
+        del self._pairs[(key, protocol)]
         for ip in view.ips:
             try:
                 self._metrics.announced.remove(key, protocol, self._node_name, str(ip))
             except KeyError:
                 pass
-        log.info("%s: withdrawn (%s)", key, self.reasons.get(key, "serviceDeleted"))
+        log.info("%s: withdrawn from %s (%s)", key, protocol, self.reasons.get(key, "serviceDeleted"))
         return True
+
+    def withdraw(self, key: str) -> bool:
+        """Withdraw *key* from every protocol; False (logged) when an announcer failed, so a later update retries."""
+        protocols = [p for k, p in list(self._pairs) if k == key]
+        return all([self._withdraw(key, p) for p in protocols])
 
     def close(self) -> None:
         """Withdraw everything, then close the announcers."""
-        for key in list(self.announced):
-            self.withdraw(key)
+        for key, protocol in list(self._pairs):
+            self._withdraw(key, protocol)
         self.announcers.close()

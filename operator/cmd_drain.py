@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     value = None if args.undo else "true"
     body = {"metadata": {"annotations": {DRAIN_ANNOTATION: value}}}
     try:
-        client.CoreV1Api(api_client(args.kubeconfig)).patch_node(args.node, body, _request_timeout=(5, 30))
+        client.CoreV1Api(api_client(args.kubeconfig, context=args.context)).patch_node(
+            args.node, body, _request_timeout=(5, 30)
+        )
     except ApiException as exc:
         if exc.status == 404:
             print(f"metallb drain: node {args.node!r}: no such node", file=sys.stderr)

@@ -21,10 +21,12 @@ __all__ = ["COMMANDS", "EPILOG", "Command", "add_commands", "port", "positive_in
 EPILOG = """\
 examples:
   metallb check-config examples/config.yaml
+  metallb convert-config examples/config.yaml
   metallb plugins
   metallb allocate --config examples/config.yaml default/web default/dns
   metallb standalone --config examples/config.yaml --services examples/services.yaml --node n1
   metallb status --state metallb-state.json
+  metallb explain default/web
   metallb COMMAND --help          details and examples for one command
 """
 
@@ -87,14 +89,37 @@ MAX_SECONDS = 365 * 24 * 3600.0
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="config file (bare YAML or a ConfigMap manifest); - for stdin")
+    parser.add_argument(
+        "file", help="config file: resources (a YAML stream or List), bare YAML or a ConfigMap manifest; - for stdin"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="print nothing when the config is valid")
+    parser.add_argument(
+        "--mode",
+        choices=("native", "frr"),
+        help="also apply MetalLB's checks of what only that BGP implementation supports (resources only)",
+    )
 
 
 def _run_check_config(args: argparse.Namespace) -> int:
     from metallb.operator import cmd_config
 
     return cmd_config.run(args)
+
+
+# -- convert-config -------------------------------------------------------------------
+
+
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a ConfigMap-format config (bare YAML or a ConfigMap manifest); - for stdin")
+    parser.add_argument(
+        "--namespace", default="metallb-system", help="namespace of the resources (default: %(default)s)"
+    )
+
+
+def _run_convert_config(args: argparse.Namespace) -> int:
+    from metallb.operator import cmd_config
+
+    return cmd_config.run_convert(args)
 
 
 # -- plugins --------------------------------------------------------------------------
@@ -177,6 +202,7 @@ def _run_standalone(args: argparse.Namespace) -> int:
 
 def _controller_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument("--context", help="kubeconfig context (default: its current one)")
     parser.add_argument(
         "--namespace", default=os.environ.get("METALLB_NAMESPACE", "metallb-system"), help="default: %(default)s"
     )
@@ -220,6 +246,7 @@ def _port(text: str) -> int:
 
 def _speaker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument("--context", help="kubeconfig context (default: its current one)")
     parser.add_argument(
         "--node-name", default=os.environ.get("METALLB_NODE_NAME"), help="this node (env METALLB_NODE_NAME)"
     )
@@ -306,6 +333,7 @@ def _drain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("node", help="the node to drain (its name in the cluster)")
     parser.add_argument("--undo", action="store_true", help="end the drain: the node may announce again")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument("--context", help="kubeconfig context (default: its current one)")
 
 
 def _run_drain(args: argparse.Namespace) -> int:
@@ -317,18 +345,54 @@ def _run_drain(args: argparse.Namespace) -> int:
 # -- status ---------------------------------------------------------------------------
 
 
-def _status_arguments(parser: argparse.ArgumentParser) -> None:
+OUTPUTS = ("table", "wide", "json", "yaml")
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where status and explain read from, and kubectl's -n, --context and -o."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--state", help="a standalone state file")
     source.add_argument("--url", help="a running standalone instance's metrics address")
     source.add_argument("--kubeconfig", help="a cluster (default: KUBECONFIG, then in-cluster)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--context", help="kubeconfig context (default: its current one)")
+    parser.add_argument("-n", "--namespace", help="the Services' namespace (default: all; explain: default)")
+    parser.add_argument(
+        "-o", "--output", choices=OUTPUTS, default="table", help="table (default), wide, json or yaml"
+    )
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _source_arguments(parser)
+    parser.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
 
 
 def _run_status(args: argparse.Namespace) -> int:
     from metallb.operator import cmd_status
 
     return cmd_status.run(args)
+
+
+# -- explain --------------------------------------------------------------------------
+
+
+def _explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("service", metavar="NAMESPACE/SERVICE", help="the Service (or SERVICE with -n)")
+    _source_arguments(parser)
+    parser.add_argument("--config", help="standalone: the config file (for the selection steps)")
+    parser.add_argument("--services", help="standalone: the services file (to replay the selection)")
+    parser.add_argument(
+        "--metallb-namespace",
+        default=os.environ.get("METALLB_NAMESPACE", "metallb-system"),
+        help="cluster: metallb's own namespace (default: %(default)s)",
+    )
+    parser.add_argument("--config-name", default="config", help="cluster: the config ConfigMap (default: config)")
+    parser.add_argument("--lb-class", default=None, help="the loadBalancerClass the controller serves (default: none)")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from metallb.operator import explain
+
+    return explain.run(args)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -339,11 +403,25 @@ COMMANDS: tuple[Command, ...] = (
         epilog="""\
 examples:
   metallb check-config examples/config.yaml
+  metallb check-config examples/resources.yaml           # MetalLB's resources
   metallb check-config operator/deploy/config.yaml      # a ConfigMap manifest
-  kubectl -n metallb-system get cm config -o jsonpath='{.data.config}' | metallb check-config -
+  kubectl -n metallb-system get ipaddresspools,l2advertisements,bgppeers -o yaml | metallb check-config -
 """,
         add_arguments=_config_arguments,
         run=_run_check_config,
+    ),
+    Command(
+        name="convert-config",
+        help="print the MetalLB resources equivalent to a ConfigMap-format config",
+        description="Print MetalLB's resources (IPAddressPool, BGPPeer ...) equivalent to a ConfigMap-format config.",
+        epilog="""\
+examples:
+  metallb convert-config examples/config.yaml > resources.yaml
+  metallb convert-config operator/deploy/config.yaml | kubectl apply -f -
+  kubectl -n metallb-system get cm config -o yaml | metallb convert-config -
+""",
+        add_arguments=_convert_arguments,
+        run=_run_convert_config,
     ),
     Command(
         name="plugins",
@@ -452,11 +530,28 @@ examples:
         epilog="""\
 examples:
   metallb status --state metallb-state.json
-  metallb status --url http://127.0.0.1:7472
-  metallb status --kubeconfig ~/.kube/config
+  metallb status --url http://127.0.0.1:7472 -o wide
+  metallb status --kubeconfig ~/.kube/config --context prod -n default -o yaml
 """,
         add_arguments=_status_arguments,
         run=_run_status,
+        extra="operator",
+    ),
+    Command(
+        name="explain",
+        help="why a Service has its address, or why it has none, and who announces it",
+        description="Explain one Service: which pool and why (the selection steps), why it is pending (what\n"
+        "each pool answered), who announces it and how (node, interfaces, peers and their sessions),\n"
+        "and its last events.",
+        epilog="""\
+examples:
+  metallb explain default/web                                  # the cluster of KUBECONFIG
+  metallb explain web -n default --context prod -o wide
+  metallb explain default/web --state state.json --config c.yaml --services s.yaml
+  metallb explain default/web --url http://127.0.0.1:7472 --config c.yaml -o json
+""",
+        add_arguments=_explain_arguments,
+        run=_run_explain,
         extra="operator",
     ),
 )

@@ -2,7 +2,9 @@
 
 Design (MetalLB's, made concurrent):
 
-- Informers watch Services (all namespaces) and the config ConfigMap.
+- Informers watch Services (all namespaces) and the configuration: MetalLB's
+  resources (with the Secrets, Nodes and Namespaces they refer to) or the
+  legacy ConfigMap (:class:`~metallb.operator.config_watch.ConfigWatch`).
 - A work queue hands Service keys to worker threads; one worker per key at a
   time, so a slow address service delays only the Services waiting on it.
 - Sync barrier: until the first full Service list has been seen and every
@@ -13,6 +15,9 @@ Design (MetalLB's, made concurrent):
 - Failures are never silent: a Warning Event and a retry with backoff.
 - Exactly one active controller: a ``coordination.k8s.io`` Lease is held
   before anything is allocated.
+- Only the controller reports on configuration resources: each gets
+  ``status.conditions`` and Events (:mod:`~metallb.operator.config_status`);
+  an invalid set never replaces the last good configuration.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from typing import Any
 import attrs
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from metallb.allocator import Allocator, Config, MetalLBError, default_plugin_manager, parse_config
-from metallb.operator.cmd_config import config_text, one_line
+from metallb.allocator import Allocator, Config, Hooks, MetalLBError, default_plugin_manager
+from metallb.operator.cmd_config import one_line
+from metallb.operator.config_status import ConfigStatusWriter
+from metallb.operator.config_watch import NONE, ConfigState, ConfigWatch
 from metallb.operator.converge import Event, Outcome, converge
 from metallb.operator.informer import Informer, WorkQueue, obj_key
 from metallb.operator.kube import api_client, event_body, now_rfc3339
@@ -179,37 +186,47 @@ class Controller:
         self.workers = workers
         self.reconcile_interval = reconcile_interval
         self.config: Config | None = None
+        self.state: ConfigState | None = None  # the last configuration load, good or not
         self.synced = False
         self._stop = threading.Event()
+        self._status_dirty = threading.Event()
         self._last_events: dict[str, tuple[str, str]] = {}
         self._lost: set[str] = set()  # keys whose address the address service no longer holds
         self._threads: list[threading.Thread] = []
         self.services = Informer(
             "services", self.core.list_service_for_all_namespaces, self._on_service, watch_timeout=watch_timeout
         )
-        self.configmaps = Informer(
-            "config",
-            self.core.list_namespaced_config_map,
-            self._on_config,
-            list_kwargs={"namespace": namespace, "field_selector": f"metadata.name={config_name}"},
+        self.config_watch = ConfigWatch(
+            api,
+            namespace=namespace,
+            config_name=config_name,
+            plugin_manager=self.allocator.plugin_manager,
+            on_change=self._on_config,
             watch_timeout=watch_timeout,
         )
+        self.status_writer = ConfigStatusWriter(api, namespace=namespace, kinds=self.config_watch.kinds)
 
     # -- events from the informers ---------------------------------------------------
 
-    def _on_config(self, kind: str, obj: Obj | None) -> None:
-        if kind == "SYNCED" and not self.configmaps.cache:
-            log.error("configmap %s/%s not found; waiting for it", self.namespace, self.config_name)
-            return
-        if obj is None:
-            return
-        if kind == "DELETED":
-            log.error("configmap %s/%s deleted; keeping the last good config", self.namespace, self.config_name)
+    def _on_config(self, state: ConfigState) -> None:
+        """A new load of the configuration: apply it, or keep the last good one."""
+        self.state = state
+        self._status_dirty.set()
+        config = state.config
+        if config is None:
+            if state.source == NONE:
+                log.error(
+                    "no configuration: neither MetalLB's resources nor configmap %s/%s; waiting for one",
+                    self.namespace,
+                    self.config_name,
+                )
+                if self.config is not None:
+                    self.metrics.config_stale.set(1)
+                return
+            log.error("config not applied, keeping the last good one: %s", state.error)
             self.metrics.config_stale.set(1)
             return
         try:
-            text = config_text(obj, self.namespace, self.config_name)
-            config = parse_config(text, plugin_manager=self.allocator.plugin_manager)
             self.allocator.set_config(config)
         except Exception as exc:  # any bad config keeps the last good one
             unexpected = "" if isinstance(exc, MetalLBError) else f"{type(exc).__name__}: "
@@ -221,12 +238,22 @@ class Controller:
         self.config = config
         self.metrics.config_loaded.set(1)
         self.metrics.config_stale.set(0)
-        log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
+        log.info("config loaded from %s: %d pools, %d peers", state.source, len(config.pools), len(config.peers))
         for warning in config.warnings:
             log.warning("config: %s", warning)
         if first:
             self._barrier()
         self._requeue_all()
+
+    def write_config_status(self) -> int:
+        """Conditions, Events and pool counters on the configuration resources; returns the objects written."""
+        state = self.state
+        if state is None:
+            return 0
+        hooks = Hooks(self.allocator.plugin_manager)
+        described = state.config if state.config is not None else self.config
+        unapplied = hooks.unapplied(described) if described is not None else []
+        return self.status_writer.write(state, self.config_watch.objects(), unapplied, self.config, self.allocator)
 
     def _on_service(self, kind: str, obj: Obj | None) -> None:
         if kind == "SYNCED":
@@ -284,9 +311,12 @@ class Controller:
         outcome = converge(intent, self.allocator, synced=self.synced, lb_class=self.lb_class)
         if not outcome.ours:
             return True
+        if outcome.failure is not None:
+            self.metrics.allocation_failed(pool=outcome.failure[0], reason=outcome.failure[1])
         for event in outcome.events:
             self._event(obj, event)
         self._apply(obj, outcome)
+        self._status_dirty.set()  # pool counters may have changed
         return not outcome.retry
 
     def _apply(self, obj: Obj, outcome: Outcome) -> None:
@@ -384,6 +414,18 @@ class Controller:
                 last_reconcile = time.monotonic()
                 self.reconcile_sources()
 
+    def _status_loop(self) -> None:
+        """Write the configuration resources' status when a load or an allocation changed it (at most every 0.2 s)."""
+        while not self._stop.is_set():
+            if not self._status_dirty.wait(1.0):
+                continue
+            self._status_dirty.clear()
+            try:
+                self.write_config_status()
+            except Exception:
+                log.exception("writing the configuration's status failed")
+            self._stop.wait(0.2)
+
     def reconcile_sources(self) -> None:
         """Ask address services what they hold: orphans are released, lost leases re-allocated."""
         for pool, report in self.allocator.reconcile().items():
@@ -402,11 +444,12 @@ class Controller:
 
     def start(self) -> None:
         """Start informers, workers and housekeeping threads."""
-        self.configmaps.start()
+        self.config_watch.start()
         self.services.start()
         for i in range(self.workers):
             self._threads.append(threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True))
         self._threads.append(threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True))
+        self._threads.append(threading.Thread(target=self._status_loop, name="config-status", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -415,7 +458,7 @@ class Controller:
         self._stop.set()
         self.queue.close()
         self.services.stop()
-        self.configmaps.stop()
+        self.config_watch.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self.allocator.close()
@@ -424,7 +467,7 @@ class Controller:
 def run(args: argparse.Namespace) -> int:
     """Take the leader Lease, then run until SIGTERM."""
     try:
-        api = api_client(args.kubeconfig)
+        api = api_client(args.kubeconfig, context=args.context)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
         log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1

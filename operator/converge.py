@@ -13,10 +13,18 @@ from types import MappingProxyType
 
 import attrs
 import netaddr
-from metallb.allocator import AllocationError, Allocator
+from metallb.allocator import (
+    AddressInUseError,
+    AddressNotAllowedError,
+    AllocationError,
+    Allocator,
+    PoolExhaustedError,
+    SourceUnavailableError,
+    UnknownPoolError,
+)
 from metallb.operator.service import POOL_ANNOTATION, ServiceIntent
 
-__all__ = ["Event", "Outcome", "converge"]
+__all__ = ["FAILURE_REASONS", "Event", "Outcome", "converge", "failure_reason"]
 
 
 def _frozen(value: Mapping[str, str | None]) -> Mapping[str, str | None]:
@@ -47,6 +55,9 @@ class Outcome:
         retry: the Service should be processed again later (with backoff).
         pending: why the Service has no address yet, for status views.
         ours: False for Services of another load-balancer class (left untouched).
+        failure: ``(pool, reason)`` when an allocation was tried and failed
+            (``metallb_allocator_allocation_failures_total``); pool is "" when
+            none was named.
     """
 
     ingress: tuple[str, ...] = ()
@@ -56,6 +67,22 @@ class Outcome:
     retry: bool = False
     pending: str = ""
     ours: bool = True
+    failure: tuple[str, str] | None = None
+
+
+#: ``metallb_allocator_allocation_failures_total``'s reason label, by error class (the first match wins).
+FAILURE_REASONS: tuple[tuple[type[AllocationError], str], ...] = (
+    (PoolExhaustedError, "exhausted"),
+    (UnknownPoolError, "unknown-pool"),
+    (AddressNotAllowedError, "not-allowed"),
+    (AddressInUseError, "in-use"),
+    (SourceUnavailableError, "source-unavailable"),
+)
+
+
+def failure_reason(exc: AllocationError) -> str:
+    """The reason label of *exc*: one of :data:`FAILURE_REASONS`, else "other"."""
+    return next((reason for kind, reason in FAILURE_REASONS if isinstance(exc, kind)), "other")
 
 
 def _managed(allocator: Allocator) -> dict[str, str | None]:
@@ -151,7 +178,8 @@ def converge(
     except AllocationError as exc:
         message = f'Failed to allocate IP for "{key}": {exc}'
         event = Event(type="Warning", reason="AllocationFailed", message=message)
-        return _cleared(allocator, str(exc), event, retry=True)
+        failure = (intent.pool or "", failure_reason(exc))
+        return attrs.evolve(_cleared(allocator, str(exc), event, retry=True), failure=failure)
     shown = ", ".join(f'"{ip}"' for ip in ips)
     return Outcome(
         ingress=tuple(map(str, ips)),
@@ -176,7 +204,13 @@ def _still_wanted(intent: ServiceIntent, allocator: Allocator, held: tuple[netad
 
 
 def _allocate(intent: ServiceIntent, allocator: Allocator) -> tuple[netaddr.IPAddress, ...]:
-    opts = {"ports": intent.ports, "sharing_key": intent.sharing_key, "backend_key": intent.backend_key}
+    opts = {
+        "ports": intent.ports,
+        "sharing_key": intent.sharing_key,
+        "backend_key": intent.backend_key,
+        "labels": dict(intent.labels),
+        "uid": intent.uid or None,  # an address service's idempotent POST is keyed on it
+    }
     # A requested address bypasses the pool annotation and auto-assign, as in MetalLB.
     if len(intent.families) > 1:
         return allocator.allocate_dual(

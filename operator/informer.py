@@ -54,6 +54,10 @@ class Informer:
             change, and with ("SYNCED", None) after each full list.
         list_kwargs: selectors and namespace arguments for *list_func*.
         watch_timeout: server-side timeout of each watch request (seconds).
+        optional: the resource may not be served (a custom resource whose CRD
+            is not installed): a 404 counts as an empty list, logged once, and
+            the list is tried again every ``missing_retry`` seconds.
+        missing_retry: seconds between lists of a resource that is not served.
     """
 
     def __init__(
@@ -64,6 +68,8 @@ class Informer:
         *,
         list_kwargs: dict[str, Any] | None = None,
         watch_timeout: int = 60,
+        optional: bool = False,
+        missing_retry: float = 30.0,
     ) -> None:
         self.name = name
         self.list_func = list_func
@@ -79,6 +85,10 @@ class Informer:
         self._backoff = Backoff(initial=0.2, cap=30.0)
         self._thread = threading.Thread(target=self._run, name=f"informer-{name}", daemon=True)
         self.relists = 0
+        self.optional = optional
+        self.missing_retry = missing_retry
+        #: True while the resource is not served (an optional informer's 404).
+        self.missing = False
 
     def start(self) -> Informer:
         """Start listing and watching in a background thread."""
@@ -93,6 +103,9 @@ class Informer:
 
     def _list(self) -> None:
         response = self.list_func(**self.list_kwargs, _preload_content=False, _request_timeout=(5, 60))
+        if self.missing:
+            log.info("%s: served now; watching it", self.name)
+            self.missing = False
         body = json.loads(response.data)
         items = {obj_key(o): o for o in body.get("items") or ()}
         self.resource_version = str((body.get("metadata") or {}).get("resourceVersion") or "")
@@ -167,6 +180,9 @@ class Informer:
                 watching = time.monotonic()
                 self._watch_events()
             except ApiException as exc:
+                if exc.status == 404 and self.optional and need_list:
+                    self._not_served()
+                    continue
                 expired = exc.status == 410
                 need_list = need_list or expired or exc.status is None
                 problem = f"API error {exc.status} {exc.reason}"
@@ -182,6 +198,18 @@ class Informer:
                 log.info("%s: resourceVersion %s expired; listing again", self.name, self.resource_version)
             elif problem or not healthy:
                 self._failed(problem or "the watch ended at once with no events")
+
+    def _not_served(self) -> None:
+        """An optional resource is not served: it has no objects; look again later."""
+        if not self.missing:
+            log.info("%s: not served by the API (is its CRD installed?); treating it as empty", self.name)
+            self.missing = True
+        gone, self.cache = self.cache, {}
+        for obj in gone.values():
+            self.on_event("DELETED", obj)
+        self.synced.set()
+        self.on_event("SYNCED", None)
+        self._stop.wait(self.missing_retry)
 
     def _failed(self, problem: str) -> None:
         """Wait before the next attempt; only the first failure of a streak is a warning."""

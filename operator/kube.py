@@ -48,11 +48,14 @@ def event_body(
     }
 
 
-def api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """An ApiClient for the cluster; raises a clear error when none is found."""
+def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> client.ApiClient:
+    """An ApiClient for the cluster (*context* of the kubeconfig, default its current one); raises a clear
+    error when none is found."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if path or os.path.exists(os.path.expanduser("~/.kube/config")):
-        return config.new_client_from_config(config_file=path)
+        return config.new_client_from_config(config_file=path, context=context)
+    if context:
+        raise RuntimeError(f"--context {context!r}: no kubeconfig to find it in: pass --kubeconfig or set KUBECONFIG")
     try:
         config.load_incluster_config()
     except config.ConfigException as exc:

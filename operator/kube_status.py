@@ -1,16 +1,24 @@
-"""``metallb status`` against a cluster: Services, addresses, pools, announcers, pending reasons."""
+"""``metallb status`` against a cluster: Services, addresses, pools, announcers, pending reasons.
+
+A Service whose pool no advertisement selects is allocated but not announced: the
+controller says so in the pool resource's ``Announced`` condition, and the table says
+so in the ANNOUNCED column.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from metallb.allocator import default_plugin_manager
+from metallb.allocator.resources import config_kinds
 from metallb.operator import announce_status
 from metallb.operator.kube import api_client
 from metallb.operator.service import POOL_ANNOTATION
 
-__all__ = ["announcing_nodes", "cluster_status"]
+__all__ = ["announcing_nodes", "cluster_status", "unannounced_pools"]
 
 #: Warnings shown even for a Service that has its address: it is not announced (or not alone).
 _PROBLEMS = ("AddressConflict",)
@@ -33,13 +41,41 @@ def announcing_nodes(api: client.ApiClient) -> dict[str, set[str]] | None:
     return out
 
 
-def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
-    """Every LoadBalancer Service with its status, pool, announcing nodes and latest failure."""
-    api = api_client(kubeconfig)
+def unannounced_pools(api: client.ApiClient, namespace: str) -> dict[str, str]:
+    """Pool name -> the message of its ``Announced=False`` condition, for every pool resource that has one."""
+    custom = client.CustomObjectsApi(api)
+    out: dict[str, str] = {}
+    for kind in config_kinds(default_plugin_manager()):
+        if kind.pool is None:
+            continue
+        try:
+            listed = custom.list_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural)
+        except ApiException as exc:
+            if exc.status in (403, 404):  # not installed, or not ours to read
+                continue
+            raise
+        for item in listed.get("items") or ():
+            for condition in (item.get("status") or {}).get("conditions") or ():
+                if condition.get("type") == "Announced" and condition.get("status") == "False":
+                    out[str((item.get("metadata") or {}).get("name"))] = str(condition.get("message") or "")
+    return out
+
+
+def cluster_status(
+    kubeconfig: str | None, *, context: str | None = None, namespace: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every LoadBalancer Service (of *namespace*, default all) with its status, pool, announcing nodes and
+    latest failure; also its requested address and class (``-o wide``)."""
+    api = api_client(kubeconfig, context=context)
     core = client.CoreV1Api(api)
+    silent = unannounced_pools(api, os.environ.get("METALLB_NAMESPACE", "metallb-system"))
     announcing = announcing_nodes(api)
-    services = core.list_service_for_all_namespaces().items
-    events = core.list_event_for_all_namespaces().items
+    if namespace is None:
+        services = core.list_service_for_all_namespaces().items
+        events = core.list_event_for_all_namespaces().items
+    else:
+        services = core.list_namespaced_service(namespace).items
+        events = core.list_namespaced_event(namespace).items
     latest: dict[str, dict[str, Any]] = {}
     for event in sorted(
         events, key=lambda e: str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or "")
@@ -70,10 +106,16 @@ def cluster_status(kubeconfig: str | None) -> dict[str, dict[str, Any]]:
             pending = warning if warning.startswith(_PROBLEMS) and not nodes else ""
         else:
             pending = warning or "no address yet (is the controller running?)"
+        pool = (svc.metadata.annotations or {}).get(POOL_ANNOTATION, "")
+        announced = ", ".join(sorted(nodes))
+        if pool in silent and not announced:
+            announced = f'not announced: pool "{pool}": {silent[pool]}'
         out[key] = {
             "addresses": addresses,
-            "pool": (svc.metadata.annotations or {}).get(POOL_ANNOTATION, ""),
-            "announced": ", ".join(sorted(nodes)),
+            "pool": pool,
+            "announced": announced,
             "pending": pending,
+            "requested": svc.spec.load_balancer_ip or "",
+            "class": svc.spec.load_balancer_class or "",
         }
     return out

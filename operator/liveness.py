@@ -95,13 +95,17 @@ class ApiLoad:
         self.writes += 1
         self._writes.labels(resource, verb).inc()
 
+    def received(self, resource: str) -> None:
+        """Count one object received from a list or watch of *resource*."""
+        self.watch_events += 1
+        self._events.labels(resource).inc()
+
     def counted(self, resource: str, callback: Callable[[str, Obj | None], None]) -> Callable[[str, Obj | None], None]:
         """*callback* for an :class:`Informer`, counting every object it delivers."""
 
         def on_event(kind: str, obj: Obj | None) -> None:
             if obj is not None:
-                self.watch_events += 1
-                self._events.labels(resource).inc()
+                self.received(resource)
             callback(kind, obj)
 
         return on_event
@@ -120,6 +124,18 @@ class Liveness:
     def __init__(self, *, node_name: str, wake: Callable[[], None]) -> None:
         self.node_name = node_name
         self.wake = wake
+        #: Called with a node each time its speaker is suspected dead (``SpeakerMetrics.suspect``).
+        self.suspect: Callable[[str], None] = lambda node: None
+        self._judge_lock = threading.Lock()
+        self._last_live: frozenset[str] = frozenset()
+
+    def _judged(self, live: set[str] | frozenset[str], known: set[str] | frozenset[str]) -> None:
+        """A suspicion for each node live at the last judgement, not now, yet still *known* (no clean leave)."""
+        with self._judge_lock:
+            lost = self._last_live - live
+            self._last_live = frozenset(live)
+        for node in sorted(lost & known):
+            self.suspect(node)
 
     def informers(self) -> tuple[Informer, ...]:
         """Informers this mode needs (the speaker starts and stops them with its own)."""
@@ -240,7 +256,9 @@ class LeaseLiveness(Liveness):
     def live(self) -> frozenset[str]:
         """Nodes whose speaker Lease changed within the lease duration (this node always)."""
         now = time.monotonic()
-        live = {n for n, (_, seen) in self._seen.items() if now - seen <= self.duration}
+        seen = self._seen
+        live = {n for n, (_, at) in seen.items() if now - at <= self.duration}
+        self._judged(live, frozenset(seen))  # a deleted Lease is a clean leave
         return frozenset(live | {self.node_name})
 
     def ready(self) -> bool:
@@ -380,6 +398,8 @@ class NodeLiveness(Liveness):
                 if ready and (name not in self._leases or now - self._leases[name][1] <= self._leases[name][2])
             }
             live = self._hold.apply(raw, now)
+            known = frozenset(self._ready)
+        self._judged(raw, known)  # a deleted Node is no suspicion
         return frozenset(live | {self.node_name})
 
     def ready(self) -> bool:
@@ -445,7 +465,7 @@ class MemberlistLiveness(Liveness):
         # Binds the port now: a taken port is reported to make_liveness, which falls back.
         self.gossip = GossipNode(
             node_name, keyring=keyring, bind=(options.bind_addr, options.bind_port), params=options.params,
-            on_change=wake,
+            on_change=wake, on_suspect=lambda node: self.suspect(node),
         )  # fmt: skip
         self._addresses: dict[str, str] | None = None  # None until Kubernetes named the members
         self._node_addresses: dict[str, str] = {}
@@ -610,6 +630,7 @@ def make_liveness(
     wake: Callable[[], None],
     load: ApiLoad,
     registry: CollectorRegistry,
+    suspect: Callable[[str], None] | None = None,
     memberlist: MemberlistOptions | None = None,
     lease_renew: float = 0.4,
     lease_duration: float = 1.2,
@@ -645,6 +666,8 @@ def make_liveness(
             duration=lease_duration, watch_timeout=watch_timeout,
         )  # fmt: skip
     assert liveness is not None
+    if suspect is not None:
+        liveness.suspect = suspect
     Gauge("metallb_speaker_liveness", "1 for the liveness mode in use", ["mode"], registry=registry).labels(
         liveness.mode
     ).set(1)

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from metallb.allocator import Allocator, UnknownPoolError
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from metallb.operator.exposition import CONTENT_TYPE, RUNTIME, render
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["ControllerMetrics", "MetricsServer", "PoolCollector", "SpeakerMetrics", "config_gauges"]
 
@@ -78,6 +78,16 @@ class ControllerMetrics:
             "metallb_k8s_client_update_errors", "Number of work items that failed and were retried", registry=registry
         )
         self.config_loaded, self.config_stale = config_gauges(registry)
+        self.allocation_failures = Counter(
+            "metallb_allocator_allocation_failures",
+            "Allocations that failed, per pool (empty: every auto-assign pool was tried) and reason",
+            ["pool", "reason"],
+            registry=registry,
+        )
+
+    def allocation_failed(self, *, pool: str, reason: str) -> None:
+        """Count one failed allocation (``Outcome.failure``)."""
+        self.allocation_failures.labels(pool, reason).inc()
 
 
 def config_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
@@ -102,10 +112,26 @@ class SpeakerMetrics:
             ["service", "protocol", "node", "ip"],
             registry=registry,
         )
+        # Fed by the membership (today: a speaker Lease that stopped changing); the membership issue's
+        # failure detector reports its suspicions through suspect() too.
+        self.membership_suspicions = Counter(
+            "metallb_speaker_membership_suspicions",
+            "Times another node's speaker was suspected dead (its heartbeat stopped), per node",
+            ["node"],
+            registry=registry,
+        )
+
+    def suspect(self, node: str) -> None:
+        """Count one suspicion of *node*'s speaker."""
+        self.membership_suspicions.labels(node).inc()
 
 
 class MetricsServer:
-    """``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` on one port (loopback by default)."""
+    """``/metrics``, ``/healthz``, ``/readyz`` and ``/status`` on one port (loopback by default).
+
+    ``/metrics`` is *registry* then the process-wide ``process_*`` and ``python_*`` metrics, written
+    with MetalLB's exact names (:mod:`metallb.operator.exposition`).
+    """
 
     def __init__(
         self,
@@ -122,7 +148,7 @@ class MetricsServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                    self._send(200, render((registry, RUNTIME)), CONTENT_TYPE)
                 elif path == "/healthz":
                     self._send(200, b"ok\n", "text/plain")
                 elif path == "/readyz":

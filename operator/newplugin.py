@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import attrs
+from metallb.allocator.yamlload import shown
+from metallb.operator.cmd_config import reason, shown_path
 
 __all__ = ["TEMPLATES", "Skeleton", "render", "run", "skeleton"]
 
@@ -55,7 +57,7 @@ def skeleton(name: str) -> Skeleton:
     """The names for plugin *name*; ValueError naming the rule when it is not a valid section key."""
     if not NAME.fullmatch(name) or len(name) > 40:
         raise ValueError(
-            f'plugin name "{name}": must be lower-case letters and digits in words joined by "-", starting '
+            f'plugin name "{shown(name)}": must be lower-case letters and digits in words joined by "-", starting '
             'with a letter, at most 40 characters (it becomes the config section), like "file-pools"'
         )
     return Skeleton(
@@ -95,12 +97,19 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     folder = Path(args.directory or names.dist)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        print(f'metallb new-plugin: "{folder}" exists and is not empty; choose another --directory', file=sys.stderr)
+    try:
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            print(
+                f'metallb new-plugin: "{shown_path(str(folder))}" exists and is not empty; choose another --directory',
+                file=sys.stderr,
+            )
+            return 1
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, template in names.files().items():
+            (folder / target).write_text(render((TEMPLATES / template).read_text(), names))
+    except OSError as exc:
+        print(f'metallb new-plugin: "{shown_path(str(folder))}": cannot write: {reason(exc)}', file=sys.stderr)
         return 1
-    folder.mkdir(parents=True, exist_ok=True)
-    for target, template in names.files().items():
-        (folder / target).write_text(render((TEMPLATES / template).read_text(), names))
     print(f"wrote {folder}/: {', '.join(names.files())}")
     print("next, in the environment where metallb is installed:")
     # pip takes a folder for a path only when it looks like one: "./name", not "name".

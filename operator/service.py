@@ -64,6 +64,8 @@ class ServiceIntent:
         ports: (protocol, port) of every service port.
         current: addresses in ``status.loadBalancer.ingress``.
         error: why the Service's request is invalid (event ``LoadBalancerFailed``).
+        labels: the Service's labels (pools' ``serviceAllocation`` selects by them).
+        uid: ``metadata.uid`` ("" when absent); sources may key leases on it.
     """
 
     key: str
@@ -79,6 +81,8 @@ class ServiceIntent:
     ports: tuple[Port, ...] = ()
     current: tuple[str, ...] = ()
     error: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    uid: str = ""
 
 
 def _family(text: str) -> int | None:
@@ -159,4 +163,6 @@ def read_service(obj: Mapping[str, Any]) -> ServiceIntent:
         ports=tuple(ports),
         current=current,
         error=error,
+        labels=tuple(sorted((str(k), str(v)) for k, v in (meta.get("labels") or {}).items())),
+        uid=str(meta.get("uid") or ""),
     )

@@ -1,9 +1,13 @@
 """``metallb speaker``: announces service addresses from one node.
 
-It watches Services, EndpointSlices, Nodes and the config ConfigMap, and
-decides per Service, through the announcer plugins' ``should_announce``,
-whether this node announces it (honouring each pool's ``interfaces`` and
-``node-selectors``), then announces or withdraws.
+It watches Services, EndpointSlices, the configuration (MetalLB's resources
+with the Secrets, Nodes and Namespaces they refer to, or the legacy ConfigMap:
+:class:`~metallb.operator.config_watch.ConfigWatch`) and the announcement
+statuses, and decides per Service, for every protocol of its pool, through the
+announcer plugins' ``should_announce``, whether this node announces it
+(honouring the advertisements' node selectors, interfaces and peers), then
+announces or withdraws. It writes nothing on the configuration: the controller
+reports on it.
 
 Which speakers are alive comes from a :class:`~metallb.operator.liveness.Liveness`:
 gossip between the speakers by default (no API writes at all), the Nodes'
@@ -29,16 +33,15 @@ from metallb.allocator import (
     AnnouncerSettings,
     ClusterView,
     Config,
-    MetalLBError,
     NodeInfo,
     ServiceView,
     default_plugin_manager,
-    parse_config,
 )
 from metallb.operator.announce_status import AnnouncementStatus
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
-from metallb.operator.cmd_config import config_text, one_line
+from metallb.operator.cmd_config import one_line
 from metallb.operator.cmd_drain import DRAIN_ANNOTATION
+from metallb.operator.config_watch import NONE, ConfigState, ConfigWatch
 from metallb.operator.informer import Informer
 from metallb.operator.kube import api_client, event_body
 from metallb.operator.liveness import ApiLoad, MemberlistOptions, make_liveness
@@ -110,6 +113,7 @@ class Speaker:
             node_name=node_name,
             namespace=namespace,
             wake=self._wake.set,
+            suspect=self.metrics.suspect,
             load=self.load,
             registry=self.registry,
             memberlist=memberlist,
@@ -139,32 +143,33 @@ class Speaker:
             counted("endpointslices", self._changed),
             **kw,  # type: ignore[arg-type]
         )
-        self.nodes = Informer("nodes", self.core.list_node, counted("nodes", self._on_node), **kw)  # type: ignore[arg-type]
-        self.configmaps = Informer(
-            "config",
-            self.core.list_namespaced_config_map,
-            counted("configmaps", self._on_config),
-            list_kwargs={"namespace": namespace, "field_selector": f"metadata.name={config_name}"},
-            **kw,  # type: ignore[arg-type]
+        self.config_watch = ConfigWatch(
+            api,
+            namespace=namespace,
+            config_name=config_name,
+            plugin_manager=self.pm,
+            on_change=self._on_config,
+            on_node=self._on_node,
+            on_object=self.load.received,
+            watch_timeout=watch_timeout,
         )
+        self.nodes = self.config_watch.nodes
 
     # -- inputs ----------------------------------------------------------------------
 
     def _changed(self, kind: str, obj: Obj | None) -> None:
         self._wake.set()
 
-    def _on_config(self, kind: str, obj: Obj | None) -> None:
-        if obj is None or kind == "DELETED":
-            if kind == "DELETED":
-                log.error("config deleted; keeping the last good one")
-            return
-        try:
-            config = parse_config(config_text(obj, self.namespace, self.config_name), plugin_manager=self.pm)
-        except Exception as exc:  # any bad config keeps the last good one
-            unexpected = "" if isinstance(exc, MetalLBError) else f"{type(exc).__name__}: "
-            log.error("config not applied, keeping the last good one: %s%s", unexpected, exc)
-            log.debug("config not applied", exc_info=True)
-            self.config_stale.set(1)
+    def _on_config(self, state: ConfigState) -> None:
+        config = state.config
+        if config is None:
+            if state.source == NONE:
+                log.error("no configuration yet; keeping the last good one, if any")
+                if self.config is not None:
+                    self.config_stale.set(1)
+            else:
+                log.error("config not applied, keeping the last good one: %s", state.error)
+                self.config_stale.set(1)
             return
         # MetalLB's speaker rule: a config that orphans an address we announce is stale.
         for key, (_, view) in list(self.announced.items()):
@@ -182,7 +187,7 @@ class Speaker:
         self.config = config
         self.config_loaded.set(1)
         self.config_stale.set(0)
-        log.info("config loaded: %d pools, %d peers", len(config.pools), len(config.peers))
+        log.info("config loaded from %s: %d pools, %d peers", state.source, len(config.pools), len(config.peers))
         self._wake.set()
 
     def _on_node(self, kind: str, obj: Obj | None) -> None:
@@ -218,8 +223,8 @@ class Speaker:
         return {k: (frozenset(n), r) for k, (n, r) in out.items()}
 
     @property
-    def announced(self) -> dict[str, tuple[str, ServiceView]]:
-        """Service key -> (protocol, view) this speaker announces."""
+    def announced(self) -> dict[str, tuple[tuple[str, ...], ServiceView]]:
+        """Service key -> (protocols, view) this speaker announces."""
         return self.announcements.announced
 
     @property
@@ -250,8 +255,9 @@ class Speaker:
                 out.add(name)
         return frozenset(out)
 
-    def _hold(self, cluster: ClusterView) -> frozenset[str]:
-        """While this node drains: what it keeps announcing until another node's status shows it (at most 5 s)."""
+    def _hold(self, cluster: ClusterView) -> frozenset[tuple[str, str]]:
+        """While this node drains: the (Service, protocol) pairs it keeps announcing until another node's
+        status shows them (layer 2), at most 5 s."""
         if self.node_name not in self.draining() or self.node_name in cluster.live_speakers:
             self._drain_started = None
             return frozenset()
@@ -266,16 +272,17 @@ class Speaker:
             return frozenset()
         taken = self.statuses.announcers()
         return frozenset(
-            key
-            for key, (protocol, _) in self.announced.items()
+            (key, protocol)
+            for key, (protocols, _) in self.announced.items()
+            for protocol in protocols
             if not (protocol == "layer2" and taken.get(key, frozenset()) - {self.node_name})
         )
 
-    def _candidates(self, config: Config) -> tuple[dict[str, tuple[str, ServiceView]], dict[str, str]]:
-        """Services with an address of a pool and endpoints: key -> (protocol, view), and why the others are not."""
+    def _candidates(self, config: Config) -> tuple[dict[str, ServiceView], dict[str, str]]:
+        """Services with an address of a pool and endpoints: key -> view, and why the others are not."""
         endpoints = self._endpoints()
         announcers = self.statuses.announcers()
-        candidates: dict[str, tuple[str, ServiceView]] = {}
+        candidates: dict[str, ServiceView] = {}
         reasons: dict[str, str] = {}
         for key, obj in list(self.services.cache.items()):
             intent = read_service(obj)
@@ -308,7 +315,7 @@ class Speaker:
                 ready_nodes=ready_nodes,
                 has_ready_endpoints=any_ready,
             )
-            candidates[key] = (pool.protocol, view)
+            candidates[key] = view
         return candidates, reasons
 
     def sync(self) -> None:
@@ -318,13 +325,13 @@ class Speaker:
             return
         candidates, reasons = self._candidates(config)
         cluster = self._cluster()
+        refuse: dict[str, str] = {}
         if self.node_name not in cluster.live_speakers and self.node_name in self.draining():
-            for key, (protocol, _) in list(candidates.items()):
-                if protocol != "layer2":  # BGP ignores liveness: a draining node stops advertising here
-                    del candidates[key]
-                    reasons[key] = "nodeDraining"
+            refuse["bgp"] = "nodeDraining"  # BGP ignores liveness: a draining node stops advertising here
         hold = self._hold(cluster)
-        self._unannounced.update(self.announcements.update(candidates, cluster, config, reasons=reasons, hold=hold))
+        self._unannounced.update(
+            self.announcements.update(candidates, cluster, config, reasons=reasons, hold=hold, refuse=refuse)
+        )
         # A Service this speaker saw another node win is a move when it comes here: no conflict probe.
         self._elsewhere.update(k for k, r in self.reasons.items() if r == "notOwner")
         layer2 = self.announcements.announcers.known("layer2")
@@ -336,7 +343,7 @@ class Speaker:
             announced = self.announced.get(key)
             if announced is None:
                 self._unannounced.discard(key)
-            elif announced[0] != "layer2" or key in answering:
+            elif set(announced[0]) - {"layer2"} or key in answering:
                 self._unannounced.discard(key)
                 self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
         self._report(self.problems())
@@ -396,9 +403,8 @@ class Speaker:
     # -- lifecycle -------------------------------------------------------------------
 
     def _informers(self) -> tuple[Informer, ...]:
+        """The speaker's own informers (the config watch runs its own)."""
         return (
-            self.configmaps,
-            self.nodes,
             *self.liveness.informers(),
             self.statuses.informer,
             self.slices,
@@ -408,6 +414,7 @@ class Speaker:
     def start(self) -> None:
         """Start the informers, the liveness and the decision loop."""
         self._threads = [threading.Thread(target=self._sync_loop, name="sync", daemon=True)]
+        self.config_watch.start()
         for informer in self._informers():
             informer.start()
         self.liveness.start()
@@ -422,15 +429,25 @@ class Speaker:
             thread.join(timeout=5)
         self.announcements.close()
         self.statuses.withdraw_all()
+        self.config_watch.stop()
         for informer in self._informers():
             informer.stop()
         self.liveness.stop()
+
+    def ready(self) -> bool:
+        """Ready once every informer has listed (readiness probe).
+
+        Not tied to the config: with none yet, a DaemonSet rollout would stall on the first node.
+        """
+        return self.config_watch.synced() and all(i.synced.is_set() for i in self._informers())
 
     def status(self) -> dict[str, Any]:
         """What this speaker announces and why it does not announce the rest."""
         return {
             "node": self.node_name,
-            "announced": {k: {"protocol": p, "ips": [str(i) for i in v.ips]} for k, (p, v) in self.announced.items()},
+            "announced": {
+                k: {"protocol": ",".join(p), "ips": [str(i) for i in v.ips]} for k, (p, v) in self.announced.items()
+            },
             "not_announced": dict(self.reasons),
             "problems": self.problems(),
             "live_speakers": sorted(self.live_speakers()),
@@ -445,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("no node name: pass --node-name or set METALLB_NODE_NAME")
         return 2
     try:
-        api = api_client(args.kubeconfig)
+        api = api_client(args.kubeconfig, context=args.context)
     except Exception as exc:  # noqa: BLE001 - any way of not finding the API reads the same to the user
         log.error("%s", one_line(exc))  # a bad kubeconfig's YAML error spans lines
         return 1
@@ -474,7 +491,7 @@ def run(args: argparse.Namespace) -> int:
     server = None
     if args.metrics_port:
         server = MetricsServer(
-            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status
+            speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status, ready=speaker.ready
         ).start()
     speaker.start()
     log.info("speaker for node %s started (liveness: %s)", args.node_name, speaker.liveness.mode)

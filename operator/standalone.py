@@ -41,7 +41,7 @@ from metallb.allocator.config import as_int, as_list, as_mapping, as_str
 from metallb.allocator.files import write_atomically
 from metallb.allocator.retry import Backoff
 from metallb.allocator.yamlload import load_yaml_all, shown
-from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
+from metallb.operator.announcing import NOT_ADVERTISED, Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import read_config_text, reason, shown_path
 from metallb.operator.cmd_status import read_services
 from metallb.operator.converge import converge
@@ -254,17 +254,7 @@ class Standalone:
                 known = self.rows.get(intent.key)
                 current = known.addresses if known else self.previous.get(intent.key, ())
                 intents[intent.key] = attrs.evolve(intent, current=current) if current else intent
-            # Services gone from the file since the last run still hold their addresses at
-            # remote sources (address services): claim them and give them back.
-            for key, ips in self.previous.items():
-                if key not in intents and key not in self.rows:
-                    try:
-                        self.allocator.assign(key, list(ips))
-                    except MetalLBError as exc:
-                        log.warning("%s: cannot release %s from the state file: %s", key, ",".join(ips), exc)
-                    self.allocator.unassign(key)
-                    log.info("%s: gone from %s; its addresses are released", key, self.services_path)
-            restored = set(self.previous)
+            restored = dict(self.previous)
             self.previous = {}
             for key in list(self.rows):
                 if key not in intents:
@@ -272,13 +262,16 @@ class Standalone:
                     del self.rows[key]
             # The sync barrier (first sync after a start): every service from the state
             # file keeps its addresses before anything new is allocated.
-            for key in restored & intents.keys():
+            for key in restored.keys() & intents.keys():
                 converge(intents[key], self.allocator, synced=False)
+            self._release_gone(restored, intents)
             rows = {}
             self.retry = False
             for key, intent in intents.items():
                 outcome = converge(intent, self.allocator)
                 self.retry = self.retry or outcome.retry
+                if outcome.failure is not None:
+                    self.metrics.allocation_failed(pool=outcome.failure[0], reason=outcome.failure[1])
                 rows[key] = Row(
                     service=key,
                     addresses=outcome.ingress,
@@ -294,10 +287,34 @@ class Standalone:
             self.save_state()
             return list(self.rows.values())
 
+    def _release_gone(self, restored: dict[str, tuple[str, ...]], intents: dict[str, ServiceIntent]) -> None:
+        """Give back what services gone from the file since the last run held at remote sources.
+
+        Runs after the restored services have their addresses again, so an
+        address another service still uses (shared) is never released.
+        """
+        for key, ips in restored.items():
+            if key in intents:
+                continue
+            free = [ip for ip in ips if not self.allocator.users(ip)]
+            if free:
+                try:
+                    self.allocator.assign(key, free)
+                except MetalLBError as exc:
+                    log.warning("%s: cannot release %s from the state file: %s", key, ",".join(free), exc)
+                self.allocator.unassign(key)
+            kept = sorted(set(ips) - set(free))
+            log.info(
+                "%s: gone from %s; its addresses are released%s",
+                key,
+                self.services_path,
+                f" (not {', '.join(kept)}: still in use)" if kept else "",
+            )
+
     def _announce(self, intents: dict[str, ServiceIntent], config: Config) -> None:
         """Announce every service with addresses from this host (each has a ready endpoint here)."""
         node = self.node.name
-        candidates: dict[str, tuple[str, ServiceView]] = {}
+        candidates: dict[str, ServiceView] = {}
         for key, intent in intents.items():
             row = self.rows[key]
             spec = config.pools.get(row.pool) if row.pool else None
@@ -311,7 +328,7 @@ class Standalone:
                 ready_nodes=frozenset({node}),
                 has_ready_endpoints=True,
             )
-            candidates[key] = (spec.protocol, view)
+            candidates[key] = view
         cluster = ClusterView(node=self.node, nodes={node: self.node}, live_speakers=frozenset({node}))
         announcements = self.announcements
         announcements.update(candidates, cluster, config)
@@ -319,7 +336,10 @@ class Standalone:
             if key in announcements.failed:
                 self.rows[key].announced = f"announce failed: {announcements.failed[key]}"
             elif key in announcements.announced:
-                self.rows[key].announced = f"{announcements.announced[key][0]} from {node}"
+                self.rows[key].announced = f"{', '.join(announcements.announced[key][0])} from {node}"
+            elif announcements.reasons[key] == NOT_ADVERTISED:
+                pool = self.rows[key].pool
+                self.rows[key].announced = f'not announced: no advertisement selects pool "{pool}"'
             else:
                 self.rows[key].announced = f"not announced: {announcements.reasons[key]}"
 

@@ -1,4 +1,4 @@
-"""Static pools: the ``address-pools`` section, MetalLB's own pool kind.
+"""Static pools: the ``address-pools`` section and the ``IPAddressPool`` kind, MetalLB's own pools.
 
 Addresses are handed out first fit (CIDRs in configuration order, ascending
 addresses, network and broadcast addresses included) from a free-space index,
@@ -16,27 +16,20 @@ from metallb.allocator import (
     AddressNotAllowedError,
     PoolEntry,
     PoolExhaustedError,
+    PoolResource,
+    PoolResourceKind,
     PoolSpec,
     SourceBase,
     hookimpl,
 )
 from metallb.allocator.config import parse_pool_entry
 from metallb.allocator.freespace import FreeSpace, RankSpace
-from metallb.allocator.model import is_buggy
+from metallb.allocator.model import buggy_count, is_buggy
+from metallb.allocator.resources import address_texts, parse_pool_resource, pool_resource
 
 SECTION = "address-pools"
-
-
-def buggy_count(cidr: netaddr.IPNetwork) -> int:
-    """How many addresses of *cidr* end in .0 or .255 (IPv4 only)."""
-    if cidr.version != 4:
-        return 0
-    if cidr.prefixlen <= 24:
-        return 2 * (1 << (24 - int(cidr.prefixlen)))
-    # A block inside one /24: only its first address can end in .0, only its last in .255.
-    if cidr.first == cidr.last:
-        return int(cidr.first & 0xFF in (0, 0xFF))
-    return int(cidr.first & 0xFF == 0) + int(cidr.last & 0xFF == 0xFF)
+#: The same pools as resources: MetalLB's ``IPAddressPool``.
+KIND = PoolResourceKind(kind="IPAddressPool", plural="ipaddresspools", section=SECTION, versions=("v1beta1",))
 
 
 class StaticSource(SourceBase):
@@ -87,7 +80,9 @@ class StaticSource(SourceBase):
         elif current != owner:
             self._owners[ip] = {current, owner}
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
         """Take *wanted*, or the first free address of *family*."""
         with self._lock:
             if wanted is not None:
@@ -169,3 +164,25 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
 def metallb_make_source(spec: PoolSpec) -> StaticSource | None:
     """A StaticSource for ``address-pools`` pools."""
     return StaticSource(spec) if spec.kind == SECTION else None
+
+
+@hookimpl
+def metallb_pool_resource_kinds() -> Sequence[PoolResourceKind]:
+    """Static pools are ``IPAddressPool`` resources."""
+    return [KIND]
+
+
+@hookimpl
+def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
+    """``IPAddressPool``: the shared pool fields plus ``addresses``."""
+    if resource.kind.kind != KIND.kind:
+        return None
+    return parse_pool_resource(resource, cidrs_key="addresses")
+
+
+@hookimpl
+def metallb_render_pool_resource(spec: PoolSpec, namespace: str) -> Sequence[dict[str, object]] | None:
+    """An ``address-pools`` pool as an ``IPAddressPool`` (ranges written as ranges again)."""
+    if spec.kind != SECTION:
+        return None
+    return [pool_resource(spec, KIND, namespace, {"addresses": address_texts(spec.cidrs)})]

@@ -19,6 +19,12 @@ timeoutSeconds), create/get/replace/delete with finalizers and deletionTimestamp
 strategic-merge and JSON patch, status subresource isolation, uid/resourceVersion/generation,
 and the service defaulting a controller reads (cluster IPs, families, port protocols).
 
+Custom resources: creating an ``apiextensions.k8s.io/v1`` CustomResourceDefinition serves each
+of its served versions (namespaced or cluster-scoped, with the status subresource when the
+version declares it), and marks the CRD Established; all versions share one storage and answer
+in the version asked for (conversion strategy None); deleting the CRD stops serving it and
+drops its objects. ``add_resource`` does the same for one version without a CRD object.
+
 Not emulated: authentication, admission beyond namespace existence, validation, server-side
 apply (415), garbage collection, namespace termination, events.k8s.io/core event conversion,
 resourceVersion on lists (always the latest state).
@@ -85,6 +91,16 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("events.k8s.io", "v1", "events", "Event", short_names=("ev",)),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
     Resource("coordination.k8s.io", "v1", "leases", "Lease"),
+    Resource(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        status=True,
+        strategic=False,
+        short_names=("crd", "crds"),
+    ),
 )
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
@@ -779,8 +795,41 @@ class KubeEmulator:
     def _register(self, res: Resource) -> None:
         with self._cond:
             self._resources[(res.group, res.version, res.plural)] = res
+            # Versions of one resource share their objects and their history, as one etcd key space.
+            sibling = next(
+                (r for r in self._store if (r.group, r.plural) == (res.group, res.plural) and r != res), None
+            )
+            if sibling is not None:
+                self._store.setdefault(res, self._store[sibling])
+                self._history.setdefault(res, self._history[sibling])
             self._store.setdefault(res, {})
             self._history.setdefault(res, _History(self.history_size))
+
+    def _crd_changed(self, crd: Obj, *, deleted: bool = False) -> None:
+        """Serve (or stop serving) the versions a CustomResourceDefinition declares."""
+        spec = crd.get("spec") or {}
+        group, names = spec.get("group", ""), spec.get("names") or {}
+        plural, kind = names.get("plural", ""), names.get("kind", "")
+        served = {} if deleted else {v.get("name"): v for v in spec.get("versions") or () if v.get("served", True)}
+        for key, res in list(self._resources.items()):
+            if (res.group, res.plural) == (group, plural) and res.version not in served:
+                del self._resources[key]
+                if not any((r.group, r.plural) == (group, plural) for r in self._resources.values()):
+                    self._store[res].clear()
+        for name, version in served.items():
+            self._register(
+                Resource(
+                    group,
+                    name,
+                    plural,
+                    kind,
+                    namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                    status="status" in (version.get("subresources") or {}),
+                    reset_status="status" in (version.get("subresources") or {}),  # create ignores status then
+                    strategic=False,
+                    short_names=tuple(names.get("shortNames") or ()),
+                )
+            )
 
     def _resource(self, name: str) -> Resource:
         for res in self._resources.values():
@@ -845,6 +894,8 @@ class KubeEmulator:
             self._next_rv(meta)
             self._store[res][(ns, name)] = obj
             self._emit(res, "ADDED", obj, None)
+            if res.kind == "CustomResourceDefinition":
+                self._crd_changed(obj)
             return copy.deepcopy(obj)
 
     def _defaults(self, res: Resource, obj: Obj, old: Obj | None) -> None:
@@ -855,6 +906,16 @@ class KubeEmulator:
                 del meta[field]  # omitempty on the Go side
         if res.kind == "Namespace":
             obj.setdefault("status", {}).setdefault("phase", "Active")
+        if res.kind == "CustomResourceDefinition":
+            status = obj.setdefault("status", {})
+            status["acceptedNames"] = (obj.get("spec") or {}).get("names") or {}
+            status["storedVersions"] = [
+                v["name"] for v in (obj.get("spec") or {}).get("versions") or () if v.get("storage")
+            ]
+            status["conditions"] = [
+                {"type": t, "status": "True", "reason": r, "message": "", "lastTransitionTime": self._timestamp()}
+                for t, r in (("NamesAccepted", "NoConflicts"), ("Established", "InitialNamesAccepted"))
+            ]
         if res.kind != "Service" or res.group:
             return
         obj.setdefault("status", {}).setdefault("loadBalancer", {})  # Go never omits this struct
@@ -955,6 +1016,8 @@ class KubeEmulator:
         else:
             self._store[res][key] = new
             self._emit(res, "MODIFIED", new, old)
+        if res.kind == "CustomResourceDefinition":
+            self._crd_changed(new, deleted=key not in self._store[res])
         return copy.deepcopy(new)
 
     def _patch(self, res: Resource, ns: str, name: str, content_type: str, raw: bytes, sub: str | None) -> Obj:
@@ -1002,6 +1065,8 @@ class KubeEmulator:
             del self._store[res][(ns, name)]
             self._next_rv(gone["metadata"])
             self._emit(res, "DELETED", gone, old)
+            if res.kind == "CustomResourceDefinition":
+                self._crd_changed(gone, deleted=True)
             details = {**_details(res, name), "uid": meta["uid"]}
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
 
@@ -1050,7 +1115,7 @@ class KubeEmulator:
         res, ns, name, sub = self._route(path)
         if method == "GET" and name:
             with self._cond:
-                return 200, copy.deepcopy(self._existing(res, ns or "", name))
+                return 200, _as_version(self._existing(res, ns or "", name), res)
         if method == "GET" and _truthy(query.get("watch")):
             rv = query.get("resourceVersion", "")
             if not rv.isdigit():
@@ -1198,7 +1263,8 @@ class KubeEmulator:
                         out.end_stream(abrupt=abrupt)
                         return
                     sent += 1
-                out.chunk({"type": visible[0], "object": visible[1]})
+                shown = visible[1] if visible[0] == "BOOKMARK" else _as_version(visible[1], req.res)
+                out.chunk({"type": visible[0], "object": shown})
             with self._cond:
                 state, pending = self._wait(out, req, history, epoch, cursor, deadline, next_bookmark)
             if state in ("events", "bookmark"):
@@ -1239,6 +1305,14 @@ class KubeEmulator:
     def _expired(self, cursor: int, history: _History) -> Obj:
         message = f"too old resource version: {cursor} ({history.dropped_upto + 1})"
         return {"type": "ERROR", "object": status_object(410, "Expired", message)}
+
+
+def _as_version(obj: Obj, res: Resource) -> Obj:
+    """A copy of *obj* in the version *res* serves (conversion strategy None: only apiVersion changes)."""
+    out = copy.deepcopy(obj)
+    if "apiVersion" in out:
+        out["apiVersion"] = res.api_version
+    return out
 
 
 def _visible(event: _Event, match: Matcher) -> tuple[str, Obj] | None:

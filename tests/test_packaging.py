@@ -161,6 +161,11 @@ print(alloc.allocate("default/web"), alloc.allocate("default/dns"), alloc.pool_o
         result = bare.run("metallb", "check-config", "--quiet", ROOT / "examples" / "config.yaml")
         assert (result.returncode, result.stderr) == (0, "")
 
+    def test_check_config_on_the_resource_example(self, bare):
+        """`metallb check-config examples/resources.yaml` (every kind, AddressService too) needs only the base."""
+        result = bare.run("metallb", "check-config", "--quiet", ROOT / "examples" / "resources.yaml")
+        assert (result.returncode, result.stderr) == (0, "")
+
     def test_parses_every_built_in_kind(self, bare):
         """A config with layer-2, BGP and address-service pools parses: config hooks need only the base."""
         config = (

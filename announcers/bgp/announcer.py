@@ -21,6 +21,7 @@ import netaddr
 from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
 from metallb.allocator.model import ClusterView, Config, NodeInfo, PeerSpec, ServiceView
 from metallb.announcers.bgp.metrics import metrics_for
+from metallb.announcers.bgp.plugin import starts_session
 from metallb.announcers.bgp.policy import DesiredSet, PrefixKey, Route, advertise_reason, routes_for
 from metallb.announcers.bgp.session import BACKOFF_CAP, CONNECT_TIMEOUT, Session, SessionStatus
 from prometheus_client import CollectorRegistry
@@ -46,12 +47,14 @@ class BgpAnnouncer(AnnouncerBase):
         self._connect_timeout = CONNECT_TIMEOUT if settings.connect_timeout is None else settings.connect_timeout
         self._backoff_cap = BACKOFF_CAP if settings.backoff_cap is None else settings.backoff_cap
         self._peers: tuple[PeerSpec, ...] = ()
+        self._node: NodeInfo | None = None  # from set_config: advertisements may select nodes
         self._lock = threading.Lock()  # guards _set, _changes and _flush_pending
         self._set = DesiredSet()
         self._changes: set[PrefixKey] = set()
         self._flush_pending = False
-        self._live: dict[PrefixKey, Route] = {}  # what sessions see; changed only on the loop
-        self._live_counts = {4: 0, 6: 0}  # prefixes of _live per IP version
+        # What sessions see, per peer name (advertisements may name peers; "" for unnamed
+        # ConfigMap peers): routes and their count per IP version. Changed only on the loop.
+        self._views: dict[str, tuple[dict[PrefixKey, Route], dict[int, int]]] = {}
         self._sessions: dict[PeerSpec, Session] = {}  # touched only on the loop
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -65,9 +68,22 @@ class BgpAnnouncer(AnnouncerBase):
     # -- Announcer -----------------------------------------------------------------------
 
     def set_config(self, config: Config, node: NodeInfo) -> None:
-        """Start sessions to new peers selecting *node*, stop removed ones, keep unchanged ones."""
+        """Start sessions to new peers selecting *node*, stop removed ones, keep unchanged ones.
+
+        A peer the speaker cannot serve as configured (``starts_session``:
+        BGP unnumbered, a VRF, a dynamic ASN) gets no session; the controller
+        reports it as not applied.
+        """
         self._peers = config.peers
-        wanted = [p for p in config.peers if p.selects(node.labels)]
+        self._node = node
+        wanted = []
+        for peer in config.peers:
+            if not peer.selects(node.labels):
+                continue
+            if not starts_session(peer):
+                log.warning("BGP peer %s is not started: it needs what the speaker does not do yet", peer_name(peer))
+                continue
+            wanted.append(peer)
         self._call(self._apply_peers(wanted))
 
     def should_announce(self, service: ServiceView, cluster: ClusterView) -> str | None:
@@ -81,8 +97,8 @@ class BgpAnnouncer(AnnouncerBase):
         )
 
     def announce(self, service: ServiceView) -> None:
-        """Add *service*'s prefixes to the desired set. Idempotent."""
-        self._update(service.key, routes_for(service))
+        """Add *service*'s prefixes (of the advertisements selecting this node) to the desired set. Idempotent."""
+        self._update(service.key, routes_for(service, self._node))
 
     def withdraw(self, key: str) -> None:
         """Remove *key*'s prefixes from the desired set (kept while another service needs them)."""
@@ -109,10 +125,13 @@ class BgpAnnouncer(AnnouncerBase):
             return []
         return self._call(self._statuses())
 
-    def desired(self) -> Mapping[netaddr.IPNetwork, Route]:
-        """The routes every peer should have from this node (a copy)."""
+    def desired(self, peer: str | None = None) -> Mapping[netaddr.IPNetwork, Route]:
+        """The routes a peer should have from this node (a copy): the peer named *peer*, or one no route names."""
         with self._lock:
-            return self._set.by_prefix()
+            if peer is None:
+                return self._set.by_prefix()
+            found = (self._set.route_for(p, peer) for p in self._set.prefixes())
+            return {r.prefix: r for r in found if r is not None}
 
     # -- loop side -----------------------------------------------------------------------
 
@@ -131,18 +150,22 @@ class BgpAnnouncer(AnnouncerBase):
     def _flush(self) -> None:
         with self._lock:
             changes, self._changes = self._changes, set()
-            updates = {p: self._set.routes.get(p) for p in changes}
+            updates = {name: {p: self._set.route_for(p, name) for p in changes} for name in self._views}
             self._flush_pending = False
-        for prefix, route in updates.items():
-            if route is None:
-                if self._live.pop(prefix, None) is not None:
-                    self._live_counts[prefix[0]] -= 1
-            else:
-                if prefix not in self._live:
-                    self._live_counts[prefix[0]] += 1
-                self._live[prefix] = route
+        for name, routes in updates.items():
+            _apply(self._views[name], routes)
         for session in self._sessions.values():
             session.mark_changed(changes)
+
+    def _view(self, name: str) -> tuple[dict[PrefixKey, Route], dict[int, int]]:
+        """The routes the peers named *name* see, made from the desired set on first use (on the loop)."""
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = ({}, {4: 0, 6: 0})
+            with self._lock:
+                routes = {p: self._set.route_for(p, name) for p in self._set.prefixes()}
+            _apply(view, routes)
+        return view
 
     async def _apply_peers(self, wanted: list[PeerSpec]) -> None:
         removed = [self._sessions.pop(p) for p in list(self._sessions) if p not in wanted]
@@ -156,17 +179,20 @@ class BgpAnnouncer(AnnouncerBase):
             self._metrics.forget(session.label)
         for peer in wanted:
             if peer not in self._sessions:
+                live, counts = self._view(peer.name)
                 session = Session(
                     peer,
                     node_name=self._settings.node_name,
-                    desired=self._live,
-                    desired_counts=self._live_counts,
+                    desired=live,
+                    desired_counts=counts,
                     metrics=self._metrics,
                     connect_timeout=self._connect_timeout,
                     backoff_cap=self._backoff_cap,
                 )
                 self._sessions[peer] = session
                 session.start()
+        for name in set(self._views) - {p.name for p in self._sessions}:
+            del self._views[name]
 
     async def _shutdown(self) -> None:
         sessions = list(self._sessions.values())
@@ -175,3 +201,21 @@ class BgpAnnouncer(AnnouncerBase):
 
     async def _statuses(self) -> list[SessionStatus]:
         return [s.status() for s in self._sessions.values()]
+
+
+def _apply(view: tuple[dict[PrefixKey, Route], dict[int, int]], routes: Mapping[PrefixKey, Route | None]) -> None:
+    """Write *routes* (None: withdrawn) into a view, keeping its per-family counts."""
+    live, counts = view
+    for prefix, route in routes.items():
+        if route is None:
+            if live.pop(prefix, None) is not None:
+                counts[prefix[0]] -= 1
+        else:
+            if prefix not in live:
+                counts[prefix[0]] += 1
+            live[prefix] = route
+
+
+def peer_name(peer: PeerSpec) -> str:
+    """How logs name a peer: its name, or its address."""
+    return peer.name or str(peer.peer_address or peer.interface)

@@ -14,7 +14,7 @@ _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, BgpMetrics] = weakref
 
 
 class BgpMetrics:
-    """The four BGP series of one registry."""
+    """MetalLB's four BGP series of one registry, and our session state changes."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._up = Gauge(
@@ -27,13 +27,21 @@ class BgpMetrics:
             "metallb_bgp_announced_prefixes_total", "Number of prefixes currently being advertised on the BGP session",
             ["peer"], registry=registry,
         )  # fmt: skip
+        self._state: dict[str, bool] = {}  # the last state of each peer's session
+        self._changes = Counter(
+            "metallb_bgp_session_state_changes_total", "Times the BGP session went up or down",
+            ["peer", "state"], registry=registry,
+        )  # fmt: skip
         self._pending = Gauge(
             "metallb_bgp_pending_prefixes_total", "Number of prefixes that should be advertised on the BGP session",
             ["peer"], registry=registry,
         )  # fmt: skip
 
     def session_up(self, peer: str, up: bool) -> None:
-        """Record whether the session to *peer* is established."""
+        """Record whether the session to *peer* is established (a change of state is counted)."""
+        if self._state.get(peer, False) != up:  # a new session that is still down is no change
+            self._changes.labels(peer, "up" if up else "down").inc()
+        self._state[peer] = up
         self._up.labels(peer).set(1 if up else 0)
 
     def update_sent(self, peer: str) -> None:
@@ -50,9 +58,14 @@ class BgpMetrics:
 
     def forget(self, peer: str) -> None:
         """Drop *peer*'s series (the peer left the configuration)."""
-        for metric in (self._up, self._updates, self._announced, self._pending):
+        self._state.pop(peer, None)
+        series: list[tuple[Gauge | Counter, tuple[str, ...]]] = [
+            (m, (peer,)) for m in (self._up, self._updates, self._announced, self._pending)
+        ]
+        series += [(self._changes, (peer, state)) for state in ("up", "down")]
+        for metric, labels in series:
             try:
-                metric.remove(peer)
+                metric.remove(*labels)
             except KeyError:
                 pass
 

@@ -15,17 +15,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import netaddr
-from metallb.allocator.config import as_int, as_list, as_mapping, as_str, field_error, parse_community
+from metallb.allocator.config import as_int, as_list, as_mapping, as_str, field_error, parse_cidrs, parse_community
 from metallb.allocator.errors import ConfigError
 from metallb.allocator.interfaces import AnnouncerSettings
 from metallb.allocator.model import (
     Advertisement,
     BgpAdvertisement,
     Community,
+    Config,
     LargeCommunity,
+    PeerSpec,
     PoolEntry,
     ProtocolInfo,
+    Unapplied,
 )
 from metallb.allocator.plugins import hookimpl
 
@@ -34,12 +38,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ADVERTISEMENT_KEYS",
+    "APPLIED_PEER_FIELDS",
+    "BFD_APPLIED",
+    "NOT_STARTED_WITHOUT",
     "PROTOCOL",
     "metallb_announcer_protocols",
     "metallb_dump_advertisements",
     "metallb_make_announcer",
     "metallb_parse_advertisements",
+    "metallb_unapplied_config",
     "parse_advertisements",
+    "sort_key",
+    "starts_session",
+    "unapplied_peer_fields",
 ]
 
 PROTOCOL = "bgp"
@@ -47,10 +58,26 @@ PROTOCOL = "bgp"
 ADVERTISEMENT_KEYS = ("aggregation-length", "aggregation-length-v6", "localpref", "communities")
 
 
-def _sort_key(community: Community | LargeCommunity) -> tuple[bool, int, int, int]:
+def sort_key(community: Community | LargeCommunity) -> tuple[bool, int, int, int]:
+    """Standard communities first, by value, then large ones: the order advertisements keep."""
     if isinstance(community, LargeCommunity):
         return (True, community.global_admin, community.local1, community.local2)
     return (False, community.value, 0, 0)
+
+
+def _entries(entry: PoolEntry, cidrs: Sequence[netaddr.IPNetwork]) -> list[tuple[netaddr.IPNetwork, ...]]:
+    """The pool's CIDRs grouped by the address entry (CIDR or range) each came from.
+
+    MetalLB checks aggregation lengths per entry; a section whose address key
+    is not ``addresses`` or ``cidrs`` gets one group per CIDR.
+    """
+    for key in ("addresses", "cidrs"):
+        raw = entry.data.get(key)
+        if isinstance(raw, list) and raw:
+            groups = [parse_cidrs([item], entry.where(), key) for item in raw]
+            if [c for g in groups for c in g] == list(cidrs):
+                return groups
+    return [(c,) for c in cidrs]
 
 
 def parse_advertisements(
@@ -58,9 +85,19 @@ def parse_advertisements(
     where: str,
     cidrs: Sequence[netaddr.IPNetwork],
     communities: Mapping[str, Community | LargeCommunity],
+    *,
+    entries: Sequence[Sequence[netaddr.IPNetwork]] | None = None,
 ) -> tuple[BgpAdvertisement, ...]:
-    """A ``bgp-advertisements`` list, MetalLB's way; one default advertisement when empty."""
+    """A ``bgp-advertisements`` list, MetalLB v0.12's way; one default advertisement when empty.
+
+    *entries* groups *cidrs* by the address entry each came from (default: one
+    entry per CIDR): an aggregation length must be at least the prefix length
+    of the widest CIDR of each entry, so ``3.3.3.2-3.3.3.254`` (widest piece a
+    /26) takes 26.
+    """
+    groups = [tuple(g) for g in entries] if entries is not None else [(c,) for c in cidrs]
     out: list[BgpAdvertisement] = []
+    written: list[tuple[object, ...]] = []  # the entries as written, for the duplicate check
     for i, item in enumerate(as_list(raw, where, "bgp-advertisements"), 1):
         here = f"{where}: bgp advertisement #{i}"
         data = as_mapping(item, here, keys=ADVERTISEMENT_KEYS)
@@ -70,38 +107,50 @@ def parse_advertisements(
             raise field_error(here, "aggregation-length", agg, "invalid aggregation length: must be at most 32")
         if agg6 > 128:
             raise field_error(here, "aggregation-length-v6", agg6, "invalid aggregation length: must be at most 128")
-        for cidr in cidrs:  # every CIDR, ranges expanded, as MetalLB checks
-            limit, field = (agg, "aggregation-length") if cidr.version == 4 else (agg6, "aggregation-length-v6")
-            if limit < cidr.prefixlen:
+        for group in groups:
+            if not group:
+                continue
+            widest = min(group, key=lambda c: c.prefixlen)
+            limit, field = (agg, "aggregation-length") if widest.version == 4 else (agg6, "aggregation-length-v6")
+            if limit < widest.prefixlen:
                 raise field_error(
                     here,
                     field,
                     limit,
-                    f"invalid aggregation length: the pool's {cidr} is more specific; "
-                    f"use a length of at least {cidr.prefixlen}",
+                    f"invalid aggregation length: the pool's {widest} is more specific; "
+                    f"use a length of at least {widest.prefixlen}",
                 )
         localpref = as_int(data.get("localpref"), here, "localpref", default=0)
         parsed: list[Community | LargeCommunity] = []
+        texts: list[str] = []
         for value in as_list(data.get("communities"), here, "communities"):
             text = as_str(value, here, "communities")
+            if text in texts:  # MetalLB compares the strings: an alias and its value are no duplicates
+                raise field_error(here, "communities", text, "duplicate community in one advertisement")
+            texts.append(text)
             community = communities.get(text)
             if community is None:
                 try:
                     community = parse_community(text)
                 except ValueError as exc:
                     raise field_error(here, "communities", text, f"not a bgp-communities alias, and {exc}") from None
-            if community in parsed:
-                raise field_error(here, "communities", text, "duplicate community in one advertisement")
-            parsed.append(community)
-        adv = BgpAdvertisement(
-            aggregation_length=agg,
-            aggregation_length_v6=agg6,
-            localpref=localpref,
-            communities=tuple(sorted(parsed, key=_sort_key)),
-        )
-        if adv in out:
+            if community not in parsed:
+                parsed.append(community)
+        # MetalLB v0.12 compares the entries as decoded: an absent key differs from its
+        # default ({} and {aggregation-length: 32} are two entries), communities as written.
+        given = [data.get(k) is not None for k in ("aggregation-length", "aggregation-length-v6", "localpref")]
+        key = (*(v if g else None for v, g in zip((agg, agg6, localpref), given, strict=True)), tuple(texts))
+        if key in written:
             raise ConfigError(f"{here}: duplicate advertisement: it repeats an earlier one exactly")
-        out.append(adv)
+        written.append(key)
+        out.append(
+            BgpAdvertisement(
+                aggregation_length=agg,
+                aggregation_length_v6=agg6,
+                localpref=localpref,
+                communities=tuple(sorted(parsed, key=sort_key)),
+            )
+        )
     return tuple(out) if out else (BgpAdvertisement(),)
 
 
@@ -118,7 +167,9 @@ def metallb_parse_advertisements(
     """A ``bgp`` pool's ``bgp-advertisements``; None for other protocols."""
     if protocol != PROTOCOL:
         return None
-    return parse_advertisements(entry.data.get("bgp-advertisements"), entry.where(), cidrs, entry.communities)
+    return parse_advertisements(
+        entry.data.get("bgp-advertisements"), entry.where(), cidrs, entry.communities, entries=_entries(entry, cidrs)
+    )
 
 
 @hookimpl
@@ -148,3 +199,74 @@ def metallb_make_announcer(protocol: str, settings: AnnouncerSettings) -> BgpAnn
     from metallb.announcers.bgp.announcer import BgpAnnouncer
 
     return BgpAnnouncer(settings)
+
+
+# -- what the speaker applies ----------------------------------------------------------------
+
+#: The PeerSpec fields metallb's BGP speaker applies. A peer setting another field (to other
+#: than its default) is accepted and reported as not applied (``metallb_unapplied_config``).
+#: Implementing a field is adding it here.
+APPLIED_PEER_FIELDS = frozenset(
+    {
+        "name",
+        "my_asn",
+        "peer_asn",
+        "peer_address",
+        "peer_port",
+        "hold_time",
+        "router_id",
+        "source_address",
+        "password",
+        "node_selectors",
+        "dual_stack_address_family",  # the speaker always sends both families over one session
+    }
+)
+#: Of the fields not applied, those without which a session would be wrong rather than weaker:
+#: such a peer gets no session until the field is applied.
+NOT_STARTED_WITHOUT = frozenset({"interface", "vrf", "dynamic_asn"})
+#: Whether the speaker runs BFD (``BFDProfile`` objects and peers' ``bfd_profile``).
+BFD_APPLIED = False
+
+_PEER_DEFAULTS = {f.name: f.default for f in attrs.fields(PeerSpec)}
+
+
+def unapplied_peer_fields(peer: PeerSpec) -> tuple[str, ...]:
+    """The fields of *peer* the speaker does not apply, in model order."""
+    out = []
+    for field in attrs.fields(PeerSpec):
+        name = field.name
+        if name in APPLIED_PEER_FIELDS or getattr(peer, name) == _PEER_DEFAULTS[name]:
+            continue
+        if name == "keepalive_time" and peer.keepalive_time is not None and peer.keepalive_time * 3 == peer.hold_time:
+            continue  # what the speaker does anyway: a third of the hold time
+        if name == "bfd_profile" and BFD_APPLIED:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def starts_session(peer: PeerSpec) -> bool:
+    """Whether the speaker opens a session to *peer* (it has an address, and nothing it needs is missing)."""
+    return peer.peer_address is not None and not set(unapplied_peer_fields(peer)) & NOT_STARTED_WITHOUT
+
+
+@hookimpl
+def metallb_unapplied_config(config: Config) -> Sequence[Unapplied]:
+    """Peers' fields the speaker does not apply yet, and every BFD profile while BFD is not applied."""
+    out = []
+    for index, peer in enumerate(config.peers, 1):
+        fields = unapplied_peer_fields(peer)
+        if fields:
+            effect = "the session runs without them" if starts_session(peer) else "the session is not started"
+            out.append(Unapplied(kind="BGPPeer", name=peer.name, index=index, fields=fields, effect=effect))
+    if not BFD_APPLIED:
+        for profile in config.bfd_profiles.values():
+            out.append(
+                Unapplied(
+                    kind="BFDProfile",
+                    name=profile.name,
+                    fields=("name",),
+                    effect="the BGP speaker does not run BFD yet; sessions using the profile run without it",
+                )
+            )
+    return out

@@ -53,8 +53,11 @@ def reconnect_backoff(*, cap: float = BACKOFF_CAP) -> Backoff:
 
 
 def peer_label(peer: PeerSpec) -> str:
-    """``addr:port`` (``[addr]:port`` for IPv6), the metrics label MetalLB uses."""
-    host = f"[{peer.peer_address}]" if peer.peer_address.version == 6 else str(peer.peer_address)
+    """``addr:port`` (``[addr]:port`` for IPv6), the metrics label MetalLB uses (``%iface:port`` unnumbered)."""
+    address = peer.peer_address
+    if address is None:  # an unnumbered peer (interface): not started until the speaker supports it
+        return f"%{peer.interface}:{peer.peer_port}"
+    host = f"[{address}]" if address.version == 6 else str(address)
     return f"{host}:{peer.peer_port}"
 
 
@@ -257,20 +260,23 @@ class Session:
     async def _open(self) -> _Conn:
         """TCP connect and OPEN exchange, within one deadline."""
         peer = self.peer
+        address = peer.peer_address
+        if address is None:
+            raise OSError(f"BGP unnumbered (interface {peer.interface}) is not supported yet")
         self._state = "Connect"
-        sock = socket.socket(socket.AF_INET if peer.peer_address.version == 4 else socket.AF_INET6, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET if address.version == 4 else socket.AF_INET6, socket.SOCK_STREAM)
         writer: asyncio.StreamWriter | None = None
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if peer.password:
-                bgp_net.set_md5(sock, peer.peer_address, peer.password)
+                bgp_net.set_md5(sock, address, peer.password)
             if peer.source_address is not None:
                 sock.bind((str(peer.source_address), 0))
             loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self._connect_timeout):
-                    await loop.sock_connect(sock, (str(peer.peer_address), peer.peer_port))
+                    await loop.sock_connect(sock, (str(address), peer.peer_port))
             except TimeoutError:
                 hint = (
                     "a TCP MD5 password mismatch is a likely cause (the peer drops segments with a wrong signature)"

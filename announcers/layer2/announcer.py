@@ -35,12 +35,16 @@ RESCAN_INTERVAL = 10.0
 CONFLICT_HOLD = 5.0
 
 
-def pool_interfaces(pool: PoolSpec) -> tuple[str, ...]:
-    """The interfaces *pool*'s layer-2 advertisements answer on; empty means every eligible one.
+def pool_interfaces(pool: PoolSpec, node: NodeInfo | None = None) -> tuple[str, ...]:
+    """The interfaces *pool*'s layer-2 advertisements answer on from *node*; empty means every eligible one.
 
-    Advertisements add up: one without ``interfaces`` opens every interface.
+    Only the advertisements selecting *node* count (all of them without a
+    node). They add up, as in MetalLB: one without ``interfaces`` opens every
+    interface.
     """
     ads = pool.l2_advertisements
+    if node is not None:
+        ads = tuple(a for a in ads if a.selects(node.name, node.labels))
     if not ads or any(not a.interfaces for a in ads):
         return ()
     return tuple(dict.fromkeys(i for a in ads for i in a.interfaces))
@@ -65,6 +69,7 @@ class Layer2Announcer(AnnouncerBase):
         registry = settings.registry
         if registry is not None and not isinstance(registry, CollectorRegistry):
             raise TypeError(f"AnnouncerSettings.registry must be a CollectorRegistry, not {type(registry).__name__}")
+        self._metrics = metrics_for(registry)
         interval = settings.rescan_interval
         self._responder = Responder(
             restrict=settings.interfaces,
@@ -73,11 +78,11 @@ class Layer2Announcer(AnnouncerBase):
             rescan_interval=RESCAN_INTERVAL if interval is None else interval,
             on_conflict=self._claimed,
         )
-        self._conflict_counter = metrics_for(registry).conflicts
         self._lock = threading.Lock()  # probe threads and the responder's loop meet the speaker's thread here
         self._probing: set[netaddr.IPAddress] = set()
         self._conflicts: dict[netaddr.IPAddress, tuple[Conflict, float]] = {}  # found by a probe: not answered
         self._claims: dict[netaddr.IPAddress, tuple[Conflict, float]] = {}  # seen while answering
+        self._node: NodeInfo | None = None  # from set_config: advertisements may select nodes
         self._services: dict[str, ServiceView] = {}
         self._users: dict[netaddr.IPAddress, set[str]] = {}
         self._interfaces: dict[netaddr.IPAddress, tuple[str, ...]] = {}
@@ -93,14 +98,18 @@ class Layer2Announcer(AnnouncerBase):
         return self._responder
 
     def set_config(self, config: Config, node: NodeInfo) -> None:
-        """Follow changes of the pools' interfaces for the addresses already announced."""
+        """Follow changes of the pools' interfaces (and of this node's labels) for the addresses already announced."""
         changes: dict[netaddr.IPAddress, tuple[str, ...] | None] = {}
-        for address, current in self._interfaces.items():
-            pool = config.pool_for(address)
-            if pool is not None and pool_interfaces(pool) != current:
-                changes[address] = pool_interfaces(pool)
-        if changes:
+        with self._lock:
+            self._node = node
+            for address, current in self._interfaces.items():
+                pool = config.pool_for(address)
+                if pool is not None and pool_interfaces(pool, node) != current:
+                    changes[address] = pool_interfaces(pool, node)
             self._interfaces.update({a: p for a, p in changes.items() if p is not None})
+            # an address being probed is answered (on its new interfaces) only once its probe is clean
+            changes = {a: p for a, p in changes.items() if a not in self._probing}
+        if changes:
             self._responder.apply(changes)
 
     def should_announce(self, service: ServiceView, cluster: ClusterView) -> str | None:
@@ -159,7 +168,7 @@ class Layer2Announcer(AnnouncerBase):
         if self._closed:
             raise RuntimeError("layer2 announcer is closed")
         changes: dict[netaddr.IPAddress, tuple[str, ...] | None] = {}
-        interfaces = pool_interfaces(service.pool)
+        interfaces = pool_interfaces(service.pool, self._node)
         probes: list[netaddr.IPAddress] = []
         with self._lock:
             old = self._services.get(service.key)
@@ -178,9 +187,12 @@ class Layer2Announcer(AnnouncerBase):
                     probes.append(address)
                 elif address in self._probing:
                     self._interfaces[address] = interfaces  # answered once its probe is clean
-                elif self._interfaces.get(address) != interfaces:
-                    self._interfaces[address] = interfaces
-                    changes[address] = interfaces
+                else:
+                    if new:
+                        self._metrics.takeovers.labels(ip=str(address)).inc()
+                    if self._interfaces.get(address) != interfaces:
+                        self._interfaces[address] = interfaces
+                        changes[address] = interfaces
             spam = tuple(a for a in service.ips if a not in self._probing)
         self._responder.apply(changes, announce=spam)
         for address in probes:
@@ -205,13 +217,14 @@ class Layer2Announcer(AnnouncerBase):
             if conflict is not None:
                 self._conflicts[address] = (conflict, time.monotonic())
         if conflict is not None:
-            self._conflict_counter.labels(ip=str(address), mac=conflict.mac).inc()
+            self._metrics.conflicts.labels(ip=str(address), mac=conflict.mac).inc()
             log.warning("%s: not announced", conflict)
             if self._settings.notify is not None:  # decide (and so probe) again once the hold ends
                 timer = threading.Timer(CONFLICT_HOLD + 0.05, self._settings.notify)
                 timer.daemon = True
                 timer.start()
         elif wanted:
+            self._metrics.takeovers.labels(ip=str(address)).inc()
             try:
                 self._responder.apply({address: current}, announce=(address,))
             except RuntimeError as exc:  # closed meanwhile
@@ -223,7 +236,7 @@ class Layer2Announcer(AnnouncerBase):
         """From the responder's loop: another host sent a gratuitous ARP for an address we answer for."""
         with self._lock:
             self._claims[address] = (Conflict(address=address, mac=mac, interface=interface), time.monotonic())
-        self._conflict_counter.labels(ip=str(address), mac=mac).inc()
+        self._metrics.conflicts.labels(ip=str(address), mac=mac).inc()
         if self._settings.notify is not None:
             self._settings.notify()
 

@@ -58,12 +58,13 @@ T = TypeVar("T")
 
 @attrs.frozen(kw_only=True)
 class Metrics:
-    """MetalLB's layer-2 counters, labelled by ``ip``."""
+    """MetalLB's layer-2 counters and our takeovers, labelled by ``ip``."""
 
     requests_received: Counter
     responses_sent: Counter
     gratuitous_sent: Counter
     conflicts: Counter
+    takeovers: Counter
 
 
 _metrics: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
@@ -99,6 +100,12 @@ def metrics_for(registry: CollectorRegistry | None = None) -> Metrics:
                     "metallb_layer2_address_conflicts",
                     "Other hosts found using a service address (answering a conflict probe, or by gratuitous ARP)",
                     ["ip", "mac"],
+                    registry=registry,
+                ),
+                takeovers=Counter(
+                    "metallb_layer2_takeovers_total",
+                    "Times this node started answering for an address (a failover or a first announcement)",
+                    ["ip"],
                     registry=registry,
                 ),
             )

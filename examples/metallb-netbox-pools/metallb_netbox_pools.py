@@ -1,8 +1,9 @@
 """metallb-netbox-pools: pools whose addresses are recorded in a NetBox prefix.
 
 A worked example of a third-party metallb plugin. It adds the config section
-``netbox-pools``; each entry is a pool whose addresses come from one NetBox
-prefix through NetBox's REST API::
+``netbox-pools`` and, for configurations made of resources, the pool kind
+``NetBoxPool`` (group ``netbox.example.com``); each is a pool whose addresses come
+from one NetBox prefix through NetBox's REST API::
 
     netbox-pools:
     - name: lab
@@ -15,6 +16,18 @@ prefix through NetBox's REST API::
 
 A dual-stack pool lists one prefix per family, ids and CIDRs in the same
 order: ``prefix-id: [42, 43]`` with ``cidrs: [192.0.2.0/24, 2001:db8::/64]``.
+
+    apiVersion: netbox.example.com/v1alpha1
+    kind: NetBoxPool
+    metadata: {name: lab, namespace: metallb-system}
+    spec:
+      url: https://netbox.example.com
+      prefixIDs: [42]                      # one per CIDR for a dual-stack pool
+      cidrs: [192.0.2.0/24]
+      tokenSecret: {name: netbox-token}    # optional: a Secret with the API token (key "token")
+      timeout: 5
+
+Advertisements select a NetBoxPool by name or labels like any pool.
 
 An allocation creates an IP address object in the prefix (``POST
 .../available-ips/``, or ``POST /api/ipam/ip-addresses/`` for a requested
@@ -38,6 +51,8 @@ from metallb.allocator import (
     ConfigError,
     PoolEntry,
     PoolExhaustedError,
+    PoolResource,
+    PoolResourceKind,
     PoolSpec,
     ReconcileReport,
     SourceBase,
@@ -45,11 +60,16 @@ from metallb.allocator import (
     SourceUnavailableError,
     hookimpl,
     parse_pool_entry,
+    parse_pool_resource,
+    pool_resource,
 )
+from metallb.allocator.resources import resolve_secret
 
-__all__ = ["SECTION", "NetBoxSource"]
+__all__ = ["KIND", "SECTION", "NetBoxSource"]
 
 SECTION = "netbox-pools"
+#: The same pools as resources; a group of our own, not metallb.io.
+KIND = PoolResourceKind(kind="NetBoxPool", plural="netboxpools", section=SECTION, group="netbox.example.com")
 #: Description prefix of the IP address objects this plugin creates (and may delete).
 MARKER = "metallb: "
 log = logging.getLogger(__name__)
@@ -115,6 +135,22 @@ def _timeout(value: object, where: str) -> float:
     return seconds
 
 
+def _check_prefix_ids(spec: PoolSpec, where: str, field: str) -> None:
+    """One prefix id for a single-family pool, or one per CIDR."""
+    ids = spec.options["prefix-id"]
+    count, shown = (len(ids), ", ".join(map(str, ids))) if isinstance(ids, tuple) else (1, str(ids))
+    if count == 1 and len(spec.families()) > 1:
+        raise ConfigError(
+            f'{where}: field "{field}": value "{shown}": a NetBox prefix holds one address family; '
+            "for a dual-stack pool list one prefix id per CIDR, in the order of cidrs"
+        )
+    if count not in (1, len(spec.cidrs)):
+        raise ConfigError(
+            f'{where}: field "{field}": value "{shown}": give one prefix id, or one per CIDR '
+            f"of cidrs ({len(spec.cidrs)})"
+        )
+
+
 @hookimpl
 def metallb_pool_sections() -> Sequence[str]:
     """NetBox pools live in ``netbox-pools``."""
@@ -132,24 +168,107 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
         options={"url": _url, "prefix-id": _prefix_id, "token": _token, "timeout": _timeout},
         required=("url", "prefix-id"),
     )
-    ids = spec.options["prefix-id"]
-    count, shown = (len(ids), ", ".join(map(str, ids))) if isinstance(ids, tuple) else (1, str(ids))
-    if count == 1 and len(spec.families()) > 1:
-        raise ConfigError(
-            f'{entry.where()}: field "prefix-id": value "{shown}": a NetBox prefix holds one address family; '
-            "for a dual-stack pool list one prefix id per CIDR, in the order of cidrs"
-        )
-    if count not in (1, len(spec.cidrs)):
-        raise ConfigError(
-            f'{entry.where()}: field "prefix-id": value "{shown}": give one prefix id, or one per CIDR '
-            f"of cidrs ({len(spec.cidrs)})"
-        )
+    _check_prefix_ids(spec, entry.where(), "prefix-id")
     if spec.avoid_buggy_ips:
         raise ConfigError(
             f'{entry.where()}: field "avoid-buggy-ips": value "true": not supported: NetBox picks the addresses; '
             "mark .0 and .255 addresses as reserved in NetBox instead"
         )
     return spec
+
+
+@hookimpl
+def metallb_pool_resource_kinds() -> Sequence[PoolResourceKind]:
+    """NetBox pools are ``NetBoxPool`` resources too."""
+    return [KIND]
+
+
+def _number(value: object, where: str) -> object:
+    """JSON numbers as the text the section's converters read (``timeout: 2.5``, ``prefixIDs: [42, 43]``)."""
+    if isinstance(value, list):
+        return [_number(v, where) for v in value]
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _prefix_ids(value: object, where: str) -> int | tuple[int, ...]:
+    """``prefixIDs``: a list of one id (any pool) or one per CIDR; the section's model (an int, or a tuple)."""
+    ids = _prefix_id(_number(value if isinstance(value, list) else [value], where), where)
+    assert isinstance(ids, tuple)
+    return ids[0] if len(ids) == 1 else ids
+
+
+@hookimpl
+def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
+    """``NetBoxPool``: url, prefixIDs and cidrs (required), tokenSecret, timeout, and the shared pool fields."""
+    if resource.kind.kind != KIND.kind:
+        return None
+    where = resource.where()
+    spec = parse_pool_resource(
+        resource,
+        cidrs_key="cidrs",
+        options={
+            "url": _url,
+            "prefixIDs": _prefix_ids,
+            "timeout": lambda v, w: _timeout(_number(v, w), w),
+            "tokenSecret": lambda v, w: v,
+        },
+        required=("url", "prefixIDs"),
+    )
+    if spec.avoid_buggy_ips:
+        raise ConfigError(
+            f'{where}: field "spec.avoidBuggyIPs": value "true": not supported: NetBox picks the addresses'
+        )
+    token = ""
+    ref = spec.options["tokenSecret"]
+    if ref is not None:
+        if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
+            raise ConfigError(f'{where}: field "spec.tokenSecret": must be {{name: <Secret>, key: <key>}}')
+        key = str(ref.get("key") or "token")
+        value = resolve_secret(where, "spec.tokenSecret.name", ref["name"], key, resource.secrets)
+        token = _token(value.decode(), where)
+    options = {
+        "url": spec.options["url"],
+        "prefix-id": spec.options["prefixIDs"],
+        "token": token,
+        "timeout": spec.options["timeout"],
+    }
+    pool = PoolSpec(
+        name=spec.name,
+        kind=SECTION,
+        cidrs=spec.cidrs,
+        auto_assign=spec.auto_assign,
+        options=options,
+        service_allocation=spec.service_allocation,
+        labels=spec.labels,
+    )
+    _check_prefix_ids(pool, where, "spec.prefixIDs")
+    return pool
+
+
+@hookimpl
+def metallb_render_pool_resource(spec: PoolSpec, namespace: str) -> Sequence[dict[str, object]] | None:
+    """A ``netbox-pools`` pool as a ``NetBoxPool``, its token in a Secret."""
+    if spec.kind != SECTION:
+        return None
+    own: dict[str, object] = {
+        "url": spec.options["url"],
+        "prefixIDs": list(ids) if isinstance(ids := spec.options["prefix-id"], tuple) else [ids],
+        "cidrs": [str(c) for c in spec.cidrs],
+        "timeout": spec.options["timeout"],
+    }
+    objects: list[dict[str, object]] = []
+    if spec.options["token"]:
+        own["tokenSecret"] = {"name": f"{spec.name}-netbox-token"}
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{spec.name}-netbox-token", "namespace": namespace},
+                "type": "Opaque",
+                "stringData": {"token": str(spec.options["token"])},
+            }
+        )
+    return [pool_resource(spec, KIND, namespace, own), *objects]
 
 
 @hookimpl
@@ -263,8 +382,10 @@ class NetBoxSource(SourceBase):
 
     # -- AddressSource ---------------------------------------------------------------
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
-        """Create an IP address object in a prefix of *family* (the next free one, or *wanted*)."""
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
+        """Create an IP address object in a prefix of *family* (the next free one, or *wanted*); *uid* is unused."""
         self._retry_releases()
         if family not in self.spec.families():
             raise PoolExhaustedError(f'no available IPs in pool "{self.spec.name}" (it has no IPv{family} addresses)')

@@ -70,6 +70,8 @@ class GossipNode:
         peer_port: the port members listen on (default: the port bound here, as in a DaemonSet).
         params: protocol parameters.
         on_change: called (from the gossip thread) whenever :meth:`live` changes.
+        on_suspect: called (from the gossip thread) with a member each time it turns from alive to
+            suspect (this member's probe failed, or another member said so).
         join_timeout: seconds after which the node counts as ready even if no member answered the join.
     """
 
@@ -83,11 +85,13 @@ class GossipNode:
         peer_port: int | None = None,
         params: Params | None = None,
         on_change: Callable[[], None] | None = None,
+        on_suspect: Callable[[str], None] | None = None,
         join_timeout: float = 2.0,
     ) -> None:
         self.name = name
         self._keyring = keyring
         self._on_change = on_change
+        self._on_suspect = on_suspect
         self._join_timeout = join_timeout
         host, port = bind
         self._host = host if host not in ("", "0.0.0.0", "::") else ""
@@ -260,6 +264,8 @@ class GossipNode:
     def _observe(self, member: str, old: Status, new: Status, now: float) -> None:
         level = logging.DEBUG if Status.SUSPECT in (old, new) and Status.DEAD not in (old, new) else logging.INFO
         log.log(level, "memberlist: %s is %s (was %s)", member, new.name.lower(), old.name.lower())
+        if old == Status.ALIVE and new == Status.SUSPECT and self._on_suspect is not None:
+            self._on_suspect(member)
 
     # -- packets ---------------------------------------------------------------------------
 

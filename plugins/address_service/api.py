@@ -19,6 +19,8 @@ import attrs
 
 __all__ = [
     "SERVICE_PATTERN",
+    "FamilyBackends",
+    "backend_families",
     "AddressTakenError",
     "Backend",
     "BackendError",
@@ -65,7 +67,8 @@ class LeaseRequest:
         service: ``namespace/name``.
         uid: the Service's ``metadata.uid`` when the client sent one.
         mac: the hardware address to lease with ("" when the backend needs none).
-        wanted: a particular IPv4 address, or "".
+        wanted: a particular address (of *family*), or "".
+        family: 4 or 6 (the ``family`` extension of ``POST /v1/ip``).
     """
 
     id: str
@@ -73,6 +76,7 @@ class LeaseRequest:
     uid: str = ""
     mac: str = ""
     wanted: str = ""
+    family: int = 4
 
 
 def _strings(values: Iterable[str]) -> tuple[str, ...]:
@@ -164,7 +168,9 @@ class Backend(Protocol):
     """Where the bundled server's addresses come from. Built by ``metallb_make_backend``.
 
     ``obtain`` may block up to *timeout* seconds and is called from many
-    threads at once; the backend protects its own state.
+    threads at once; the backend protects its own state. A backend may name
+    the address families it serves in a ``families`` attribute (a tuple;
+    ``(4,)`` when absent); requests of another family never reach it.
     """
 
     kind: str
@@ -194,6 +200,69 @@ class Backend(Protocol):
     def close(self) -> None:
         """Stop background work. Releases nothing: leases stay for the next start."""
         ...
+
+
+def backend_families(backend: Backend) -> tuple[int, ...]:
+    """The families *backend* serves (its ``families``, else IPv4 only)."""
+    return tuple(getattr(backend, "families", (4,)))
+
+
+def _family_of(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+class FamilyBackends:
+    """One backend per address family behind the server (``--backend dhcp --backend dhcpv6``).
+
+    Args:
+        backends: each serves the families it names; the first to name a family serves it.
+    """
+
+    def __init__(self, backends: Sequence[Backend]) -> None:
+        self.backends = tuple(backends)
+        self.kind = "+".join(b.kind for b in self.backends)
+        self.needs_mac = any(b.needs_mac for b in self.backends)
+        self.families = tuple(sorted({f for b in self.backends for f in backend_families(b)}))
+        self.blocking = any(getattr(b, "blocking", True) for b in self.backends)  # see AddressService.blocking
+        self._by_family: dict[int, Backend] = {}
+        for backend in self.backends:
+            for family in backend_families(backend):
+                self._by_family.setdefault(family, backend)
+
+    def __repr__(self) -> str:
+        return f"<FamilyBackends({', '.join(map(repr, self.backends))})>"
+
+    def _for(self, family: int) -> Backend:
+        backend = self._by_family.get(family)
+        if backend is None:
+            raise NoAddressError(f"no backend of this server hands out IPv{family} addresses")
+        return backend
+
+    def cidrs(self) -> Sequence[str]:
+        """Every backend's networks."""
+        return [c for b in self.backends for c in b.cidrs()]
+
+    def start(self, listener: LeaseListener) -> None:
+        """Start every backend."""
+        for backend in self.backends:
+            backend.start(listener)
+
+    def obtain(self, request: LeaseRequest, *, timeout: float) -> Lease:
+        """The backend of the request's family leases."""
+        return self._for(request.family).obtain(request, timeout=timeout)
+
+    def resume(self, lease: Lease) -> None:
+        """The backend of the lease's family resumes it."""
+        self._for(_family_of(lease.ip)).resume(lease)
+
+    def release(self, lease: Lease) -> None:
+        """The backend of the lease's family releases it."""
+        self._for(_family_of(lease.ip)).release(lease)
+
+    def close(self) -> None:
+        """Close every backend."""
+        for backend in self.backends:
+            backend.close()
 
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as DHCPManager prints an unset time

@@ -2,12 +2,18 @@
 
 It speaks DHCPManager's v1 protocol (``POST``/``DELETE /v1/ip``) and uses our
 extensions only when the server lists them in ``GET /v1/config``. Every
-answer is checked (2xx, JSON, ``status: success``, an IPv4 ``ip`` inside the
-pool); a lease we cannot use is given back at once. A POST whose answer was
-lost is never repeated blindly: the server's idempotent POST or its
-``/v1/status`` proves no lease was made for the service first. DELETEs that
-fail are retried by a background thread (``releases``) until the server
-confirms them. Quick retries go through :func:`metallb.allocator.retry.retrying`.
+answer is checked (2xx, JSON, ``status: success``, an ``ip`` of the asked
+family inside the pool); a lease we cannot use is given back at once. A POST
+whose answer was lost is never repeated blindly: the server's idempotent POST
+or its ``/v1/status`` proves no lease was made for the service first.
+
+DHCPManager's answers are not taken at their word where they are ambiguous:
+a DELETE answered ``error`` with an empty id may only mean its IP index lags
+behind the POST, so ``/v1/status`` must confirm the lease is gone; a POST
+answered ``timeout`` may still be bound later, so that allocation id is looked
+for in ``/v1/status`` for a while and released when it shows up. DELETEs that
+are not confirmed are retried by a background thread (``releases``) until they
+are. Quick retries go through :func:`metallb.allocator.retry.retrying`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from metallb.allocator import (
     SourceUnavailableError,
 )
 from metallb.allocator.retry import Attempt, Retryable, retrying
-from metallb.plugins.address_service.releases import ReleaseError, ReleaseQueue
+from metallb.plugins.address_service.releases import LateLeases, ReleaseError, ReleaseQueue
 
 __all__ = ["ATTEMPTS", "AddressServiceSource", "LeaseRecord", "service_of_hostname"]
 
@@ -50,6 +56,16 @@ BACKOFF = 0.25
 MAX_BACKOFF = 30.0
 #: How long the extension list of ``GET /v1/config`` is trusted.
 EXTENSIONS_TTL = 300.0
+#: How long to look for a late binding after a POST answered "timeout" (DHCPManager binds one
+#: allocation at a time, ~3 s each, so a queue of them binds long after its 10 s answer).
+LATE_LEASE_WAIT = 60.0
+#: How often ``/v1/status`` is read while late bindings are looked for.
+LATE_LEASE_POLL = 1.0
+#: Without ``/v1/status``, a DELETE answered "error" this soon after the POST is tried again
+#: (DHCPManager's IP index lags the POST's answer by tens of milliseconds).
+INDEX_GRACE = 2.0
+#: Addresses given back as unusable that reconciliation still looks for, at most.
+RETURNED_MAX = 1024
 _SNIPPET = 120
 
 
@@ -63,6 +79,7 @@ class LeaseRecord:
         id: the server's allocation id, or "".
         mac: the lease's hardware address, or "".
         expires: the server's ``expires`` text, or "".
+        obtained: when the answer came (monotonic seconds; 0 when not from a POST).
     """
 
     ip: netaddr.IPAddress
@@ -70,6 +87,7 @@ class LeaseRecord:
     id: str = ""
     mac: str = ""
     expires: str = ""
+    obtained: float = attrs.field(default=0.0, eq=False)
 
 
 class _Answer(Exception):
@@ -128,9 +146,11 @@ class AddressServiceSource(SourceBase):
 
     Args:
         spec: the pool; ``spec.options`` holds ``url`` (normalised), and
-            optionally ``auth-token``, ``ca-file``, and the programmatic
-            ``timeout``, ``connect-timeout`` and ``backoff`` (seconds; not
-            accepted in YAML, for tests and embedding).
+            optionally ``auth-token``, ``ca-file`` or ``ca-data`` (the PEM
+            text, from an ``AddressService``'s CA Secret), and the programmatic
+            ``timeout``, ``connect-timeout``, ``backoff``, ``late-lease-wait``
+            and ``late-lease-poll`` (seconds; not accepted in YAML, for tests
+            and embedding).
         transport: an httpx transport to use instead of the network.
     """
 
@@ -141,18 +161,28 @@ class AddressServiceSource(SourceBase):
         self.timeout = float(spec.options.get("timeout", TOTAL_TIMEOUT))  # type: ignore[arg-type]
         self.connect_timeout = min(self.timeout, float(spec.options.get("connect-timeout", CONNECT_TIMEOUT)))  # type: ignore[arg-type]
         self.backoff = float(spec.options.get("backoff", BACKOFF))  # type: ignore[arg-type]
+        self.late_wait = float(spec.options.get("late-lease-wait", LATE_LEASE_WAIT))  # type: ignore[arg-type]
+        late_poll = float(spec.options.get("late-lease-poll", LATE_LEASE_POLL))  # type: ignore[arg-type]
         headers = {"Accept": "application/json", "User-Agent": "metallb-address-service-client/1"}
         token = str(spec.options.get("auth-token") or "")
         if token:
             headers["X-Auth-Token"] = token
         verify: ssl.SSLContext | bool = True
         ca_file = str(spec.options.get("ca-file") or "")
+        ca_data = str(spec.options.get("ca-data") or "")
         if ca_file:
             try:
                 verify = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(
                     f'address service "{spec.name}": field "ca-file": value "{ca_file}": cannot load: {exc}'
+                ) from None
+        elif ca_data:
+            try:
+                verify = ssl.create_default_context(cadata=ca_data)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ConfigError(
+                    f'address service "{spec.name}": field "caSecret": the CA certificate cannot be loaded: {exc}'
                 ) from None
         self._http = httpx.Client(
             base_url=self.url,
@@ -167,6 +197,8 @@ class AddressServiceSource(SourceBase):
         self._owners: dict[netaddr.IPAddress, set[str]] = {}
         self._leases: dict[netaddr.IPAddress, LeaseRecord] = {}
         self._inflight: dict[str, int] = {}
+        # Unusable leases given back (outside cidrs ...): reconciliation releases them if they linger.
+        self._returned: dict[str, LeaseRecord] = {}
         self._extensions: frozenset[str] | None = None
         self._extensions_until = 0.0
         self._releases: ReleaseQueue[LeaseRecord] = ReleaseQueue(
@@ -176,6 +208,13 @@ class AddressServiceSource(SourceBase):
             first_delay=max(self.backoff, 0.05) * 2**ATTEMPTS,
             max_delay=MAX_BACKOFF,
             thread_name=f"address-service-{spec.name}-delete",
+        )
+        self._late = LateLeases(
+            find=self._bound_by_id,
+            give_back=self._give_back_late,
+            interval=late_poll,
+            label=self._label,
+            thread_name=f"address-service-{spec.name}-late",
         )
 
     def __repr__(self) -> str:
@@ -257,10 +296,17 @@ class AddressServiceSource(SourceBase):
 
     # -- acquire ---------------------------------------------------------------------------
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
-        """POST ``/v1/ip`` for *owner*; at most :data:`ATTEMPTS` tries, a rejected lease is given back."""
-        if family != 4 or 4 not in self.spec.families():
-            raise PoolExhaustedError(self._where("address services hand out IPv4 addresses only"))
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
+        """POST ``/v1/ip`` for *owner*; at most :data:`ATTEMPTS` tries, a rejected lease is given back.
+
+        *uid* (the Service's ``metadata.uid``) goes to servers with an
+        idempotent POST, which then tell a recreated Service from the old one;
+        IPv6 needs a server that lists the ``family`` extension.
+        """
+        if family not in self.spec.families():
+            raise PoolExhaustedError(self._where(f"the pool's cidrs have no IPv{family} addresses"))
         if wanted is not None:
             if not self.spec.contains(wanted):
                 raise AddressNotAllowedError(self._where(f'"{wanted}" is not allowed in this pool'))
@@ -269,6 +315,12 @@ class AddressServiceSource(SourceBase):
                     return wanted  # already the owner's: nothing to ask the service
         self._retry_pending_of(owner)
         extensions = self.extensions()
+        if family != 4 and "family" not in extensions:
+            raise PoolExhaustedError(
+                self._where(
+                    f'the service hands out IPv4 addresses only (GET /v1/config lists no "family"), not IPv{family}'
+                )
+            )
         if wanted is not None and "requested-ip" not in extensions:
             if self._extensions is None:
                 raise SourceUnavailableError(
@@ -282,38 +334,38 @@ class AddressServiceSource(SourceBase):
             )
         with self._lock:
             self._inflight[owner] = self._inflight.get(owner, 0) + 1
+        request = _Request(owner=owner, family=family, wanted=wanted, uid=uid or "")
         try:
-            return self._acquire(owner, wanted, extensions)
+            return self._acquire(request, extensions)
         finally:
             with self._lock:
                 self._inflight[owner] -= 1
                 if not self._inflight[owner]:
                     del self._inflight[owner]
 
-    def _acquire(self, owner: str, wanted: netaddr.IPAddress | None, extensions: frozenset[str]) -> netaddr.IPAddress:
+    def _acquire(self, request: _Request, extensions: frozenset[str]) -> netaddr.IPAddress:
         problems: list[str] = []
         try:
             for attempt in self._retrying(_Answer.retryable):
                 with attempt:
-                    record = self._attempt(owner, wanted, extensions, problems)
+                    record = self._attempt(request, extensions, problems)
         except _Answer as last:
             detail = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems)
             raise last.kind(detail) from None
-        return self._take(owner, record)
+        return self._take(request.owner, record)
 
-    def _attempt(
-        self, owner: str, wanted: netaddr.IPAddress | None, extensions: frozenset[str], problems: list[str]
-    ) -> LeaseRecord:
+    def _attempt(self, request: _Request, extensions: frozenset[str], problems: list[str]) -> LeaseRecord:
         """One POST; after a lost answer, the lease it may have made. Problems are appended to *problems*."""
+        owner = request.owner
         try:
-            return self._post(owner, wanted)
+            return self._post(request, extensions)
         except _Answer as answer:
             problems.append(str(answer))
             if not answer.ambiguous or "idempotent-post" in extensions:
                 raise
             # The server may have made a lease: find it before any repeat, or do not repeat.
             try:
-                found = self._find_lease(owner)
+                found = self._find_lease(owner, request.family)
             except _Answer as lookup:
                 problems.append(str(lookup))
                 raise answer.final() from None
@@ -338,12 +390,18 @@ class AddressServiceSource(SourceBase):
             self._owners.setdefault(record.ip, set()).add(owner)
         return record.ip
 
-    def _post(self, owner: str, wanted: netaddr.IPAddress | None) -> LeaseRecord:
+    def _post(self, request: _Request, extensions: frozenset[str]) -> LeaseRecord:
         """One POST; a usable lease or an :class:`_Answer` saying why not."""
+        owner, wanted = request.owner, request.wanted
+        # DHCPManager gets exactly the fork's body; our extensions only where the server lists them.
         body: dict[str, Any] = {"service": owner}
         if wanted is not None:
             body["ip"] = str(wanted)
-        what = f'POST /v1/ip for "{owner}"'
+        if request.uid and "idempotent-post" in extensions:
+            body["uid"] = request.uid
+        if request.family != 4:
+            body["family"] = request.family
+        what = f'POST /v1/ip for "{owner}"' + (f" (IPv{request.family})" if request.family != 4 else "")
         try:
             resp = self._request("POST", "/v1/ip", body=body)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing sent: safe to repeat
@@ -359,10 +417,11 @@ class AddressServiceSource(SourceBase):
             raise _Answer(
                 self._where(f"{what}: connection failed: {exc or type(exc).__name__}"), retry=True, ambiguous=True
             ) from None
-        return self._judge(owner, wanted, resp, what)
+        return self._judge(request, resp, what)
 
-    def _judge(self, owner: str, wanted: netaddr.IPAddress | None, resp: httpx.Response, what: str) -> LeaseRecord:
+    def _judge(self, request: _Request, resp: httpx.Response, what: str) -> LeaseRecord:
         """The usable lease in a POST's answer, or an :class:`_Answer`; an unusable lease is given back."""
+        owner = request.owner
         code = resp.status_code
         head = self._where(f"{what}: HTTP {code}")
         snippet = f'body "{_snippet(resp.text)}"'
@@ -377,9 +436,13 @@ class AddressServiceSource(SourceBase):
                 retry=code >= 500 or code < 300,
                 ambiguous=code >= 500,
             )
-        ip = _parse_ipv4(data.get("ip"))
-        problem = self._problem(code, data, ip, wanted)
+        ip = _parse_ip(data.get("ip"), request.family)
+        problem = self._problem(code, data, ip, request)
         if ip is None:
+            lease_id = data.get("id")
+            if data.get("status") == "timeout" and isinstance(lease_id, str) and lease_id:
+                # DHCPManager deleted the allocation, but its controller often binds it later all the same.
+                self._late.watch(lease_id, owner, wait=self.late_wait)
             raise _failure(code, data.get("status"), f"{head}: {problem}; {snippet}", leased=False)
         record = LeaseRecord(
             ip=ip,
@@ -387,20 +450,21 @@ class AddressServiceSource(SourceBase):
             id=str(data.get("id") or ""),
             mac=str(data.get("mac") or ""),
             expires=str(data.get("expires") or ""),
+            obtained=time.monotonic(),
         )
         if not problem:
             return record
         if self._holds(record.ip):  # a confused server: giving it back would release another's address
             problem += f"; {record.ip} is held here by another service, so it is not given back"
         else:
+            self._remember_returned(record)
             self._give_back(record)
             problem += f"; gave {record.ip} back"
         raise _failure(code, data.get("status"), f"{head}: {problem}; {snippet}", leased=True)
 
-    def _problem(
-        self, code: int, data: Mapping[str, Any], ip: netaddr.IPAddress | None, wanted: netaddr.IPAddress | None
-    ) -> str:
+    def _problem(self, code: int, data: Mapping[str, Any], ip: netaddr.IPAddress | None, request: _Request) -> str:
         """Why the answer *data* is no usable lease, or "" when it is one."""
+        wanted = request.wanted
         status = data.get("status")
         message = f" ({data['message']})" if isinstance(data.get("message"), str) and data["message"] else ""
         if not 200 <= code < 300:
@@ -409,7 +473,7 @@ class AddressServiceSource(SourceBase):
             said = f'status "{status}"' if isinstance(status, str) else 'no "status"'
             return f'{said} instead of "success"{message}'
         if ip is None:
-            return f'"ip" {data.get("ip")!r} is not an IPv4 address'
+            return f'"ip" {data.get("ip")!r} is not an IPv{request.family} address'
         if not self.spec.contains(ip):
             rule = (
                 "avoid-buggy-ips"
@@ -423,7 +487,7 @@ class AddressServiceSource(SourceBase):
             return f"{ip} is already held here (the service leased it twice)"
         return ""
 
-    def _find_lease(self, owner: str) -> LeaseRecord | None:
+    def _find_lease(self, owner: str, family: int) -> LeaseRecord | None:
         """After a lost answer: a lease the server made for *owner* that we do not hold, if any."""
         allocations = self._status()
         if allocations is None:
@@ -437,11 +501,16 @@ class AddressServiceSource(SourceBase):
         found = []
         with self._lock:
             for entry in allocations:
-                if entry.service == owner and entry.ip is not None and not entry.lost and entry.ip not in self._owners:
+                ip = entry.ip
+                mine = entry.service == owner and not entry.lost
+                if mine and ip is not None and ip.version == family and ip not in self._owners:
                     found.append(entry)
         usable = [e for e in found if self.spec.contains(e.ip)]  # type: ignore[arg-type]
         for extra in [e for e in found if e not in usable[:1]]:
-            self._give_back(LeaseRecord(ip=extra.ip, service=owner, id=extra.id))  # type: ignore[arg-type]
+            record = LeaseRecord(ip=extra.ip, service=owner, id=extra.id)  # type: ignore[arg-type]
+            if not self.spec.contains(record.ip):
+                self._remember_returned(record)
+            self._give_back(record)
         if not usable:
             return None
         best = usable[0]
@@ -506,13 +575,27 @@ class AddressServiceSource(SourceBase):
                 with attempt:
                     self._delete(record)
         except ReleaseError as exc:
-            log.warning("%s", self._where(f"DELETE of {record.ip} failed ({exc}); retrying in the background"))
+            log.warning("%s", self._where(f"DELETE of {record.ip} not confirmed ({exc}); retrying in the background"))
             self._releases.add(record, error=str(exc), attempts=ATTEMPTS)
             return
         self._releases.discard(record.ip)
 
+    def _remember_returned(self, record: LeaseRecord) -> None:
+        """An unusable lease given back: reconciliation releases it should it linger (it is in no pool's cidrs)."""
+        with self._lock:
+            self._returned[record.id or str(record.ip)] = record
+            while len(self._returned) > RETURNED_MAX:
+                del self._returned[next(iter(self._returned))]
+
     def _delete(self, record: LeaseRecord) -> None:
-        """One DELETE; :class:`ReleaseError` unless done. Unknown (404, DHCPManager's "error" with no id) is done."""
+        """One DELETE; :class:`ReleaseError` unless done.
+
+        404 (our server) means unknown: done. DHCPManager's ``error`` with an
+        empty id means unknown *or not indexed yet*: done only once
+        ``/v1/status`` no longer lists the lease (by id, else by address and
+        service), or, for a server without ``/v1/status``, once
+        :data:`INDEX_GRACE` has passed since the lease was obtained.
+        """
         body: dict[str, Any] = {"ip": str(record.ip)}
         if record.service:
             body["service"] = record.service  # extra fields are harmless to DHCPManager
@@ -530,14 +613,58 @@ class AddressServiceSource(SourceBase):
         status = data.get("status") if isinstance(data, dict) else None
         if 200 <= code < 300 and status == "success":
             return
-        if code == 404 or (code == 200 and status == "error" and isinstance(data, dict) and not data.get("id")):
-            return  # already released, or never known
+        if code == 404:
+            return  # our server: already released, or never known
+        if code == 200 and status == "error" and isinstance(data, dict) and not data.get("id"):
+            listed = self._still_listed(record)
+            if listed:
+                raise ReleaseError(
+                    'status "error" with no id, but GET /v1/status still lists the lease (its index lags)'
+                )
+            if listed is None and time.monotonic() - record.obtained < INDEX_GRACE:
+                raise ReleaseError(
+                    'status "error" with no id, and no /v1/status to tell a lagging index from a gone lease'
+                )
+            return  # really unknown: already released, or never known
         if code == 409:
             log.warning(
                 "%s", self._where(f"DELETE of {record.ip}: the service says another owner holds it now; not released")
             )
             return
         raise ReleaseError(f'HTTP {code}: body "{_snippet(resp.text)}"')
+
+    def _still_listed(self, record: LeaseRecord) -> bool | None:
+        """Whether ``/v1/status`` lists *record*'s lease (by id; else by address, with its service); None: no status."""
+        try:
+            entries = self._status()
+        except SourceUnavailableError as exc:
+            raise ReleaseError(f"cannot confirm the release through GET /v1/status: {exc}") from None
+        if entries is None:
+            return None
+        if record.id:
+            return any(e.id == record.id for e in entries)
+        return any(e.ip == record.ip and (not record.service or e.service in ("", record.service)) for e in entries)
+
+    def _bound_by_id(self) -> dict[str, LeaseRecord] | None:
+        """For :class:`LateLeases`: every bound allocation of ``/v1/status`` by id; None when there is no status."""
+        entries = self._status()
+        if entries is None:
+            return None
+        return {
+            e.id: LeaseRecord(ip=e.ip, service=e.service, id=e.id, mac=e.mac)
+            for e in entries
+            if e.id and e.ip is not None and not e.lost
+        }
+
+    def _give_back_late(self, record: LeaseRecord) -> None:
+        """A lease bound after its POST had answered "timeout": nobody uses it, so it goes back."""
+        if self._holds(record.ip):
+            log.warning("%s", self._where(f"late lease {record.ip} (id {record.id}) is held here; not given back"))
+            return
+        log.info("%s", self._where(f"releasing {record.ip}: bound for {record.service} after its POST timed out"))
+        if not self.spec.contains(record.ip):
+            self._remember_returned(record)
+        self._give_back(record)
 
     def _retry_pending_of(self, owner: str) -> None:
         """Before a new POST for *owner*: an idempotent server would hand back a lease we are deleting."""
@@ -557,6 +684,14 @@ class AddressServiceSource(SourceBase):
     def flush(self, timeout: float) -> bool:
         """Wait until no DELETE is pending (tests, shutdown); True if none is left."""
         return self._releases.flush(timeout)
+
+    def late_leases(self) -> list[str]:
+        """Allocation ids answered "timeout" that are still looked for in ``/v1/status``."""
+        return self._late.pending()
+
+    def flush_late(self, timeout: float) -> bool:
+        """Wait until no late binding is looked for (tests); True if none is left."""
+        return self._late.flush(timeout)
 
     # -- the rest of the AddressSource protocol -----------------------------------------------
 
@@ -578,6 +713,7 @@ class AddressServiceSource(SourceBase):
             return ReconcileReport(supported=False)
         by_ip = {e.ip: e for e in allocations if e.ip is not None}
         released = self._release_orphans(by_ip, held)
+        released += self._release_returned(allocations, held)
         lost: list[tuple[str, netaddr.IPAddress]] = []
         for ip, owners in held.items():
             known = by_ip.get(ip)
@@ -614,8 +750,37 @@ class AddressServiceSource(SourceBase):
             )
         return released
 
+    def _release_returned(
+        self, allocations: list[_Entry], held: Mapping[netaddr.IPAddress, tuple[str, ...]]
+    ) -> list[netaddr.IPAddress]:
+        """Release leases we gave back as unusable (outside cidrs ...) that the service still lists."""
+        with self._lock:
+            returned = dict(self._returned)
+            ours = set(self._owners)
+        listed = {e.id or str(e.ip): e for e in allocations if e.ip is not None}
+        released: list[netaddr.IPAddress] = []
+        for key in returned:
+            entry = listed.get(key)
+            if entry is None:
+                with self._lock:
+                    self._returned.pop(key, None)  # gone: done
+                continue
+            if entry.ip in held or entry.ip in ours or entry.ip is None or self.spec.contains(entry.ip):
+                continue  # in use here, or an ordinary orphan (handled above)
+            try:
+                self._delete(LeaseRecord(ip=entry.ip, service=entry.service, id=entry.id))
+            except ReleaseError as exc:
+                log.warning("%s", self._where(f"could not release {entry.ip}, given back earlier: {exc}"))
+                continue
+            with self._lock:
+                self._returned.pop(key, None)
+            released.append(entry.ip)
+            log.info("%s", self._where(f"released {entry.ip} again: given back as unusable, still leased"))
+        return released
+
     def close(self) -> None:
-        """Stop the DELETE worker and close connections (pending DELETEs are logged, not sent)."""
+        """Stop the background threads and close connections (pending DELETEs are logged, not sent)."""
+        self._late.close()
         left = self._releases.close()
         if left:
             log.warning(
@@ -633,14 +798,25 @@ class _Entry:
     lost: bool
 
 
-def _parse_ipv4(text: object) -> netaddr.IPAddress | None:
+@attrs.frozen(kw_only=True)
+class _Request:
+    """One allocation as asked of the service."""
+
+    owner: str
+    family: int
+    wanted: netaddr.IPAddress | None
+    uid: str
+
+
+def _parse_ip(text: object, family: int | None = None) -> netaddr.IPAddress | None:
+    """An address of *family* (any when None), or None."""
     if not isinstance(text, str) or not text:
         return None
     try:
-        ip = netaddr.IPAddress(text.strip(), 4, flags=netaddr.INET_PTON)
+        ip = netaddr.IPAddress(text.strip(), flags=netaddr.INET_PTON)
     except (netaddr.AddrFormatError, ValueError, TypeError):
         return None
-    return ip
+    return ip if family is None or ip.version == family else None
 
 
 def _entries(data: Any) -> list[_Entry]:
@@ -652,7 +828,7 @@ def _entries(data: Any) -> list[_Entry]:
         state = item.get("State")
         out.append(
             _Entry(
-                ip=_parse_ipv4(lease.get("FixedAddress")),
+                ip=_parse_ip(lease.get("FixedAddress")),
                 service=str(service),
                 id=str(item.get("ID") or ""),
                 mac=str(item.get("MAC") or (item.get("Interface") or {}).get("HardwareAddr") or ""),

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import TYPE_CHECKING
@@ -22,11 +23,13 @@ from metallb.plugins.address_service.api import Backend, BackendOptions
 if TYPE_CHECKING:
     import pluggy
     from metallb.plugins.address_service.http import HttpServer, Limits
+    from metallb.plugins.address_service.kube import LeaderElection
     from metallb.plugins.address_service.service import AddressService
+    from metallb.plugins.address_service.store import LeaseStore
 
 __all__ = ["DESCRIPTION", "EPILOG", "HELP", "add_arguments", "make_backend", "run"]
 
-HELP = "run the bundled address service (memory or dhcp backend)"
+HELP = "run the bundled address service (memory, dhcp or dhcpv6 backend)"
 DESCRIPTION = (
     "The bundled address service: an HTTP server that leases addresses to MetalLB pools "
     "(DHCPManager's v1 protocol plus extensions), from memory or from a DHCP server."
@@ -65,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        default="memory",
-        help="where addresses come from: memory, dhcp, or a plugin's backend (default: memory)",
+        action="append",
+        default=[],
+        help="where addresses come from: memory, dhcp, dhcpv6, or a plugin's backend (default: memory); "
+        "repeat for one backend per family (--backend dhcp --backend dhcpv6)",
     )
     parser.add_argument(
         "--cidr",
@@ -125,6 +130,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="open connections at most; a new one then closes the longest idle, or gets 503 (default: 256)",
     )
     parser.add_argument("--mac", action="append", default=[], help="put this MAC in the pool at start (repeat)")
+    ha = parser.add_argument_group("leases in Kubernetes, several replicas (instead of --state-file)")
+    ha.add_argument(
+        "--kube-leases",
+        action="store_true",
+        help="keep leases as AddressLease objects and serve only while holding the leader Lease",
+    )
+    ha.add_argument("--kubeconfig", default="", help="kubeconfig file (default: KUBECONFIG, else the pod's account)")
+    ha.add_argument(
+        "--namespace",
+        default=os.environ.get("METALLB_NAMESPACE", "metallb-system"),
+        help="where the AddressLeases and the leader Lease live (default: METALLB_NAMESPACE or metallb-system)",
+    )
+    ha.add_argument(
+        "--instance",
+        default="metallb-address-service",
+        help="name of this service: the leader Lease's name and the AddressLeases' label (default: %(default)s)",
+    )
+    ha.add_argument(
+        "--identity",
+        default="",
+        help="this replica's name in the leader Lease (default: POD_NAME, else host name and process id)",
+    )
+    ha.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="a leader that stops renewing is replaced after this (default: 15)",
+    )
     parser.add_argument(
         "--derive-macs",
         action="store_true",
@@ -169,10 +203,20 @@ def make_backend(kind: str, options: BackendOptions, *, plugin_manager: pluggy.P
     except ValueError as exc:
         raise ValueError(f"backend {kind!r}: {exc}") from None
     if backend is None:
-        raise PluginError(f"unknown backend {kind!r}: built in are memory and dhcp; plugins may add more")
+        raise PluginError(f"unknown backend {kind!r}: built in are memory, dhcp and dhcpv6; plugins may add more")
     if not isinstance(backend, Backend):
         raise PluginError(f"backend {kind!r}: the plugin returned a {type(backend).__name__}, not a Backend")
     return backend
+
+
+def _backends(args: argparse.Namespace) -> Backend:
+    """The ``--backend`` (one), or one per family behind :class:`~.api.FamilyBackends`."""
+    from metallb.plugins.address_service.api import FamilyBackends
+
+    kinds = list(dict.fromkeys(args.backend or ["memory"]))
+    options = _backend_options(args)
+    backends = [make_backend(kind, options) for kind in kinds]
+    return backends[0] if len(backends) == 1 else FamilyBackends(backends)
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -233,7 +277,13 @@ def run(args: argparse.Namespace) -> int:
         from metallb.plugins.address_service.http import make_http_server
         from metallb.plugins.address_service.service import AddressService
         from metallb.plugins.address_service.store import StateFile
-        from prometheus_client import CollectorRegistry, ProcessCollector
+        from prometheus_client import (
+            CollectorRegistry,
+            GCCollector,
+            PlatformCollector,
+            ProcessCollector,
+            disable_created_metrics,
+        )
     except ImportError as exc:
         from metallb.plugins.address_service.plugin import missing_dependency
 
@@ -248,25 +298,41 @@ def run(args: argparse.Namespace) -> int:
         host, port = _listen_address(args.listen)
         limits = _limits(args)
         token = _token(args)
-        backend = make_backend(args.backend, _backend_options(args))
+        backend = _backends(args)
     except (PluginError, ValueError) as exc:  # a bad option, no such backend, or its dependencies missing
         print(exc, file=sys.stderr)
         return 2
+    if args.kube_leases and args.state_file:
+        print("--kube-leases and --state-file exclude each other: leases live in one place", file=sys.stderr)
+        return 2
+    election = None
+    store: LeaseStore | None = StateFile(args.state_file) if args.state_file else None
+    if args.kube_leases:
+        try:
+            store, election = _kube(args)
+        except (ImportError, RuntimeError) as exc:
+            print(f"metallb address-service --kube-leases: {exc}", file=sys.stderr)
+            return 1
     service = AddressService(
         backend=backend,
-        store=StateFile(args.state_file) if args.state_file else None,
+        store=store,
         macs=args.mac,
         derive_macs=args.derive_macs,
         request_timeout=args.request_timeout,
         require_owner=args.require_owner,
     )
-    try:
-        service.start()
-    except OSError as exc:  # typically: no CAP_NET_RAW, or no such interface or namespace
-        print(f"cannot start the {backend.kind} backend: {exc}", file=sys.stderr)
-        return 1
+    service.deferred_start = election is not None
+    if election is None:
+        try:
+            service.start()
+        except OSError as exc:  # typically: no CAP_NET_RAW, or no such interface or namespace
+            print(f"cannot start the {backend.kind} backend: {exc}", file=sys.stderr)
+            return 1
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # MetalLB's (Go's) exposition has no *_created series
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     _raise_descriptor_limit()
     try:
         httpd = make_http_server(
@@ -281,23 +347,68 @@ def run(args: argparse.Namespace) -> int:
         )
     except OSError as exc:  # port taken, unreadable certificate
         print(f"cannot serve on {args.listen}: {exc}", file=sys.stderr)
-        service.close()
+        if service.started:
+            service.close()
         return 1
-    return _serve(service, httpd)
+    return _serve(service, httpd, election)
 
 
-def _serve(service: AddressService, httpd: HttpServer) -> int:
-    """Serve until SIGTERM or SIGINT, then stop without releasing anything."""
+def _kube(args: argparse.Namespace) -> tuple[LeaseStore, LeaderElection]:
+    """The AddressLease store and the leader election of ``--kube-leases``."""
+    try:
+        from metallb.plugins.address_service import kube
+    except ImportError as exc:
+        from metallb.plugins.address_service.plugin import missing_dependency
+
+        raise ImportError(
+            f"needs {missing_dependency(exc)}, which is not installed: pip install 'metallb[all]'"
+        ) from None
+    api = kube.api_client(args.kubeconfig)
+    identity = args.identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    store = kube.KubeLeaseStore(api, namespace=args.namespace, instance=args.instance)
+    election = kube.LeaderElection(
+        api,
+        namespace=args.namespace,
+        name=args.instance,
+        identity=identity,
+        duration=args.lease_duration,
+        renew=max(0.2, args.lease_duration / 3),
+    )
+    return store, election
+
+
+def _serve(service: AddressService, httpd: HttpServer, election: LeaderElection | None = None) -> int:
+    """Serve until SIGTERM or SIGINT (or, with an election, until leadership is lost), releasing nothing."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     httpd.start_thread()
     log.info("address service (%s backend) listening on %s", service.backend.kind, httpd.url)
     print(f"listening on {httpd.url}", flush=True)  # readiness line for scripts and tests
-    while not stop.wait(1.0):
-        pass
+    status = 0
+    if election is not None:
+        threading.Thread(target=election.run, args=(stop,), name="leader-election", daemon=True).start()
+        log.info("waiting to lead (%s/%s)", election.namespace, election.name)
+        while not stop.is_set() and not election.held.wait(0.1):
+            pass
+        if not stop.is_set():
+            try:
+                service.start()  # the leases of the last leader, each renewed at once
+            except Exception as exc:  # noqa: BLE001 - the API or the backend: exit, the pod restarts
+                log.error("cannot start serving: %s", exc)
+                stop.set()
+                status = 1
+            else:
+                log.info("leading: serving %d leases", len(service.leases()))
+    while not stop.wait(0.2):
+        if election is not None and election.lost.is_set():
+            status = 1  # another replica may lead now: stop at once, never serve beside it
+            break
     log.info("stopping: leases stay and resume at the next start")
     httpd.shutdown()
     httpd.server_close()
-    service.close()
-    return 0
+    if service.started:
+        service.close()
+    if election is not None and status == 0:
+        election.release()
+    return status

@@ -11,7 +11,12 @@ Renewal follows go-dhclient (DHCPManager's client): at T1 a *broadcast*
 REQUEST with requested-address and server-identifier and ciaddr 0, because an
 RFC 2131 RENEWING request (ciaddr set) gets its ACK sent to an address nobody
 answers ARP for. After T2 the server identifier is left out (any server may
-answer); at expiry, or on a NAK, the lease is reported lost.
+answer); at expiry, or on a NAK, the lease is reported lost. Renewals run
+concurrently (a pool of threads), so one silent server delays no other lease.
+
+A REQUEST that got no ACK in time may still have been granted: the offered
+address is released at once, and an ACK that arrives later for that
+transaction is released too.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import struct
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -71,6 +77,10 @@ _BPF = (
     (0x06, 0, 0, 0x00000000),
 )
 _PARAMS = [1, 3, 6, 51, 54, 58, 59]
+#: Renewals in flight at once, at most.
+RENEW_WORKERS = 32
+#: How long an abandoned REQUEST's late ACK is watched for (then released).
+LATE_ACK_WINDOW = 60.0
 
 
 def _open_socket(interface: str, netns: str) -> socket.socket:
@@ -184,6 +194,11 @@ class DhcpBackend:
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._renewing: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=RENEW_WORKERS, thread_name_prefix="dhcp-renew")
+        # xid -> (mac, client id, until): REQUESTs given up on; an ACK for one is released.
+        self._abandoned: dict[int, tuple[str, bytes, float]] = {}
+        self.late_acks_released = 0
 
     def __repr__(self) -> str:
         where = f"{self.netns}:{self.interface}" if self.netns else self.interface
@@ -218,6 +233,7 @@ class DhcpBackend:
             self._wake.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         if self._sock is not None:
             self._sock.close()
 
@@ -247,10 +263,22 @@ class DhcpBackend:
                 continue
             if bootp.op != 2 or not kind:
                 continue
+            xid = int(bootp.xid)
             with self._lock:
-                waiter = self._waiters.get(int(bootp.xid))
+                waiter = self._waiters.get(xid)
+                late = self._abandoned.get(xid) if waiter is None and kind == "ack" else None
             if waiter is not None:
                 waiter.put(_Reply(packet=frame, kind=kind, source_mac=str(frame.src)))
+            elif late is not None and late[2] > time.monotonic():
+                self._release_late(_Reply(packet=frame, kind=kind, source_mac=str(frame.src)), late[0], late[1])
+
+    def _release_late(self, reply: _Reply, mac: str, client_id: bytes) -> None:
+        """An ACK after its REQUEST was given up: nobody holds that lease, so it goes back at once."""
+        address = str(reply.packet[BOOTP].yiaddr)
+        server_id = _text(_options(reply.packet).get("server_id", ""))
+        log.warning("late DHCPACK for %s (mac %s) after the request timed out: releasing it", address, mac)
+        self._send_release(address, server_id, reply.source_mac, mac, client_id)
+        self.late_acks_released += 1
 
     def _frame(self, *, xid: int, mac: str, options: list[Any], ciaddr: str = "0.0.0.0") -> bytes:
         packet = (
@@ -329,6 +357,13 @@ class DhcpBackend:
             every=self.ack_timeout,
         )
         if reply is None:
+            # The server may have granted it and its ACK got lost or is late: release the offer now,
+            # and a late ACK of this transaction when it comes.
+            with self._lock:
+                now = time.monotonic()
+                self._abandoned = {x: v for x, v in self._abandoned.items() if v[2] > now}
+                self._abandoned[xid] = (request.mac, client_id, now + LATE_ACK_WINDOW)
+            self._send_release(address, server_id, offer.source_mac, request.mac, client_id)
             raise LeaseTimeoutError(f"no DHCPACK for {address} on {self.interface} within {timeout:g} s")
         if reply.kind == "nak":
             raise NoAddressError(
@@ -410,17 +445,29 @@ class DhcpBackend:
                     continue
                 for lid in due:
                     del self._due[lid]
+                due = [lid for lid in due if lid not in self._renewing]
+                self._renewing.update(due)
             for lid in due:
                 if self._stop.is_set():
                     return
                 try:
-                    self._renew(lid)
-                except Exception:
-                    log.exception("renewing lease %s failed", lid)
-                    with self._lock:
-                        lease = self._leases.get(lid)
-                        if lease is not None:
-                            self._plan(lease, at=time.time() + 5.0)
+                    self._pool.submit(self._renew_one, lid)
+                except RuntimeError:  # shut down meanwhile
+                    return
+
+    def _renew_one(self, lease_id: str) -> None:
+        """One renewal, on a pool thread; a failure is tried again in 5 s."""
+        try:
+            self._renew(lease_id)
+        except Exception:
+            log.exception("renewing lease %s failed", lease_id)
+            with self._lock:
+                lease = self._leases.get(lease_id)
+                if lease is not None:
+                    self._plan(lease, at=time.time() + 5.0)
+        finally:
+            with self._lock:
+                self._renewing.discard(lease_id)
 
     def _renew(self, lease_id: str) -> None:
         with self._lock:
@@ -481,24 +528,29 @@ class DhcpBackend:
         with self._lock:
             current = self._leases.pop(lease.id, lease)
             self._due.pop(lease.id, None)
-        if current.lost or not current.server_id or self._sock is None:
+        if current.lost or not current.server_id:
+            return
+        self._send_release(
+            current.ip, current.server_id, current.server_mac, current.mac, bytes.fromhex(current.client_id)
+        )
+
+    def _send_release(self, ip: str, server_id: str, server_mac: str, mac: str, client_id: bytes) -> None:
+        """DHCPRELEASE of *ip* (chaddr *mac*), unicast to the server; no reply comes."""
+        if self._sock is None or not server_id:
             return
         packet = (
-            Ether(src=self._ifmac, dst=current.server_mac or "ff:ff:ff:ff:ff:ff")
-            / IP(src=current.ip, dst=current.server_id)
+            Ether(src=self._ifmac, dst=server_mac or "ff:ff:ff:ff:ff:ff")
+            / IP(src=ip, dst=server_id)
             / UDP(sport=68, dport=67)
-            / BOOTP(op=1, xid=random.getrandbits(32), ciaddr=current.ip, chaddr=_mac_bytes(current.mac))
-            / DHCP(
-                options=[
-                    ("message-type", "release"),
-                    ("server_id", current.server_id),
-                    ("client_id", bytes.fromhex(current.client_id)),
-                    "end",
-                ]
-            )
+            / BOOTP(op=1, xid=random.getrandbits(32), ciaddr=ip, chaddr=_mac_bytes(mac))
+            / DHCP(options=[("message-type", "release"), ("server_id", server_id), ("client_id", client_id), "end"])
         )
-        self._sock.send(bytes(packet))
-        log.info("DHCPRELEASE %s (mac %s) to %s", current.ip, current.mac, current.server_id)
+        try:
+            self._sock.send(bytes(packet))
+        except OSError as exc:
+            log.warning("DHCPRELEASE %s (mac %s) not sent: %s", ip, mac, exc)
+            return
+        log.info("DHCPRELEASE %s (mac %s) to %s", ip, mac, server_id)
 
 
 def _lease_seconds(lease: Lease) -> str:

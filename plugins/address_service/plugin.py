@@ -1,6 +1,6 @@
-"""Address services: the ``address-services`` pool section, the bundled server's command and backends.
+"""Address services: the ``address-services`` pool section and ``AddressService`` kind, the bundled server.
 
-A pool of this section leases each address from an HTTP address service
+A pool of this section (or kind) leases each address from an HTTP address service
 (DHCPManager's v1 protocol, or ``metallb address-service``)::
 
     address-services:
@@ -10,6 +10,17 @@ A pool of this section leases each address from an HTTP address service
       cidrs: [192.0.2.0/24]                        # what the service hands out; required
       auth-token: s3cret                           # optional, sent as X-Auth-Token
       ca-file: /etc/metallb/ca.pem                 # optional, for https
+
+or, as a resource (the token and CA certificate live in Secrets, never in the pool)::
+
+    apiVersion: metallb.io/v1alpha1
+    kind: AddressService
+    metadata: {name: dhcp, namespace: metallb-system}
+    spec:
+      url: http://dhcpmanager.metallb-system
+      cidrs: [192.0.2.0/24]
+      authTokenSecret: {name: dhcp-token}          # key "token" unless "key" says otherwise
+      caSecret: {name: dhcp-ca}                    # key "ca.crt"; for https
 
 This entry module imports only metallb's base dependencies, so a bare
 install parses these pools; the client (httpx), the server (prometheus-client)
@@ -22,6 +33,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pluggy
@@ -30,16 +42,22 @@ from metallb.allocator import (
     ConfigError,
     PluginError,
     PoolEntry,
+    PoolResource,
+    PoolResourceKind,
     PoolSpec,
     SourceCapabilities,
     hookimpl,
 )
 from metallb.allocator.config import as_str, parse_pool_entry
+from metallb.allocator.resource_fields import spec_mapping, spec_str
+from metallb.allocator.resources import parse_pool_resource, pool_resource, resolve_secret
 from metallb.allocator.yamlload import shown
 from metallb.plugins.address_service import hookspecs
 from metallb.plugins.address_service.api import Backend, BackendOptions
 
 SECTION = "address-services"
+#: The same pools as resources: metallb's own ``AddressService`` kind.
+KIND = PoolResourceKind(kind="AddressService", plural="addressservices", section=SECTION, versions=("v1alpha1",))
 #: Releases are DELETEs to the service (so Services carry the finalizer); the lease id is annotated.
 CAPABILITIES = SourceCapabilities(remote_release=True, annotations={"lease-id": "metallb.io/address-service-lease"})
 
@@ -111,10 +129,110 @@ def metallb_parse_pool(entry: PoolEntry) -> PoolSpec | None:
     )
     if spec.options["ca-file"] and not str(spec.options["url"]).startswith("https://"):
         raise _fail(entry.where(), "ca-file", str(spec.options["ca-file"]), 'applies to "https://" URLs only')
+    return spec  # IPv6 or both families too: a server listing the "family" extension hands those out
+
+
+def _secret_text(resource: PoolResource, field: str, default_key: str) -> str:
+    """The text a ``{name, key}`` Secret reference of *resource* points to; "" when the field is absent."""
+    where = resource.where()
+    spec = resource.spec
+    ref = spec_mapping(spec.get(field), where, f"spec.{field}", keys=("name", "key"))
+    if not ref:
+        return ""
+    name = spec_str(ref.get("name"), where, f"spec.{field}.name")
+    if not name:
+        raise ConfigError(f'{where}: field "spec.{field}.name": missing: name the Secret')
+    key = spec_str(ref.get("key"), where, f"spec.{field}.key") or default_key
+    value = resolve_secret(where, f"spec.{field}.name", name, key, resource.secrets)
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise _fail(where, f"spec.{field}", name, f'the Secret\'s key "{key}" is not UTF-8 text') from None
+
+
+@hookimpl
+def metallb_pool_resource_kinds() -> Sequence[PoolResourceKind]:
+    """Address-service pools are ``AddressService`` resources (``metallb.io/v1alpha1``)."""
+    return [KIND]
+
+
+@hookimpl
+def metallb_parse_pool_resource(resource: PoolResource) -> PoolSpec | None:
+    """``AddressService``: the shared pool fields, ``cidrs`` and ``url`` (required), ``authTokenSecret``, ``caSecret``.
+
+    The options are those of an ``address-services`` entry: ``auth-token`` from
+    the token Secret, and ``ca-data`` (the PEM text) from the CA Secret.
+    """
+    if resource.kind.kind != KIND.kind:
+        return None
+    where = resource.where()
+    spec = parse_pool_resource(
+        resource,
+        cidrs_key="cidrs",
+        options={"url": parse_url, "authTokenSecret": lambda v, w: None, "caSecret": lambda v, w: None},
+        required=("url",),
+    )
+    token = _parse_token(_secret_text(resource, "authTokenSecret", "token"), where)
+    ca = _secret_text(resource, "caSecret", "ca.crt")
+    url = str(spec.options["url"])
+    if ca and not url.startswith("https://"):
+        raise _fail(where, "spec.caSecret", "<set>", 'applies to "https://" URLs only')
     if any(c.version != 4 for c in spec.cidrs):
         bad = next(c for c in spec.cidrs if c.version != 4)
-        raise _fail(entry.where(), "cidrs", str(bad), "address services hand out IPv4 addresses only")
-    return spec
+        raise _fail(where, "spec.cidrs", str(bad), "address services hand out IPv4 addresses only")
+    options: dict[str, object] = {"url": url, "auth-token": token, "ca-file": ""}
+    if ca:
+        options["ca-data"] = ca
+    return PoolSpec(
+        name=spec.name,
+        kind=spec.kind,
+        cidrs=spec.cidrs,
+        auto_assign=spec.auto_assign,
+        avoid_buggy_ips=spec.avoid_buggy_ips,
+        options=options,
+        service_allocation=spec.service_allocation,
+        labels=spec.labels,
+    )
+
+
+@hookimpl
+def metallb_render_pool_resource(spec: PoolSpec, namespace: str) -> Sequence[dict[str, object]] | None:
+    """An ``address-services`` pool as an ``AddressService``, its token and CA certificate as Secrets.
+
+    A ``ca-file`` is read now: its certificate goes into the CA Secret.
+    """
+    if spec.kind != SECTION:
+        return None
+    own: dict[str, object] = {"url": spec.options["url"], "cidrs": [str(c) for c in spec.cidrs]}
+    secrets: list[dict[str, object]] = []
+    token = str(spec.options.get("auth-token") or "")
+    if token:
+        own["authTokenSecret"] = {"name": f"{spec.name}-token"}
+        secrets.append(_secret(f"{spec.name}-token", namespace, {"token": token}))
+    ca = str(spec.options.get("ca-data") or "")
+    ca_file = str(spec.options.get("ca-file") or "")
+    if ca_file and not ca:
+        try:
+            ca = Path(ca_file).read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f'pool "{shown(spec.name)}": field "ca-file": value "{shown(ca_file)}": '
+                f"cannot read it ({exc.strerror}) to put the certificate in a Secret"
+            ) from None
+    if ca:
+        own["caSecret"] = {"name": f"{spec.name}-ca"}
+        secrets.append(_secret(f"{spec.name}-ca", namespace, {"ca.crt": ca}))
+    return [pool_resource(spec, KIND, namespace, own), *secrets]
+
+
+def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "stringData": data,
+    }
 
 
 @hookimpl
@@ -127,8 +245,8 @@ def metallb_make_source(spec: PoolSpec) -> AddressSource | None:
         from metallb.plugins.address_service.client import AddressServiceSource
     except ImportError as exc:
         raise ConfigError(
-            f'pool "{spec.name}": address-services pools need {missing_dependency(exc)}, which is not installed: '
-            "pip install 'metallb[address-services]'"
+            f'pool "{shown(spec.name)}": address-services pools need {missing_dependency(exc)}, '
+            "which is not installed: pip install 'metallb[address-services]'"
         ) from None
     return AddressServiceSource(spec)
 
@@ -147,7 +265,7 @@ def metallb_add_hookspecs(plugin_manager: pluggy.PluginManager) -> None:
 
 @hookimpl
 def metallb_make_backend(kind: str, options: BackendOptions) -> Backend | None:
-    """The bundled server's ``memory`` and ``dhcp`` backends (dhcp imports scapy only when asked for)."""
+    """The bundled server's ``memory``, ``dhcp`` and ``dhcpv6`` backends (dhcp imports scapy only when asked for)."""
     if kind == "memory":
         from metallb.plugins.address_service.memory import MemoryBackend
 
@@ -164,8 +282,20 @@ def metallb_make_backend(kind: str, options: BackendOptions) -> Backend | None:
         return DhcpBackend(
             interface=options.interface,
             netns=options.netns,
-            cidrs=options.cidrs,
+            cidrs=[c for c in options.cidrs if ":" not in c],
             offer_timeout=options.offer_timeout,
+            renew_after=options.renew_after,
+        )
+    if kind == "dhcpv6":
+        if not options.interface:
+            raise ValueError("the dhcpv6 backend needs --interface")
+        from metallb.plugins.address_service.dhcpv6 import Dhcpv6Backend  # the standard library only
+
+        return Dhcpv6Backend(
+            interface=options.interface,
+            netns=options.netns,
+            cidrs=[c for c in options.cidrs if ":" in c],
+            offer_timeout=min(options.offer_timeout, 2.0),  # no ping check in DHCPv6 servers
             renew_after=options.renew_after,
         )
     return None

@@ -1,10 +1,15 @@
-"""Releases an address service has not confirmed yet, retried in the background until it does.
+"""Releases an address service has not confirmed yet, and leases it may still bind after a timeout.
 
 The client sends each DELETE itself first (a few quick tries); what still
 fails lands in a :class:`ReleaseQueue`, whose thread retries every address on
 its own :class:`~metallb.allocator.retry.Backoff` schedule. A release is
 dropped, never sent, once the address is held here again: the service handed
 it out anew, so the earlier release evidently happened.
+
+A POST that DHCPManager answered ``timeout`` is not "no lease": its
+controller binds allocations one at a time and often binds that one later.
+:class:`LateLeases` looks for such allocation ids in the service's status for
+a bounded time and hands each one it finds back to the client to release.
 """
 
 from __future__ import annotations
@@ -12,14 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 import attrs
 import netaddr
 from metallb.allocator.retry import Backoff
 
-__all__ = ["ReleaseError", "ReleaseQueue"]
+__all__ = ["LateLeases", "ReleaseError", "ReleaseQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +188,120 @@ class ReleaseQueue(Generic[R]):
             return
         self._forget(entry)
         log.info("%s: DELETE of %s succeeded after %d tries", self._label, ip, entry.attempts + 1)
+
+
+@attrs.define(kw_only=True)
+class _Watch:
+    service: str
+    until: float
+
+
+class LateLeases(Generic[R]):
+    """Allocation ids answered "timeout", looked for until bound or until their wait is over.
+
+    One thread reads the service's bound allocations (*find*) every
+    *interval* seconds while anything is watched, and passes each watched id
+    it finds to *give_back*.
+
+    Args:
+        find: bound allocations by id; None when the service cannot list them
+            (every watch is then dropped). May raise: tried again next time.
+        give_back: release one late lease (called from the thread).
+        interval: seconds between two reads.
+        label: what log lines start with.
+        thread_name: the thread's name, started at the first :meth:`watch`.
+    """
+
+    def __init__(
+        self,
+        *,
+        find: Callable[[], Mapping[str, R] | None],
+        give_back: Callable[[R], None],
+        interval: float,
+        label: str,
+        thread_name: str,
+    ) -> None:
+        self._find = find
+        self._give_back = give_back
+        self._interval = interval
+        self._label = label
+        self._thread_name = thread_name
+        self._changed = threading.Condition()
+        self._watched: dict[str, _Watch] = {}
+        self._giving = 0  # found, being given back
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+
+    def watch(self, lease_id: str, service: str, *, wait: float) -> None:
+        """Look for *lease_id* (made for *service*) for *wait* seconds."""
+        if wait <= 0:
+            return
+        with self._changed:
+            self._watched[lease_id] = _Watch(service=service, until=time.monotonic() + wait)
+            if self._worker is None and not self._stopping:
+                self._worker = threading.Thread(target=self._work, name=self._thread_name, daemon=True)
+                self._worker.start()
+            self._changed.notify_all()
+
+    def pending(self) -> list[str]:
+        """The ids still looked for."""
+        with self._changed:
+            return list(self._watched)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until nothing is watched (tests); True if nothing is."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._watched and not self._giving, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread; ids still watched are logged and forgotten (reconciliation finds their leases)."""
+        with self._changed:
+            self._stopping = True
+            left = list(self._watched)
+            self._changed.notify_all()
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout=timeout)
+        if left:
+            log.info("%s: no longer looking for late leases %s", self._label, ", ".join(left))
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._stopping or bool(self._watched))
+                if self._stopping:
+                    return
+                self._changed.wait(self._interval)  # a poll interval, not a retry: the service binds in its time
+                if self._stopping:
+                    return
+            try:
+                bound = self._find()
+            except Exception as exc:  # noqa: BLE001 - the service is down: look again next time
+                log.debug("%s: looking for late leases: %s", self._label, exc)
+                bound = {}
+            self._settle(bound)
+
+    def _settle(self, bound: Mapping[str, R] | None) -> None:
+        now = time.monotonic()
+        found: list[R] = []
+        with self._changed:
+            for lease_id, watch in list(self._watched.items()):
+                if bound is None:
+                    del self._watched[lease_id]  # no status to look in
+                elif lease_id in bound:
+                    found.append(bound[lease_id])
+                    del self._watched[lease_id]
+                elif now >= watch.until:
+                    del self._watched[lease_id]
+                    log.info(
+                        "%s: allocation %s (%s) was not bound after its timeout", self._label, lease_id, watch.service
+                    )
+            self._giving = len(found)
+            self._changed.notify_all()
+        for record in found:
+            try:
+                self._give_back(record)
+            finally:
+                with self._changed:
+                    self._giving -= 1
+                    self._changed.notify_all()

@@ -82,6 +82,8 @@ class AddressService:
         self.derive_macs = derive_macs
         self.request_timeout = request_timeout
         self.started = False
+        # Set while a replica waits to lead (--kube-leases): until start() its empty table is no answer.
+        self.deferred_start = False
         self._lock = threading.RLock()
         self._serials: dict[str, _Serial] = {}
         self._leases: dict[str, Lease] = {}
@@ -94,6 +96,11 @@ class AddressService:
 
     def __repr__(self) -> str:
         return f"<AddressService(backend={self.backend.kind!r}, leases={len(self._leases)})>"
+
+    @property
+    def serving(self) -> bool:
+        """Whether ``/v1/*`` may be answered: started, or never meant to wait for a start."""
+        return self.started or not self.deferred_start
 
     @property
     def blocking(self) -> bool:
@@ -223,11 +230,13 @@ class AddressService:
             )
         return "", False
 
-    def _held(self, service: str, uid: str, wanted: str) -> tuple[Lease | None, list[Lease]]:
-        """The live lease *service* already holds for this request, and its lost leases."""
+    def _held(self, service: str, uid: str, wanted: str, family: int) -> tuple[Lease | None, list[Lease]]:
+        """The live lease of *family* *service* already holds for this request, and its lost leases."""
         stale: list[Lease] = []
         for lease_id in self._by_service.get(service, ()):
             lease = self._leases[lease_id]
+            if (6 if ":" in lease.ip else 4) != family:
+                continue  # a dual-stack Service holds one lease per family
             if uid and lease.uid and lease.uid != uid:
                 continue  # an older Service of the same name; reconciliation frees it
             if lease.lost:
@@ -266,15 +275,15 @@ class AddressService:
         with self._lock:
             return list(self._leases.values()), sorted(self._macs)
 
-    def obtain(self, service: str, *, uid: str = "", wanted: str = "") -> tuple[Lease, bool]:
-        """The lease of *service* (and *uid*), or a new one; returns ``(lease, created)``.
+    def obtain(self, service: str, *, uid: str = "", wanted: str = "", family: int = 4) -> tuple[Lease, bool]:
+        """The lease of *family* of *service* (and *uid*), or a new one; returns ``(lease, created)``.
 
         Raises :class:`AddressTakenError` when *wanted* is leased already, and
         the backend's :class:`~.api.BackendError` when it cannot lease.
         """
         with self._serial(service):
             with self._lock:
-                held, stale = self._held(service, uid, wanted)
+                held, stale = self._held(service, uid, wanted, family)
                 if held is not None:
                     return held, False
                 for lease in stale:
@@ -287,7 +296,9 @@ class AddressService:
                 self._save()
             for lease in stale:
                 self._backend_release(lease)
-            request = LeaseRequest(id=str(uuid.uuid4()), service=service, uid=uid, mac=mac, wanted=wanted)
+            request = LeaseRequest(
+                id=str(uuid.uuid4()), service=service, uid=uid, mac=mac, wanted=wanted, family=family
+            )
             lease = self._lease_from_backend(request, from_pool=from_pool)
             log.info("leased %s to %s (id %s, mac %s)", lease.ip, service, lease.id, lease.mac or "-")
             return lease, True
@@ -309,14 +320,20 @@ class AddressService:
             clash_id = self._by_ip.get(lease.ip)
             if clash_id is None:
                 self._index(lease)
-                self._save()
-                return lease
-            clash = self._leases[clash_id]
+                try:
+                    self._save()
+                except Exception as exc:  # noqa: BLE001 - the store is down: a lease nobody records must not stay
+                    self._unindex(lease)
+                    problem = f"cannot record the lease of {lease.ip}: {exc}"
+                else:
+                    return lease
+            else:
+                problem = f"the backend handed out {lease.ip}, which {self._leases[clash_id].service} already holds"
         self._backend_release(lease)
         if from_pool:
             with self._lock:
                 self._macs.add(mac)
-        raise NoAddressError(f"the backend handed out {lease.ip}, which {clash.service} already holds")
+        raise NoAddressError(problem)
 
     def release(self, ip: str, *, service: str = "", lease_id: str = "") -> Lease:
         """Release the lease holding *ip*, if it is *service*'s and *lease_id*'s (when given).

@@ -2,8 +2,9 @@
 
 :class:`AddressService` hands a :class:`State` snapshot to its store after
 every change and reads it back at start. :class:`StateFile` is the JSON file
-of ``--state-file``; other stores (leases kept in Kubernetes, say) implement
-:class:`LeaseStore`.
+of ``--state-file`` (one replica); ``kube.KubeLeaseStore`` keeps them as
+AddressLease objects (``--kube-leases``, several replicas). Other stores
+implement :class:`LeaseStore`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ class LeaseStore(Protocol):
         ...
 
     def save(self, state: State) -> None:
-        """Replace the saved state; called with the service's lock held, after every change."""
+        """Replace the saved state; called with the service's lock held, after every change.
+
+        A store may skip what only a renewal changed (the times of a lease).
+        An exception fails the change: a new lease that cannot be saved is
+        released and the POST answered 503.
+        """
         ...
 
 

@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: What ``GET /v1/config`` advertises; clients use an extension only when listed.
-EXTENSIONS = ("idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service")
+EXTENSIONS = ("idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service", "family")
 #: Longest request body read; longer ones get :data:`TOO_LARGE`.
 MAX_BODY = 64 * 1024
 #: Deepest nesting of arrays and objects a body may have (ours have 2); deeper is a 400.
@@ -218,17 +218,21 @@ def _post_ip(service: AddressService, raw: bytes) -> tuple[int, Json]:
     wanted = data.get("ip") or ""
     if not isinstance(uid, str) or not isinstance(wanted, str):
         raise ApiError(400, _ip_body("", "", "error", '"uid" and "ip" must be strings'))
+    # Our extension: "family": 6 asks for an IPv6 lease; DHCPManager's clients send none (IPv4).
+    family = data.get("family", 6 if ":" in wanted else 4)
+    if family not in (4, 6) or isinstance(family, bool):
+        raise ApiError(400, _ip_body("", "", "error", f'"family" must be 4 or 6, got {_quote(family)}'))
     if uid and not UID_PATTERN.fullmatch(uid):
         message = f'"uid" must be up to 128 printable ASCII characters without spaces, got {_quote(uid)}'
         raise ApiError(400, _ip_body("", "", "error", message))
     if wanted:
         try:
-            wanted = str(netaddr.IPAddress(wanted, 4))
+            wanted = str(netaddr.IPAddress(wanted, family))
         except (netaddr.AddrFormatError, ValueError):
-            message = f'"ip" must be an IPv4 address, got {_quote(wanted)}'
+            message = f'"ip" must be an IPv{family} address, got {_quote(wanted)}'
             raise ApiError(400, _ip_body("", "", "error", message)) from None
     try:
-        lease, created = service.obtain(name, uid=uid, wanted=wanted)
+        lease, created = service.obtain(name, uid=uid, wanted=wanted, family=family)
     except LeaseTimeoutError as exc:
         raise ApiError(504, _ip_body("", "", "timeout", str(exc))) from None
     except AddressTakenError as exc:
@@ -243,11 +247,11 @@ def _delete_ip(service: AddressService, raw: bytes) -> tuple[int, Json]:
     data = data if isinstance(data, dict) else {}
     text = data.get("ip")
     try:
-        ip = str(netaddr.IPAddress(str(text).strip(), 4)) if isinstance(text, str) else ""
+        ip = str(netaddr.IPAddress(str(text).strip(), flags=netaddr.INET_PTON)) if isinstance(text, str) else ""
     except (netaddr.AddrFormatError, ValueError):
         ip = ""
     if not ip:
-        raise ApiError(400, _ip_body("invalid", "", "error", '"ip" must be an IPv4 address'))
+        raise ApiError(400, _ip_body("invalid", "", "error", '"ip" must be an IPv4 or IPv6 address'))
     owner, lease_id = data.get("service"), data.get("id")
     try:
         lease = service.release(
@@ -334,8 +338,14 @@ def path_label(path: str) -> str:
     return path if path in ROUTES or path == "/metrics" else "other"
 
 
+#: What a replica that does not lead (or has not loaded its leases yet) answers on ``/v1/*``.
+NOT_SERVING = json_answer(503, {"status": "error", "message": "not serving yet: another replica leads, or starting"})
+
+
 def call(found: Route, service: AddressService, body: bytes, *, what: str) -> Answer:
     """Run a route; an error becomes its answer, a bug a 500 (logged with *what*, e.g. ``POST /v1/ip``)."""
+    if not service.serving and found not in (_healthz, _readyz):
+        return NOT_SERVING  # a standby's empty table must never look like "no leases"
     try:
         code, payload = found(service, body)
     except ApiError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import ClassVar
 
 import netaddr
 import pytest
@@ -306,7 +307,7 @@ class _Slow(SourceBase):
         self.spec = spec
         self.calls = 0
 
-    def acquire(self, owner, *, family, wanted=None):
+    def acquire(self, owner, *, family, wanted=None, uid=None):
         self.calls += 1
         if self.spec.options.get("mode") == "fail":
             from metallb.allocator import SourceUnavailableError
@@ -467,3 +468,64 @@ class TestReviewedAllocatorEdges:
         got = {str(alloc.allocate(f"ns/{i}", ports=[TCP80], sharing_key="k")) for i in range(50)}
         assert len(got) == 50
         assert str(alloc.allocate("ns/udp", ports=[UDP53], sharing_key="k")) == "10.0.0.0"
+
+
+class _Uids(SourceBase):
+    """A source that records the uid of each acquire (in ``seen``, shared by the class)."""
+
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def acquire(self, owner, *, family, wanted=None, uid=None):
+        self.seen.append((owner, uid))
+        return netaddr.IPAddress("198.51.100.7")
+
+    def claim(self, owner, ip):
+        pass
+
+    def release(self, owner, ip):
+        pass
+
+
+class _OldUids(_Uids):
+    def acquire(self, owner, *, family, wanted=None):
+        self.seen.append((owner, "no uid parameter"))
+        return netaddr.IPAddress("198.51.100.8")
+
+
+class _UidPlugin:
+    @hookimpl
+    def metallb_pool_sections(self):
+        return ["uid-pools"]
+
+    @hookimpl
+    def metallb_parse_pool(self, entry):
+        if entry.section != "uid-pools":
+            return None
+        return parse_pool_entry(entry, cidrs_key="cidrs", options={"mode": lambda v, w: v or "new"})
+
+    @hookimpl
+    def metallb_make_source(self, spec):
+        if spec.kind != "uid-pools":
+            return None
+        return (_OldUids if spec.options["mode"] == "old" else _Uids)(spec)
+
+
+class TestServiceUid:
+    def test_uid_reaches_the_source_and_old_sources_keep_working(self):
+        """allocate(uid=...) hands the uid to acquire(); a source whose acquire has no uid parameter is called without."""
+        pm = get_plugin_manager(entry_points=False, plugins=[layer2, _UidPlugin()])
+        text = (
+            "uid-pools:\n- name: new\n  protocol: layer2\n  cidrs: [198.51.100.7/32]\n"
+            "- name: old\n  protocol: layer2\n  cidrs: [198.51.100.8/32]\n  mode: old\n"
+        )
+        alloc = Allocator(plugin_manager=pm, config=parse_config(text, plugin_manager=pm))
+        _Uids.seen = []
+        alloc.allocate("ns/a", pool="new", uid="u-1")
+        alloc.allocate("ns/b", pool="old", uid="u-2")
+        alloc.unassign("ns/a")
+        alloc.allocate_dual("ns/c", families=(4,), pool="new", uid="u-3")
+        assert _Uids.seen == [("ns/a", "u-1"), ("ns/b", "no uid parameter"), ("ns/c", "u-3")]
+        alloc.close()

@@ -358,3 +358,43 @@ class TestReviewedConfigEdges:
         with pytest.raises(ConfigError, match="10.0.0.1/32 is more specific"):
             parse(base + "  - aggregation-length: 30\n")
         assert parse(base + "  - aggregation-length: 32\n").pools["p"].bgp_advertisements[0].aggregation_length == 32
+
+
+class TestV012Compatibility:
+    """The ConfigMap cases where MetalLB v0.12.1's own parser gave a different verdict; each has MetalLB's now."""
+
+    PEER = "peers:\n- my-asn: 64500\n  peer-asn: 64501\n  peer-address: 192.0.2.1\n"
+    BGP = "address-pools:\n- name: p\n  protocol: bgp\n  addresses: [{addresses}]\n  bgp-advertisements:\n"
+
+    def test_ebgp_multihop_is_accepted(self, parse):
+        """MetalLB accepts ebgp-multihop on a peer (check-config warns it is not applied yet); not on an iBGP peer."""
+        (peer,) = parse(self.PEER + "  ebgp-multihop: true\n").peers
+        assert peer.ebgp_multihop
+        with pytest.raises(ConfigError, match="invalid ebgp-multihop parameter set for an ibgp peer"):
+            parse(self.PEER.replace("64501", "64500") + "  ebgp-multihop: true\n")
+
+    def test_range_aggregation_against_its_widest_cidr(self, parse):
+        """MetalLB accepts 3.3.3.2-3.3.3.254 with aggregation-length 26 (its widest piece is a /26), rejects 25."""
+        base = self.BGP.format(addresses="3.3.3.2-3.3.3.254")
+        assert parse(base + "  - aggregation-length: 26\n").pools["p"].bgp_advertisements[0].aggregation_length == 26
+        with pytest.raises(ConfigError, match="more specific"):
+            parse(base + "  - aggregation-length: 25\n")
+
+    def test_default_and_explicit_32_are_two_advertisements(self, parse):
+        """MetalLB accepts {} and {aggregation-length: 32} in one pool: they are not duplicates as written."""
+        config = parse(self.BGP.format(addresses="10.0.0.0/24") + "  - {}\n  - aggregation-length: 32\n")
+        assert config.pools["p"].bgp_advertisements == (BgpAdvertisement(), BgpAdvertisement())
+
+    def test_alias_and_its_literal_are_no_duplicate(self, parse):
+        """MetalLB accepts [no-export, "65535:65281"] (an alias and its value): they collapse into one community."""
+        text = "bgp-communities:\n  no-export: 65535:65281\n" + self.BGP.format(addresses="10.0.0.0/24")
+        config = parse(text + '  - communities: [no-export, "65535:65281"]\n')
+        assert config.pools["p"].bgp_advertisements[0].communities == (Community(0xFFFFFF01),)
+
+    def test_quoted_number_is_refused(self, parse):
+        """MetalLB rejects my-asn: "1": Go's YAML decodes no quoted text into a number (nor into a boolean)."""
+        with pytest.raises(ConfigError, match='peer #1: field "my-asn": value "1": must be a number, not quoted text'):
+            parse(self.PEER.replace("my-asn: 64500", 'my-asn: "1"'))
+        with pytest.raises(ConfigError, match='field "auto-assign": value "false": must be a boolean'):
+            parse(POOL + '  auto-assign: "false"\n')
+        assert parse(self.PEER.replace("my-asn: 64500", "my-asn: 1")).peers[0].my_asn == 1

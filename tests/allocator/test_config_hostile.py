@@ -401,7 +401,8 @@ class TestIntegers:
     )
     def test_my_asn(self, text: str, rule: str | None) -> None:
         """Leading zeros are fine (Go's ParseUint); too many digits is out of range; other digits are not numbers."""
-        result = verdict(f"peers:\n- my-asn: '{text}'\n  peer-asn: 64501\n  peer-address: 192.0.2.1\n")
+        written = text or "''"  # plain: a quoted number is text, which MetalLB refuses for a number (issue 12)
+        result = verdict(f"peers:\n- my-asn: {written}\n  peer-asn: 64501\n  peer-address: 192.0.2.1\n")
         if rule is None:
             assert isinstance(result, Config) and result.peers[0].my_asn == 64500
         else:

@@ -36,7 +36,9 @@ class _LocalOnly(StaticSource):
         self.claims.append((owner, ip))
         super().claim(owner, ip)
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
         raise AssertionError("the ledger called acquire")
 
     def release(self, owner: str, ip: netaddr.IPAddress) -> None:

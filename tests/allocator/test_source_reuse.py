@@ -14,6 +14,7 @@ from metallb.allocator import (
     Config,
     NodeSelector,
     PoolSpec,
+    ServiceAllocation,
     get_plugin_manager,
     hookimpl,
     parse_config,
@@ -41,6 +42,8 @@ CHANGES: dict[str, Any] = {
     "auto_assign": False,
     "advertisements": (BgpAdvertisement(aggregation_length=24),),
     "node_selectors": (NodeSelector(match_labels=(("zone", "a"),)),),
+    "service_allocation": ServiceAllocation(priority=3, namespaces=("web",)),
+    "labels": {"zone": "b"},
     "cidrs_key": "prefixes",
 }
 #: Written by the controller from what the address-service source declares.

@@ -6,10 +6,20 @@ import hashlib
 import itertools
 import random
 
+import attrs
 import netaddr
 import pytest
-from metallb.allocator.model import EXCLUDE_LB_LABEL, ClusterView, NodeInfo, NodeSelector, PoolSpec, ServiceView
+from metallb.allocator.model import (
+    EXCLUDE_LB_LABEL,
+    ClusterView,
+    L2Advertisement,
+    NodeInfo,
+    NodeSelector,
+    PoolSpec,
+    ServiceView,
+)
 from metallb.announcers.election import candidates, rank, reason_not_to_announce, winner
+from metallb.announcers.layer2.announcer import pool_interfaces
 
 NODES = ("iris1", "iris2", "iris3", "iris4")
 VIP = netaddr.IPAddress("192.0.2.10")
@@ -220,3 +230,56 @@ class TestReason:
             shuffled = service(local=True, ready=tuple(ready))
             got = {n: reason_not_to_announce(shuffled, cluster(n, nodes=tuple(order), labels=labels)) for n in NODES}
             assert got == expected
+
+
+def advertised(*ads: L2Advertisement) -> ServiceView:
+    """A service of a pool announced by layer-2 advertisements *ads*."""
+    spec = attrs.evolve(pool(), advertisements=ads)
+    return attrs.evolve(service(), pool=spec)
+
+
+class TestL2AdvertisementNodes:
+    """L2Advertisement nodeSelectors decide which nodes may announce (MetalLB's poolMatchesNodeL2)."""
+
+    def test_only_nodes_an_advertisement_selects_are_candidates(self):
+        """The winner is elected among the nodes some advertisement of the pool selects."""
+        ads = (L2Advertisement(node_selectors=(NodeSelector(match_labels=(("rack", "1"),)),)),)
+        labels = {"iris1": {"rack": "1"}, "iris2": {"rack": "1"}}
+        svc = advertised(*ads)
+        assert candidates(svc, cluster("iris1", labels=labels)) == {"iris1", "iris2"}
+        assert reason_not_to_announce(svc, cluster("iris3", labels=labels)) == "nodeNotSelected"
+        assert len(announcers(svc, labels=labels)) == 1
+
+    def test_advertisements_add_up(self):
+        """A node selected by any advertisement of the pool may announce."""
+        ads = (L2Advertisement(nodes=frozenset({"iris1"})), L2Advertisement(nodes=frozenset({"iris4"})))
+        assert candidates(advertised(*ads), cluster("iris1")) == {"iris1", "iris4"}
+
+    def test_resolved_names_win_over_labels(self):
+        """An advertisement resolved against Node objects selects those names, whatever the labels say now."""
+        ads = (
+            L2Advertisement(node_selectors=(NodeSelector(match_labels=(("rack", "1"),)),), nodes=frozenset({"iris2"})),
+        )
+        assert candidates(advertised(*ads), cluster("iris1", labels={"iris1": {"rack": "1"}})) == {"iris2"}
+
+
+class TestPoolInterfaces:
+    """The interfaces a layer-2 pool is answered on from one node (MetalLB's ipAdvertisementFor)."""
+
+    def test_interfaces_of_the_advertisements_selecting_the_node(self):
+        """Only the advertisements selecting this node count; their interfaces add up."""
+        spec = attrs.evolve(
+            pool(),
+            advertisements=(
+                L2Advertisement(interfaces=("eth1",), nodes=frozenset({"n1"})),
+                L2Advertisement(interfaces=("eth2",), nodes=frozenset({"n1", "n2"})),
+                L2Advertisement(interfaces=("eth3",), nodes=frozenset({"n2"})),
+            ),
+        )
+        assert pool_interfaces(spec, NodeInfo(name="n1")) == ("eth1", "eth2")
+        assert pool_interfaces(spec, NodeInfo(name="n2")) == ("eth2", "eth3")
+
+    def test_one_without_interfaces_opens_every_interface(self):
+        """An advertisement without interfaces selecting the node means every interface."""
+        spec = attrs.evolve(pool(), advertisements=(L2Advertisement(interfaces=("eth1",)), L2Advertisement()))
+        assert pool_interfaces(spec, NodeInfo(name="n1")) == ()

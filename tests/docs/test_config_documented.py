@@ -1,4 +1,4 @@
-"""docs/configuration.md documents every key the parser accepts, in the section it belongs to."""
+"""docs/configuration.md documents every key the parser accepts, in the section (or resource kind) it belongs to."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from metallb.allocator import ConfigError, Hooks, PoolEntry, get_plugin_manager, parse_node_selectors
+from metallb.allocator import ConfigError, Hooks, PoolEntry, PoolResource, get_plugin_manager, parse_node_selectors
 from metallb.allocator.config import COMMON_POOL_KEYS, CORE_SECTIONS, PEER_KEYS, UNSUPPORTED_PEER_KEYS
+from metallb.allocator.resources import SPEC_FIELDS
 from metallb.announcers.bgp.plugin import ADVERTISEMENT_KEYS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -114,3 +115,28 @@ class TestConfigurationReference:
             Hooks(own_pm).parse_pool(entry)
         assert allowed(info.value) == list(ADVERTISEMENT_KEYS)
         assert not undocumented(ADVERTISEMENT_KEYS, block("`bgp-advertisements[]`"))
+
+
+def pool_kind_fields(pm) -> dict[str, list[str]]:
+    """Each pool kind of the plugins and the spec fields its parser accepts, found by feeding it an unknown one."""
+    out = {}
+    hooks = Hooks(pm)
+    for kind in hooks.pool_resource_kinds().values():
+        resource = PoolResource(kind=kind, api_version=kind.api_versions[0], name="x", spec={BOGUS: 1}, hooks=hooks)
+        with pytest.raises(ConfigError) as info:
+            hooks.parse_pool_resource(resource)
+        match = re.search(r'unknown field "spec\.' + BOGUS + r'" \(allowed: ([^)]*)\)', str(info.value))
+        assert match, str(info.value)
+        out[kind.kind] = [k.strip() for k in match.group(1).split(",")]
+    return out
+
+
+class TestResourceReference:
+    def test_every_kind_has_a_heading_with_every_field(self, own_pm):
+        """MetalLB's kinds, and every pool kind of metallb's plugins, list each spec field the loader reads."""
+        kinds = {kind: list(fields) for (kind, _), fields in SPEC_FIELDS.items()}
+        kinds.update(pool_kind_fields(own_pm))
+        assert {"IPAddressPool", "AddressService", "BGPPeer"} <= set(kinds)
+        for kind, fields in kinds.items():
+            text = block(f"`{kind}`")
+            assert not undocumented(fields, text), kind

@@ -1,4 +1,4 @@
-"""Every example config in the repo and every config shown in the docs parses."""
+"""Every example config in the repo and every config shown in the docs parses, in both formats; conversions round-trip."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import os
 import re
 from pathlib import Path
 
+import attrs
 import pytest
 import yaml
-from metallb.allocator import Hooks, MetalLBError, get_plugin_manager, parse_config
+from metallb.allocator import Hooks, MetalLBError, get_plugin_manager, parse_config, parse_resources
 from metallb.allocator.config import CORE_SECTIONS
+from metallb.allocator.convert import config_to_resources, dump_resources
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {"tests", "build", "dist", "site", "node_modules"}
@@ -97,7 +99,10 @@ class TestDocBlocks:
         known = sections()
         checked = []
         for where, text in doc_blocks():
-            doc = yaml.safe_load(text)
+            docs = list(yaml.safe_load_all(text))
+            if len(docs) != 1:
+                continue  # a stream of resources: TestResourceExamples parses those
+            doc = docs[0]
             config = config_text(doc, known=known)
             if config is None:
                 continue
@@ -110,3 +115,76 @@ class TestDocBlocks:
             checked.append(where)
         assert any(w.startswith("docs/configuration.md") for w in checked), checked
         assert any(w.startswith("docs/writing-plugins.md") for w in checked), checked
+
+
+def comparable(config):
+    """What a conversion must keep: pools by name (not their section), peers (not their names), communities, BFD.
+
+    A ConfigMap pool's node-selectors (a metallb extension) become its advertisements' nodeSelectors as
+    resources, with the same effect: compared after moving them there.
+    """
+    pools = {}
+    for name, spec in config.pools.items():
+        ads = tuple(
+            attrs.evolve(a, node_selectors=a.node_selectors or spec.node_selectors)
+            if hasattr(a, "node_selectors")
+            else a
+            for a in spec.advertisements
+        )
+        pools[name] = attrs.evolve(spec, kind="", advertisements=ads, node_selectors=())
+    peers = sorted((attrs.evolve(p, name="") for p in config.peers), key=repr)
+    return pools, peers, dict(config.communities), dict(config.bfd_profiles)
+
+
+class TestConversion:
+    def test_every_example_config_round_trips(self, pm):
+        """convert-config's resources parse back to the same pools, peers, advertisements and communities."""
+        checked = []
+        for path, index in repo_configs():
+            doc = list(yaml.safe_load_all(path.read_text()))[index]
+            text = path.read_text() if "kind" not in doc else config_text(doc, known=set())
+            original = parse_config(str(text), plugin_manager=pm)
+            conversion = config_to_resources(original, plugin_manager=pm)
+            again = parse_resources(list(conversion.objects), plugin_manager=pm)
+            assert comparable(again) == comparable(original), path
+            stream = parse_config(dump_resources(conversion.objects), plugin_manager=pm)  # as text, through YAML
+            assert comparable(stream) == comparable(original), path
+            checked.append(path.relative_to(ROOT).as_posix())
+        assert {"examples/config.yaml", "examples/metallb-netbox-pools/config.yaml"} <= set(checked)
+
+
+def resource_files() -> list[Path]:
+    """Every YAML file of the repo holding MetalLB configuration resources."""
+    found = []
+    for path in yaml_files():
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+        if any(str(d.get("apiVersion", "")).startswith("metallb.io/") for d in docs):
+            found.append(path)
+    return found
+
+
+class TestResourceExamples:
+    def test_every_resource_example_parses(self, pm):
+        """Each example file of resources is a valid configuration for the installed plugins."""
+        files = resource_files()
+        assert ROOT / "examples" / "resources.yaml" in files
+        for path in files:
+            config = parse_config(path.read_text(), plugin_manager=pm)
+            assert config.pools, f"{path}: a resource example without pools"
+
+    def test_every_resource_block_in_the_docs_parses(self, pm):
+        """Each yaml block in the docs holding MetalLB resources (with metallb.io kinds) parses as a whole."""
+        checked = []
+        for where, text in doc_blocks():
+            docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+            if not any(str(d.get("apiVersion", "")).startswith("metallb.io/") for d in docs):
+                continue
+            if not any(d.get("kind") in ("IPAddressPool", "AddressService") for d in docs):
+                continue  # a fragment (one advertisement): shown with its pools elsewhere
+            try:
+                parse_config(text, plugin_manager=pm)
+            except MetalLBError as exc:
+                pytest.fail(f"{where}: the resources shown do not parse: {exc}")
+            checked.append(where)
+        assert any(w.startswith("docs/configuration.md") for w in checked), checked
+        assert any(w.startswith("docs/migration.md") for w in checked), checked

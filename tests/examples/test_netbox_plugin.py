@@ -18,14 +18,24 @@ from metallb.allocator import (
     PoolExhaustedError,
     SourceCapabilities,
     SourceUnavailableError,
+    TransientConfigError,
     get_plugin_manager,
     parse_config,
+    parse_resources,
 )
 from metallb.allocator.testing import check_source_contract, wait_for
 
 TOKEN = "0123456789abcdef"
 METALLB = [sys.executable, "-m", "metallb.operator"]
-HOOKS = {"metallb_pool_sections", "metallb_parse_pool", "metallb_make_source", "metallb_pool_capabilities"}
+HOOKS = {
+    "metallb_pool_sections",
+    "metallb_parse_pool",
+    "metallb_make_source",
+    "metallb_pool_capabilities",
+    "metallb_pool_resource_kinds",
+    "metallb_parse_pool_resource",
+    "metallb_render_pool_resource",
+}
 
 
 def config_for(url: str, *, prefix: int = 7, cidrs: str = "192.0.2.0/28", extra: str = "") -> str:
@@ -112,6 +122,58 @@ class TestCheckConfig:
             parse_config(config_for("http://h", extra="  avoid-buggy-ips: true\n"), plugin_manager=pm)
         with pytest.raises(ConfigError, match='field "url": value "ftp://h/"'):
             parse_config(config_for("ftp://h"), plugin_manager=pm)
+
+
+def netbox_pool(url: str, **spec: object) -> list[dict[str, object]]:
+    """A NetBoxPool with its token Secret and an L2Advertisement selecting it by label."""
+    body = {"url": url, "prefixIDs": [7], "cidrs": ["192.0.2.0/28"], "tokenSecret": {"name": "nb"}, **spec}
+    meta = {"name": "lab", "namespace": "metallb-system", "labels": {"source": "netbox"}}
+    return [
+        {"apiVersion": "netbox.example.com/v1alpha1", "kind": "NetBoxPool", "metadata": meta, "spec": body},
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "nb", "namespace": "metallb-system"},
+            "stringData": {"token": TOKEN},
+        },
+        {
+            "apiVersion": "metallb.io/v1beta1",
+            "kind": "L2Advertisement",
+            "metadata": {"name": "l2", "namespace": "metallb-system"},
+            "spec": {"ipAddressPoolSelectors": [{"matchLabels": {"source": "netbox"}}]},
+        },
+    ]
+
+
+class TestResourceKind:
+    """The plugin's NetBoxPool kind: the same pools as the section, from resources."""
+
+    def test_parses_to_the_sections_pool(self, pm):
+        """A NetBoxPool gives the pool its section gives, token from the Secret, selected by an advertisement's labels."""
+        from_resources = parse_resources(netbox_pool("http://h"), plugin_manager=pm).pools["lab"]
+        from_section = parse_config(
+            config_for("http://h").replace("url: http://h/", "url: http://h"), plugin_manager=pm
+        ).pools["lab"]
+        assert from_resources.kind == from_section.kind == "netbox-pools"
+        assert dict(from_resources.options) == dict(from_section.options)
+        assert from_resources.protocols == ("layer2",)
+
+    def test_missing_token_secret_waits(self, pm):
+        """A NetBoxPool whose token Secret does not exist yet waits for it."""
+        objects = [o for o in netbox_pool("http://h") if o["kind"] != "Secret"]
+        with pytest.raises(
+            TransientConfigError, match='NetBoxPool "lab": field "spec.tokenSecret.name": value "nb": waiting'
+        ):
+            parse_resources(objects, plugin_manager=pm)
+
+    def test_allocates_from_a_resource_pool(self, pm, netbox):
+        """The controller's allocator serves a NetBoxPool like the section's pool."""
+        config = parse_resources(netbox_pool(netbox.api.url), plugin_manager=pm)
+        allocator = Allocator(plugin_manager=pm, config=config)
+        try:
+            assert str(allocator.allocate("default/web")) == "192.0.2.2"
+        finally:
+            allocator.close()
 
 
 class TestAllocator:

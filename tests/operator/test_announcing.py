@@ -80,9 +80,8 @@ def _setup():
     return announcements, plugin.announcer, registry, parse_config(CONFIG)
 
 
-def candidate(config, key: str, ip: str, pool: str = "l2") -> tuple[str, ServiceView]:
-    spec = config.pools[pool]
-    return spec.protocol, ServiceView(key=key, ips=(netaddr.IPAddress(ip),), pool=spec)
+def candidate(config, key: str, ip: str, pool: str = "l2") -> ServiceView:
+    return ServiceView(key=key, ips=(netaddr.IPAddress(ip),), pool=config.pools[pool])
 
 
 def announced_metric(registry: CollectorRegistry, key: str, ip: str) -> float | None:
@@ -99,7 +98,7 @@ class TestServiceAnnouncements:
         assert announcements.update(wanted, CLUSTER, config) == []
         assert [c for c in announcer.calls if c[0] == "announce"] == [("announce", "ns/a")]
         assert announced_metric(registry, "ns/a", "192.0.2.1") == 1.0
-        assert announcements.announced["ns/a"] == wanted["ns/a"]
+        assert announcements.announced["ns/a"] == (("layer2",), wanted["ns/a"])
 
     def test_withdraws_what_is_no_longer_wanted(self, setup):
         """A service gone from the candidates is withdrawn and its metric series removed."""

@@ -16,6 +16,7 @@ from metallb.operator import cli, commands
 ROOT = Path(__file__).resolve().parents[2]
 THIRD_PARTY = ROOT / "tests" / "thirdparty" / "metallb-stride-pools"
 CONFIG = ROOT / "examples" / "config.yaml"
+RESOURCES = ROOT / "examples" / "resources.yaml"
 METALLB = [sys.executable, "-m", "metallb.operator"]
 
 
@@ -130,10 +131,12 @@ class TestLazyImports:
         [
             ["plugins"],
             ["check-config", "--quiet", str(CONFIG)],
+            ["check-config", "--quiet", str(RESOURCES)],
+            ["convert-config", str(CONFIG)],
             ["allocate", "--config", str(CONFIG), "default/web", "default/dns"],
             ["controller", "--help"],
         ],
-        ids=["plugins", "check-config", "allocate", "controller-help"],
+        ids=["plugins", "check-config", "check-config-resources", "convert-config", "allocate", "controller-help"],
     )
     def test_light_commands_never_load_kubernetes(self, argv):
         """plugins, check-config, allocate (and any --help) run without importing the Kubernetes client."""
@@ -244,3 +247,75 @@ class TestThirdPartyCommand:
         result = run_metallb("stride-preview", "--help", env={"METALLB_DISABLE_PLUGINS": stride_plugin})
         assert result.returncode == 2
         assert "invalid choice: 'stride-preview'" in result.stderr
+
+
+def command(*argv: str) -> argparse.Namespace:
+    """The parsed command line, to call its own run() (not cli.main(), which reconfigures logging)."""
+    return cli.build_parser().parse_args(list(argv))
+
+
+POOL = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p, namespace: metallb-system}\nspec: {addresses: [%s]}\n"
+
+
+class TestConfigCommands:
+    """check-config on both formats, convert-config."""
+
+    def test_check_config_prints_resources_normalised(self, capsys):
+        """Resources are printed as normalised resources; stderr says valid, the format and the counts."""
+        args = command("check-config", str(RESOURCES))
+        assert args.run(args) == 0
+        out, err = capsys.readouterr()
+        assert "kind: IPAddressPool" in out and "valid: 4 pools, 1 peers (resources)" in err
+
+    def test_invalid_and_waiting_are_one_line(self, tmp_path, capsys):
+        """An invalid object is one "invalid:" line naming it; a missing reference is a "waiting:" line."""
+        path = tmp_path / "bad.yaml"
+        path.write_text(POOL % "10.0.0.0/33")
+        args = command("check-config", str(path))
+        assert args.run(args) == 1
+        (line,) = capsys.readouterr().err.splitlines()
+        assert (
+            line
+            == f'{path}: invalid: IPAddressPool "p": field "spec.addresses[0]": value "10.0.0.0/33": invalid CIDR (write a prefix length, /32 for one address, or a range a-b)'
+        )
+        path.write_text(
+            POOL % "10.0.0.0/24"
+            + "---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: b}\nspec: {communities: [no-export]}\n"
+        )
+        assert args.run(args) == 1
+        assert capsys.readouterr().err.startswith(f'{path}: waiting: BGPAdvertisement "b"')
+
+    def test_warnings_name_what_is_not_applied(self, tmp_path, capsys):
+        """ebgp-multihop (accepted as MetalLB v0.12 does) is a warning: not applied yet."""
+        path = tmp_path / "c.yaml"
+        path.write_text(
+            "peers:\n- my-asn: 64500\n  peer-asn: 64501\n  peer-address: 192.0.2.1\n  ebgp-multihop: true\n"
+        )
+        args = command("check-config", "-q", str(path))
+        assert args.run(args) == 0
+        assert (
+            capsys.readouterr().err
+            == f"{path}: warning: peer #1: ebgp-multihop: accepted, not applied yet; the session runs without them\n"
+        )
+
+    def test_mode(self, tmp_path, capsys):
+        """--mode native applies MetalLB's native-mode checks."""
+        path = tmp_path / "c.yaml"
+        path.write_text("apiVersion: metallb.io/v1beta1\nkind: BFDProfile\nmetadata: {name: b}\n")
+        args = command("check-config", "--mode", "native", str(path))
+        assert args.run(args) == 1
+        assert "BFD profiles are not supported in native BGP mode" in capsys.readouterr().err
+
+    def test_convert_config(self, tmp_path, capsys):
+        """convert-config prints resources that check-config accepts, and refuses resources as input."""
+        args = command("convert-config", str(CONFIG))
+        assert args.run(args) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("# MetalLB resources converted by `metallb convert-config`")
+        converted = tmp_path / "converted.yaml"
+        converted.write_text(out)
+        again = command("check-config", "-q", str(converted))
+        assert again.run(again) == 0
+        refused = command("convert-config", str(RESOURCES))
+        assert refused.run(refused) == 1
+        assert "already holds resources" in capsys.readouterr().err

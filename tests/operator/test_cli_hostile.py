@@ -141,6 +141,21 @@ def cases(files: dict[str, str]) -> dict[str, list[tuple[list[str], set[int], by
             (["-"], {1}, b"apiVersion: v1\nkind: ConfigMap\ndata: [1]\n"),
             ([], {2}, b""),
         ],
+        "convert-config": [
+            *(([path], {1}, b"") for path in configs),
+            (["-"], {1}, b"peers: \x00\n"),
+            (["-"], {1}, b"apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\n"),
+            (["-"], {1}, b"apiVersion: v1\nkind: ConfigMap\ndata: {config: 42}\n"),
+            ([], {2}, b""),
+        ],
+        "new-plugin": [
+            *(([name], {1}, b"") for name in ("", "a\nb", "../x", "Bad Name", "x" * 100, "address-pools")),
+            *(
+                (["file-pools", "--directory", path], {1}, b"")
+                for path in (files["good:config"], files["directory"], files["not-a-directory"], "/proc/1/x")
+            ),
+            ([], {2}, b""),
+        ],
         "allocate": [
             *((["--config", path, "default/web"], {1}, b"") for path in configs),
             *(
@@ -191,6 +206,18 @@ def cases(files: dict[str, str]) -> dict[str, list[tuple[list[str], set[int], by
         "drain": [
             *((["drain", "n1", "--kubeconfig", path], {1}, b"") for path in kubeconfigs),
             (["drain", "--undo"], {2}, b""),  # no node
+        ],
+        "explain": [
+            *((["explain", "default/web", "--state", path], {1}, b"") for path in unusable(files, "state")),
+            *((["explain", "default/web", "--state", files["missing"], "--config", path], {1}, b"") for path in sample),
+            *(
+                (["explain", "default/web", "--url", url], {1}, b"")
+                for url in ("nope", "http://127.0.0.1:1", "http://[::1", f"file://{files['state:list']}")
+            ),
+            *((["explain", "default/web", "--kubeconfig", path], {1}, b"") for path in kubeconfigs),
+            (["explain", "a/b/c", "--state", files["missing"]], {2}, b""),
+            (["explain", "a/web", "-n", "b", "--state", files["missing"]], {2}, b""),
+            (["explain", "default/web", "-o", "xml"], {2}, b""),
         ],
         "plugins": [(["plugins", "--json", "extra"], {2}, b"")],
         "address-service": [

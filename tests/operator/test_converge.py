@@ -324,7 +324,11 @@ class TicketPools:
 
     @hookimpl
     def metallb_pool_capabilities(self, section: str) -> SourceCapabilities | None:
-        return SourceCapabilities(remote_release=True, annotations={"ticket": TICKET}) if section == "ticket-pools" else None
+        return (
+            SourceCapabilities(remote_release=True, annotations={"ticket": TICKET})
+            if section == "ticket-pools"
+            else None
+        )
 
 
 TICKET_POOL = "ticket-pools:\n- name: remote\n  protocol: layer2\n  cidrs: [203.0.113.0/30]\n"

@@ -11,6 +11,7 @@ import configparser
 import fnmatch
 import functools
 import importlib
+import importlib.metadata
 import inspect
 import json
 import re
@@ -27,7 +28,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes import client
-from metallb.allocator import parse_config
+from metallb.allocator import get_plugin_manager, parse_config
+from metallb.allocator.resources import config_kinds
 from metallb.operator import cli, commands
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,19 +40,43 @@ NS = "metallb-system"
 #: The oldest Kubernetes these manifests target, and the newest whose schemas kubernetes-validate 1.37.0 bundles.
 KUBERNETES_VERSION = "1.30"
 KUBERNETES_VERSIONS = (KUBERNETES_VERSION, "1.37")
-#: kustomization.yaml is not a Kubernetes object; config.yaml is applied by hand (see kustomization.yaml).
-NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "config.yaml", "address-service.yaml"}
+#: Files outside the base (base/kustomization.yaml): the sample config is applied by hand, the address service is opt-in.
+NOT_IN_KUSTOMIZATION = {"config.yaml", "address-service/address-service.yaml", "address-service/metallb.io_addressleases.yaml"}
+#: Folders whose files are not plain manifests: overlays and monitoring are built (tests/operator/test_kustomize.py).
+BUILT = {"overlays", "monitoring"}
 #: The build command the Dockerfile documents (with python standing for the interpreter).
 WHEEL_COMMAND = "python -m pip wheel --no-deps --no-build-isolation -w dist ."
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
 
+def path_of(name: str) -> Path:
+    """A manifest by its path under operator/deploy, or by its file name alone when that is unique."""
+    if (DEPLOY / name).exists():
+        return DEPLOY / name
+    (found,) = [DEPLOY / m for m in manifests() if Path(m).name == name]
+    return found
+
+
 def load(name: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all((DEPLOY / name).read_text()) if doc]
+    return [doc for doc in yaml.safe_load_all(path_of(name).read_text()) if doc]
 
 
 def manifests() -> list[str]:
-    return sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
+    """Every manifest (path under operator/deploy) but the kustomizations and the built folders."""
+    found = (p.relative_to(DEPLOY) for p in DEPLOY.rglob("*.yaml") if p.name != "kustomization.yaml")
+    return sorted(str(p) for p in found if p.parts[0] not in BUILT)
+
+
+def crd_manifests() -> list[str]:
+    return sorted(f"crds/{p.name}" for p in (DEPLOY / "crds").glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@functools.cache
+def builtin_kinds() -> tuple[tuple[str, str], ...]:
+    """(group, plural) of every configuration kind of metallb's own plugins (not third-party ones)."""
+    eps = [ep for ep in importlib.metadata.distribution("metallb").entry_points if ep.group == "metallb"]
+    pm = get_plugin_manager(entry_points=False, plugins=[ep.load() for ep in eps])
+    return tuple((k.group, k.plural) for k in config_kinds(pm))
 
 
 def one(name: str, kind: str) -> dict[str, Any]:
@@ -146,7 +172,10 @@ def code_needs(files: list[Path], *, own_namespace: set[str]) -> set[Grant]:
     A list method passed somewhere instead of called is an informer's: it lists
     and watches. Namespaced calls on *own_namespace* resources target
     metallb-system (a Role suffices) unless the call names another namespace as
-    a constant (a Role there); others need a ClusterRole.
+    a constant (a Role there); others need a ClusterRole. A call on custom
+    objects (``{group}``/``{plural}`` in its path) is on the module's ``GROUP``
+    and ``L2_PLURAL`` when it defines them (the announcement status), else needs
+    its grant for every configuration kind of metallb's plugins, in metallb-system.
     """
     needs = set()
     for path in files:
@@ -159,8 +188,8 @@ def code_needs(files: list[Path], *, own_namespace: set[str]) -> set[Grant]:
                 continue
             url, method = found
             # Custom objects: the group and plural are the module's constants GROUP and L2_PLURAL.
-            url = url.replace("{group}", constants.get("GROUP", "{group}"))
-            url = url.replace("{plural}", constants.get("L2_PLURAL", "{plural}"))
+            if "GROUP" in constants and "L2_PLURAL" in constants:
+                url = url.replace("{group}", constants["GROUP"]).replace("{plural}", constants["L2_PLURAL"])
             parts = url.strip("/").split("/")
             group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
             namespaced = rest[:2] == ["namespaces", "{namespace}"]
@@ -177,6 +206,11 @@ def code_needs(files: list[Path], *, own_namespace: set[str]) -> set[Grant]:
             fixed = _fixed_namespace(call if isinstance(call, ast.Call) else None, constants)
             if namespaced and fixed not in (None, NS):
                 scope = str(fixed)
+            if group == "{group}":  # CustomObjectsApi: the configuration kinds
+                for kind_group, plural in builtin_kinds():
+                    named = resource.replace("{plural}", plural)
+                    needs.update(Grant("namespace", kind_group, named, verb) for verb in verbs)
+                continue
             needs.update(Grant(scope, group, resource, verb) for verb in verbs)
     return needs
 
@@ -190,28 +224,40 @@ CONTROLLER_NEEDS_AT_LEAST = {
     Grant("namespace", "", "configmaps", "list"),
     Grant("namespace", "", "configmaps", "watch"),
     *(Grant("namespace", "coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "delete")),
+    *(Grant("cluster", "", r, v) for r in ("nodes", "namespaces") for v in ("list", "watch")),
+    *(Grant("namespace", "", "secrets", v) for v in ("list", "watch")),
+    *(Grant("namespace", "metallb.io", "ipaddresspools", v) for v in ("list", "watch")),
+    Grant("namespace", "metallb.io", "ipaddresspools/status", "patch"),
+    Grant("namespace", "metallb.io", "bgppeers/status", "patch"),
 }
-#: The speaker watches Services, EndpointSlices, Nodes and the config, records events, and for its liveness
-#: watches the speaker Pods (memberlist), the kubelets' node Leases (node), or keeps its own Lease (lease).
+#: The speaker watches Services, EndpointSlices, Nodes, Namespaces and the configuration, records events,
+#: writes its ServiceL2Statuses, and for its liveness watches the speaker Pods (memberlist), the kubelets'
+#: node Leases (node), or keeps its own Lease (lease).
 SPEAKER_NEEDS_AT_LEAST = {
-    *(Grant("cluster", "", r, v) for r in ("services", "nodes") for v in ("list", "watch")),
+    *(Grant("cluster", "", r, v) for r in ("services", "nodes", "namespaces") for v in ("list", "watch")),
     *(Grant("cluster", "discovery.k8s.io", "endpointslices", v) for v in ("list", "watch")),
     Grant("cluster", "", "events", "create"),
-    *(Grant("namespace", "", "configmaps", v) for v in ("list", "watch")),
-    *(Grant("namespace", "", "pods", v) for v in ("list", "watch")),
+    *(Grant("namespace", "", r, v) for r in ("configmaps", "secrets", "pods") for v in ("list", "watch")),
+    *(Grant("namespace", "metallb.io", r, v) for r in ("bgppeers", "l2advertisements") for v in ("list", "watch")),
     *(Grant("namespace", "coordination.k8s.io", "leases", v) for v in ("list", "watch", "create", "update", "delete")),
     *(Grant("kube-node-lease", "coordination.k8s.io", "leases", v) for v in ("list", "watch")),
     *(Grant("namespace", "metallb.io", "servicel2statuses", v) for v in ("list", "watch", "create", "delete")),
     Grant("namespace", "metallb.io", "servicel2statuses/status", "patch"),
 }
-OWN_NAMESPACE = {"configmaps", "leases", "pods", "servicel2statuses", "servicel2statuses/status"}
-#: The speaker's code: the RBAC test scans these for API calls.
-SPEAKER_CODE = [OPERATOR / "speaker.py", OPERATOR / "liveness.py", OPERATOR / "announce_status.py"]
+OWN_NAMESPACE = {"configmaps", "leases", "secrets", "pods", "servicel2statuses"}
 #: Namespaced objects outside metallb-system: the speaker's read-only Role on the kubelets' node Leases.
 OTHER_NAMESPACES = {
-    ("speaker-rbac.yaml", "Role", "kube-node-lease"),
-    ("speaker-rbac.yaml", "RoleBinding", "kube-node-lease"),
+    ("base/speaker-rbac.yaml", "Role", "kube-node-lease"),
+    ("base/speaker-rbac.yaml", "RoleBinding", "kube-node-lease"),
 }
+#: The modules whose kubernetes calls each component makes.
+CONTROLLER_FILES = [OPERATOR / "controller.py", OPERATOR / "config_watch.py", OPERATOR / "config_status.py"]
+SPEAKER_FILES = [
+    OPERATOR / "speaker.py",
+    OPERATOR / "config_watch.py",
+    OPERATOR / "liveness.py",
+    OPERATOR / "announce_status.py",
+]
 
 
 @pytest.fixture(name="no_network")
@@ -230,7 +276,7 @@ def _no_network(monkeypatch):
 
 class TestSchemas:
     @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-    @pytest.mark.parametrize("name", manifests())
+    @pytest.mark.parametrize("name", manifests() + crd_manifests())
     def test_manifest_validates(self, name, version):
         """Every object in the manifest passes the strict Kubernetes schema (unknown fields rejected)."""
         docs = load(name)
@@ -254,12 +300,17 @@ class TestSchemas:
             kubernetes_validate.validate(bad, KUBERNETES_VERSION, strict=True)
 
     def test_kustomization_lists_every_manifest_but_the_sample_config(self):
-        """kustomization.yaml lists each manifest once, leaving out only the sample config."""
-        kustomization = load("kustomization.yaml")[0]
+        """The top kustomization is the base; the base lists each manifest once and the CRDs' folder."""
+        assert load("kustomization.yaml")[0]["resources"] == ["base"]
+        kustomization = load("base/kustomization.yaml")[0]
         assert kustomization["kind"] == "Kustomization"
         resources = kustomization["resources"]
         assert len(resources) == len(set(resources))
-        assert set(resources) == set(manifests()) - NOT_IN_KUSTOMIZATION
+        listed = {f"base/{r}" for r in resources if r != "../crds"}
+        assert "../crds" in resources
+        assert listed == set(manifests()) - NOT_IN_KUSTOMIZATION - set(crd_manifests())
+        crds = load("crds/kustomization.yaml")[0]["resources"]
+        assert sorted(f"crds/{name}" for name in crds) == crd_manifests()
 
     def test_namespaced_objects_live_in_metallb_system(self):
         """Every namespaced object names metallb-system, which namespace.yaml creates."""
@@ -271,7 +322,7 @@ class TestSchemas:
                     assert namespace == NS, f"{name}: {doc['kind']}/{doc['metadata']['name']}"
 
     def test_namespace_admits_the_speaker(self):
-        """The namespace's Pod Security level lets a host-network pod with NET_ADMIN run."""
+        """The namespace's Pod Security level lets a host-network pod with NET_RAW run."""
         labels = one("namespace.yaml", "Namespace")["metadata"]["labels"]
         assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
 
@@ -326,13 +377,13 @@ class TestController:
 
 
 class TestSpeaker:
-    def test_host_network_with_two_capabilities(self):
-        """Host network; every capability dropped, then only NET_RAW and NET_ADMIN added."""
+    def test_host_network_with_only_net_raw(self):
+        """Host network; every capability dropped, then only NET_RAW added (as MetalLB's speaker)."""
         pod = one("speaker.yaml", "DaemonSet")["spec"]["template"]["spec"]
         assert pod["hostNetwork"] is True
         sc = pod["containers"][0]["securityContext"]
         assert sc["capabilities"]["drop"] == ["ALL"]
-        assert sorted(sc["capabilities"]["add"]) == ["NET_ADMIN", "NET_RAW"]
+        assert sc["capabilities"]["add"] == ["NET_RAW"]
         assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
         assert not sc.get("privileged")
 
@@ -396,32 +447,35 @@ class TestSpeakerMemberlist:
         from metallb.operator.liveness import SECRET_COMMAND
 
         assert SECRET_COMMAND in DOC.read_text()
-        assert SECRET_COMMAND in (DEPLOY / "speaker.yaml").read_text()
+        assert SECRET_COMMAND in path_of("speaker.yaml").read_text()
 
 
 class TestRbac:
     def test_controller_grants_are_exactly_what_its_code_calls(self):
-        """The controller's Role and ClusterRole grant every call in controller.py, and nothing else."""
-        needs = code_needs([OPERATOR / "controller.py"], own_namespace=OWN_NAMESPACE)
+        """The controller's Role and ClusterRole grant every call of its modules, and nothing else."""
+        needs = code_needs(CONTROLLER_FILES, own_namespace=OWN_NAMESPACE)
         assert needs >= CONTROLLER_NEEDS_AT_LEAST, "the scan of controller.py missed calls"
         granted = grants("controller-rbac.yaml")
         assert granted - needs == set(), "granted but never used"
         assert needs - granted == set(), "used but not granted"
 
     def test_speaker_grants_are_exactly_what_its_code_calls(self):
-        """The speaker's Role and ClusterRole grant every call in speaker.py, and nothing else."""
-        needs = code_needs(SPEAKER_CODE, own_namespace=OWN_NAMESPACE)
-        assert needs >= SPEAKER_NEEDS_AT_LEAST, "the scan of speaker.py and liveness.py missed calls"
+        """The speaker's Role and ClusterRole grant every call of its modules, and nothing else."""
+        needs = code_needs(SPEAKER_FILES, own_namespace=OWN_NAMESPACE)
+        assert needs >= SPEAKER_NEEDS_AT_LEAST, "the scan of the speaker's modules missed calls"
         granted = grants("speaker-rbac.yaml")
         assert granted - needs == set(), "granted but never used"
         assert needs - granted == set(), "used but not granted"
 
     @pytest.mark.parametrize("name", ["controller-rbac.yaml", "speaker-rbac.yaml"])
     def test_nothing_dangerous(self, name):
-        """No wildcards, no secrets, no pods but the speaker reading its own, no escalate/bind/impersonate."""
+        """No wildcards, no escalate/bind/impersonate; Secrets only read, only in metallb-system; no pods but
+        the speaker reading its own."""
         for grant in grants(name):
             assert "*" not in grant, grant
-            assert grant.resource.split("/")[0] not in ("secrets", "serviceaccounts"), grant
+            assert grant.resource.split("/")[0] != "serviceaccounts", grant
+            if grant.resource == "secrets":
+                assert grant.scope == "namespace" and grant.verb in ("list", "watch"), grant
             if grant.resource.split("/")[0] == "pods":
                 assert (name, grant.scope, grant.resource, grant.verb) in {
                     ("speaker-rbac.yaml", "namespace", "pods", "list"),
@@ -565,7 +619,8 @@ class TestDocs:
             assert f"| `{option}` |" in section, f"metallb {name} {option} is not documented"
 
     def test_every_deploy_file_documented(self):
-        """Every file in operator/deploy has a row in docs/operator.md's table."""
+        """Every file and folder in operator/deploy has a row in docs/operator.md's table."""
         text = DOC.read_text()
         for path in DEPLOY.iterdir():
-            assert f"| `{path.name}` |" in text, f"{path.name} is not documented"
+            name = path.name + ("/" if path.is_dir() else "")
+            assert f"| `{name}` |" in text, f"{name} is not documented"

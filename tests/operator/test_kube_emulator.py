@@ -95,6 +95,7 @@ class TestDiscovery:
             "events.k8s.io": "events.k8s.io/v1",
             "discovery.k8s.io": "discovery.k8s.io/v1",
             "coordination.k8s.io": "coordination.k8s.io/v1",
+            "apiextensions.k8s.io": "apiextensions.k8s.io/v1",
         }
 
     def test_core_resources(self, core):
@@ -919,6 +920,80 @@ class TestClockAndAccessors:
         custom.patch_namespaced_custom_object_status(*args, "p", {"status": {"assigned": 1}})
         pool = custom.get_namespaced_custom_object(*args, "p")
         assert pool["status"] == {"assigned": 1} and pool["kind"] == "IPAddressPool"
+
+
+CRDS = Path(__file__).resolve().parents[2] / "operator" / "deploy" / "crds"
+
+
+def crd(name: str) -> dict[str, Any]:
+    """One of metallb's CRDs, as shipped in operator/deploy/crds."""
+    import yaml
+
+    return yaml.safe_load((CRDS / f"metallb.io_{name}.yaml").read_text())
+
+
+class TestCustomResourceDefinitions:
+    """A created CRD is served like an established one: versions, scope, status subresource, watch."""
+
+    def test_created_crd_is_served_and_established(self, kube_client):
+        """Creating a CRD serves its kind (discovery lists it and its /status) and marks it Established."""
+        ext = client.ApiextensionsV1Api(kube_client)
+        ext.create_custom_resource_definition(crd("ipaddresspools"))
+        found = ext.read_custom_resource_definition("ipaddresspools.metallb.io")
+        assert {c.type: c.status for c in found.status.conditions}["Established"] == "True"
+        resources = client.CustomObjectsApi(kube_client).get_api_resources("metallb.io", "v1beta1").resources
+        assert {"ipaddresspools", "ipaddresspools/status"} <= {r.name for r in resources}
+
+    def test_status_subresource_and_watch(self, kube, kube_client):
+        """Objects of a CRD version with a status subresource keep spec and status apart, and are watched."""
+        kube.put_object(crd("ipaddresspools"))
+        custom = client.CustomObjectsApi(kube_client)
+        args = ("metallb.io", "v1beta1", NS, "ipaddresspools")
+        custom.create_namespaced_custom_object(
+            *args, {"metadata": {"name": "p"}, "spec": {"addresses": ["10.0.0.0/24"]}, "status": {"x": 1}}
+        )
+        assert "status" not in custom.get_namespaced_custom_object(*args, "p")  # create ignores it
+        custom.patch_namespaced_custom_object_status(
+            *args, "p", {"status": {"assignedIPv4": 2}, "spec": {"addresses": []}}
+        )
+        pool = custom.get_namespaced_custom_object(*args, "p")
+        assert pool["status"] == {"assignedIPv4": 2} and pool["spec"]["addresses"] == ["10.0.0.0/24"]
+        assert pool["metadata"]["generation"] == 1  # a status write is no spec change
+        threading.Timer(
+            0.2,
+            lambda: kube.put_object(
+                {
+                    "apiVersion": "metallb.io/v1beta1",
+                    "kind": "IPAddressPool",
+                    "metadata": {"name": "q", "namespace": NS},
+                    "spec": {"addresses": ["10.1.0.0/24"]},
+                }
+            ),
+        ).start()
+        events = collect(custom.list_namespaced_custom_object, *args, count=2)
+        assert [(t, o["metadata"]["name"]) for t, o in events] == [("ADDED", "p"), ("ADDED", "q")]
+
+    def test_versions_share_storage(self, kube, kube_client):
+        """A v1beta1 BGPPeer reads back as v1beta2 (conversion strategy None: the same object, its version asked for)."""
+        kube.put_object(crd("bgppeers"))
+        custom = client.CustomObjectsApi(kube_client)
+        body = {"metadata": {"name": "r"}, "spec": {"myASN": 1, "peerASN": 2, "peerAddress": "192.0.2.1"}}
+        custom.create_namespaced_custom_object("metallb.io", "v1beta1", NS, "bgppeers", body)
+        peer = custom.get_namespaced_custom_object("metallb.io", "v1beta2", NS, "bgppeers", "r")
+        assert peer["apiVersion"] == "metallb.io/v1beta2" and peer["spec"]["peerASN"] == 2
+        listed = custom.list_namespaced_custom_object("metallb.io", "v1beta2", NS, "bgppeers")
+        assert [i["metadata"]["name"] for i in listed["items"]] == ["r"]
+
+    def test_deleted_crd_is_no_longer_served(self, kube, kube_client):
+        """Deleting a CRD stops serving its kind (404) and drops its objects."""
+        kube.put_object(crd("communities"))
+        custom = client.CustomObjectsApi(kube_client)
+        args = ("metallb.io", "v1beta1", NS, "communities")
+        custom.create_namespaced_custom_object(*args, {"metadata": {"name": "c"}, "spec": {}})
+        client.ApiextensionsV1Api(kube_client).delete_custom_resource_definition("communities.metallb.io")
+        with pytest.raises(ApiException) as info:
+            custom.list_namespaced_custom_object(*args)
+        assert info.value.status == 404
 
 
 class TestServer:

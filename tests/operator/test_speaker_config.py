@@ -14,26 +14,30 @@ def cm(text: str | None) -> dict:
     return {"metadata": {"name": "config", "namespace": "metallb-system"}, "data": data}
 
 
+def load(speaker: Speaker, text: str | None) -> None:
+    """Hand the speaker the ConfigMap *text* as its configuration watch would, through the watch's own loader."""
+    speaker.config_watch.configmaps.cache = {"metallb-system/config": cm(text)}
+    speaker._on_config(speaker.config_watch.load())
+
+
 class TestSpeakerConfig:
     def test_missing_key_and_bad_yaml_keep_the_last_good_config(self, kube):
         """A ConfigMap without "config", or with broken YAML, is not applied."""
         speaker = Speaker(kube.api_client(), node_name="n1")
-        speaker._on_config("ADDED", cm(GOOD))
+        load(speaker, GOOD)
         good = speaker.config
         assert good is not None and list(good.pools) == ["l2"]
-        speaker._on_config("MODIFIED", cm(None))
+        load(speaker, None)
         assert speaker.config is good
-        speaker._on_config("MODIFIED", cm("address-pools: [oops"))
+        load(speaker, "address-pools: [oops")
         assert speaker.config is good
 
     def test_config_orphaning_an_announced_address_is_rejected(self, kube):
         """A config without a pool for an address this speaker announces is stale, as in MetalLB."""
         speaker = Speaker(kube.api_client(), node_name="n1")
-        speaker._on_config("ADDED", cm(GOOD))
+        load(speaker, GOOD)
         pool = speaker.config.pools["l2"]
         view = ServiceView(key="ns/a", ips=(netaddr.IPAddress("192.0.2.5"),), pool=pool)
-        speaker.announced["ns/a"] = ("layer2", view)
-        speaker._on_config(
-            "MODIFIED", cm("address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [198.51.100.0/28]\n")
-        )
+        speaker.announcements._pairs[("ns/a", "layer2")] = view
+        load(speaker, "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [198.51.100.0/28]\n")
         assert list(speaker.config.pools["l2"].cidrs) == list(parse_config(GOOD).pools["l2"].cidrs)

@@ -271,3 +271,53 @@ class TestPendingRetries:
         ends = [r.created for r in ours if "AllocationFailed" in r.getMessage()]
         starts = [r.created for r in ours if r.getMessage() == "retrying pending services"]
         assert [round(start - end) for end, start in zip(ends, starts[:2], strict=False)] == [1, 2]
+
+
+RESOURCES = """
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: main}
+spec:
+  addresses: [192.0.2.10-192.0.2.13]
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: quiet}
+spec:
+  addresses: [198.51.100.0/30]
+  autoAssign: false
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: l2}
+spec:
+  ipAddressPools: [main]
+"""
+
+
+class TestResourceConfig:
+    def test_once_reads_resource_files(self, tmp_path):
+        """--config takes MetalLB's resources as well as the ConfigMap format."""
+        result = run_once(
+            tmp_path, service("a") + service("b", annotations="metallb.io/address-pool: quiet"), RESOURCES
+        )
+        assert result.returncode == 0, result.stderr
+        assert state(tmp_path) == {"default/a": ["192.0.2.10"], "default/b": ["198.51.100.0"]}
+
+    def test_pool_no_advertisement_selects_is_not_announced(self, tmp_path):
+        """A Service of a pool no advertisement selects gets its address, and the table says it is not announced."""
+        (tmp_path / "config.yaml").write_text(RESOURCES.replace("ipAddressPools: [main]", "ipAddressPools: [nothing]"))
+        (tmp_path / "services.yaml").write_text(service("a"))
+        app = Standalone(
+            config_path=str(tmp_path / "config.yaml"),
+            services_path=str(tmp_path / "services.yaml"),
+            node="n1",
+            state_path=str(tmp_path / "state.json"),
+        )
+        try:
+            (row,) = app.sync()
+        finally:
+            app.close()
+        assert row.addresses == ("192.0.2.10",)
+        assert row.announced == 'not announced: no advertisement selects pool "main"'
+        assert json.loads((tmp_path / "state.json").read_text())["services"]["default/a"]["announced"] == row.announced

@@ -8,9 +8,7 @@ request timeout, and a non-idempotent POST. Faults are queued per request.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import re
 import select
@@ -19,20 +17,18 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import attrs
-import netaddr
 import pytest
 from metallb.allocator import Allocator, Config, parse_config
 from metallb.allocator.testing import wait_for
 from metallb.plugins.address_service.http import HttpServer, make_http_server
 from metallb.plugins.address_service.memory import MemoryBackend
 from metallb.plugins.address_service.service import AddressService
+from metallb.plugins.address_service.standin import DhcpManagerStandIn
 from prometheus_client import CollectorRegistry
 
 CIDR = "192.0.2.0/24"
@@ -40,222 +36,10 @@ CIDR = "192.0.2.0/24"
 
 # -- DHCPManager stand-in ------------------------------------------------------------------------
 
-
-class _LegacyHandler(BaseHTTPRequestHandler):
-    server: _LegacyHTTP
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.server.owner.handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.server.owner.handle(self, "POST")
-
-    def do_DELETE(self) -> None:
-        self.server.owner.handle(self, "DELETE")
-
-
-class _LegacyHTTP(ThreadingHTTPServer):
-    daemon_threads = True
-    owner: LegacyServer
-    connections: set[socket.socket]
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, address = super().get_request()
-        self.connections.add(conn)
-        return conn, address
-
-    def shutdown_request(self, request: Any) -> None:
-        self.connections.discard(request)
-        super().shutdown_request(request)
-
-
-class LegacyServer:
-    """DHCPManager's API on 127.0.0.1, leasing from *cidr*; faults are queued per request.
-
-    POST faults: ``500``, ``garbage`` (200 with an HTML body), ``wrong-json``,
-    ``empty-ip``, ``outside`` (a real lease outside the pool), ``lost`` (lease
-    made, connection closed unanswered), ``slow:S`` (lease made, answer after S
-    seconds), ``timeout`` (no lease; DHCPManager's answer after its request
-    timeout), ``twice`` (the first allocation's address again). DELETE faults: ``500``.
-    """
-
-    def __init__(
-        self, cidr: str = CIDR, *, has_status: bool = True, request_timeout: float = 10.0, port: int = 0
-    ) -> None:
-        self.free = [str(ip) for ip in netaddr.IPNetwork(cidr).iter_hosts()]
-        self.outside = [str(ip) for ip in netaddr.IPNetwork("198.51.100.0/24").iter_hosts()]
-        self.has_status = has_status
-        self.request_timeout = request_timeout
-        self.allocations: dict[str, dict[str, str]] = {}  # id -> {ip, hostname}
-        self.post_faults: list[str] = []
-        self.delete_faults: list[str] = []
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        self.lock = threading.Lock()
-        self.httpd = _LegacyHTTP(("127.0.0.1", port), _LegacyHandler)
-        self.httpd.owner = self
-        self.httpd.connections = set()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        """Stop like a killed server: the listener and every kept-alive connection go."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        for conn in list(self.httpd.connections):
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-    @property
-    def port(self) -> int:
-        return int(self.httpd.server_address[1])
-
-    def held(self) -> dict[str, str]:
-        """ip -> service (``namespace/name``) of every allocation."""
-        with self.lock:
-            out = {}
-            for a in self.allocations.values():
-                name, _, namespace = a["hostname"].partition(".")
-                out[a["ip"]] = f"{namespace}/{name}"
-            return out
-
-    def count(self, method: str, path: str = "/v1/ip") -> int:
-        with self.lock:
-            return sum(1 for m, p, _, _ in self.requests if m == method and p == path)
-
-    def bodies(self, method: str, path: str = "/v1/ip") -> list[bytes]:
-        with self.lock:
-            return [b for m, p, _, b in self.requests if m == method and p == path]
-
-    def lease(self, service: str, *, outside: bool = False) -> dict[str, str]:
-        namespace, _, name = service.partition("/")
-        with self.lock:
-            ip = (self.outside if outside else self.free).pop(0)
-            entry = {"id": str(uuid.uuid4()), "ip": ip, "hostname": f"{name}.{namespace}" if name else service}
-            self.allocations[entry["id"]] = entry
-        return entry
-
-    @staticmethod
-    def reply(handler: BaseHTTPRequestHandler, code: int, body: bytes, content_type: str = "application/json") -> None:
-        handler.send_response(code)
-        if content_type:
-            handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-        handler.wfile.flush()
-
-    def json(self, handler: BaseHTTPRequestHandler, payload: Any) -> None:
-        self.reply(handler, 200, json.dumps(payload).encode() + b"\n")
-
-    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
-        path = handler.path
-        with self.lock:
-            self.requests.append((method, path, dict(handler.headers), raw))
-        routes = {"/v1/ip": ("POST", "DELETE"), "/v1/mac": ("POST", "DELETE"), "/v1/status": ("GET",)}
-        if path not in routes or (path == "/v1/status" and not self.has_status):
-            self.reply(handler, 404, b"404 page not found\n", "text/plain; charset=utf-8")
-            return
-        if method not in routes[path]:
-            self.reply(handler, 405, b"", "")
-            return
-        if path == "/v1/status":
-            self.json(handler, self.status())
-        elif method == "POST":
-            self.post(handler, raw)
-        else:
-            self.delete(handler, raw)
-
-    def status(self) -> dict[str, Any]:
-        with self.lock:
-            allocations = [
-                {
-                    "Interface": {
-                        "Index": 7,
-                        "MTU": 1500,
-                        "Name": "vf-abcdef",
-                        "HardwareAddr": "02:00:5e:10:00:01",
-                        "Flags": 19,
-                    },
-                    "ID": a["id"],
-                    "Lease": {
-                        "ServerID": "192.0.2.2",
-                        "FixedAddress": a["ip"],
-                        "Netmask": base64.b64encode(b"\xff\xff\xff\x00").decode(),
-                        "Router": None,
-                        "DNS": None,
-                        "Bound": "2024-05-01T12:00:00.1+00:00",
-                        "Expire": "2024-05-01T12:10:00.1+00:00",
-                    },
-                    "Hostname": a["hostname"],
-                    "State": 1,
-                }
-                for a in self.allocations.values()
-            ]
-        return {"Allocations": allocations or None, "AvailableMACs": None}
-
-    def post(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
-        try:
-            service = str(json.loads(raw).get("service", ""))
-        except (ValueError, AttributeError):
-            service = ""  # DHCPManager does not reject a bad body
-        with self.lock:
-            fault = self.post_faults.pop(0) if self.post_faults else ""
-        if fault == "500":
-            self.reply(handler, 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
-        elif fault == "garbage":
-            self.reply(handler, 200, b"<html><body>upstream says hello</body></html>")
-        elif fault == "wrong-json":
-            self.json(handler, {"address": "192.0.2.77", "result": "ok"})
-        elif fault == "empty-ip":
-            self.json(handler, {"ip": "", "id": str(uuid.uuid4()), "status": "success"})
-        elif fault == "timeout":
-            time.sleep(self.request_timeout)
-            self.json(handler, {"ip": "", "id": str(uuid.uuid4()), "status": "timeout"})
-        elif fault == "lost":
-            self.lease(service)
-            handler.close_connection = True
-            with contextlib.suppress(OSError):
-                handler.connection.shutdown(socket.SHUT_RDWR)
-        elif fault.startswith("slow:"):
-            entry = self.lease(service)
-            time.sleep(float(fault.split(":")[1]))
-            with contextlib.suppress(OSError):
-                self.json(handler, {"ip": entry["ip"], "id": entry["id"], "status": "success"})
-        elif fault == "twice":
-            with self.lock:
-                ip = next(iter(self.allocations.values()))["ip"]  # a confused server leases an address again
-            self.json(handler, {"ip": ip, "id": str(uuid.uuid4()), "status": "success"})
-        else:
-            entry = self.lease(service, outside=fault == "outside")
-            self.json(handler, {"ip": entry["ip"], "id": entry["id"], "status": "success"})
-
-    def delete(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
-        with self.lock:
-            fault = self.delete_faults.pop(0) if self.delete_faults else ""
-        if fault == "500":
-            self.reply(handler, 500, b"<html>500 Internal Server Error</html>", "text/html")
-            return
-        try:
-            ip = str(netaddr.IPAddress(str(json.loads(raw)["ip"]), 4))
-        except (ValueError, KeyError, TypeError, netaddr.AddrFormatError):
-            self.json(handler, {"ip": "invalid", "id": "", "status": "error"})
-            return
-        with self.lock:
-            found = next((a for a in self.allocations.values() if a["ip"] == ip), None)
-            if found is not None:
-                del self.allocations[found["id"]]
-        if found is None:
-            self.json(handler, {"ip": ip, "id": "", "status": "error"})
-        else:
-            self.json(handler, {"ip": ip, "id": found["id"], "status": "success"})
+#: DHCPManager's API as implemented (see ``metallb.plugins.address_service.standin``).
+LegacyServer = DhcpManagerStandIn
+#: The original's timing at 1/100: a 3 s bind takes 30 ms, its 10 s POST wait 100 ms.
+TIME_SCALE = 0.01
 
 
 @pytest.fixture
@@ -268,7 +52,7 @@ def legacy() -> Iterator[LegacyServer]:
 
 @pytest.fixture
 def make_legacy() -> Iterator[Callable[..., LegacyServer]]:
-    """Factory: ``make_legacy(cidr=..., has_status=..., request_timeout=...)``; closed at teardown."""
+    """Factory: ``make_legacy(cidr=..., has_status=..., timing="original", time_scale=...)``; closed at teardown."""
     made: list[LegacyServer] = []
 
     def make(**kwargs: Any) -> LegacyServer:
@@ -278,6 +62,14 @@ def make_legacy() -> Iterator[Callable[..., LegacyServer]]:
     yield make
     for server in made:
         server.close()
+
+
+@pytest.fixture
+def original() -> Iterator[LegacyServer]:
+    """A DHCPManager stand-in with the original's timing at :data:`TIME_SCALE` (3 s binds take 30 ms)."""
+    server = LegacyServer(timing="original", time_scale=TIME_SCALE)
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -434,11 +226,17 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         server.proc.wait(timeout=10)
 
 
+#: dnsmasq's DHCPv6 range in the lab.
+V6_RANGE = ("2001:db8:1::100", "2001:db8:1::1ff")
+
+
 # -- dnsmasq in a namespace -----------------------------------------------------------------------------
 
 
 def read_leases(path: Path, *, settle: float = 0.25, timeout: float = 10.0) -> dict[str, tuple[int, str, str, str]]:
     """ip -> (expiry, mac, hostname, client-id) from a dnsmasq lease file, never from half a rewrite.
+
+    DHCPv6 leases come as ip -> (expiry, IAID, hostname, client DUID).
 
     dnsmasq rewrites the file in place: it truncates it, then writes every
     lease in one go. A read in between sees an empty (or, with a large file,
@@ -483,7 +281,9 @@ class DhcpLab:
     workdir: Path
     dnsmasq: subprocess.Popen[bytes] | None = None
 
-    def start_dnsmasq(self, first: str = "192.0.2.50", last: str = "192.0.2.59") -> None:
+    def start_dnsmasq(
+        self, first: str = "192.0.2.50", last: str = "192.0.2.59", *, v6: tuple[str, str] = V6_RANGE, lease: str = "2m"
+    ) -> None:
         pidfile = self.workdir / "dnsmasq.pid"
         pidfile.unlink(missing_ok=True)
         self.dnsmasq = self.lab.popen(
@@ -501,7 +301,8 @@ class DhcpLab:
                 "--dhcp-authoritative",
                 "--interface=n0",
                 "--bind-interfaces",
-                f"--dhcp-range={first},{last},255.255.255.0,2m",
+                f"--dhcp-range={first},{last},255.255.255.0,{lease}",
+                f"--dhcp-range={v6[0]},{v6[1]},64,{lease}",
                 f"--dhcp-leasefile={self.leasefile}",
                 f"--pid-file={pidfile}",
             ],
@@ -520,14 +321,32 @@ class DhcpLab:
         """ip -> (expiry, mac, hostname, client-id) from dnsmasq's lease file (see :func:`read_leases`)."""
         return read_leases(self.leasefile)
 
+    def holding(self, *ips: str, timeout: float = 5.0) -> dict[str, tuple[int, str, str, str]]:
+        """:meth:`leases` once it lists every one of *ips*.
+
+        dnsmasq sends the ACK (or REPLY) before it rewrites its lease file, so a
+        lease the client was just given may not be listed yet.
+        """
+
+        def listed() -> dict[str, tuple[int, str, str, str]] | None:
+            leases = self.leases()
+            return leases if set(ips) <= set(leases) else None
+
+        return wait_for(listed, timeout, f"dnsmasq to list {', '.join(ips)}")
+
+    def expiry(self, ip: str) -> int:
+        """The expiry dnsmasq lists for *ip*, 0 while it lists none (between an ACK and the file's rewrite)."""
+        entry = self.leases().get(ip)
+        return entry[0] if entry else 0
+
 
 @pytest.fixture
 def dhcp_lab(netlab: Any, tmp_path: Path) -> DhcpLab:
-    """Two namespaces joined by a veth, dnsmasq serving 192.0.2.50-59 (2 min leases, --no-ping)."""
+    """Two namespaces joined by a veth, dnsmasq serving 192.0.2.50-59 and 2001:db8:1::100-1ff (2 min, --no-ping)."""
     server_ns = netlab.ns("srv")
     client_ns = netlab.ns("cli")
     netlab.veth(client_ns, "c0", server_ns, "n0", mac_a="02:00:00:00:00:c0", mac_b="02:00:00:00:00:02")
-    netlab.run(server_ns, "ip addr add 192.0.2.2/24 dev n0")
+    netlab.run(server_ns, "ip addr add 192.0.2.2/24 dev n0 && ip addr add 2001:db8:1::2/64 dev n0 nodad")
     lab = DhcpLab(lab=netlab, server_ns=server_ns, client_ns=client_ns, leasefile=tmp_path / "leases", workdir=tmp_path)
     lab.start_dnsmasq()
     return lab

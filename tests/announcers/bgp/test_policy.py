@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import attrs
 import netaddr
 import pytest
 from metallb.allocator.interfaces import Announcer, AnnouncerSettings
 from metallb.allocator.model import (
     EXCLUDE_LB_LABEL,
+    BfdProfile,
     BgpAdvertisement,
     Community,
+    Config,
     LabelExpression,
+    NodeInfo,
     NodeSelector,
     PeerSpec,
     PoolSpec,
@@ -233,3 +237,99 @@ class TestMasking:
             (route,) = routes_for(ServiceView(key="ns/a", ips=(ip,), pool=pool(advs=(adv,))))
             assert route.prefix == adv.prefix(ip)
             assert route.prefix.prefixlen == length
+
+
+class TestAdvertisementSelection:
+    """BGPAdvertisement nodeSelectors and peers in the pure policy."""
+
+    RACK_B_ADV = BgpAdvertisement(node_selectors=RACK_A, aggregation_length=24)
+
+    def test_no_advertisement_selecting_the_node(self):
+        """A node no BGP advertisement of the pool selects does not advertise (nodeNotSelected)."""
+        s = svc(advs=(BgpAdvertisement(node_selectors=RACK_A),))
+        assert advertise_reason(service=s, node_name="n", labels={"rack": "b"}, peers=(PEER_ALL,)) == "nodeNotSelected"
+        assert advertise_reason(service=s, node_name="n", labels={"rack": "a"}, peers=(PEER_ALL,)) is None
+
+    def test_routes_of_the_advertisements_selecting_the_node(self):
+        """routes_for with a node keeps the advertisements selecting it, each route with its peers."""
+        s = svc(advs=(BgpAdvertisement(node_selectors=RACK_A, peers=("p1",)), BgpAdvertisement(aggregation_length=24)))
+        on_a = routes_for(s, NodeInfo(name="n", labels={"rack": "a"}))
+        assert [(str(r.prefix), sorted(r.peers)) for r in on_a] == [
+            ("198.51.100.10/32", ["p1"]),
+            ("198.51.100.0/24", []),
+        ]
+        assert [str(r.prefix) for r in routes_for(s, NodeInfo(name="n", labels={}))] == ["198.51.100.0/24"]
+
+    def test_one_prefix_for_different_peers(self):
+        """One prefix from two advertisements for different peers gives two routes."""
+        s = svc(advs=(BgpAdvertisement(localpref=10, peers=("p1",)), BgpAdvertisement(localpref=20, peers=("p2",))))
+        assert [(r.localpref, sorted(r.peers)) for r in routes_for(s)] == [(10, ["p1"]), (20, ["p2"])]
+
+
+class TestDesiredSetPerPeer:
+    """Each peer's route for a prefix: the routes reaching it, smallest service key first."""
+
+    NET = netaddr.IPNetwork("198.51.100.0/24")
+
+    def key(self) -> tuple[int, int, int]:
+        return (4, int(self.NET.ip), 24)
+
+    def test_route_for_each_peer(self):
+        """A route naming peers reaches only them; the others get the unrestricted route, or none."""
+        desired = DesiredSet()
+        desired.set("ns/a", (Route(prefix=self.NET, localpref=10, peers=frozenset({"p1"})),))
+        assert desired.route_for(self.key(), "p1").localpref == 10
+        assert desired.route_for(self.key(), "p2") is None and desired.by_prefix() == {}
+        desired.set("ns/b", (Route(prefix=self.NET, localpref=30),))
+        assert desired.route_for(self.key(), "p1").localpref == 10  # ns/a sorts first
+        assert desired.route_for(self.key(), "p2").localpref == 30 and desired.by_prefix()[self.NET].localpref == 30
+
+    def test_a_change_for_one_peer_only_is_a_change(self):
+        """set() reports a prefix whose route changed for any peer, and not one that changed for none."""
+        desired = DesiredSet()
+        desired.set("ns/b", (Route(prefix=self.NET, localpref=10),))
+        assert desired.set("ns/a", (Route(prefix=self.NET, localpref=20, peers=frozenset({"p1"})),)) == {
+            self.key()
+        }  # p1 now gets 20
+        assert (
+            desired.set("ns/c", (Route(prefix=self.NET, localpref=30, peers=frozenset({"p1"})),)) == set()
+        )  # ns/a still wins for p1
+        assert desired.by_prefix()[self.NET].localpref == 10
+
+
+class TestUnapplied:
+    """What the BGP plugin reports as accepted but not applied, and which peers get no session."""
+
+    def test_peer_fields_not_applied(self):
+        """Fields outside APPLIED_PEER_FIELDS set to other than their default are reported, in model order."""
+        peer = attrs.evolve(PEER_ALL, name="r", ebgp_multihop=True, bfd_profile="b", connect_time=5.0)
+        assert bgp.unapplied_peer_fields(peer) == ("connect_time", "ebgp_multihop", "bfd_profile")
+        assert bgp.starts_session(peer)
+        assert bgp.unapplied_peer_fields(attrs.evolve(PEER_ALL, keepalive_time=30.0)) == ()  # a third of 90 s
+
+    def test_needed_fields_stop_the_session(self):
+        """A VRF, a dynamic ASN or an unnumbered interface keep the peer from starting."""
+        for change in (
+            {"vrf": "red"},
+            {"dynamic_asn": "external", "peer_asn": 0},
+            {"interface": "eth0", "peer_address": None},
+        ):
+            assert not bgp.starts_session(attrs.evolve(PEER_ALL, **change)), change
+
+    def test_hook_names_peers_and_bfd_profiles(self):
+        """metallb_unapplied_config reports each peer with unapplied fields, and every BFD profile."""
+        config = Config(
+            peers=(PEER_ALL, attrs.evolve(PEER_ALL, name="r", vrf="red")),
+            bfd_profiles={"b": BfdProfile(name="b")},
+        )
+        found = bgp.metallb_unapplied_config(config)
+        assert [(u.kind, u.name, u.index, u.fields, u.effect) for u in found] == [
+            ("BGPPeer", "r", 2, ("vrf",), "the session is not started"),
+            (
+                "BFDProfile",
+                "b",
+                0,
+                ("name",),
+                "the BGP speaker does not run BFD yet; sessions using the profile run without it",
+            ),
+        ]

@@ -11,7 +11,7 @@ import time
 
 import netaddr
 import pytest
-from metallb.allocator.model import NodeSelector
+from metallb.allocator.model import BgpAdvertisement, NodeSelector
 from scapy.config import conf
 from scapy.contrib import bgp as sb
 
@@ -367,5 +367,58 @@ class TestConfigChanges:
         assert notification(conn.recv_type(NOTIFICATION)) == (6, 3)
         speaker.node = speaker.node.__class__(name="node-a", labels={"rack": "a"})
         speaker.configure(peer, pools=(pool,))
+        fp.accept().handshake(64513)
+        speaker.wait_established()
+
+
+class TestAdvertisementPeersAndNodes:
+    """BGPAdvertisement peers and nodeSelectors reach the sessions."""
+
+    def test_each_peer_gets_the_routes_of_the_advertisements_naming_it(self, fake_peer, make_speaker, bgp):
+        """Peer "a" gets the /32 of the advertisement naming it, peer "b" the /24 of the one naming b."""
+        pool = bgp.bgp_pool(
+            "198.51.100.0/24",
+            advertisements=(BgpAdvertisement(peers=("a",)), BgpAdvertisement(aggregation_length=24, peers=("b",))),
+        )
+        fa, fb = fake_peer(), fake_peer(bgp.RTR6)
+        speaker = make_speaker()
+        speaker.configure(
+            bgp.peer(64512, 64513, name="a"),
+            bgp.peer(64512, 64513, name="b", peer_address=netaddr.IPAddress(bgp.RTR6)),
+            pools=(pool,),
+        )
+        speaker.announcer.announce(bgp.service("ns/s", "198.51.100.10", pool=pool))
+        conn_a, conn_b = fa.accept(), fb.accept()
+        conn_a.handshake(64513)
+        conn_b.handshake(64513)
+        assert collect_updates(conn_a, 1) == {"198.51.100.10/32": bgp.NODE4}
+        assert collect_updates(conn_b, 1) == {"198.51.100.0/24": bgp.NODE4}
+        assert list(map(str, speaker.announcer.desired("a"))) == ["198.51.100.10/32"]
+        assert speaker.announcer.desired() == {}  # a peer no advertisement names gets neither
+
+    def test_advertisements_selecting_other_nodes_are_not_sent(self, fake_peer, make_speaker, bgp):
+        """Only the advertisements whose nodeSelectors select this node make routes here."""
+        rack_b = (NodeSelector(match_labels=(("rack", "b"),)),)
+        pool = bgp.bgp_pool(
+            "198.51.100.0/24",
+            advertisements=(BgpAdvertisement(node_selectors=rack_b), BgpAdvertisement(aggregation_length=24)),
+        )
+        fp = fake_peer()
+        speaker = make_speaker(labels={"rack": "a"})
+        speaker.configure(bgp.peer(64512, 64513), pools=(pool,))
+        speaker.announcer.announce(bgp.service("ns/s", "198.51.100.10", pool=pool))
+        conn = fp.accept()
+        conn.handshake(64513)
+        assert collect_updates(conn, 1) == {"198.51.100.0/24": bgp.NODE4}
+
+    def test_peer_with_fields_not_applied_that_need_them_gets_no_session(self, fake_peer, make_speaker, bgp, caplog):
+        """A peer with a VRF is not started (the speaker has no VRFs yet); one with ebgp_multihop is."""
+        caplog.set_level(logging.WARNING)
+        fp = fake_peer()
+        speaker = make_speaker()
+        speaker.configure(bgp.peer(64512, 64513, name="red", vrf="red"))
+        assert speaker.announcer.sessions() == []
+        assert "BGP peer red is not started" in caplog.text
+        speaker.configure(bgp.peer(64512, 64513, name="far", ebgp_multihop=True))
         fp.accept().handshake(64513)
         speaker.wait_established()

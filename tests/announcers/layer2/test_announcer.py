@@ -276,6 +276,18 @@ class TestSharing:
         assert l2lab.arping(VIP4) == []
         assert l2lab.arping(OTHER4) == [NODE_MAC]
 
+    def test_takeovers_count_new_addresses_only(self, l2lab):
+        """``metallb_layer2_takeovers_total`` counts an address when this node starts answering for it, once."""
+        registry = CollectorRegistry()
+        announcer = l2lab.announcer(registry=registry)
+        announcer.announce(make_service("a/one", VIP4))
+        announcer.announce(make_service("a/one", VIP4))
+        announcer.announce(make_service("a/two", VIP4))
+        announcer.withdraw("a/one")
+        announcer.withdraw("a/two")
+        announcer.announce(make_service("a/one", VIP4))
+        assert sample(registry, "takeovers", VIP4) == 2
+
 
 class TestInterfaces:
     """Which interfaces answer, as they come and go."""

@@ -278,3 +278,30 @@ class TestAgainstDHCPManager:
         with pytest.raises(AllocationError, match="does not offer requested addresses"):
             alloc.allocate("ns/a", ip="192.0.2.9")
         assert legacy.count("POST") == 0
+
+
+class TestServiceUid:
+    """The Service's uid travels from the controller's converge path to our server's idempotent POST."""
+
+    def test_converge_sends_the_uid(self, bundled, make_allocator, helpers) -> None:
+        """A Service's metadata.uid reaches the lease; the same name with a new uid is another lease."""
+        from metallb.operator.converge import converge
+        from metallb.operator.service import read_service
+
+        alloc = make_allocator(section(helpers.pool_yaml("as", bundled.url)))
+        service = {"metadata": {"name": "a", "namespace": "ns", "uid": "uid-1"},
+                   "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}  # fmt: skip
+        first = converge(read_service(service), alloc).ingress
+        (lease,) = bundled.service.leases()
+        assert (lease.uid, [lease.ip]) == ("uid-1", list(first))
+        alloc.unassign("ns/a")
+        alloc.source("as").flush(5)
+        service["metadata"]["uid"] = "uid-2"  # deleted and created again
+        converge(read_service(service), alloc)
+        assert [x.uid for x in bundled.service.leases()] == ["uid-2"]
+
+    def test_dhcpmanager_gets_the_forks_body(self, legacy, make_allocator, helpers) -> None:
+        """To a server without an idempotent POST the uid is not sent: the body stays the fork's."""
+        alloc = make_allocator(section(helpers.pool_yaml("dm", legacy.url)))
+        alloc.allocate("ns/a", family=4, uid="uid-1")
+        assert [json.loads(b) for b in legacy.bodies("POST")] == [{"service": "ns/a"}]

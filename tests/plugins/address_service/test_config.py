@@ -85,12 +85,10 @@ class TestParse:
         spec = parse_config(entry(cidrs="[192.0.2.10-192.0.2.13]")).pools["dhcp"]
         assert [str(c) for c in spec.cidrs] == ["192.0.2.10/31", "192.0.2.12/31"]
 
-    def test_ipv6_cidrs_are_rejected(self) -> None:
-        """The protocol carries IPv4 only, so IPv6 cidrs are refused."""
-        with pytest.raises(
-            ConfigError, match='field "cidrs": value "2001:db8::/64": address services hand out IPv4 addresses only'
-        ):
-            parse_config(entry(cidrs="[2001:db8::/64]"))
+    def test_ipv6_and_dual_stack_cidrs(self) -> None:
+        """IPv6 cidrs, alone or beside IPv4 ones, are accepted (servers with the family extension lease them)."""
+        assert parse_config(entry(cidrs="[2001:db8::/64]")).pools["dhcp"].families() == {6}
+        assert parse_config(entry(cidrs="[192.0.2.0/24, 2001:db8::/64]")).pools["dhcp"].families() == {4, 6}
 
     def test_unknown_key_is_rejected(self) -> None:
         """Keys outside the decided set are refused, timeouts included."""

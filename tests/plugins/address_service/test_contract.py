@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from metallb.allocator import ConfigError, parse_config
+from metallb.allocator import parse_config
 from metallb.allocator.testing import check_source_contract
 from metallb.plugins.address_service.client import AddressServiceSource
 
@@ -31,8 +31,10 @@ class TestContract:
         assert any(c.startswith("reconcile(held)") and "not supported" not in c for c in report.checks)
         assert helpers.wait_for(lambda: not bundled.held(), what="every lease released") is True
 
-    def test_dual_stack_is_refused_by_the_parser(self, bundled, helpers):
-        """Address services hand out IPv4 only, so a dual-stack pool never reaches the source."""
-        text = "address-services:\n" + helpers.pool_yaml("s", bundled.url, cidrs="192.0.2.0/28, 2001:db8::/124")
-        with pytest.raises(ConfigError, match="address services hand out IPv4 addresses only"):
-            parse_config(text)
+    def test_dual_stack_pool(self, make_bundled, helpers):
+        """A pool of both families passes for each family against a server with the family extension."""
+        cidrs = "192.0.2.0/29, 2001:db8::/125"
+        bundled = make_bundled(cidrs=("192.0.2.0/29", "2001:db8::/125"))
+        report = check_source_contract(source_factory(bundled.url, cidrs, helpers))
+        assert report.families == (4, 6)
+        assert helpers.wait_for(lambda: not bundled.held(), what="every lease released") is True

@@ -41,7 +41,7 @@ class TestDhcpLeases:
         answers = {name: post(server.url, f"ns/{name}").json() for name in ("a", "b", "c")}
         ips = {a["ip"] for a in answers.values()}
         assert len(ips) == 3 and all(netaddr.IPAddress(ip) in SCOPE for ip in ips)
-        leases = dhcp_lab.leases()
+        leases = dhcp_lab.holding(*ips)
         for name, answer in answers.items():
             expiry, mac, hostname, client_id = leases[answer["ip"]]
             assert mac == answer["mac"] and int(mac[:2], 16) & 0x03 == 0x02
@@ -56,8 +56,8 @@ class TestDhcpLeases:
         """A real renewal (broadcast REQUEST, ciaddr 0) moves dnsmasq's expiry forward; the clock is not faked."""
         server = start_server(*dhcp_args(dhcp_lab, tmp_path, "--derive-macs", "--renew-after", "2"))
         ip = post(server.url, "ns/a").json()["ip"]
-        first = dhcp_lab.leases()[ip][0]
-        helpers.wait_for(lambda: dhcp_lab.leases()[ip][0] > first, 10, "dnsmasq's expiry to move forward")
+        first = dhcp_lab.holding(ip)[ip][0]
+        helpers.wait_for(lambda: dhcp_lab.expiry(ip) > first, 10, "dnsmasq's expiry to move forward")
         log = (dhcp_lab.workdir / "dnsmasq.log").read_text()
         assert log.count(f"DHCPACK(n0) {ip}") >= 2
         assert "DHCPNAK" not in log
@@ -66,7 +66,7 @@ class TestDhcpLeases:
         """DELETE releases the lease at dnsmasq, which drops it from its lease file."""
         server = start_server(*dhcp_args(dhcp_lab, tmp_path, "--derive-macs"))
         ip = post(server.url, "ns/a").json()["ip"]
-        assert ip in dhcp_lab.leases()
+        dhcp_lab.holding(ip)
         resp = httpx.request("DELETE", f"{server.url}/v1/ip", json={"ip": ip, "service": "ns/a"})
         assert resp.status_code == 200
         helpers.wait_for(lambda: ip not in dhcp_lab.leases(), 5, "dnsmasq to drop the released lease")
@@ -77,14 +77,12 @@ class TestDhcpLeases:
         args = dhcp_args(dhcp_lab, tmp_path, "--derive-macs", "--renew-after", "60")
         first = start_server(*args)
         ips = [post(first.url, f"ns/{n}").json()["ip"] for n in ("a", "b")]
-        before = {ip: dhcp_lab.leases()[ip][0] for ip in ips}
+        before = {ip: lease[0] for ip, lease in dhcp_lab.holding(*ips).items()}
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(timeout=5)
         time.sleep(1.1)  # expiry has one-second resolution
         second = start_server(*args)
-        helpers.wait_for(
-            lambda: all(dhcp_lab.leases()[ip][0] > before[ip] for ip in ips), 10, "renewals after the restart"
-        )
+        helpers.wait_for(lambda: all(dhcp_lab.expiry(ip) > before[ip] for ip in ips), 10, "renewals after the restart")
         status = httpx.get(f"{second.url}/v1/status").json()
         assert sorted(a["Lease"]["FixedAddress"] for a in status["Allocations"]) == sorted(ips)
         assert sorted(dhcp_lab.leases()) == sorted(ips)
@@ -105,7 +103,10 @@ class TestDhcpMacsAndFailures:
         assert refused.status_code == 503 and "no MAC available" in refused.json()["message"]
         httpx.post(f"{server.url}/v1/mac", json={"macs": ["02:00:5e:10:00:01"]})
         answer = post(server.url, "ns/a").json()
-        assert answer["mac"] == "02:00:5e:10:00:01" and dhcp_lab.leases()[answer["ip"]][1] == "02:00:5e:10:00:01"
+        assert (
+            answer["mac"] == "02:00:5e:10:00:01"
+            and dhcp_lab.holding(answer["ip"])[answer["ip"]][1] == "02:00:5e:10:00:01"
+        )
         assert httpx.get(f"{server.url}/v1/status").json()["AvailableMACs"] is None
         httpx.request("DELETE", f"{server.url}/v1/ip", json={"ip": answer["ip"]})
         assert httpx.get(f"{server.url}/v1/status").json()["AvailableMACs"] == ["02:00:5e:10:00:01"]
@@ -129,7 +130,7 @@ class TestDhcpMacsAndFailures:
         server = start_server(*dhcp_args(dhcp_lab, tmp_path, "--derive-macs", "--renew-after", "1"))
         alloc = make_allocator("address-services:\n" + helpers.pool_yaml("dhcp", server.url))
         old = alloc.allocate("ns/a", pool="dhcp")
-        assert str(old) in dhcp_lab.leases()
+        dhcp_lab.holding(str(old))
         dhcp_lab.stop_dnsmasq()
         dhcp_lab.leasefile.unlink()
         dhcp_lab.start_dnsmasq("192.0.2.60", "192.0.2.69")  # the old address is no longer in the scope
@@ -143,7 +144,7 @@ class TestDhcpMacsAndFailures:
         alloc.unassign("ns/a")
         new = alloc.allocate("ns/a", pool="dhcp")
         assert new in netaddr.IPRange("192.0.2.60", "192.0.2.69")
-        assert list(dhcp_lab.leases()) == [str(new)]
+        assert list(dhcp_lab.holding(str(new))) == [str(new)]
         status = httpx.get(f"{server.url}/v1/status").json()["Allocations"]
         assert [(a["Service"], a["Lease"]["FixedAddress"], a["Lost"]) for a in status] == [("ns/a", str(new), False)]
 
@@ -223,3 +224,116 @@ class TestLeaseFileReads:
             stop.set()
             writer.join()
         assert set(sizes) <= {2, 3}
+
+
+class _SlowAckServer:
+    """A DHCP server on n0 (UDP port 67) that offers at once but ACKs only after *ack_delay*; it counts RELEASEs."""
+
+    def __init__(self, netns: str, *, address: str, ack_delay: float) -> None:
+        import ctypes
+        import socket
+
+        self.address, self.ack_delay = address, ack_delay
+        self.releases: list[str] = []
+        self.acked = threading.Event()
+        self._stop = threading.Event()
+        opened: dict = {}
+
+        def open_in_netns() -> None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            libc.setns(fd, 0x40000000)
+            os.close(fd)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"n0")
+            sock.bind(("0.0.0.0", 67))
+            opened["sock"] = sock
+
+        thread = threading.Thread(target=open_in_netns)
+        thread.start()
+        thread.join()
+        self.sock = opened["sock"]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _reply(self, request, kind: str) -> None:
+        from scapy.layers.dhcp import BOOTP, DHCP
+
+        reply = BOOTP(op=2, xid=request.xid, flags=0x8000, yiaddr=self.address, siaddr="192.0.2.2",
+                      chaddr=request.chaddr) / DHCP(options=[("message-type", kind), ("server_id", "192.0.2.2"),
+                      ("lease_time", 120), ("subnet_mask", "255.255.255.0"), "end"])  # fmt: skip
+        self.sock.sendto(bytes(reply), ("255.255.255.255", 68))
+
+    def _serve(self) -> None:
+        import select
+
+        from scapy.layers.dhcp import BOOTP, DHCP
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.sock], [], [], 0.1)
+            if not ready:
+                continue
+            data, _ = self.sock.recvfrom(4096)
+            request = BOOTP(data)
+            kind = dict(o for o in request[DHCP].options if isinstance(o, tuple) and len(o) == 2).get("message-type")
+            if kind == 1:
+                self._reply(request, "offer")
+            elif kind == 3 and not self.acked.is_set():
+                self.acked.set()
+                time.sleep(self.ack_delay)
+                self._reply(request, "ack")
+            elif kind == 7:
+                self.releases.append(str(request.ciaddr))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+class TestRenewalsAndLateAnswers:
+    """Renewals run concurrently; an ACK that comes after the request gave up is released."""
+
+    def test_dead_server_delays_no_lease_by_the_others(self, dhcp_lab, helpers) -> None:
+        """With dnsmasq gone, 6 expired leases are all reported lost within about one ACK wait, not six."""
+        events: list = []
+        backend = DhcpBackend(interface="c0", netns=dhcp_lab.client_ns, ack_timeout=1.0)
+        backend.start(events.append)
+        try:
+            leases = [
+                backend.obtain(LeaseRequest(id=str(n), service=f"ns/s{n}", mac=derive_mac(f"ns/s{n}")), timeout=5)
+                for n in range(6)
+            ]
+            dhcp_lab.stop_dnsmasq()
+            started = time.monotonic()
+            for lease in leases:
+                backend.resume(attrs.evolve(lease, expires=time.time() - 1))
+            helpers.wait_for(lambda: len(events) == 6, 10, "every lease to be reported lost")
+            elapsed = time.monotonic() - started
+        finally:
+            backend.close()
+        assert all(e.lost for e in events) and elapsed < 2.5  # one after the other: 6 s
+
+    def test_late_ack_is_released(self, netlab, helpers) -> None:
+        """No ACK within the request's time: the offer is released, and so is the ACK that comes later."""
+        server_ns, client_ns = netlab.ns("srv"), netlab.ns("cli")
+        netlab.veth(client_ns, "c0", server_ns, "n0", mac_a="02:00:00:00:00:c0", mac_b="02:00:00:00:00:02")
+        netlab.run(server_ns, "ip addr add 192.0.2.2/24 dev n0")
+        server = _SlowAckServer(server_ns, address="192.0.2.77", ack_delay=1.5)
+        backend = DhcpBackend(interface="c0", netns=client_ns, offer_timeout=1.0, ack_timeout=5.0)
+        backend.start(lambda lease: None)
+        try:
+            request = LeaseRequest(id="1", service="ns/a", mac=derive_mac("ns/a"))
+            try:
+                backend.obtain(request, timeout=1.0)
+            except Exception as exc:  # noqa: BLE001 - the 504 is what this test expects
+                assert "no DHCPACK" in str(exc)
+            else:
+                raise AssertionError("the obtain should have timed out")
+            helpers.wait_for(lambda: backend.late_acks_released == 1, 5, "the late ACK to be released")
+            helpers.wait_for(lambda: len(server.releases) == 2, 5, "both RELEASEs at the server")
+        finally:
+            backend.close()
+            server.close()
+        assert server.releases == ["192.0.2.77", "192.0.2.77"]

@@ -34,7 +34,7 @@ class TestCommandHook:
             ["address-service", "--backend", "dhcp", "--interface", "eth1", "--cidr", "192.0.2.0/24", "--derive-macs"]
         )
         assert args.run is command.run
-        assert (args.backend, args.interface, args.cidr, args.derive_macs) == ("dhcp", "eth1", ["192.0.2.0/24"], True)
+        assert (args.backend, args.interface, args.cidr, args.derive_macs) == (["dhcp"], "eth1", ["192.0.2.0/24"], True)
         assert (args.listen, args.request_timeout, args.state_file) == ("127.0.0.1:8000", 10.0, "")
 
     def test_help_has_examples(self, capsys) -> None:
@@ -100,7 +100,7 @@ class TestBackendHook:
                 return object() if kind == "wrong" else None
 
         pm = get_plugin_manager(entry_points=False, plugins=[plugin, Wrong()])
-        with pytest.raises(PluginError, match="unknown backend 'nope': built in are memory and dhcp"):
+        with pytest.raises(PluginError, match="unknown backend 'nope': built in are memory, dhcp and dhcpv6"):
             command.make_backend("nope", BackendOptions(), plugin_manager=pm)
         with pytest.raises(PluginError, match="backend 'wrong': the plugin returned a object, not a Backend"):
             command.make_backend("wrong", BackendOptions(), plugin_manager=pm)

@@ -201,7 +201,7 @@ class TestProcess:
             [*COMMAND, "address-service", "--backend", "nope"],
             capture_output=True, text=True, env={**os.environ, "PYTHONSAFEPATH": "1"},
         )  # fmt: skip
-        assert proc.returncode == 2 and "unknown backend 'nope': built in are memory and dhcp" in proc.stderr
+        assert proc.returncode == 2 and "unknown backend 'nope': built in are memory, dhcp and dhcpv6" in proc.stderr
 
     @pytest.mark.parametrize(
         ("args", "says"),

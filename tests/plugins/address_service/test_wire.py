@@ -185,17 +185,17 @@ EXPECTED = {
     "config": (
         200,
         "application/json",
-        b'{"cidrs": ["192.0.2.0/24"], "backend": "fixed", "extensions": ["idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service"]}\n',
+        b'{"cidrs": ["192.0.2.0/24"], "backend": "fixed", "extensions": ["idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service", "family"]}\n',
     ),
     "delete-invalid": (
         400,
         "application/json",
-        b'{"ip": "invalid", "id": "", "status": "error", "message": "\\"ip\\" must be an IPv4 address"}\n',
+        b'{"ip": "invalid", "id": "", "status": "error", "message": "\\"ip\\" must be an IPv4 or IPv6 address"}\n',
     ),
     "delete-not-object": (
         400,
         "application/json",
-        b'{"ip": "invalid", "id": "", "status": "error", "message": "\\"ip\\" must be an IPv4 address"}\n',
+        b'{"ip": "invalid", "id": "", "status": "error", "message": "\\"ip\\" must be an IPv4 or IPv6 address"}\n',
     ),
     "delete-other-service": (
         409,
@@ -252,7 +252,7 @@ EXPECTED = {
     "query-string": (
         200,
         "application/json",
-        b'{"cidrs": ["192.0.2.0/24"], "backend": "fixed", "extensions": ["idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service"]}\n',
+        b'{"cidrs": ["192.0.2.0/24"], "backend": "fixed", "extensions": ["idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service", "family"]}\n',
     ),
     "wrong-method": (405, None, b""),
     "put": (405, None, b""),
@@ -285,7 +285,7 @@ EXPECTED = {
     "rich-config": (
         200,
         "application/json",
-        b'{"cidrs": ["192.0.2.0/24"], "backend": "fixed", "extensions": ["idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service"]}\n',
+        b'{"cidrs": ["192.0.2.0/24"], "backend": "fixed", "extensions": ["idempotent-post", "requested-ip", "owner-checked-delete", "lease-details", "status-service", "family"]}\n',
     ),
     "healthz-without-token": (200, "application/json", b'{"status": "ok"}\n'),
 }
@@ -356,7 +356,9 @@ class TestRouting:
 
     def test_unknown_path_and_wrong_method(self) -> None:
         """An unknown path is gorilla/mux's text 404; a known path with another method an empty 405."""
-        assert wire.route("GET", "/v2/ip") == wire.Answer(code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        assert wire.route("GET", "/v2/ip") == wire.Answer(
+            code=404, body=b"404 page not found\n", content_type="text/plain; charset=utf-8"
+        )
         assert wire.route("GET", "/v1/ip") == wire.Answer(code=405, body=b"", content_type="")
         assert callable(wire.route("POST", "/v1/ip"))
 

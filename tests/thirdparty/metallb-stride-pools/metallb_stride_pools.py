@@ -45,7 +45,9 @@ class StrideSource(SourceBase):
     def owns(self, ip: netaddr.IPAddress) -> bool:
         return ip in self._cidr and (int(ip) - self._cidr.first) % self._stride == 0
 
-    def acquire(self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None) -> netaddr.IPAddress:
+    def acquire(
+        self, owner: str, *, family: int, wanted: netaddr.IPAddress | None = None, uid: str | None = None
+    ) -> netaddr.IPAddress:
         with self._lock:
             for value in range(self._cidr.first, self._cidr.last + 1, self._stride):
                 ip = netaddr.IPAddress(value, self._cidr.version)
