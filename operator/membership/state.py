@@ -44,10 +44,15 @@ hashicorp/memberlist implements them):
   back and forth. The returning member holds *itself* down as long (so it
   does not answer for addresses that moved away meanwhile) when it learns that
   a member it trusts (up, not held down in its view) holds it dead, or a
-  restarted process learns its predecessor was. A member that was itself cut
-  off from most others (at least two, and most, of them down in its view)
-  knows it is the one returning: it takes the others back at once and holds
-  itself down. In a symmetric split of two members neither steps back.
+  restarted process learns its predecessor was. A member cut off from most
+  others (at least two, and most, of them down in its view) is the one
+  returning: the members that come back while it is still cut off, and all
+  of them once it holds itself down, count at once; it holds itself down when
+  any of them holds it dead. Once it is no longer cut off and does not hold
+  itself down, a member coming back is held down as usual: a member that lost
+  most others only for a moment (a false suspicion under load, refuted) is
+  not "the one returning" for a node that really was gone. In a symmetric
+  split of two members neither steps back.
 """
 
 from __future__ import annotations
@@ -306,7 +311,6 @@ class Swim:
         self._names: list[str] = []
         self._down = 0
         self._isolated = False
-        self._isolation_ended = -math.inf
         self._held_until = -math.inf  # this member, after returning from being cut off
         self._awareness = 0
         self._seq = self._rng.randrange(1 << 32)
@@ -650,8 +654,8 @@ class Swim:
             return
         if not down or self.params.hold_down <= 0 or now < self._held_until:
             return
-        cut_off = self._isolated or now - self._isolation_ended <= self.params.hold_down
-        if cut_off or (holder is not None and self._trusts(holder, now)):
+        # Cut off now: nobody is left to trust, a member holding us dead is proof enough.
+        if self._isolated or (holder is not None and self._trusts(holder, now)):
             # The others hold us down as a returning member: step back as long, so only one side answers.
             self._held_until = now + self.params.hold_down
             heapq.heappush(self._timers, (self._held_until, self.name))
@@ -714,8 +718,11 @@ class Swim:
         if old == status:
             return
         if old in _DOWN and status in _UP:
-            self._update_isolation(now)  # still counting it down: were we the ones cut off?
-            cut_off = self._isolated or now - self._isolation_ended <= self.params.hold_down
+            self._update_isolation(now)  # still counting it down: are we the ones cut off?
+            # Cut off now, or holding ourselves down as the returning one: the others are back, not returning.
+            # Not "cut off lately": a member we lost only for a moment (a refuted false death) ends an isolation
+            # too, and a node really gone that came back within the hold-down would count at once.
+            cut_off = self._isolated or now < self._held_until
             if not cut_off and self.params.hold_down > 0:
                 member.held_until = now + self.params.hold_down
                 heapq.heappush(self._timers, (member.held_until, member.name))
@@ -733,10 +740,7 @@ class Swim:
 
     def _update_isolation(self, now: float) -> None:
         """Cut off: at least two, and most, of the other members are down in our view."""
-        isolated = self._down >= 2 and 2 * self._down > len(self._members)
-        if self._isolated and not isolated:
-            self._isolation_ended = now
-        self._isolated = isolated
+        self._isolated = self._down >= 2 and 2 * self._down > len(self._members)
 
     def _health(self, delta: int) -> None:
         self._awareness = min(max(self._awareness + delta, 0), self.params.awareness_max - 1)

@@ -282,6 +282,32 @@ class TestDeath:
         node.receive(10.0, packet("b", inc=PEER + 1))
         assert "b" in node.live(10.0)
 
+    def test_a_member_lost_for_a_moment_is_not_the_cut_off_one_later(self):
+        """Most others lost, one of them back at once (a refuted false death): a node really gone is still held down."""
+        node = group("b", "c")
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER, source="c"), now=1.0)  # b gone
+        news(node, "b", Update(status=Status.DEAD, name="c", incarnation=PEER, source="b"), now=1.0)  # c, falsely
+        node.receive(1.5, packet("c", inc=PEER + 1))  # c refutes: back at once, this member was cut off from both
+        assert node.live(1.5) == {"a", "c"}
+        node.receive(
+            3.0, packet("b", inc=PEER + 1, updates=(Update(status=Status.DEAD, name="a", incarnation=INC, source="b"),))
+        )
+        assert node.live(3.0) == {"a", "c"} and node.live(7.9) == {"a", "c"}, "b returns: held down, no step back"
+        assert node.live(8.0) == {"a", "b", "c"}
+
+    def test_a_member_cut_off_holding_itself_down_takes_the_last_ones_back_at_once(self):
+        """Once it steps back as the returning one, members that come back after its isolation ended count at once."""
+        node = group("b", "c", "d")
+        for name, source in (("b", "c"), ("c", "d"), ("d", "b")):
+            news(node, source, Update(status=Status.DEAD, name=name, incarnation=PEER, source=source))
+        node.receive(
+            10.0,
+            packet("b", inc=PEER + 1, updates=(Update(status=Status.DEAD, name="a", incarnation=INC, source="b"),)),
+        )
+        node.receive(10.1, packet("c", inc=PEER + 1))  # no longer cut off (1 of 3 down), but holding itself down
+        node.receive(10.2, packet("d", inc=PEER + 1))
+        assert node.live(10.2) == {"b", "c", "d"} and "a" in node.live(15.1)
+
     def test_it_steps_back_when_a_member_it_trusts_held_it_dead(self):
         """Refuting its own death, announced by a member up in its view, it leaves its own live set for the hold-down."""
         node = group("b", "c")
