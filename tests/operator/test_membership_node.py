@@ -127,3 +127,33 @@ class TestLoopbackGroup:
         nodes = start(1)
         with pytest.raises(OSError):
             GossipNode("again", keyring=KEY, bind=("127.0.0.1", nodes["n0"].port))
+
+
+class TestSuspicionReports:
+    def test_a_member_that_stops_answering_is_reported_suspect_a_goodbye_is_not(self):
+        """on_suspect hears of a killed member turning from alive to suspect; a member that left is no suspicion."""
+        port = free_port()
+        members = {"n0": "127.0.0.1", "n1": "127.0.0.2", "n2": "127.0.0.3"}
+        seen: list[str] = []
+        nodes = {
+            name: GossipNode(
+                name,
+                keyring=KEY,
+                bind=(address, port),
+                members=members,
+                on_suspect=seen.append if name == "n0" else None,
+            ).start()
+            for name, address in members.items()
+        }
+        try:
+            wait_for(lambda: all_live(nodes, set(nodes)), timeout=5, what="everyone live everywhere")
+            before = len(seen)
+            nodes["n2"].stop(leave=True)
+            wait_for(lambda: nodes["n0"].live() == {"n0", "n1"}, timeout=5, what="n2 gone")
+            assert "n2" not in seen[before:]
+            nodes["n1"].stop(leave=False)
+            wait_for(lambda: nodes["n0"].live() == {"n0"}, timeout=5, what="n1 dead")
+            assert "n1" in seen
+        finally:
+            for node in nodes.values():
+                node.stop(leave=False)

@@ -198,6 +198,19 @@ class TestNodeLiveness:
         time.sleep(0.3)
         assert "n2" in liveness.live()
 
+    def test_a_node_going_not_ready_is_one_suspicion_a_deleted_one_none(self, kube):
+        """NotReady after being live reports one suspicion of that node; a Node deleted is no suspicion."""
+        liveness = NodeLiveness(kube.api_client(), node_name="n1", wake=lambda: None, load=ApiLoad(CollectorRegistry()))
+        suspected: list[str] = []
+        liveness.suspect = suspected.append
+        for name in ("n2", "n3"):
+            liveness.on_node("ADDED", node(name))
+        assert liveness.live() == {"n1", "n2", "n3"}
+        liveness.on_node("MODIFIED", node("n2", ready=False))
+        liveness.on_node("DELETED", node("n3"))
+        assert liveness.live() == liveness.live() == {"n1"}
+        assert suspected == ["n2"]
+
 
 class TestLeaseLiveness:
     def test_renews_its_lease_sees_others_and_deletes_it_on_stop(self, kube):
