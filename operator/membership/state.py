@@ -468,6 +468,10 @@ class Swim:
             # Our view as it was before theirs: a returning member learns how we held it.
             out.append(self._sync_packet(member.name, Kind.SYNC_REPLY))
         self._heard_from(now, member, packet, out)
+        if member.status in _DOWN:
+            # Held dead and not refuted yet: it is the one returning, its view is stale (a member cut off holds
+            # everyone else dead, and spread at once that would cut us off too). Only news about us counts.
+            packet = attrs.evolve(packet, updates=tuple(u for u in packet.updates if u.name == self.name))
         if packet.kind in (Kind.SYNC, Kind.SYNC_REPLY):
             self._merge(now, packet)
         else:

@@ -308,6 +308,15 @@ class TestDeath:
         node.receive(10.2, packet("d", inc=PEER + 1))
         assert node.live(10.2) == {"b", "c", "d"} and "a" in node.live(15.1)
 
+    def test_a_member_held_dead_is_not_believed_about_others_until_it_refutes(self):
+        """The returning member's stale view (everyone else dead) is ignored until it refutes; news about us counts."""
+        node = group("b", "c")
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER, source="c"), now=1.0)
+        news(node, "b", Update(status=Status.DEAD, name="c", incarnation=PEER, source="b"), now=2.0)
+        assert node.status_of("c") == Status.ALIVE, "b's word, while held dead, does not cut us off from c"
+        node.receive(2.5, packet("b", inc=PEER + 1))
+        assert node.live(2.5) == {"a", "c"} and node.live(7.5) == {"a", "b", "c"}
+
     def test_it_steps_back_when_a_member_it_trusts_held_it_dead(self):
         """Refuting its own death, announced by a member up in its view, it leaves its own live set for the hold-down."""
         node = group("b", "c")
