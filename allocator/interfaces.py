@@ -10,7 +10,7 @@ once for the same owner. A source protects its own state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -186,6 +186,11 @@ class SourceBase:
     def close(self) -> None:
         """Nothing to close by default."""
 
+    def problems(self) -> Mapping[str, str]:
+        """Service key -> a problem the speaker reports as a Warning Event, its reason first
+        (``AddressConflict: ...``); optional, read with ``getattr``. None by default."""
+        return {}
+
 
 @attrs.frozen(kw_only=True)
 class AnnouncerSettings:
@@ -209,6 +214,12 @@ class AnnouncerSettings:
             exchange (default 10).
         backoff_cap: BGP: the longest pause between connection attempts, in
             seconds (default 120).
+        conflict_probe: layer 2: probe (ARP / DAD) before first answering for
+            an address and report other hosts claiming it (the speaker turns
+            it on unless ``--no-conflict-probe``).
+        notify: called from any thread when an announcer's answers to
+            ``should_announce`` or ``problems`` may have changed on their own
+            (a probe ended); the speaker re-runs its decisions.
     """
 
     node_name: str
@@ -219,6 +230,8 @@ class AnnouncerSettings:
     rescan_interval: float | None = None
     connect_timeout: float | None = None
     backoff_cap: float | None = None
+    conflict_probe: bool = False
+    notify: Callable[[], None] | None = attrs.field(default=None, eq=False, hash=False)
 
 
 @runtime_checkable
@@ -262,3 +275,8 @@ class AnnouncerBase:
 
     def close(self) -> None:
         """Nothing to close by default."""
+
+    def problems(self) -> Mapping[str, str]:
+        """Service key -> a problem the speaker reports as a Warning Event, its reason first
+        (``AddressConflict: ...``); optional, read with ``getattr``. None by default."""
+        return {}

@@ -617,6 +617,10 @@ class ServiceView:
         ready_nodes: nodes hosting at least one ready endpoint.
         has_ready_endpoints: whether any ready endpoint exists anywhere (an
             endpoint may have no node name).
+        announced_elsewhere: another of our nodes announces it, or did (its
+            announcement status exists): taking it over is a move, not a new
+            assignment, so the layer-2 announcer does not probe for conflicts.
+            Not part of equality: it never makes an announcement differ.
     """
 
     key: str
@@ -625,6 +629,7 @@ class ServiceView:
     local_traffic: bool = False
     ready_nodes: frozenset[str] = frozenset()
     has_ready_endpoints: bool = True
+    announced_elsewhere: bool = attrs.field(default=False, eq=False)
 
 
 @attrs.frozen(kw_only=True)

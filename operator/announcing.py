@@ -10,7 +10,7 @@ and records why the rest is not announced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import pluggy
 from metallb.allocator import (
@@ -121,11 +121,16 @@ class ServiceAnnouncements:
         config: Config,
         *,
         reasons: Mapping[str, str] | None = None,
+        hold: Collection[tuple[str, str]] = (),
+        refuse: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Announce each candidate by every protocol of its pool that accepts it; withdraw everything else.
 
-        *reasons* say why services that are no candidate are not announced. Returns the keys
-        announced now that were announced by no protocol before.
+        *reasons* say why services that are no candidate are not announced. The (service key,
+        protocol) pairs in *hold* that are announced stay announced as they are even if no longer
+        wanted (a drain: until the next owner announces). *refuse* maps protocols this node does not
+        announce by now to the reason (``bgp`` while it drains). Returns the keys announced now that
+        were announced by no protocol before.
         """
         node = cluster.node
         if self._applied is None or self._applied[0] is not config or self._applied[1] != node.labels:
@@ -141,7 +146,9 @@ class ServiceAnnouncements:
             refusals: list[tuple[str, str]] = []
             for protocol in protocols:
                 announcer = self.announcers.get(protocol, config, node)
-                if announcer is None:
+                if refuse and protocol in refuse:
+                    refusals.append((protocol, refuse[protocol]))
+                elif announcer is None:
                     refusals.append((protocol, f"no announcer for protocol {protocol}"))
                 elif (reason := announcer.should_announce(view, cluster)) is not None:
                     refusals.append((protocol, reason))
@@ -152,6 +159,8 @@ class ServiceAnnouncements:
         self.reasons = why  # replaced whole: status pages read it from other threads
         for pair, view in list(self._pairs.items()):
             wanted = desired.get(pair)
+            if wanted is None and pair in hold:
+                continue
             if wanted is None or wanted[0].ips != view.ips:
                 self._withdraw(*pair)
         before = {key for key, _ in self._pairs}

@@ -233,6 +233,17 @@ def _run_controller(args: argparse.Namespace) -> int:
 # -- speaker --------------------------------------------------------------------------
 
 
+def _port(text: str) -> int:
+    """A TCP/UDP port number, for argparse (its errors are one line)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def _speaker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
     parser.add_argument("--context", help="kubeconfig context (default: its current one)")
@@ -252,13 +263,56 @@ def _speaker_arguments(parser: argparse.ArgumentParser) -> None:
         help="announce even from nodes labelled exclude-from-external-load-balancers",
     )
     parser.add_argument(
-        "--lease-renew", type=seconds, default=0.4, help="seconds between Lease renewals (default: %(default)s)"
+        "--liveness",
+        choices=("memberlist", "node", "lease"),
+        default="memberlist",
+        help="how speakers learn who is alive: gossip (no API writes), Node conditions, or a Lease per speaker"
+        " (default: %(default)s; memberlist without a key falls back to node)",
+    )
+    env = os.environ.get
+    parser.add_argument(
+        "--ml-bindaddr",
+        default=env("METALLB_ML_BIND_ADDR", ""),
+        help="memberlist listen address (env METALLB_ML_BIND_ADDR; default: every address)",
+    )
+    parser.add_argument(
+        "--ml-bindport",
+        type=_port,
+        default=env("METALLB_ML_BIND_PORT", "7946"),
+        help="memberlist UDP and TCP port of every speaker (env METALLB_ML_BIND_PORT; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ml-labels",
+        default=env("METALLB_ML_LABELS", ""),
+        help="label selector of the speaker Pods, the members (env METALLB_ML_LABELS; default: every Node)",
+    )
+    parser.add_argument(
+        "--ml-namespace",
+        default=env("METALLB_ML_NAMESPACE", ""),
+        help="namespace of the speaker Pods (env METALLB_ML_NAMESPACE; default: --namespace)",
+    )
+    parser.add_argument(
+        "--ml-secret-key-path",
+        default=env("METALLB_ML_SECRET_KEY_PATH", "/etc/ml_secret_key"),
+        help="the shared key: a file, or a directory holding secretkey (env METALLB_ML_SECRET_KEY_PATH;"
+        " default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lease-renew",
+        type=seconds,
+        default=0.4,
+        help="--liveness lease: seconds between Lease renewals (default: %(default)s)",
     )
     parser.add_argument(
         "--lease-duration",
         type=seconds,
         default=1.2,
-        help="a speaker is dead after this many seconds without renewal (default: %(default)s)",
+        help="--liveness lease: a speaker is dead after this many seconds without renewal (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-conflict-probe",
+        action="store_true",
+        help="layer 2: answer for a newly assigned address at once, without first probing (ARP / DAD) for another host",
     )
     parser.add_argument("--metrics-host", default="0.0.0.0", help="default: %(default)s")
     parser.add_argument(
@@ -270,6 +324,22 @@ def _run_speaker(args: argparse.Namespace) -> int:
     from metallb.operator import speaker
 
     return speaker.run(args)
+
+
+# -- drain ----------------------------------------------------------------------------
+
+
+def _drain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("node", help="the node to drain (its name in the cluster)")
+    parser.add_argument("--undo", action="store_true", help="end the drain: the node may announce again")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument("--context", help="kubeconfig context (default: its current one)")
+
+
+def _run_drain(args: argparse.Namespace) -> int:
+    from metallb.operator import cmd_drain
+
+    return cmd_drain.run(args)
 
 
 # -- status ---------------------------------------------------------------------------
@@ -429,11 +499,28 @@ examples:
         epilog="""\
 examples:
   metallb speaker --node-name $(hostname) --kubeconfig ~/.kube/config
-  METALLB_NODE_NAME=node-a metallb speaker --interfaces eth1 --lease-renew 0.5 --lease-duration 1.5
+  METALLB_NODE_NAME=node-a metallb speaker --interfaces eth1 --ml-secret-key-path /etc/ml_secret_key
+  metallb speaker --node-name n1 --ml-labels app.kubernetes.io/component=speaker --ml-bindaddr 192.0.2.1
+  metallb speaker --node-name n1 --liveness lease --lease-renew 0.5 --lease-duration 1.5
   metallb speaker --node-name n1 --ignore-exclude-lb          # single-node clusters
 """,
         add_arguments=_speaker_arguments,
         run=_run_speaker,
+        extra="operator",
+    ),
+    Command(
+        name="drain",
+        help="move every address a node announces to other nodes, make-before-break",
+        description="Annotate a node metallb.io/drain: the next node in election order announces each of its\n"
+        "addresses, and the drained node withdraws once that node's announcement status shows it (at most 5 s).",
+        epilog="""\
+examples:
+  metallb drain node-a                        # before maintenance
+  metallb drain node-a --undo                 # after it
+  kubectl annotate node node-a metallb.io/drain=true      # the same, by hand
+""",
+        add_arguments=_drain_arguments,
+        run=_run_drain,
         extra="operator",
     ),
     Command(

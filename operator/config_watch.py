@@ -88,6 +88,8 @@ class ConfigWatch:
         on_change: called from the watch's own thread with every load whose
             result differs from the last one.
         on_node: called for every Node event (the speaker wakes on them).
+        on_object: called with the resource (``configmaps``, ``secrets``, a plural ...) of every
+            object an informer delivers (the speaker counts its watch events).
         watch_timeout: server-side timeout of each watch.
         debounce: seconds to wait after a change for more, so a burst loads once.
     """
@@ -101,6 +103,7 @@ class ConfigWatch:
         plugin_manager: pluggy.PluginManager,
         on_change: Callable[[ConfigState], None],
         on_node: Callable[[str, Obj | None], None] | None = None,
+        on_object: Callable[[str], None] | None = None,
         watch_timeout: int = 60,
         debounce: float = 0.05,
     ) -> None:
@@ -108,6 +111,7 @@ class ConfigWatch:
         self.pm = plugin_manager
         self.on_change = on_change
         self.on_node = on_node
+        self.on_object = on_object
         self.debounce = debounce
         self.kinds: tuple[ConfigKind, ...] = config_kinds(plugin_manager)
         core = client.CoreV1Api(api)
@@ -121,7 +125,7 @@ class ConfigWatch:
         self.configmaps = Informer(
             "config",
             core.list_namespaced_config_map,
-            self._event("config"),
+            self._event("config", "configmaps"),
             list_kwargs={"namespace": namespace, "field_selector": f"metadata.name={config_name}"},
             **kw,
         )
@@ -129,7 +133,7 @@ class ConfigWatch:
             kind.kind: Informer(
                 kind.plural,
                 custom.list_namespaced_custom_object,
-                self._event(kind.kind),
+                self._event(kind.kind, kind.plural),
                 list_kwargs={
                     "group": kind.group,
                     "version": kind.version,
@@ -142,16 +146,22 @@ class ConfigWatch:
             for kind in self.kinds
         }
         self.secrets = Informer(
-            "secrets", core.list_namespaced_secret, self._event("Secret"), list_kwargs={"namespace": namespace}, **kw
+            "secrets",
+            core.list_namespaced_secret,
+            self._event("Secret", "secrets"),
+            list_kwargs={"namespace": namespace},
+            **kw,
         )
-        self.nodes = Informer("nodes", core.list_node, self._event("Node"), **kw)
-        self.namespaces = Informer("namespaces", core.list_namespace, self._event("Namespace"), **kw)
+        self.nodes = Informer("nodes", core.list_node, self._event("Node", "nodes"), **kw)
+        self.namespaces = Informer("namespaces", core.list_namespace, self._event("Namespace", "namespaces"), **kw)
         self._informers = [self.configmaps, *self.resources.values(), self.secrets, self.nodes, self.namespaces]
 
     # -- events ----------------------------------------------------------------------
 
-    def _event(self, what: str) -> Callable[[str, Obj | None], None]:
+    def _event(self, what: str, resource: str) -> Callable[[str, Obj | None], None]:
         def handle(kind: str, obj: Obj | None) -> None:
+            if obj is not None and self.on_object is not None:
+                self.on_object(resource)
             if what == "Node" and self.on_node is not None:
                 self.on_node(kind, obj)
             if obj is None:
@@ -209,9 +219,7 @@ class ConfigWatch:
             ]
             cluster += [{"apiVersion": "v1", "kind": "Namespace", **o} for o in list(self.namespaces.cache.values())]
             try:
-                result = load_resources(
-                    [*objects.values(), *cluster], namespace=self.namespace, plugin_manager=self.pm
-                )
+                result = load_resources([*objects.values(), *cluster], namespace=self.namespace, plugin_manager=self.pm)
             except Exception as exc:  # noqa: BLE001 - a plugin's bug, say: the last good config stays
                 return ConfigState(source=RESOURCES, error=_one_error(exc), objects=objects)
             for warning in result.warnings:

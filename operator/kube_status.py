@@ -14,10 +14,31 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from metallb.allocator import default_plugin_manager
 from metallb.allocator.resources import config_kinds
+from metallb.operator import announce_status
 from metallb.operator.kube import api_client
 from metallb.operator.service import POOL_ANNOTATION
 
-__all__ = ["cluster_status", "unannounced_pools"]
+__all__ = ["announcing_nodes", "cluster_status", "unannounced_pools"]
+
+#: Warnings shown even for a Service that has its address: it is not announced (or not alone).
+_PROBLEMS = ("AddressConflict",)
+
+
+def announcing_nodes(api: client.ApiClient) -> dict[str, set[str]] | None:
+    """Service key -> nodes announcing it now, from the ServiceL2Status objects; None when they cannot be read."""
+    try:
+        found = client.CustomObjectsApi(api).list_cluster_custom_object(
+            announce_status.GROUP, announce_status.VERSION, announce_status.L2_PLURAL
+        )
+    except ApiException:
+        return None  # the CRD is not installed, or no permission: fall back to the events
+    out: dict[str, set[str]] = {}
+    for obj in found.get("items") or ():
+        status = obj.get("status") or {}
+        key = f"{status.get('serviceNamespace', '')}/{status.get('serviceName', '')}"
+        if status.get("node"):
+            out.setdefault(key, set()).add(str(status["node"]))
+    return out
 
 
 def unannounced_pools(api: client.ApiClient, namespace: str) -> dict[str, str]:
@@ -48,6 +69,7 @@ def cluster_status(
     api = api_client(kubeconfig, context=context)
     core = client.CoreV1Api(api)
     silent = unannounced_pools(api, os.environ.get("METALLB_NAMESPACE", "metallb-system"))
+    announcing = announcing_nodes(api)
     if namespace is None:
         services = core.list_service_for_all_namespaces().items
         events = core.list_event_for_all_namespaces().items
@@ -77,15 +99,22 @@ def cluster_status(
         ingress = (svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None) or []
         addresses = [i.ip for i in ingress if i.ip]
         info = latest.get(key, {"nodes": set(), "warning": ""})
+        # Layer 2: who announces now; BGP Services (no ServiceBGPStatus yet) and clusters without the CRD: the events.
+        nodes = announcing[key] if announcing and key in announcing else info["nodes"]
+        warning = info["warning"]
+        if addresses:
+            pending = warning if warning.startswith(_PROBLEMS) and not nodes else ""
+        else:
+            pending = warning or "no address yet (is the controller running?)"
         pool = (svc.metadata.annotations or {}).get(POOL_ANNOTATION, "")
-        announced = ", ".join(sorted(info["nodes"]))
+        announced = ", ".join(sorted(nodes))
         if pool in silent and not announced:
             announced = f'not announced: pool "{pool}": {silent[pool]}'
         out[key] = {
             "addresses": addresses,
             "pool": pool,
             "announced": announced,
-            "pending": "" if addresses else (info["warning"] or "no address yet (is the controller running?)"),
+            "pending": pending,
             "requested": svc.spec.load_balancer_ip or "",
             "class": svc.spec.load_balancer_class or "",
         }

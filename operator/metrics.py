@@ -112,8 +112,7 @@ class SpeakerMetrics:
             ["service", "protocol", "node", "ip"],
             registry=registry,
         )
-        # Fed by the membership (today: a speaker Lease that stopped changing); the membership issue's
-        # failure detector reports its suspicions through suspect() too.
+        # Fed by the liveness in use (operator/liveness.py): memberlist's alive -> suspect, a stale Node or Lease.
         self.membership_suspicions = Counter(
             "metallb_speaker_membership_suspicions",
             "Times another node's speaker was suspected dead (its heartbeat stopped), per node",

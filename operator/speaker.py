@@ -2,19 +2,19 @@
 
 It watches Services, EndpointSlices, the configuration (MetalLB's resources
 with the Secrets, Nodes and Namespaces they refer to, or the legacy ConfigMap:
-:class:`~metallb.operator.config_watch.ConfigWatch`) and the speakers' Leases,
-and decides per Service, for every protocol of its pool, through the announcer
-plugins' ``should_announce``, whether this node announces it (honouring the
-advertisements' node selectors, interfaces and peers), then announces or
-withdraws. It writes nothing on the configuration: the controller reports on it.
+:class:`~metallb.operator.config_watch.ConfigWatch`) and the announcement
+statuses, and decides per Service, for every protocol of its pool, through the
+announcer plugins' ``should_announce``, whether this node announces it
+(honouring the advertisements' node selectors, interfaces and peers), then
+announces or withdraws. It writes nothing on the configuration: the controller
+reports on it.
 
-Liveness for the layer-2 election: every speaker renews a
-``coordination.k8s.io/v1`` Lease named after its node. A speaker is dead when
-its Lease has not changed for a lease duration, measured on *this* process's
-monotonic clock from the moment the change was observed, so no two machines'
-clocks are ever compared. One renewal per speaker per interval, never per
-Service: API writes per second = nodes / renew interval. A cleanly stopped
-speaker deletes its Lease, so the others take over at once.
+Which speakers are alive comes from a :class:`~metallb.operator.liveness.Liveness`:
+gossip between the speakers by default (no API writes at all), the Nodes'
+conditions, or a Lease per speaker (``--liveness``). In steady state the
+speaker writes nothing: a ``nodeAssigned`` Event only when this node starts
+announcing a Service. :class:`~metallb.operator.liveness.ApiLoad` counts the
+writes and the watch events.
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ from metallb.allocator import (
     ServiceView,
     default_plugin_manager,
 )
+from metallb.operator.announce_status import AnnouncementStatus
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import one_line
+from metallb.operator.cmd_drain import DRAIN_ANNOTATION
 from metallb.operator.config_watch import NONE, ConfigState, ConfigWatch
 from metallb.operator.informer import Informer
-from metallb.operator.kube import api_client, event_body, now_rfc3339
+from metallb.operator.kube import api_client, event_body
+from metallb.operator.liveness import ApiLoad, MemberlistOptions, make_liveness
 from metallb.operator.metrics import MetricsServer, SpeakerMetrics, config_gauges
 from metallb.operator.service import read_service
 from prometheus_client import CollectorRegistry
@@ -50,8 +53,8 @@ __all__ = ["Speaker", "run"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-LEASE_PREFIX = "metallb-speaker-"
-LEASE_LABELS = {"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component": "speaker"}
+#: Seconds a draining node keeps announcing at most, waiting for the next owner's announcement status.
+DRAIN_GRACE = 5.0
 
 
 class Speaker:
@@ -66,22 +69,25 @@ class Speaker:
         config_name: str = "config",
         interfaces: tuple[str, ...] = (),
         ignore_exclude_lb: bool = False,
+        liveness: str = "memberlist",
+        memberlist: MemberlistOptions | None = None,
         lease_renew: float = 0.4,
         lease_duration: float = 1.2,
+        conflict_probe: bool = True,
         registry: CollectorRegistry | None = None,
         watch_timeout: int = 60,
     ) -> None:
         self.api = api
         self.core = client.CoreV1Api(api)
-        self.coord = client.CoordinationV1Api(api)
         self.node_name, self.namespace, self.config_name = node_name, namespace, config_name
         self.interfaces, self.ignore_exclude_lb = interfaces, ignore_exclude_lb
-        self.lease_renew, self.lease_duration = lease_renew, lease_duration
         self.registry = registry or CollectorRegistry()
         self.metrics = SpeakerMetrics(self.registry)
+        self.load = ApiLoad(self.registry)
         self.config_loaded, self.config_stale = config_gauges(self.registry)
         self.pm = default_plugin_manager()
         self.config: Config | None = None
+        self._wake = threading.Event()
         announcers = Announcers(
             self.pm,
             AnnouncerSettings(
@@ -89,20 +95,52 @@ class Speaker:
                 interfaces=interfaces,
                 ignore_exclude_lb=ignore_exclude_lb,
                 registry=self.registry,
+                conflict_probe=conflict_probe,
+                notify=self._notify,
             ),
         )
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
-        self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
-        self._live: frozenset[str] = frozenset()  # live_speakers() at the last sync (suspicions)
-        self._wake = threading.Event()
         self._stop = threading.Event()
+        self._reported: set[tuple[str, str]] = set()  # (service, problem) already raised as an Event
+        self._unannounced: set[str] = set()  # announced here, its nodeAssigned Event not yet recorded
+        self._drain_started: float | None = None  # monotonic time this node's drain was first seen
+        # Services another node of ours announced (its status) or won (our election), ever: taking them is a move.
+        self._elsewhere: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self.liveness = make_liveness(
+            liveness,
+            api,
+            node_name=node_name,
+            namespace=namespace,
+            wake=self._wake.set,
+            suspect=self.metrics.suspect,
+            load=self.load,
+            registry=self.registry,
+            memberlist=memberlist,
+            lease_renew=lease_renew,
+            lease_duration=lease_duration,
+            watch_timeout=watch_timeout,
+        )
         kw = {"watch_timeout": watch_timeout}
-        self.services = Informer("services", self.core.list_service_for_all_namespaces, self._changed, **kw)  # type: ignore[arg-type]
+        counted = self.load.counted
+        self.statuses = AnnouncementStatus(
+            api,
+            namespace=namespace,
+            node_name=node_name,
+            on_change=counted("servicel2statuses", lambda kind, obj: self._wake.set()),
+            wrote=self.load.wrote,
+            watch_timeout=watch_timeout,
+        )
+        self.services = Informer(
+            "services",
+            self.core.list_service_for_all_namespaces,
+            counted("services", self._changed),
+            **kw,  # type: ignore[arg-type]
+        )
         self.slices = Informer(
             "endpointslices",
             client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces,
-            self._changed,
+            counted("endpointslices", self._changed),
             **kw,  # type: ignore[arg-type]
         )
         self.config_watch = ConfigWatch(
@@ -111,17 +149,11 @@ class Speaker:
             config_name=config_name,
             plugin_manager=self.pm,
             on_change=self._on_config,
-            on_node=self._changed,
+            on_node=self._on_node,
+            on_object=self.load.received,
             watch_timeout=watch_timeout,
         )
         self.nodes = self.config_watch.nodes
-        self.leases = Informer(
-            "leases",
-            self.coord.list_namespaced_lease,
-            self._on_lease,
-            list_kwargs={"namespace": namespace, "label_selector": "app.kubernetes.io/component=speaker"},
-            **kw,  # type: ignore[arg-type]
-        )
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -158,29 +190,13 @@ class Speaker:
         log.info("config loaded from %s: %d pools, %d peers", state.source, len(config.pools), len(config.peers))
         self._wake.set()
 
-    def _on_lease(self, kind: str, obj: Obj | None) -> None:
-        if obj is None:
-            self._wake.set()
-            return
-        node = ((obj.get("spec") or {}).get("holderIdentity")) or ""
-        was_live = node in self.live_speakers()
-        seen = dict(self._seen)  # copy-on-write: the sync thread reads _seen without a lock
-        if kind == "DELETED":
-            seen.pop(node, None)
-        else:
-            renew = str((obj.get("spec") or {}).get("renewTime") or "")
-            if seen.get(node, ("", 0.0))[0] != renew:
-                seen[node] = (renew, time.monotonic())
-        self._seen = seen
-        # A renewal of a live speaker changes nothing; expiries are timed by _next_expiry.
-        if was_live != (node in self.live_speakers()):
-            self._wake.set()
+    def _on_node(self, kind: str, obj: Obj | None) -> None:
+        self.liveness.on_node(kind, obj)
+        self._wake.set()
 
     def live_speakers(self) -> frozenset[str]:
-        """Nodes whose speaker Lease changed within the lease duration (this node always)."""
-        now = time.monotonic()
-        live = {n for n, (_, seen) in self._seen.items() if now - seen <= self.lease_duration}
-        return frozenset(live | {self.node_name})
+        """Nodes whose speaker is alive, as the liveness mode sees it (this node too, unless it holds itself down)."""
+        return self.liveness.live()
 
     def _node(self) -> NodeInfo:
         obj = self.nodes.cache.get(self.node_name) or {}
@@ -223,13 +239,49 @@ class Speaker:
             for name, o in self.nodes.cache.items()
         }
         nodes.setdefault(self.node_name, node)
+        live = self.live_speakers()
+        # Draining nodes are not candidates, unless that would leave no one at all.
+        undrained = live - self.draining()
         return ClusterView(
-            node=node, nodes=nodes, live_speakers=self.live_speakers(), ignore_exclude_lb=self.ignore_exclude_lb
+            node=node, nodes=nodes, live_speakers=undrained or live, ignore_exclude_lb=self.ignore_exclude_lb
+        )
+
+    def draining(self) -> frozenset[str]:
+        """Nodes annotated ``metallb.io/drain`` (any value but "false")."""
+        out = set()
+        for name, obj in list(self.nodes.cache.items()):
+            value = ((obj.get("metadata") or {}).get("annotations") or {}).get(DRAIN_ANNOTATION)
+            if value is not None and value.lower() != "false":
+                out.add(name)
+        return frozenset(out)
+
+    def _hold(self, cluster: ClusterView) -> frozenset[tuple[str, str]]:
+        """While this node drains: the (Service, protocol) pairs it keeps announcing until another node's
+        status shows them (layer 2), at most 5 s."""
+        if self.node_name not in self.draining() or self.node_name in cluster.live_speakers:
+            self._drain_started = None
+            return frozenset()
+        now = time.monotonic()
+        if self._drain_started is None:
+            self._drain_started = now
+            log.info("node %s drains: its addresses move to the next nodes", self.node_name)
+            timer = threading.Timer(DRAIN_GRACE + 0.01, self._wake.set)
+            timer.daemon = True
+            timer.start()
+        if now - self._drain_started >= DRAIN_GRACE:
+            return frozenset()
+        taken = self.statuses.announcers()
+        return frozenset(
+            (key, protocol)
+            for key, (protocols, _) in self.announced.items()
+            for protocol in protocols
+            if not (protocol == "layer2" and taken.get(key, frozenset()) - {self.node_name})
         )
 
     def _candidates(self, config: Config) -> tuple[dict[str, ServiceView], dict[str, str]]:
         """Services with an address of a pool and endpoints: key -> view, and why the others are not."""
         endpoints = self._endpoints()
+        announcers = self.statuses.announcers()
         candidates: dict[str, ServiceView] = {}
         reasons: dict[str, str] = {}
         for key, obj in list(self.services.cache.items()):
@@ -252,7 +304,10 @@ class Speaker:
                 reasons[key] = "noEndpoints"
                 continue
             ready_nodes, any_ready = endpoints[key]
+            if announcers.get(key, frozenset()) - {self.node_name}:
+                self._elsewhere.add(key)
             view = ServiceView(
+                announced_elsewhere=key in self._elsewhere,
                 key=key,
                 ips=ips,
                 pool=pool,
@@ -266,79 +321,77 @@ class Speaker:
     def sync(self) -> None:
         """Decide every Service and apply the difference."""
         config = self.config
-        if config is None:
+        if config is None or not self.liveness.ready():  # announcing before knowing who is alive takes too much
             return
-        live = self.live_speakers()
-        for node in self._live - live:
-            if node in self._seen:  # its Lease stopped changing; a deleted Lease is a clean leave
-                self.metrics.suspect(node)
-        self._live = live
         candidates, reasons = self._candidates(config)
-        for key in self.announcements.update(candidates, self._cluster(), config, reasons=reasons):
-            self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
+        cluster = self._cluster()
+        refuse: dict[str, str] = {}
+        if self.node_name not in cluster.live_speakers and self.node_name in self.draining():
+            refuse["bgp"] = "nodeDraining"  # BGP ignores liveness: a draining node stops advertising here
+        hold = self._hold(cluster)
+        self._unannounced.update(
+            self.announcements.update(candidates, cluster, config, reasons=reasons, hold=hold, refuse=refuse)
+        )
+        # A Service this speaker saw another node win is a move when it comes here: no conflict probe.
+        self._elsewhere.update(k for k, r in self.reasons.items() if r == "notOwner")
+        layer2 = self.announcements.announcers.known("layer2")
+        status_of = getattr(layer2, "status_of", None)
+        answering = status_of() if status_of is not None else {}
+        self.statuses.publish(answering, live=self.live_speakers())
+        # nodeAssigned once really announced: a layer-2 Service waits for its conflict probe, and may never be.
+        for key in list(self._unannounced):
+            announced = self.announced.get(key)
+            if announced is None:
+                self._unannounced.discard(key)
+            elif set(announced[0]) - {"layer2"} or key in answering:
+                self._unannounced.discard(key)
+                self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
+        self._report(self.problems())
 
-    def _event(self, obj: Obj, message: str) -> None:
+    def problems(self) -> dict[str, str]:
+        """Service key -> a problem of its announcement here (``AddressConflict: ...``)."""
+        out = {k: r for k, r in self.reasons.items() if r.startswith("AddressConflict")}
+        for protocol in ("layer2", "bgp"):
+            problems = getattr(self.announcements.announcers.known(protocol), "problems", None)
+            if problems is not None:
+                out.update(problems())
+        return out
+
+    def _report(self, problems: dict[str, str]) -> None:
+        """One Warning Event per new problem (its reason is the text before the colon)."""
+        # Each distinct problem once per process: a conflict is probed again every few seconds.
+        for key, text in set(problems.items()) - self._reported:
+            reason, _, message = text.partition(": ")
+            self._event(self.services.cache.get(key) or {}, message, reason=reason, type_="Warning")
+            self._reported.add((key, text))
+
+    def _notify(self) -> None:
+        """An announcer's answers changed on their own (a conflict probe ended): decide again."""
+        self._wake.set()
+
+    def _event(self, obj: Obj, message: str, *, reason: str = "nodeAssigned", type_: str = "Normal") -> None:
         meta = obj.get("metadata") or {}
         if not meta:
             return
         body = event_body(
             obj,
-            reason="nodeAssigned",
+            reason=reason,
             message=message,
-            type_="Normal",
+            type_=type_,
             component="metallb-speaker",
             host=self.node_name,
         )
         try:
+            self.load.wrote("events", "create")
             self.core.create_namespaced_event(meta.get("namespace"), body, _request_timeout=(3, 10))
         except ApiException as exc:
             log.debug("event not recorded: %s", exc.reason)
 
-    # -- the Lease -------------------------------------------------------------------
-
-    @property
-    def lease_name(self) -> str:
-        """This speaker's Lease."""
-        return LEASE_PREFIX + self.node_name
-
-    def renew_lease(self) -> None:
-        """Create or renew this node's Lease (one write)."""
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": self.lease_name, "namespace": self.namespace, "labels": LEASE_LABELS},
-            "spec": {
-                "holderIdentity": self.node_name,
-                "leaseDurationSeconds": max(1, round(self.lease_duration)),
-                "renewTime": now_rfc3339(),
-            },
-        }
-        try:
-            self.coord.replace_namespaced_lease(self.lease_name, self.namespace, body, _request_timeout=(2, 5))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.coord.create_namespaced_lease(self.namespace, body, _request_timeout=(2, 5))
-
-    def _lease_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.renew_lease()
-            except Exception as exc:  # noqa: BLE001 - keep renewing; others will see us as dead meanwhile
-                log.warning("renewing lease %s failed: %s", self.lease_name, exc)
-            self._stop.wait(self.lease_renew)
-
-    def _next_expiry(self) -> float:
-        """Seconds until the next live speaker's Lease would expire (at most one renew interval)."""
-        now = time.monotonic()
-        waits = [seen + self.lease_duration - now for n, (_, seen) in self._seen.items() if n != self.node_name]
-        return max(0.005, min([w for w in waits if w > 0] + [self.lease_renew]))
-
     def _sync_loop(self) -> None:
-        # Wake on any change, and exactly when a Lease expires, so failover waits no longer than it must.
+        # Wake on any change, and exactly when a liveness expiry is due, so failover waits no longer than it must.
         while not self._stop.is_set():
             try:
-                self._wake.wait(self._next_expiry() + 0.005)
+                self._wake.wait(self.liveness.next_check() + 0.005)
                 self._wake.clear()
                 if self._stop.is_set():
                     return
@@ -349,40 +402,44 @@ class Speaker:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def _informers(self) -> tuple[Informer, ...]:
+        """The speaker's own informers (the config watch runs its own)."""
+        return (
+            *self.liveness.informers(),
+            self.statuses.informer,
+            self.slices,
+            self.services,
+        )
+
     def start(self) -> None:
-        """Start the Lease, the informers and the decision loop."""
-        self._threads = [
-            threading.Thread(target=self._lease_loop, name="lease", daemon=True),
-            threading.Thread(target=self._sync_loop, name="sync", daemon=True),
-        ]
+        """Start the informers, the liveness and the decision loop."""
+        self._threads = [threading.Thread(target=self._sync_loop, name="sync", daemon=True)]
         self.config_watch.start()
-        for informer in (self.leases, self.slices, self.services):
+        for informer in self._informers():
             informer.start()
+        self.liveness.start()
         for thread in self._threads:
             thread.start()
 
     def stop(self) -> None:
-        """Withdraw everything, close announcers, and delete this node's Lease."""
+        """Withdraw everything, close announcers, and tell the others (a goodbye, or deleting the Lease)."""
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5)
         self.announcements.close()
+        self.statuses.withdraw_all()
         self.config_watch.stop()
-        for informer in (self.leases, self.slices, self.services):
+        for informer in self._informers():
             informer.stop()
-        try:
-            self.coord.delete_namespaced_lease(self.lease_name, self.namespace, _request_timeout=(2, 5))
-        except Exception as exc:  # noqa: BLE001 - best effort: the lease expires anyway
-            log.debug("deleting lease: %s", exc)
+        self.liveness.stop()
 
     def ready(self) -> bool:
         """Ready once every informer has listed (readiness probe).
 
         Not tied to the config: with none yet, a DaemonSet rollout would stall on the first node.
         """
-        informers = (self.leases, self.slices, self.services)
-        return self.config_watch.synced() and all(i.synced.is_set() for i in informers)
+        return self.config_watch.synced() and all(i.synced.is_set() for i in self._informers())
 
     def status(self) -> dict[str, Any]:
         """What this speaker announces and why it does not announce the rest."""
@@ -392,7 +449,10 @@ class Speaker:
                 k: {"protocol": ",".join(p), "ips": [str(i) for i in v.ips]} for k, (p, v) in self.announced.items()
             },
             "not_announced": dict(self.reasons),
+            "problems": self.problems(),
             "live_speakers": sorted(self.live_speakers()),
+            "liveness": self.liveness.status(),
+            "api": self.load.rates(),
         }
 
 
@@ -413,8 +473,17 @@ def run(args: argparse.Namespace) -> int:
         config_name=args.config,
         interfaces=parse_interfaces(args.interfaces),
         ignore_exclude_lb=args.ignore_exclude_lb,
+        liveness=args.liveness,
+        memberlist=MemberlistOptions(
+            bind_addr=args.ml_bindaddr,
+            bind_port=args.ml_bindport,
+            labels=args.ml_labels,
+            namespace=args.ml_namespace or args.namespace,
+            secret_key_path=args.ml_secret_key_path,
+        ),
         lease_renew=args.lease_renew,
         lease_duration=args.lease_duration,
+        conflict_probe=not args.no_conflict_probe,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -425,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
             speaker.registry, host=args.metrics_host, port=args.metrics_port, status=speaker.status, ready=speaker.ready
         ).start()
     speaker.start()
-    log.info("speaker for node %s started", args.node_name)
+    log.info("speaker for node %s started (liveness: %s)", args.node_name, speaker.liveness.mode)
     stop.wait()
     speaker.stop()
     if server is not None:

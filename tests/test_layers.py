@@ -68,6 +68,8 @@ VIOLATIONS = [
     ("plugins-below-operator", "announcers/_violation.py", "from metallb.operator.logs import setup_logging\n"),
     ("pools-announcers-independent", "plugins/_violation.py", "import metallb.announcers.election\n"),
     ("pools-announcers-independent", "announcers/_violation.py", "from metallb.plugins import static_pool\n"),
+    ("membership-pure", "operator/membership/_violation.py", "import kubernetes\n"),
+    ("membership-pure", "operator/membership/_violation.py", "from metallb.operator import kube\n"),
     ("allocator-light", "allocator/_violation.py", "import kubernetes\n"),
     ("allocator-light", "allocator/_violation.py", "import httpx\n"),
     ("allocator-light", "allocator/_violation.py", "from scapy.packet import Packet\n"),

@@ -33,6 +33,7 @@ from metallb.announcers.layer2.packets import (
     SNAPLEN,
     ArpAnswer,
     NdpAnswer,
+    mac_text,
     parse_arp_request,
     parse_neighbor_solicitation,
     responder_filter,
@@ -62,6 +63,7 @@ class Metrics:
     requests_received: Counter
     responses_sent: Counter
     gratuitous_sent: Counter
+    conflicts: Counter
     takeovers: Counter
 
 
@@ -92,6 +94,12 @@ def metrics_for(registry: CollectorRegistry | None = None) -> Metrics:
                     "metallb_layer2_gratuitous_sent",
                     "Number of gratuitous layer2 packets sent for owned IPs",
                     ["ip"],
+                    registry=registry,
+                ),
+                conflicts=Counter(
+                    "metallb_layer2_address_conflicts",
+                    "Other hosts found using a service address (answering a conflict probe, or by gratuitous ARP)",
+                    ["ip", "mac"],
                     registry=registry,
                 ),
                 takeovers=Counter(
@@ -217,8 +225,10 @@ class Responder:
         registry: CollectorRegistry | None = None,
         rescan_interval: float = 10.0,
         rcvbuf: int = 4 << 20,
+        on_conflict: Callable[[netaddr.IPAddress, str, str], None] | None = None,
     ) -> None:
         self._restrict = restrict
+        self._on_conflict = on_conflict
         self._netns = netns
         self._metrics = metrics_for(registry)
         self._rescan_interval = rescan_interval
@@ -424,6 +434,9 @@ class Responder:
                     request = parse_arp_request(frame, mac)
                     if request is None:
                         continue
+                    if request.sender_ip == key and request.sender_mac != mac:
+                        # A gratuitous ARP for our address from another host: report it (the reply defends it).
+                        self._conflict(key, request.sender_mac, port.link.name)
                     reply = answer.reply(request)
                 else:
                     key = frame[62:78]
@@ -445,6 +458,11 @@ class Responder:
                 sent.inc()
             except Exception:  # a malformed frame must never stop the loop
                 log.exception("dropping a frame on %s", port.link.name)
+
+    def _conflict(self, packed: bytes, mac: bytes, interface: str) -> None:
+        log.warning("%s: another host (%s) claims it on %s", _text(packed), mac_text(mac), interface)
+        if self._on_conflict is not None:
+            self._on_conflict(netaddr.IPAddress(_text(packed)), mac_text(mac), interface)
 
     # -- state changes, run in the loop thread -------------------------------------------
 

@@ -203,6 +203,10 @@ def cases(files: dict[str, str]) -> dict[str, list[tuple[list[str], set[int], by
             *((["status", "--kubeconfig", path], {1}, b"") for path in kubeconfigs),
             (["status", "--state", files["missing"], "--url", "x"], {2}, b""),
         ],
+        "drain": [
+            *((["drain", "n1", "--kubeconfig", path], {1}, b"") for path in kubeconfigs),
+            (["drain", "--undo"], {2}, b""),  # no node
+        ],
         "explain": [
             *((["explain", "default/web", "--state", path], {1}, b"") for path in unusable(files, "state")),
             *((["explain", "default/web", "--state", files["missing"], "--config", path], {1}, b"") for path in sample),

@@ -13,6 +13,7 @@ import yaml
 from metallb.allocator import get_plugin_manager, parse_config
 from metallb.allocator.convert import config_to_resources
 from metallb.allocator.resources import POOL_FIELDS, SPEC_FIELDS, config_kinds
+from metallb.operator import announce_status
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "operator" / "deploy" / "crds"
@@ -21,6 +22,10 @@ LOADER_FIELDS = {
     **{key: set(fields) for key, fields in SPEC_FIELDS.items()},
     ("IPAddressPool", "v1beta1"): {*POOL_FIELDS, "addresses"},
     ("AddressService", "v1alpha1"): {*POOL_FIELDS, "url", "cidrs", "authTokenSecret", "caSecret"},
+}
+#: Status kinds: no configuration, written by the speakers (MetalLB ships their CRDs too): kind -> (group, plural, version).
+STATUS_KINDS = {
+    announce_status.L2_KIND: (announce_status.GROUP, announce_status.L2_PLURAL, announce_status.VERSION),
 }
 
 
@@ -55,7 +60,15 @@ class TestCrds:
             assert [v["name"] for v in spec["versions"]] == list(kind.versions)
             assert [v["name"] for v in spec["versions"] if v["storage"]] == [kind.version]
             assert all("status" in v["subresources"] for v in spec["versions"])
-        assert set(found) == {k.kind for k in builtin_kinds()}
+        assert set(found) == {k.kind for k in builtin_kinds()} | set(STATUS_KINDS), "one CRD per kind, no other"
+
+    def test_status_kinds_are_what_the_speaker_writes(self):
+        """Each status kind's CRD has the group, plural and version the speaker writes, with a status subresource."""
+        for kind, (group, plural, version) in STATUS_KINDS.items():
+            spec = crds()[kind]["spec"]
+            assert (spec["group"], spec["names"]["plural"], spec["scope"]) == (group, plural, "Namespaced")
+            assert [v["name"] for v in spec["versions"] if v["storage"]] == [version]
+            assert all("status" in v["subresources"] for v in spec["versions"])
 
     @pytest.mark.parametrize(("kind", "version"), sorted(LOADER_FIELDS))
     def test_spec_fields_are_the_loaders(self, kind, version):
@@ -73,8 +86,10 @@ class TestCrds:
         assert schema("BGPPeer", "v1beta2")["properties"]["spec"]["required"] == ["myASN"]
 
     def test_status_has_conditions_and_pool_counters(self):
-        """Every kind's status has the controller's conditions; IPAddressPool has MetalLB's four counters."""
+        """Every configuration kind's status has the controller's conditions; IPAddressPool has MetalLB's four counters."""
         for kind, crd in crds().items():
+            if kind in STATUS_KINDS:
+                continue
             for version in crd["spec"]["versions"]:
                 assert "conditions" in version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"], kind
         counters = schema("IPAddressPool", "v1beta1")["properties"]["status"]["properties"]

@@ -100,7 +100,7 @@ def port_number(ctr: dict[str, Any], port: int | str) -> int:
 
 
 class Grant(NamedTuple):
-    scope: str  # "cluster" (ClusterRole) or "namespace" (Role in metallb-system)
+    scope: str  # "cluster" (ClusterRole), "namespace" (Role in metallb-system), or another namespace's name
     group: str
     resource: str
     verb: str
@@ -111,7 +111,8 @@ def grants(name: str) -> set[Grant]:
     for doc in load(name):
         if doc["kind"] not in ("ClusterRole", "Role"):
             continue
-        scope = "cluster" if doc["kind"] == "ClusterRole" else "namespace"
+        namespace = doc["metadata"].get("namespace")
+        scope = "cluster" if doc["kind"] == "ClusterRole" else "namespace" if namespace == NS else namespace
         for rule in doc.get("rules") or ():
             assert "resourceNames" not in rule and "nonResourceURLs" not in rule, rule
             for group in rule["apiGroups"]:
@@ -137,23 +138,58 @@ def endpoint(method: str) -> tuple[str, str] | None:
     return None
 
 
+def _constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level names bound to one string literal."""
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+
+
+def _fixed_namespace(call: ast.Call | None, constants: dict[str, str]) -> str | None:
+    """The namespace a call names as a constant (``namespace=`` or ``list_kwargs={"namespace": ...}``), if any."""
+    if call is None:
+        return None
+    values = [k.value for k in call.keywords if k.arg == "namespace"]
+    for keyword in call.keywords:
+        if keyword.arg == "list_kwargs" and isinstance(keyword.value, ast.Dict):
+            pairs = zip(keyword.value.keys, keyword.value.values, strict=True)
+            values += [v for k, v in pairs if isinstance(k, ast.Constant) and k.value == "namespace"]
+    for value in values:
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return value.value
+        if isinstance(value, ast.Name) and value.id in constants:
+            return constants[value.id]
+    return None
+
+
 def code_needs(files: list[Path], *, own_namespace: set[str]) -> set[Grant]:
     """The RBAC grants the kubernetes calls in *files* need.
 
     A list method passed somewhere instead of called is an informer's: it lists
-    and watches. Namespaced calls on *own_namespace* resources only ever target
-    metallb-system (a Role suffices); others need a ClusterRole. A call on custom
-    objects (``{group}``/``{plural}`` in its path) needs its grant for every
-    configuration kind of metallb's plugins, in metallb-system.
+    and watches. Namespaced calls on *own_namespace* resources target
+    metallb-system (a Role suffices) unless the call names another namespace as
+    a constant (a Role there); others need a ClusterRole. A call on custom
+    objects (``{group}``/``{plural}`` in its path) is on the module's ``GROUP``
+    and ``L2_PLURAL`` when it defines them (the announcement status), else needs
+    its grant for every configuration kind of metallb's plugins, in metallb-system.
     """
     needs = set()
     for path in files:
         tree = ast.parse(path.read_text())
+        constants = _constants(tree)
         called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
         for node in ast.walk(tree):
             if not isinstance(node, ast.Attribute) or (found := endpoint(node.attr)) is None:
                 continue
             url, method = found
+            # Custom objects: the group and plural are the module's constants GROUP and L2_PLURAL.
+            if "GROUP" in constants and "L2_PLURAL" in constants:
+                url = url.replace("{group}", constants["GROUP"]).replace("{plural}", constants["L2_PLURAL"])
             parts = url.strip("/").split("/")
             group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
             namespaced = rest[:2] == ["namespaces", "{namespace}"]
@@ -165,6 +201,11 @@ def code_needs(files: list[Path], *, own_namespace: set[str]) -> set[Grant]:
             else:
                 verbs = {_WRITE_VERBS[method]}
             scope = "namespace" if namespaced and rest[0] in own_namespace else "cluster"
+            parent = parents.get(id(node))
+            call = parent if isinstance(parent, ast.Call) else parents.get(id(parent))
+            fixed = _fixed_namespace(call if isinstance(call, ast.Call) else None, constants)
+            if namespaced and fixed not in (None, NS):
+                scope = str(fixed)
             if group == "{group}":  # CustomObjectsApi: the configuration kinds
                 for kind_group, plural in builtin_kinds():
                     named = resource.replace("{plural}", plural)
@@ -189,20 +230,34 @@ CONTROLLER_NEEDS_AT_LEAST = {
     Grant("namespace", "metallb.io", "ipaddresspools/status", "patch"),
     Grant("namespace", "metallb.io", "bgppeers/status", "patch"),
 }
-#: The speaker watches Services, EndpointSlices, Nodes, Namespaces, the configuration and the Leases, keeps its
-#: own Lease and records events.
+#: The speaker watches Services, EndpointSlices, Nodes, Namespaces and the configuration, records events,
+#: writes its ServiceL2Statuses, and for its liveness watches the speaker Pods (memberlist), the kubelets'
+#: node Leases (node), or keeps its own Lease (lease).
 SPEAKER_NEEDS_AT_LEAST = {
     *(Grant("cluster", "", r, v) for r in ("services", "nodes", "namespaces") for v in ("list", "watch")),
     *(Grant("cluster", "discovery.k8s.io", "endpointslices", v) for v in ("list", "watch")),
     Grant("cluster", "", "events", "create"),
-    *(Grant("namespace", "", r, v) for r in ("configmaps", "secrets") for v in ("list", "watch")),
+    *(Grant("namespace", "", r, v) for r in ("configmaps", "secrets", "pods") for v in ("list", "watch")),
     *(Grant("namespace", "metallb.io", r, v) for r in ("bgppeers", "l2advertisements") for v in ("list", "watch")),
     *(Grant("namespace", "coordination.k8s.io", "leases", v) for v in ("list", "watch", "create", "update", "delete")),
+    *(Grant("kube-node-lease", "coordination.k8s.io", "leases", v) for v in ("list", "watch")),
+    *(Grant("namespace", "metallb.io", "servicel2statuses", v) for v in ("list", "watch", "create", "delete")),
+    Grant("namespace", "metallb.io", "servicel2statuses/status", "patch"),
 }
-OWN_NAMESPACE = {"configmaps", "leases", "secrets"}
+OWN_NAMESPACE = {"configmaps", "leases", "secrets", "pods", "servicel2statuses"}
+#: Namespaced objects outside metallb-system: the speaker's read-only Role on the kubelets' node Leases.
+OTHER_NAMESPACES = {
+    ("base/speaker-rbac.yaml", "Role", "kube-node-lease"),
+    ("base/speaker-rbac.yaml", "RoleBinding", "kube-node-lease"),
+}
 #: The modules whose kubernetes calls each component makes.
 CONTROLLER_FILES = [OPERATOR / "controller.py", OPERATOR / "config_watch.py", OPERATOR / "config_status.py"]
-SPEAKER_FILES = [OPERATOR / "speaker.py", OPERATOR / "config_watch.py"]
+SPEAKER_FILES = [
+    OPERATOR / "speaker.py",
+    OPERATOR / "config_watch.py",
+    OPERATOR / "liveness.py",
+    OPERATOR / "announce_status.py",
+]
 
 
 @pytest.fixture(name="no_network")
@@ -262,8 +317,9 @@ class TestSchemas:
         assert one("namespace.yaml", "Namespace")["metadata"]["name"] == NS
         for name in manifests():
             for doc in load(name):
-                if doc["kind"] not in CLUSTER_SCOPED:
-                    assert doc["metadata"].get("namespace") == NS, f"{name}: {doc['kind']}/{doc['metadata']['name']}"
+                namespace = doc["metadata"].get("namespace")
+                if doc["kind"] not in CLUSTER_SCOPED and (name, doc["kind"], namespace) not in OTHER_NAMESPACES:
+                    assert namespace == NS, f"{name}: {doc['kind']}/{doc['metadata']['name']}"
 
     def test_namespace_admits_the_speaker(self):
         """The namespace's Pod Security level lets a host-network pod with NET_RAW run."""
@@ -357,6 +413,43 @@ class TestSpeaker:
         assert args.metrics_host in ("0.0.0.0", "::"), "the kubelet probes the node's address"
 
 
+class TestSpeakerMemberlist:
+    def test_gossip_port_declared_for_udp_and_tcp(self):
+        """Port 7946, the default of --ml-bindport, is declared once per protocol."""
+        ctr = container(one("speaker.yaml", "DaemonSet"))
+        args = cli.build_parser().parse_args(ctr["args"])
+        assert args.liveness == "memberlist"
+        declared = {(p["containerPort"], p.get("protocol", "TCP")) for p in ctr["ports"]}
+        assert {(args.ml_bindport, "TCP"), (args.ml_bindport, "UDP")} <= declared
+
+    def test_members_are_the_speaker_pods_at_the_node_address(self):
+        """METALLB_ML_LABELS selects the DaemonSet's own pods; the bind address is the pod's (the node's) IP."""
+        daemonset = one("speaker.yaml", "DaemonSet")
+        env = {e["name"]: e for e in container(daemonset)["env"]}
+        selector = dict(term.split("=", 1) for term in env["METALLB_ML_LABELS"]["value"].split(","))
+        assert selector.items() <= daemonset["spec"]["template"]["metadata"]["labels"].items()
+        assert env["METALLB_ML_BIND_ADDR"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert env["METALLB_ML_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        assert daemonset["spec"]["template"]["spec"]["hostNetwork"] is True  # so the pod IP is the node's
+
+    def test_secret_mounted_where_the_speaker_reads_it(self):
+        """The optional Secret `memberlist` is mounted read-only at METALLB_ML_SECRET_KEY_PATH (a directory)."""
+        pod = one("speaker.yaml", "DaemonSet")["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in container({"spec": {"template": {"spec": pod}}})["env"]}
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "memberlist"]
+        assert volume["secret"]["secretName"] == "memberlist"
+        assert volume["secret"]["optional"] is True, "without the Secret the speaker must start and fall back"
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "memberlist"]
+        assert mount["mountPath"] == env["METALLB_ML_SECRET_KEY_PATH"]["value"] and mount["readOnly"] is True
+
+    def test_secret_command_documented(self):
+        """docs/operator.md gives the command that makes a random key per install, as MetalLB's docs do."""
+        from metallb.operator.liveness import SECRET_COMMAND
+
+        assert SECRET_COMMAND in DOC.read_text()
+        assert SECRET_COMMAND in path_of("speaker.yaml").read_text()
+
+
 class TestRbac:
     def test_controller_grants_are_exactly_what_its_code_calls(self):
         """The controller's Role and ClusterRole grant every call of its modules, and nothing else."""
@@ -369,19 +462,25 @@ class TestRbac:
     def test_speaker_grants_are_exactly_what_its_code_calls(self):
         """The speaker's Role and ClusterRole grant every call of its modules, and nothing else."""
         needs = code_needs(SPEAKER_FILES, own_namespace=OWN_NAMESPACE)
-        assert needs >= SPEAKER_NEEDS_AT_LEAST, "the scan of speaker.py missed calls"
+        assert needs >= SPEAKER_NEEDS_AT_LEAST, "the scan of the speaker's modules missed calls"
         granted = grants("speaker-rbac.yaml")
         assert granted - needs == set(), "granted but never used"
         assert needs - granted == set(), "used but not granted"
 
     @pytest.mark.parametrize("name", ["controller-rbac.yaml", "speaker-rbac.yaml"])
     def test_nothing_dangerous(self, name):
-        """No wildcards, no pods, no escalate/bind/impersonate; Secrets only read, only in metallb-system."""
+        """No wildcards, no escalate/bind/impersonate; Secrets only read, only in metallb-system; no pods but
+        the speaker reading its own."""
         for grant in grants(name):
             assert "*" not in grant, grant
-            assert grant.resource.split("/")[0] not in ("pods", "serviceaccounts"), grant
+            assert grant.resource.split("/")[0] != "serviceaccounts", grant
             if grant.resource == "secrets":
                 assert grant.scope == "namespace" and grant.verb in ("list", "watch"), grant
+            if grant.resource.split("/")[0] == "pods":
+                assert (name, grant.scope, grant.resource, grant.verb) in {
+                    ("speaker-rbac.yaml", "namespace", "pods", "list"),
+                    ("speaker-rbac.yaml", "namespace", "pods", "watch"),
+                }, grant
             assert grant.verb not in ("escalate", "bind", "impersonate", "deletecollection"), grant
             assert not grant.group.startswith("rbac."), grant
 
@@ -399,12 +498,16 @@ class TestRbac:
         """Each role is bound to the ServiceAccount the workload runs as, and to nothing else."""
         account = one(workload, kind)["spec"]["template"]["spec"]["serviceAccountName"]
         assert one(rbac, "ServiceAccount")["metadata"]["name"] == account
-        roles = {(d["kind"], d["metadata"]["name"]) for d in load(rbac) if d["kind"] in ("Role", "ClusterRole")}
+        roles = {
+            (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace"))
+            for d in load(rbac)
+            if d["kind"] in ("Role", "ClusterRole")
+        }
         bound = set()
         for doc in load(rbac):
             if doc["kind"] in ("RoleBinding", "ClusterRoleBinding"):
                 assert doc["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NS}]
-                bound.add((doc["roleRef"]["kind"], doc["roleRef"]["name"]))
+                bound.add((doc["roleRef"]["kind"], doc["roleRef"]["name"], doc["metadata"].get("namespace")))
         assert bound == roles
 
 

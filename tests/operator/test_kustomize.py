@@ -33,6 +33,8 @@ BUILDS = (
     "overlays/address-service",
     "overlays/membership-secret",
 )
+#: The kubelets' node Leases: the speaker's node liveness reads them through a Role there.
+NODE_LEASES = "kube-node-lease"
 
 
 @cache
@@ -79,12 +81,16 @@ class TestBuilds:
 
     @pytest.mark.parametrize("where", [b for b in BUILDS if b.startswith("overlays/")])
     def test_overlays_keep_the_base(self, where):
-        """Every overlay renders the base's objects, all in metallb-system."""
+        """Every overlay renders the base's objects, all in metallb-system (but the speaker's node-Lease reader)."""
         names = {(d["kind"], d["metadata"]["name"]) for d in build(where)}
         assert {(d["kind"], d["metadata"]["name"]) for d in build("base")} <= names
         for doc in build(where):
-            if doc["kind"] not in {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}:
-                assert doc["metadata"]["namespace"] == "metallb-system", doc["metadata"]
+            if doc["kind"] in {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}:
+                continue
+            if (doc["kind"], doc["metadata"]["namespace"]) in {("Role", NODE_LEASES), ("RoleBinding", NODE_LEASES)}:
+                assert doc["metadata"]["name"] == "metallb-speaker", doc["metadata"]  # --liveness node reads them
+                continue
+            assert doc["metadata"]["namespace"] == "metallb-system", doc["metadata"]
 
 
 class TestOverlays:
@@ -115,11 +121,14 @@ class TestOverlays:
         assert f"http://{service['metadata']['name']}.{service['metadata']['namespace']}" in config
 
     def test_membership_secret_reaches_the_speaker(self):
-        """The speaker reads METALLB_ML_SECRET_KEY from the Secret the overlay adds."""
-        env = {e["name"]: e for e in speaker("overlays/membership-secret")["env"]}
-        ref = env["METALLB_ML_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
-        secret = one("overlays/membership-secret", "Secret", ref["name"])
-        assert ref["key"] in secret["stringData"]
+        """The overlay's Secret is the one the speaker mounts at METALLB_ML_SECRET_KEY_PATH, with MetalLB's names."""
+        built = speaker("overlays/membership-secret")
+        env = {e["name"]: e for e in built["env"]}
+        mount = next(m for m in built["volumeMounts"] if m["mountPath"] == env["METALLB_ML_SECRET_KEY_PATH"]["value"])
+        daemonset = one("overlays/membership-secret", "DaemonSet", "metallb-speaker")
+        volume = next(v for v in daemonset["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+        secret = one("overlays/membership-secret", "Secret", volume["secret"]["secretName"])
+        assert secret["metadata"]["name"] == "memberlist" and "secretkey" in secret["stringData"]
         assert "METALLB_NODE_NAME" in env  # the base's variables are kept
 
     def test_monitoring_ships_rules_and_dashboard(self):

@@ -222,17 +222,15 @@ class TestNewMetrics:
         assert "state_changes" not in render([registry]).decode()
 
     def test_membership_suspicion(self, kube_client):
-        """A speaker Lease that stops changing counts one suspicion of its node at the next sync; a deleted one none."""
-        speaker = Speaker(kube_client, node_name="node-a", lease_duration=0.2)
-        speaker.config = parse_config(CONFIG)
+        """--liveness lease: a speaker Lease that stops changing counts one suspicion of its node; a deleted one none."""
+        speaker = Speaker(kube_client, node_name="node-a", liveness="lease", lease_duration=0.2)
         try:
             for node in ("node-b", "node-c"):
-                speaker._on_lease("ADDED", {"spec": {"holderIdentity": node, "renewTime": "t1"}})
-            speaker.sync()
-            speaker._on_lease("DELETED", {"spec": {"holderIdentity": "node-c"}})
+                speaker.liveness._on_lease("ADDED", {"spec": {"holderIdentity": node, "renewTime": "t1"}})
+            assert speaker.live_speakers() == {"node-a", "node-b", "node-c"}
+            speaker.liveness._on_lease("DELETED", {"spec": {"holderIdentity": "node-c"}})
             time.sleep(0.3)
-            speaker.sync()
-            speaker.sync()
+            assert speaker.live_speakers() == speaker.live_speakers() == {"node-a"}
         finally:
             speaker.announcements.close()
         value = speaker.registry.get_sample_value
