@@ -35,12 +35,13 @@ import attrs
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from metallb.allocator import Allocator, Config, Hooks, MetalLBError, default_plugin_manager
+from metallb.allocator.kube import LeaderLease
 from metallb.operator.cmd_config import one_line
 from metallb.operator.config_status import ConfigStatusWriter
 from metallb.operator.config_watch import NONE, ConfigState, ConfigWatch
 from metallb.operator.converge import Event, Outcome, converge
 from metallb.operator.informer import Informer, WorkQueue, obj_key
-from metallb.operator.kube import api_client, event_body, now_rfc3339
+from metallb.operator.kube import api_client, event_body
 from metallb.operator.metrics import ControllerMetrics, MetricsServer
 from metallb.operator.service import FINALIZER, read_service
 from prometheus_client import CollectorRegistry
@@ -55,111 +56,6 @@ def _drain(response: Any) -> None:
     """Read and release a raw response: the watch brings us the object, so the model is not built."""
     response.read()
     response.release_conn()
-
-class LeaderLease:
-    """A coordination.k8s.io/v1 Lease held by one process at a time.
-
-    Expiry is judged on this process's monotonic clock, from the moment the
-    holder's renewals stop changing the Lease, never by comparing clocks of
-    different machines.
-    """
-
-    def __init__(
-        self,
-        api: client.ApiClient,
-        *,
-        namespace: str,
-        name: str,
-        identity: str,
-        duration: float = 15.0,
-        renew: float = 5.0,
-    ) -> None:
-        self.coord = client.CoordinationV1Api(api)
-        self.namespace, self.name, self.identity = namespace, name, identity
-        self.duration, self.renew = duration, renew
-        self.held = threading.Event()
-        self.lost = threading.Event()
-        self._seen: tuple[str, float] = ("", 0.0)  # (holder's renewTime, when we saw it change)
-
-    def _body(self, resource_version: str | None = None) -> Obj:
-        meta: Obj = {"name": self.name, "namespace": self.namespace}
-        if resource_version:
-            meta["resourceVersion"] = resource_version
-        spec = {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": int(self.duration),
-            "renewTime": now_rfc3339(),
-            "acquireTime": now_rfc3339(),
-        }
-        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
-
-    def try_acquire(self) -> bool:
-        """One attempt to take or renew the Lease."""
-        try:
-            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=(2, 3))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            try:
-                self.coord.create_namespaced_lease(self.namespace, self._body(), _request_timeout=(2, 3))
-                return True
-            except ApiException as create_exc:
-                if create_exc.status == 409:
-                    return False
-                raise
-        spec = lease.spec
-        holder = spec.holder_identity if spec else None
-        renew_time = str(spec.renew_time) if spec and spec.renew_time else ""
-        now = time.monotonic()
-        if holder and holder != self.identity:
-            if renew_time != self._seen[0]:
-                self._seen = (renew_time, now)
-                return False
-            if now - self._seen[1] < self.duration:
-                return False
-            log.info("lease %s/%s held by %s expired; taking it over", self.namespace, self.name, holder)
-        body = self._body(lease.metadata.resource_version)
-        if holder == self.identity and spec and spec.acquire_time:
-            body["spec"]["acquireTime"] = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        try:
-            self.coord.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=(2, 3))
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
-
-    def run(self, stop: threading.Event) -> None:
-        """Acquire, then renew until *stop*; sets :attr:`lost` if renewals fail for a whole duration."""
-        last_ok = 0.0
-        while not stop.is_set():
-            try:
-                ok = self.try_acquire()
-            except Exception as exc:  # noqa: BLE001 - API trouble: keep trying until the lease runs out
-                log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
-                ok = False
-            now = time.monotonic()
-            if ok:
-                last_ok = now
-                if not self.held.is_set():
-                    log.info("acquired lease %s/%s as %s", self.namespace, self.name, self.identity)
-                    self.held.set()
-            elif self.held.is_set() and now - last_ok > self.duration - self.renew:
-                # Give up before a contender may take over (it waits a whole duration).
-                log.error("lost lease %s/%s: another controller may be active; stopping", self.namespace, self.name)
-                self.lost.set()
-                return
-            stop.wait(self.renew if self.held.is_set() else min(self.renew, 2.0))
-
-    def release(self) -> None:
-        """Give the Lease up on a clean exit so a successor need not wait for it to expire."""
-        try:
-            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=(3, 5))
-            if lease.spec and lease.spec.holder_identity == self.identity:
-                self.coord.delete_namespaced_lease(self.name, self.namespace, _request_timeout=(3, 5))
-        except Exception as exc:  # noqa: BLE001 - best effort on the way out
-            log.debug("releasing lease: %s", exc)
-
 
 class Controller:
     """Allocates addresses for Services; see the module docstring."""
@@ -493,6 +389,7 @@ def run(args: argparse.Namespace) -> int:
         identity=identity,
         duration=args.lease_duration,
         renew=max(1.0, args.lease_duration / 3),
+        poll=2.0,
     )
     lease_thread = threading.Thread(target=lease.run, args=(stop,), name="lease", daemon=True)
     lease_thread.start()

@@ -7,18 +7,13 @@ that imports the ``kubernetes`` client.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from typing import Any
 
 from kubernetes import client, config
+from metallb.allocator.kube import now_rfc3339
 
 __all__ = ["api_client", "event_body", "now_rfc3339"]
-
-
-def now_rfc3339() -> str:
-    """The current time as the API writes timestamps (microseconds, UTC)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_body(

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
-
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from metallb.announcers.metrics import PerRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 __all__ = ["BgpMetrics", "metrics_for"]
-
-_lock = threading.Lock()
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, BgpMetrics] = weakref.WeakKeyDictionary()
-
 
 class BgpMetrics:
     """The BGP series of one registry: MetalLB's four, and ours (state changes, refused, malformed, damped)."""
@@ -103,11 +97,7 @@ class BgpMetrics:
                 pass
 
 
-def metrics_for(registry: CollectorRegistry | None = None) -> BgpMetrics:
+@PerRegistry
+def metrics_for(registry: CollectorRegistry) -> BgpMetrics:
     """The metrics of *registry* (default: the global one), created once per registry."""
-    reg = registry if registry is not None else REGISTRY
-    with _lock:
-        found = _by_registry.get(reg)
-        if found is None:
-            found = _by_registry[reg] = BgpMetrics(reg)
-        return found
+    return BgpMetrics(registry)

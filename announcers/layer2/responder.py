@@ -22,7 +22,6 @@ import socket
 import struct
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -39,7 +38,8 @@ from metallb.announcers.layer2.packets import (
     responder_filter,
     solicited_node_group,
 )
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from metallb.announcers.metrics import PerRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 __all__ = ["Metrics", "Responder", "metrics_for"]
 
@@ -67,50 +67,41 @@ class Metrics:
     takeovers: Counter
 
 
-_metrics: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
-_metrics_lock = threading.Lock()
-
-
-def metrics_for(registry: CollectorRegistry | None = None) -> Metrics:
+@PerRegistry
+def metrics_for(registry: CollectorRegistry) -> Metrics:
     """The layer-2 counters registered in *registry* (default: the global one), created once."""
-    registry = registry if registry is not None else REGISTRY
-    with _metrics_lock:
-        found = _metrics.get(registry)
-        if found is None:
-            found = Metrics(
-                requests_received=Counter(
-                    "metallb_layer2_requests_received",
-                    "Number of layer2 requests received for owned IPs",
-                    ["ip"],
-                    registry=registry,
-                ),
-                responses_sent=Counter(
-                    "metallb_layer2_responses_sent",
-                    "Number of layer2 responses sent for owned IPs",
-                    ["ip"],
-                    registry=registry,
-                ),
-                gratuitous_sent=Counter(
-                    "metallb_layer2_gratuitous_sent",
-                    "Number of gratuitous layer2 packets sent for owned IPs",
-                    ["ip"],
-                    registry=registry,
-                ),
-                conflicts=Counter(
-                    "metallb_layer2_address_conflicts",
-                    "Other hosts found using a service address (answering a conflict probe, or by gratuitous ARP)",
-                    ["ip", "mac"],
-                    registry=registry,
-                ),
-                takeovers=Counter(
-                    "metallb_layer2_takeovers_total",
-                    "Times this node started answering for an address (a failover or a first announcement)",
-                    ["ip"],
-                    registry=registry,
-                ),
-            )
-            _metrics[registry] = found
-        return found
+    return Metrics(
+        requests_received=Counter(
+            "metallb_layer2_requests_received",
+            "Number of layer2 requests received for owned IPs",
+            ["ip"],
+            registry=registry,
+        ),
+        responses_sent=Counter(
+            "metallb_layer2_responses_sent",
+            "Number of layer2 responses sent for owned IPs",
+            ["ip"],
+            registry=registry,
+        ),
+        gratuitous_sent=Counter(
+            "metallb_layer2_gratuitous_sent",
+            "Number of gratuitous layer2 packets sent for owned IPs",
+            ["ip"],
+            registry=registry,
+        ),
+        conflicts=Counter(
+            "metallb_layer2_address_conflicts",
+            "Other hosts found using a service address (answering a conflict probe, or by gratuitous ARP)",
+            ["ip", "mac"],
+            registry=registry,
+        ),
+        takeovers=Counter(
+            "metallb_layer2_takeovers_total",
+            "Times this node started answering for an address (a failover or a first announcement)",
+            ["ip"],
+            registry=registry,
+        ),
+    )
 
 
 def _text(packed: bytes) -> str:

@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import queue
 import random
-import select
 import socket
 import struct
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import attrs
@@ -47,6 +43,7 @@ from metallb.plugins.address_service.api import (
     client_id_for,
     wire_hostname,
 )
+from metallb.plugins.address_service.keeper import LeaseKeeper, in_netns
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
@@ -58,7 +55,6 @@ log = logging.getLogger(__name__)
 
 _ETH_P_IP = 0x0800
 _SO_ATTACH_FILTER = 26
-_CLONE_NEWNET = 0x40000000
 _PACKET_OUTGOING = 4
 _BROADCAST_FLAG = 0x8000
 _INFINITE = 0xFFFFFFFF
@@ -77,47 +73,27 @@ _BPF = (
     (0x06, 0, 0, 0x00000000),
 )
 _PARAMS = [1, 3, 6, 51, 54, 58, 59]
-#: Renewals in flight at once, at most.
-RENEW_WORKERS = 32
 #: How long an abandoned REQUEST's late ACK is watched for (then released).
 LATE_ACK_WINDOW = 60.0
 
 
 def _open_socket(interface: str, netns: str) -> socket.socket:
     """A raw socket on *interface*, opened inside *netns* by a helper thread (setns is per thread)."""
-    result: dict[str, Any] = {}
 
-    def target() -> None:
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_IP))
+        program = b"".join(struct.pack("HBBI", *ins) for ins in _BPF)
+        buffer = ctypes.create_string_buffer(program)
+        fprog = struct.pack("HL", len(_BPF), ctypes.addressof(buffer))
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
         try:
-            if netns:
-                libc = ctypes.CDLL(None, use_errno=True)
-                fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-                try:
-                    if libc.setns(fd, _CLONE_NEWNET) != 0:
-                        err = ctypes.get_errno()
-                        raise OSError(err, f"setns into network namespace {netns!r}: {os.strerror(err)}")
-                finally:
-                    os.close(fd)
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_IP))
-            program = b"".join(struct.pack("HBBI", *ins) for ins in _BPF)
-            buffer = ctypes.create_string_buffer(program)
-            fprog = struct.pack("HL", len(_BPF), ctypes.addressof(buffer))
-            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
-            try:
-                sock.bind((interface, _ETH_P_IP))
-            except OSError as exc:
-                sock.close()
-                raise OSError(exc.errno, f"interface {interface!r}: {exc.strerror}") from None
-            result["sock"] = sock
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            result["error"] = exc
+            sock.bind((interface, _ETH_P_IP))
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"interface {interface!r}: {exc.strerror}") from None
+        return sock
 
-    thread = threading.Thread(target=target, name="dhcp-socket")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["sock"]  # type: ignore[no-any-return]
+    return in_netns(netns, make, name="dhcp-socket")
 
 
 def _options(packet: Packet) -> dict[str, Any]:
@@ -151,7 +127,7 @@ class _Reply:
     source_mac: str
 
 
-class DhcpBackend:
+class DhcpBackend(LeaseKeeper):
     """Leases addresses from the DHCP server(s) on *interface*.
 
     Args:
@@ -167,6 +143,10 @@ class DhcpBackend:
 
     kind = "dhcp"
     needs_mac = True
+    protocol = "DHCP"
+    _log = log
+    _bufsize = 4096
+    _scheduler_name = "dhcp-renew"
 
     def __init__(
         self,
@@ -178,47 +158,23 @@ class DhcpBackend:
         ack_timeout: float = 3.0,
         renew_after: float | None = None,
     ) -> None:
-        self.interface = interface
-        self.netns = netns
-        self._cidrs = tuple(cidrs)
+        super().__init__(interface=interface, netns=netns, cidrs=cidrs, renew_after=renew_after)
         self.offer_timeout = offer_timeout
         self.ack_timeout = ack_timeout
-        self.renew_after = renew_after
-        self._sock: socket.socket | None = None
         self._ifmac = ""
-        self._listener: LeaseListener = lambda lease: None
-        self._lock = threading.Lock()
         self._waiters: dict[int, queue.Queue[_Reply]] = {}
-        self._leases: dict[str, Lease] = {}
-        self._due: dict[str, float] = {}
-        self._wake = threading.Condition(self._lock)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._renewing: set[str] = set()
-        self._pool = ThreadPoolExecutor(max_workers=RENEW_WORKERS, thread_name_prefix="dhcp-renew")
         # xid -> (mac, client id, until): REQUESTs given up on; an ACK for one is released.
         self._abandoned: dict[int, tuple[str, bytes, float]] = {}
         self.late_acks_released = 0
 
-    def __repr__(self) -> str:
-        where = f"{self.netns}:{self.interface}" if self.netns else self.interface
-        return f"<DhcpBackend({where!r}, leases={len(self._leases)})>"
-
     # -- lifecycle ------------------------------------------------------------------------
-
-    def cidrs(self) -> Sequence[str]:
-        """The scope's networks as configured (DHCP cannot tell us)."""
-        return self._cidrs
 
     def start(self, listener: LeaseListener) -> None:
         """Open the socket; start the receiver and the renewal scheduler."""
         self._listener = listener
         self._sock = _open_socket(self.interface, self.netns)
         self._ifmac = ":".join(f"{b:02x}" for b in self._sock.getsockname()[4][:6])
-        for name, target in (("dhcp-receive", self._receive), ("dhcp-renew", self._schedule_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._start_threads()
         log.info(
             "dhcp backend on %s (mac %s)%s",
             self.interface,
@@ -226,51 +182,27 @@ class DhcpBackend:
             f" in netns {self.netns}" if self.netns else "",
         )
 
-    def close(self) -> None:
-        """Stop both threads and close the socket; leases stay with the DHCP server."""
-        self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._sock is not None:
-            self._sock.close()
-
     # -- packets ----------------------------------------------------------------------------
 
-    def _receive(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([self._sock], [], [], 0.25)
-                if not ready:
-                    continue
-                data, address = self._sock.recvfrom(4096)
-            except OSError:
-                if self._stop.is_set():
-                    return
-                log.exception("receiving DHCP replies on %s failed; trying again", self.interface)
-                self._stop.wait(1.0)
-                continue
-            if address[2] == _PACKET_OUTGOING:
-                continue
-            try:
-                frame = Ether(data)
-                bootp = frame[BOOTP]
-                kind = {2: "offer", 5: "ack", 6: "nak"}.get(int(_options(frame).get("message-type", 0)), "")
-            except Exception:  # noqa: BLE001 - a malformed frame must not stop the receiver
-                continue
-            if bootp.op != 2 or not kind:
-                continue
-            xid = int(bootp.xid)
-            with self._lock:
-                waiter = self._waiters.get(xid)
-                late = self._abandoned.get(xid) if waiter is None and kind == "ack" else None
-            if waiter is not None:
-                waiter.put(_Reply(packet=frame, kind=kind, source_mac=str(frame.src)))
-            elif late is not None and late[2] > time.monotonic():
-                self._release_late(_Reply(packet=frame, kind=kind, source_mac=str(frame.src)), late[0], late[1])
+    def _handle(self, data: bytes, address: Any) -> None:
+        if address[2] == _PACKET_OUTGOING:
+            return
+        try:
+            frame = Ether(data)
+            bootp = frame[BOOTP]
+            kind = {2: "offer", 5: "ack", 6: "nak"}.get(int(_options(frame).get("message-type", 0)), "")
+        except Exception:  # noqa: BLE001 - a malformed frame must not stop the receiver
+            return
+        if bootp.op != 2 or not kind:
+            return
+        xid = int(bootp.xid)
+        with self._lock:
+            waiter = self._waiters.get(xid)
+            late = self._abandoned.get(xid) if waiter is None and kind == "ack" else None
+        if waiter is not None:
+            waiter.put(_Reply(packet=frame, kind=kind, source_mac=str(frame.src)))
+        elif late is not None and late[2] > time.monotonic():
+            self._release_late(_Reply(packet=frame, kind=kind, source_mac=str(frame.src)), late[0], late[1])
 
     def _release_late(self, reply: _Reply, mac: str, client_id: bytes) -> None:
         """An ACK after its REQUEST was given up: nobody holds that lease, so it goes back at once."""
@@ -378,9 +310,7 @@ class DhcpBackend:
             client_id=client_id.hex(),
         )
         lease = self._bound(base, reply)
-        with self._lock:
-            self._leases[lease.id] = lease
-            self._plan(lease)
+        self._keep(lease)
         log.info(
             "DHCP lease %s for %s (mac %s) from %s, %s s",
             address,
@@ -401,8 +331,7 @@ class DhcpBackend:
         else:
             t1 = float(opts.get("renewal_time", seconds * 0.5))
             t2 = float(opts.get("rebinding_time", seconds * 0.875))
-            renew = now + (self.renew_after if self.renew_after is not None else t1)
-            rebind, expires = now + t2, now + seconds
+            renew, rebind, expires = self._deadlines(now, seconds, t1, t2)
         return attrs.evolve(
             lease,
             ip=str(reply.packet[BOOTP].yiaddr),
@@ -419,64 +348,7 @@ class DhcpBackend:
             lost=False,
         )
 
-    def _plan(self, lease: Lease, at: float | None = None) -> None:
-        """Schedule the next renewal of *lease* (lock held)."""
-        when = at if at is not None else lease.renew
-        if when is None:
-            self._due.pop(lease.id, None)
-            return
-        self._due[lease.id] = when
-        self._wake.notify_all()
-
-    def resume(self, lease: Lease) -> None:
-        """A lease from the state file: renew it at once, whatever its T1."""
-        with self._lock:
-            self._leases[lease.id] = lease
-            self._plan(lease, at=time.time())
-
-    def _schedule_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._wake:
-                now = time.time()
-                due = [lid for lid, when in self._due.items() if when <= now]
-                if not due:
-                    soonest = min(self._due.values(), default=now + 1.0)
-                    self._wake.wait(timeout=min(1.0, max(0.01, soonest - now)))
-                    continue
-                for lid in due:
-                    del self._due[lid]
-                due = [lid for lid in due if lid not in self._renewing]
-                self._renewing.update(due)
-            for lid in due:
-                if self._stop.is_set():
-                    return
-                try:
-                    self._pool.submit(self._renew_one, lid)
-                except RuntimeError:  # shut down meanwhile
-                    return
-
-    def _renew_one(self, lease_id: str) -> None:
-        """One renewal, on a pool thread; a failure is tried again in 5 s."""
-        try:
-            self._renew(lease_id)
-        except Exception:
-            log.exception("renewing lease %s failed", lease_id)
-            with self._lock:
-                lease = self._leases.get(lease_id)
-                if lease is not None:
-                    self._plan(lease, at=time.time() + 5.0)
-        finally:
-            with self._lock:
-                self._renewing.discard(lease_id)
-
-    def _renew(self, lease_id: str) -> None:
-        with self._lock:
-            lease = self._leases.get(lease_id)
-        if lease is None or lease.lost:
-            return
-        now = time.time()
-        expired = lease.expires is not None and now >= lease.expires
-        rebinding = expired or (lease.rebind is not None and now >= lease.rebind)
+    def _ask(self, lease: Lease, *, rebinding: bool) -> Lease | str | None:
         xid = random.getrandbits(32)
         options: list[Any] = [("message-type", "request"), ("requested_addr", lease.ip)]
         if not rebinding:
@@ -494,40 +366,15 @@ class DhcpBackend:
             timeout=self.ack_timeout,
             every=self.ack_timeout,
         )
-        with self._lock:
-            if self._leases.get(lease_id) is not lease:
-                return  # released (or replaced) while we asked
-            if reply is not None and reply.kind == "ack" and str(reply.packet[BOOTP].yiaddr) == lease.ip:
-                updated = self._bound(lease, reply)
-                self._leases[lease_id] = updated
-                self._plan(updated)
-                result = "rebound (any server)" if rebinding else "renewed"
-            elif reply is not None or expired:
-                why = (
-                    "DHCPNAK"
-                    if reply is not None and reply.kind == "nak"
-                    else "expired"
-                    if reply is None
-                    else "another address"
-                )
-                updated = attrs.evolve(lease, lost=True)
-                self._leases[lease_id] = updated
-                self._due.pop(lease_id, None)
-                result = f"lost ({why})"
-            else:
-                # Silence: try again after half the time left to the next deadline, RFC 2131 style.
-                target = lease.rebind if not rebinding and lease.rebind is not None else lease.expires or now + 60
-                self._plan(lease, at=time.time() + max(1.0, min(60.0, (target - time.time()) / 2)))
-                log.warning("no answer renewing %s for %s; trying again", lease.ip, lease.service)
-                return
-        log.info("lease %s for %s %s", lease.ip, lease.service, result)
-        self._listener(updated)
+        if reply is None:
+            return None
+        if reply.kind == "ack" and str(reply.packet[BOOTP].yiaddr) == lease.ip:
+            return self._bound(lease, reply)
+        return "DHCPNAK" if reply.kind == "nak" else "another address"
 
     def release(self, lease: Lease) -> None:
         """Forget the lease and send DHCPRELEASE to its server (no reply comes; best effort)."""
-        with self._lock:
-            current = self._leases.pop(lease.id, lease)
-            self._due.pop(lease.id, None)
+        current = self._forget(lease)
         if current.lost or not current.server_id:
             return
         self._send_release(

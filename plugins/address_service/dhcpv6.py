@@ -20,18 +20,14 @@ address at once.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import os
 import queue
 import random
-import select
 import socket
 import struct
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import attrs
 from metallb.plugins.address_service.api import (
@@ -44,6 +40,7 @@ from metallb.plugins.address_service.api import (
     NoAddressError,
     wire_hostname,
 )
+from metallb.plugins.address_service.keeper import LeaseKeeper, in_netns
 
 __all__ = ["DUID_LL", "Dhcpv6Backend", "Message", "decode", "encode"]
 
@@ -56,8 +53,6 @@ STATUS_NOADDRSAVAIL, STATUS_NOBINDING = 2, 3
 DUID_LL = b"\x00\x03\x00\x01"
 IAID = 1
 SERVERS = "ff02::1:2"
-_CLONE_NEWNET = 0x40000000
-RENEW_WORKERS = 32
 _INFINITE = 0xFFFFFFFF
 
 
@@ -166,45 +161,24 @@ def duid_for(mac: str) -> bytes:
 
 def _open_socket(interface: str, netns: str) -> tuple[socket.socket, int]:
     """A UDP socket on [::]:546 of *interface*, opened inside *netns* (setns is per thread); and its index."""
-    result: dict[str, object] = {}
 
-    def target() -> None:
-        try:
-            if netns:
-                libc = ctypes.CDLL(None, use_errno=True)
-                fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-                try:
-                    if libc.setns(fd, _CLONE_NEWNET) != 0:
-                        err = ctypes.get_errno()
-                        raise OSError(err, f"setns into network namespace {netns!r}: {os.strerror(err)}")
-                finally:
-                    os.close(fd)
-            index = socket.if_nametoindex(interface)
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-            sock.bind(("::", 546))
-            result["sock"], result["index"] = sock, index
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            result["error"] = exc
+    def make() -> tuple[socket.socket, int]:
+        index = socket.if_nametoindex(interface)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        sock.bind(("::", 546))
+        return sock, index
 
-    thread = threading.Thread(target=target, name="dhcpv6-socket")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        error = result["error"]
-        assert isinstance(error, BaseException)
-        if isinstance(error, OSError):
-            raise OSError(error.errno, f"interface {interface!r}: {error.strerror or error}") from None
-        raise error
-    sock, index = result["sock"], result["index"]
-    assert isinstance(sock, socket.socket) and isinstance(index, int)
-    return sock, index
+    try:
+        return in_netns(netns, make, name="dhcpv6-socket")
+    except OSError as error:
+        raise OSError(error.errno, f"interface {interface!r}: {error.strerror or error}") from None
 
 
-class Dhcpv6Backend:
+class Dhcpv6Backend(LeaseKeeper):
     """Leases IPv6 addresses (IA_NA) from the DHCPv6 server(s) on *interface*.
 
     Args:
@@ -219,6 +193,10 @@ class Dhcpv6Backend:
     kind = "dhcpv6"
     needs_mac = True
     families = (6,)
+    protocol = "DHCPv6"
+    _what = "DHCPv6 lease"
+    _log = log
+    _scheduler_name = "dhcpv6-schedule"
 
     def __init__(
         self,
@@ -230,80 +208,32 @@ class Dhcpv6Backend:
         reply_timeout: float = 2.0,
         renew_after: float | None = None,
     ) -> None:
-        self.interface = interface
-        self.netns = netns
-        self._cidrs = tuple(cidrs)
+        super().__init__(interface=interface, netns=netns, cidrs=cidrs, renew_after=renew_after)
         self.offer_timeout = offer_timeout
         self.reply_timeout = reply_timeout
-        self.renew_after = renew_after
-        self._sock: socket.socket | None = None
         self._index = 0
-        self._listener: LeaseListener = lambda lease: None
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._waiters: dict[int, queue.Queue[Message]] = {}
-        self._leases: dict[str, Lease] = {}
-        self._due: dict[str, float] = {}
-        self._renewing: set[str] = set()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._pool = ThreadPoolExecutor(max_workers=RENEW_WORKERS, thread_name_prefix="dhcpv6-renew")
-
-    def __repr__(self) -> str:
-        where = f"{self.netns}:{self.interface}" if self.netns else self.interface
-        return f"<Dhcpv6Backend({where!r}, leases={len(self._leases)})>"
-
-    def cidrs(self) -> Sequence[str]:
-        """The scope's networks as configured."""
-        return self._cidrs
 
     def start(self, listener: LeaseListener) -> None:
         """Open the socket; start the receiver and the renewal scheduler."""
         self._listener = listener
         self._sock, self._index = _open_socket(self.interface, self.netns)
-        for name, target in (("dhcpv6-receive", self._receive), ("dhcpv6-schedule", self._schedule_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._start_threads()
         log.info("dhcpv6 backend on %s%s", self.interface, f" in netns {self.netns}" if self.netns else "")
-
-    def close(self) -> None:
-        """Stop the threads and close the socket; leases stay with the server."""
-        self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._sock is not None:
-            self._sock.close()
 
     # -- packets --------------------------------------------------------------------------
 
-    def _receive(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([self._sock], [], [], 0.25)
-                if not ready:
-                    continue
-                data = self._sock.recv(65535)
-            except OSError:
-                if self._stop.is_set():
-                    return
-                log.exception("receiving DHCPv6 replies on %s failed; trying again", self.interface)
-                self._stop.wait(1.0)
-                continue
-            try:
-                message = decode(data)
-            except ValueError:
-                continue  # a malformed datagram must not stop the receiver
-            if message.type not in (ADVERTISE, REPLY):
-                continue
-            with self._lock:
-                waiter = self._waiters.get(message.xid)
-            if waiter is not None:
-                waiter.put(message)
+    def _handle(self, data: bytes, address: Any) -> None:
+        try:
+            message = decode(data)
+        except ValueError:
+            return  # a malformed datagram must not stop the receiver
+        if message.type not in (ADVERTISE, REPLY):
+            return
+        with self._lock:
+            waiter = self._waiters.get(message.xid)
+        if waiter is not None:
+            waiter.put(message)
 
     def _send(self, message: Message) -> None:
         assert self._sock is not None
@@ -386,9 +316,7 @@ class Dhcpv6Backend:
             server_id=server.hex(),
         )
         lease = self._bound(base, granted)
-        with self._lock:
-            self._leases[lease.id] = lease
-            self._plan(lease)
+        self._keep(lease)
         log.info("DHCPv6 lease %s for %s (duid %s), valid %s s", lease.ip, request.service, duid.hex(), granted.valid)
         return lease
 
@@ -399,67 +327,13 @@ class Dhcpv6Backend:
         else:
             t1 = granted.t1 or granted.preferred * 0.5
             t2 = granted.t2 or granted.preferred * 0.8
-            renew = now + (self.renew_after if self.renew_after is not None else t1)
-            rebind, expires = now + t2, now + granted.valid
+            renew, rebind, expires = self._deadlines(now, granted.valid, t1, t2)
         return attrs.evolve(
             lease, ip=granted.address, interface=self.interface, bound=now, renew=renew, rebind=rebind,
             expires=expires, lost=False,
         )  # fmt: skip
 
-    def _plan(self, lease: Lease, at: float | None = None) -> None:
-        """Schedule the next renewal of *lease* (lock held)."""
-        when = at if at is not None else lease.renew
-        if when is None:
-            self._due.pop(lease.id, None)
-            return
-        self._due[lease.id] = when
-        self._wake.notify_all()
-
-    def resume(self, lease: Lease) -> None:
-        """A lease from the store: renew it at once."""
-        with self._lock:
-            self._leases[lease.id] = lease
-            self._plan(lease, at=time.time())
-
-    def _schedule_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._wake:
-                now = time.time()
-                due = [lid for lid, when in self._due.items() if when <= now and lid not in self._renewing]
-                if not due:
-                    soonest = min(self._due.values(), default=now + 1.0)
-                    self._wake.wait(timeout=min(1.0, max(0.01, soonest - now)))
-                    continue
-                for lid in due:
-                    del self._due[lid]
-                self._renewing.update(due)
-            for lid in due:
-                try:
-                    self._pool.submit(self._renew_one, lid)
-                except RuntimeError:
-                    return
-
-    def _renew_one(self, lease_id: str) -> None:
-        try:
-            self._renew(lease_id)
-        except Exception:
-            log.exception("renewing DHCPv6 lease %s failed", lease_id)
-            with self._lock:
-                lease = self._leases.get(lease_id)
-                if lease is not None:
-                    self._plan(lease, at=time.time() + 5.0)
-        finally:
-            with self._lock:
-                self._renewing.discard(lease_id)
-
-    def _renew(self, lease_id: str) -> None:
-        with self._lock:
-            lease = self._leases.get(lease_id)
-        if lease is None or lease.lost:
-            return
-        now = time.time()
-        expired = lease.expires is not None and now >= lease.expires
-        rebinding = expired or (lease.rebind is not None and now >= lease.rebind)
+    def _ask(self, lease: Lease, *, rebinding: bool) -> Lease | str | None:
         duid = bytes.fromhex(lease.client_id)
         ia = (OPT_IA_NA, _ia_na(lease.ip))
         fqdn = (OPT_FQDN, _fqdn(lease.service))
@@ -468,36 +342,19 @@ class Dhcpv6Backend:
         else:
             ask = self._message(RENEW, duid, (OPT_SERVERID, bytes.fromhex(lease.server_id)), ia, fqdn)
         reply = self._exchange(ask, REPLY, duid, timeout=self.reply_timeout, every=self.reply_timeout)
-        granted = _granted(reply) if reply is not None else None
-        with self._lock:
-            if self._leases.get(lease_id) is not lease:
-                return  # released meanwhile
-            if granted is not None and granted.address == lease.ip and granted.valid > 0:
-                updated = self._bound(lease, granted)
-                if reply is not None and reply.get(OPT_SERVERID):
-                    updated = attrs.evolve(updated, server_id=(reply.get(OPT_SERVERID) or b"").hex())
-                self._leases[lease_id] = updated
-                self._plan(updated)
-                result = "rebound (any server)" if rebinding else "renewed"
-            elif granted is not None or expired:
-                why = "expired" if granted is None else f"status {granted.status} {granted.message}".strip()
-                updated = attrs.evolve(lease, lost=True)
-                self._leases[lease_id] = updated
-                self._due.pop(lease_id, None)
-                result = f"lost ({why})"
-            else:
-                target = lease.rebind if not rebinding and lease.rebind is not None else lease.expires or now + 60
-                self._plan(lease, at=time.time() + max(1.0, min(60.0, (target - time.time()) / 2)))
-                log.warning("no answer renewing %s for %s; trying again", lease.ip, lease.service)
-                return
-        log.info("DHCPv6 lease %s for %s %s", lease.ip, lease.service, result)
-        self._listener(updated)
+        if reply is None:
+            return None
+        granted = _granted(reply)
+        if granted.address != lease.ip or granted.valid <= 0:
+            return f"status {granted.status} {granted.message}".strip()
+        updated = self._bound(lease, granted)
+        if reply.get(OPT_SERVERID):
+            updated = attrs.evolve(updated, server_id=(reply.get(OPT_SERVERID) or b"").hex())
+        return updated
 
     def release(self, lease: Lease) -> None:
         """Forget the lease and send RELEASE to its server (best effort; the REPLY is not awaited)."""
-        with self._lock:
-            current = self._leases.pop(lease.id, lease)
-            self._due.pop(lease.id, None)
+        current = self._forget(lease)
         if current.lost or self._sock is None or not current.client_id:
             return
         message = self._message(

@@ -6,11 +6,12 @@ per lease, named by its allocation id. It is written when a lease is bound,
 released or lost, never on a renewal (a renewal only moves times the next
 leader renews anyway). The MAC pool, when one is used, lives in a ConfigMap.
 
-:class:`LeaderElection` holds a ``coordination.k8s.io/v1`` Lease; only its
-holder serves. A new leader loads every AddressLease and renews each DHCP
-lease with the same MAC and client id, so the DHCP server hands back the same
-address. Expiry of another holder is judged on this process's monotonic
-clock from the moment its renewals stop changing the Lease.
+:class:`LeaderElection` (:class:`metallb.allocator.kube.LeaderLease`) holds a
+``coordination.k8s.io/v1`` Lease; only its holder serves. A new leader loads
+every AddressLease and renews each DHCP lease with the same MAC and client id,
+so the DHCP server hands back the same address. Expiry of another holder is
+judged on this process's monotonic clock from the moment its renewals stop
+changing the Lease.
 
 Only ``metallb address-service --kube-leases`` imports this module (it needs
 the ``kubernetes`` package).
@@ -18,21 +19,16 @@ the ``kubernetes`` package).
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from metallb.allocator.kube import LeaderLease
 from metallb.plugins.address_service.api import Lease
 from metallb.plugins.address_service.store import State
 
 __all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "KubeLeaseStore", "LeaderElection", "api_client"]
-
-log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL, KIND = "metallb.io", "v1alpha1", "addressleases", "AddressLease"
 #: Label on every AddressLease, naming the service instance (several may share a namespace).
@@ -202,121 +198,5 @@ class KubeLeaseStore:
             self.core.create_namespaced_config_map(self.namespace, body, _request_timeout=_TIMEOUT)
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class LeaderElection:
-    """A ``coordination.k8s.io/v1`` Lease held by one replica at a time.
-
-    Args:
-        api: the API client.
-        namespace: where the Lease lives.
-        name: the Lease's name.
-        identity: this replica (pod name).
-        duration: seconds a holder's Lease lasts without renewal.
-        renew: seconds between renewals (and between tries while another holds it).
-    """
-
-    def __init__(
-        self,
-        api: client.ApiClient,
-        *,
-        namespace: str,
-        name: str,
-        identity: str,
-        duration: float = 15.0,
-        renew: float = 5.0,
-    ) -> None:
-        self.coord = client.CoordinationV1Api(api)
-        self.namespace, self.name, self.identity = namespace, name, identity
-        self.duration, self.renew = duration, renew
-        self.held = threading.Event()
-        self.lost = threading.Event()
-        self._seen: tuple[str, float] = ("", 0.0)
-
-    def _body(self, resource_version: str | None = None, acquired: str = "") -> Obj:
-        meta: Obj = {"name": self.name, "namespace": self.namespace}
-        if resource_version:
-            meta["resourceVersion"] = resource_version
-        now = _now()
-        spec = {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": max(1, round(self.duration)),
-            "renewTime": now,
-            "acquireTime": acquired or now,
-        }
-        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
-
-    def try_acquire(self) -> bool:
-        """One attempt to take or renew the Lease."""
-        try:
-            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=(2, 3))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            try:
-                self.coord.create_namespaced_lease(self.namespace, self._body(), _request_timeout=(2, 3))
-                return True
-            except ApiException as create_exc:
-                if create_exc.status == 409:
-                    return False
-                raise
-        spec = lease.spec
-        holder = spec.holder_identity if spec else None
-        renew_time = str(spec.renew_time) if spec and spec.renew_time else ""
-        now = time.monotonic()
-        if holder and holder != self.identity:
-            if renew_time != self._seen[0]:
-                self._seen = (renew_time, now)
-                return False
-            if now - self._seen[1] < self.duration:
-                return False
-            log.info("lease %s/%s held by %s expired; taking it over", self.namespace, self.name, holder)
-        acquired = ""
-        if holder == self.identity and spec and spec.acquire_time:
-            acquired = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        try:
-            self.coord.replace_namespaced_lease(
-                self.name,
-                self.namespace,
-                self._body(lease.metadata.resource_version, acquired),
-                _request_timeout=(2, 3),
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
-
-    def run(self, stop: threading.Event) -> None:
-        """Acquire, then renew until *stop*; sets :attr:`lost` when renewals fail for nearly a whole duration."""
-        last_ok = 0.0
-        while not stop.is_set():
-            try:
-                ok = self.try_acquire()
-            except Exception as exc:  # noqa: BLE001 - API trouble: keep trying until the Lease runs out
-                log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
-                ok = False
-            now = time.monotonic()
-            if ok:
-                last_ok = now
-                if not self.held.is_set():
-                    log.info("acquired lease %s/%s as %s", self.namespace, self.name, self.identity)
-                    self.held.set()
-            elif self.held.is_set() and now - last_ok > self.duration - self.renew:
-                # Stop before a contender may take over (it waits a whole duration).
-                log.error("lost lease %s/%s: another replica may lead; stopping", self.namespace, self.name)
-                self.lost.set()
-                return
-            # A standby looks more often than the leader renews: it takes over sooner after an expiry.
-            stop.wait(self.renew if self.held.is_set() else min(self.renew, self.duration / 8))
-
-    def release(self) -> None:
-        """Give the Lease up on a clean exit, so a standby takes over at once."""
-        try:
-            lease = self.coord.read_namespaced_lease(self.name, self.namespace, _request_timeout=(3, 5))
-            if lease.spec and lease.spec.holder_identity == self.identity:
-                self.coord.delete_namespaced_lease(self.name, self.namespace, _request_timeout=(3, 5))
-        except Exception as exc:  # noqa: BLE001 - best effort on the way out
-            log.debug("releasing lease: %s", exc)
+#: The leader election of ``--kube-leases``: the Lease the controller holds too.
+LeaderElection = LeaderLease

@@ -7,7 +7,7 @@ import time
 import pytest
 from kubernetes import client
 from metallb.allocator.testing import wait_for
-from metallb.operator.controller import Controller, LeaderLease
+from metallb.operator.controller import Controller
 from metallb.operator.service import FINALIZER, POOL_ANNOTATION
 
 NS = "metallb-system"
@@ -188,24 +188,6 @@ class TestMisbehavingApi:
         kube.faults.clear()
         make_service(core, "a")
         assert wait_for(lambda: ingress(kube, "a"), timeout=15) == ["192.0.2.10"]
-
-
-class TestLeaderLease:
-    def test_second_controller_waits_until_expiry(self, kube, core):
-        """A second holder is refused while the first renews, and takes over after it stops."""
-        api = kube.api_client()
-        first = LeaderLease(api, namespace=NS, name="lease", identity="a", duration=1.0, renew=0.2)
-        second = LeaderLease(api, namespace=NS, name="lease", identity="b", duration=1.0, renew=0.2)
-        assert first.try_acquire()
-        assert not second.try_acquire()
-        time.sleep(0.5)
-        assert first.try_acquire()
-        assert not second.try_acquire()
-        deadline = time.monotonic() + 5
-        while not second.try_acquire():
-            assert time.monotonic() < deadline, "lease never expired"
-            time.sleep(0.2)
-        assert kube.get("leases", NS, "lease")["spec"]["holderIdentity"] == "b"
 
 
 class TestStatusCommand:

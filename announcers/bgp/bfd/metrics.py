@@ -6,16 +6,10 @@ MetalLB labels BFD series with the peer's address alone (``192.0.2.1``), not
 
 from __future__ import annotations
 
-import threading
-import weakref
-
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from metallb.announcers.metrics import PerRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 __all__ = ["BfdMetrics", "metrics_for"]
-
-_lock = threading.Lock()
-_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, BfdMetrics] = weakref.WeakKeyDictionary()
-
 
 class BfdMetrics:
     """The BFD series of one registry."""
@@ -84,11 +78,7 @@ class BfdMetrics:
                 pass
 
 
-def metrics_for(registry: CollectorRegistry | None = None) -> BfdMetrics:
+@PerRegistry
+def metrics_for(registry: CollectorRegistry) -> BfdMetrics:
     """The BFD metrics of *registry* (default: the global one), created once per registry."""
-    reg = registry if registry is not None else REGISTRY
-    with _lock:
-        found = _by_registry.get(reg)
-        if found is None:
-            found = _by_registry[reg] = BfdMetrics(reg)
-        return found
+    return BfdMetrics(registry)
