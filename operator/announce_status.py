@@ -7,7 +7,8 @@ with MetalLB's labels and ``status`` fields (``node``, ``serviceName``,
 tools written for MetalLB 0.14.8+ (0.15 for BGP) read ours. The announcing
 speaker writes it when its announcement changes (never periodically) and
 deletes it when it stops; a node writing a Service's object also deletes that
-Service's objects of nodes no longer alive. The name is derived from node and
+Service's objects of nodes no longer alive, and the first live node by name
+deletes every object of a node that stops being alive. The name is derived from node and
 Service (``l2-`` or ``bgp-`` and a hash) where MetalLB uses ``generateName``:
 a restarted speaker finds its own objects again.
 
@@ -163,6 +164,9 @@ class AnnouncementStatus:
         self.namespace, self.node_name = namespace, node_name
         self._wrote = wrote
         self._published: dict[str, tuple[str, ...]] | None = None  # key -> names; None until first publish
+        self._was_live: frozenset[str] = frozenset()  # the live set of the last publish
+        self._dead: frozenset[str] = frozenset()  # nodes that left it, their objects not deleted yet
+        self._seen: set[str] = set()  # keys whose object of ours the informer has shown
         self.informer = Informer(
             kind.plural,
             self.custom.list_namespaced_custom_object,
@@ -182,11 +186,14 @@ class AnnouncementStatus:
         return {k: frozenset(v) for k, v in out.items()}
 
     def publish(self, wanted: Mapping[str, tuple[str, ...]], *, live: frozenset[str]) -> None:
-        """Make this node's objects say exactly *wanted* (key -> interfaces or peers); delete dead nodes' objects
-        of the keys written.
+        """Make this node's objects say exactly *wanted* (key -> interfaces or peers); delete dead nodes' objects.
 
-        Only differences are written. A failed write is retried at the next call. Dead nodes' objects are
-        deleted only while this node counts itself live: a node cut off from the others sees them all dead.
+        Only differences are written. A failed write is retried at the next call. Dead nodes' objects (of
+        nodes not in *live*) are deleted by a node writing the same Service's object (a new owner), and
+        all of them by the first live node by name when they leave *live* (a dead BGP node's: the others
+        advertise already and write nothing). Neither while this node is not live itself: a node cut off
+        from the others sees them all dead. An object of ours that disappears (another node took us for
+        dead) is written again.
         """
         if self.informer.missing:
             return  # an optional kind whose CRD is not installed: nothing to write to
@@ -199,21 +206,43 @@ class AnnouncementStatus:
                 if node == self.node_name:
                     self._published[key] = self.kind.names(obj)
         published = self._published
+        for key in list(published):  # ours deleted by another node (it took us for dead): written again
+            if f"{self.namespace}/{status_name(self.node_name, key, self.kind)}" in self.informer.cache:
+                self._seen.add(key)
+            elif key in self._seen:
+                self._seen.discard(key)
+                del published[key]
         for key in [k for k in published if k not in wanted]:
             if self._delete(status_name(self.node_name, key, self.kind)):
                 del published[key]
+                self._seen.discard(key)
         for key, names in wanted.items():
             names = tuple(sorted(names))
             if published.get(key) == names:
                 continue
             if self._write(key, names):
                 published[key] = names
+                self._seen.discard(key)  # until the informer shows it
                 if self.node_name not in live:
                     continue
                 for obj in list(self.informer.cache.values()):
                     node, other = _key(obj)
                     if other == key and node != self.node_name and node not in live:
                         self._delete(status_name(node, key, self.kind))
+        if self.node_name in live:
+            self._sweep(live)
+
+    def _sweep(self, live: frozenset[str]) -> None:
+        """The first live node by name deletes the objects of nodes that left *live* since the last call."""
+        self._dead = (self._dead | (self._was_live - live)) - live
+        self._was_live = live
+        if not self._dead or self.node_name != min(live):
+            return
+        for obj in list(self.informer.cache.values()):
+            node, _ = _key(obj)
+            if node in self._dead and not self._delete(str((obj.get("metadata") or {}).get("name", ""))):
+                return  # tried again at the next call
+        self._dead = frozenset()
 
     def withdraw_all(self) -> None:
         """Delete every object of this node (a clean stop)."""

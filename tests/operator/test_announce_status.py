@@ -181,3 +181,30 @@ class TestBgpStatus:
             assert sum(kube.request_count(m) for m in WRITES) == before
         finally:
             status.informer.stop()
+
+    def test_first_live_node_deletes_objects_of_nodes_that_died(self, kube, bgp_statuses):
+        """A node leaving the live set loses every object, deleted by the first live node by name only."""
+        kube.put_object(bgp_status("n2", "default/other", ["tor-a"], namespace=NS))
+        kube.put_object(bgp_status("a0", "default/web", ["tor-a"], namespace=NS))
+        wait_for(lambda: len(bgp_statuses.informer.cache) == 2)
+        bgp_statuses.publish({}, live=frozenset({"a0", "n1", "n2"}))
+        bgp_statuses.publish({}, live=frozenset({"a0", "n1"}))  # n2 died, but a0 comes first: a0 cleans up
+        assert bgp_nodes_of(kube, "other") == ["n2"]
+        bgp_statuses.publish({}, live=frozenset({"n1"}))  # a0 died too: n1 is first now
+        assert bgp_nodes_of(kube, "other") == [] and bgp_nodes_of(kube, "web") == []
+
+    def test_own_object_deleted_by_another_node_is_written_again(self, kube, bgp_statuses):
+        """An object of ours another node deleted (it took us for dead) is written again at the next publish."""
+        bgp_statuses.publish({"default/web": ("tor-a",)}, live=frozenset({"n1"}))
+        name = status_name("n1", "default/web", BGP)
+        wait_for(lambda: f"{NS}/{name}" in bgp_statuses.informer.cache)
+        bgp_statuses.publish({"default/web": ("tor-a",)}, live=frozenset({"n1"}))
+        kube.delete_object("servicebgpstatuses", NS, name)
+        wait_for(lambda: f"{NS}/{name}" not in bgp_statuses.informer.cache)
+        bgp_statuses.publish({"default/web": ("tor-a",)}, live=frozenset({"n1"}))
+        assert bgp_nodes_of(kube) == ["n1"]
+        wait_for(lambda: f"{NS}/{name}" in bgp_statuses.informer.cache)
+        before = sum(kube.request_count(m) for m in WRITES)
+        for _ in range(3):
+            bgp_statuses.publish({"default/web": ("tor-a",)}, live=frozenset({"n1"}))
+        assert sum(kube.request_count(m) for m in WRITES) == before

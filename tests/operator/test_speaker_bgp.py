@@ -297,7 +297,8 @@ class TestServiceBgpStatus:
     """One ServiceBGPStatus per advertising node, naming the BGPPeers that hold the routes."""
 
     def test_status_names_peers_follows_a_peer_and_goes_with_the_service(self, lab):
-        """Both nodes report tor-1 and tor-2; a dead router leaves the list; a deleted Service deletes the objects."""
+        """Both nodes report tor-1 and tor-2; a dead router leaves the lists, a dead node's object goes, and a
+        deleted Service deletes the rest."""
         emu = lab.emu
         put_service(emu, "web", VIP, ("a", "b"))
         both = {"a": ["tor-1", "tor-2"], "b": ["tor-1", "tor-2"]}
@@ -322,6 +323,9 @@ class TestServiceBgpStatus:
         lab.birds["tor-2"].kill()
         lab.birds["tor-2"].wait(5)
         lab.wait("tor-2 gone from both", lambda: lab.statuses() == {"a": ["tor-1"], "b": ["tor-1"]})
+        lab.procs["b"].kill()  # a dead node's objects: deleted by the first live node (a writes nothing itself)
+        lab.wait("b's object deleted", lambda: lab.statuses() == {"a": ["tor-1"]})
+        assert json.loads(lab.metallb("status --json").stdout)["default/web"]["announced"] == "a"
         emu.delete_object("services", "default", "web")
         lab.wait("the objects deleted with the Service", lambda: not emu.objects("servicebgpstatuses", NS))
         lab.wait("the route withdrawn", lambda: not lab.next_hops("tor-1"))
