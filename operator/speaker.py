@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 #: Seconds a draining node keeps announcing at most, waiting for another node's announcement status.
 DRAIN_GRACE = 5.0
+#: Seconds a draining node still advertises by BGP after another node's ServiceBGPStatus shows the Service:
+#: that status says the UPDATE was sent, and BGP has no acknowledgement; the router needs a moment to take it
+#: in (BIRD under load was seen to handle our withdrawal before the other node's UPDATE, queued together).
+DRAIN_SETTLE = {"bgp": 0.2}
 
 
 class Speaker:
@@ -105,6 +109,7 @@ class Speaker:
         self._unannounced: set[str] = set()  # announced here, its nodeAssigned Event not yet recorded
         self._drain_started: float | None = None  # monotonic time this node's drain was first seen
         self._holding: set[tuple[str, str]] = set()  # (Service, protocol) kept announced by the drain
+        self._taken_at: dict[tuple[str, str], float] = {}  # (Service, protocol) -> when another node's status showed it
         # Services another node of ours announced (its status) or won (our election), ever: taking them is a move.
         self._elsewhere: set[str] = set()
         self._threads: list[threading.Thread] = []
@@ -270,10 +275,11 @@ class Speaker:
     def _hold(self, cluster: ClusterView) -> frozenset[tuple[str, str]]:
         """While this node drains: the (Service, protocol) pairs it keeps announcing until another node's
         status shows it announcing them (``ServiceL2Status`` with an interface, ``ServiceBGPStatus`` with a
-        peer), at most :data:`DRAIN_GRACE` seconds."""
+        peer, then :data:`DRAIN_SETTLE` more), at most :data:`DRAIN_GRACE` seconds."""
         if self.node_name not in self.draining() or self.node_name in cluster.live_speakers:
             self._drain_started = None
             self._holding = set()
+            self._taken_at = {}
             return frozenset()
         now = time.monotonic()
         if self._drain_started is None:
@@ -293,12 +299,24 @@ class Speaker:
         held = set()
         for key, (protocols, _) in self.announced.items():
             for protocol in protocols:
+                pair = (key, protocol)
                 others = taken.get(protocol, {}).get(key, frozenset()) - {self.node_name}
-                if others:
-                    if (key, protocol) in self._holding:
-                        log.info("%s: %s announces it by %s now; withdrawing", key, ",".join(sorted(others)), protocol)
-                    continue
-                held.add((key, protocol))
+                if not others:
+                    self._taken_at.pop(pair, None)
+                else:
+                    settle = DRAIN_SETTLE.get(protocol, 0.0)
+                    if pair not in self._taken_at:
+                        self._taken_at[pair] = now
+                        if settle:
+                            timer = threading.Timer(settle + 0.005, self._wake.set)
+                            timer.daemon = True
+                            timer.start()
+                    if now - self._taken_at[pair] >= settle:
+                        if pair in self._holding:
+                            log.info("%s: %s announces it by %s now; withdrawing", key, ",".join(sorted(others)),
+                                     protocol)  # fmt: skip
+                        continue
+                held.add(pair)
         self._holding = held
         return frozenset(held)
 
