@@ -218,8 +218,9 @@ class AnnouncerSettings:
             an address and report other hosts claiming it (the speaker turns
             it on unless ``--no-conflict-probe``).
         notify: called from any thread when an announcer's answers to
-            ``should_announce`` or ``problems`` may have changed on their own
-            (a probe ended); the speaker re-runs its decisions.
+            ``should_announce``, ``problems`` or ``status_of`` may have changed
+            on their own (a probe ended, a BGP session went up or down); the
+            speaker re-runs its decisions and publishes its status.
     """
 
     node_name: str

@@ -2,8 +2,10 @@
 
 The speakers do the rest (see :mod:`metallb.operator.speaker`): the others
 stop counting the node as a candidate, the next node in election order
-announces, and the drained node withdraws once that node's announcement
-status shows it, or after 5 s.
+announces (layer 2; by BGP, the other nodes that can advertise a Service do),
+and the drained node withdraws each Service once another node's announcement
+status (``ServiceL2Status``, ``ServiceBGPStatus`` naming a peer) shows it, or
+after 5 s.
 """
 
 from __future__ import annotations

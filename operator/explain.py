@@ -370,6 +370,7 @@ def from_cluster(key: str, args: argparse.Namespace) -> Explanation:
     """A cluster: the Service, the config ConfigMap, the other Services, events and the speakers' metrics."""
     from kubernetes import client
     from metallb.operator.kube import api_client
+    from metallb.operator.kube_status import announcing_nodes
 
     api = api_client(args.kubeconfig, context=args.context)
     core = client.CoreV1Api(api)
@@ -411,7 +412,9 @@ def from_cluster(key: str, args: argparse.Namespace) -> Explanation:
         pending=warning,
         wide=args.output == "wide",
     )
-    nodes = dict.fromkeys(
+    # Who announces now, from the ServiceL2Status / ServiceBGPStatus objects; else every node ever assigned.
+    now = announcing_nodes(api) or {}
+    nodes = dict.fromkeys(sorted(now[key])) if key in now else dict.fromkeys(
         (ev.message or "").rsplit(" ", 1)[-1].strip('"') for ev in events if ev.reason == "nodeAssigned"
     )
     announcers = []

@@ -25,20 +25,23 @@ _PROBLEMS = ("AddressConflict",)
 
 
 def announcing_nodes(api: client.ApiClient) -> dict[str, set[str]] | None:
-    """Service key -> nodes announcing it now, from the ServiceL2Status objects; None when they cannot be read."""
-    try:
-        found = client.CustomObjectsApi(api).list_cluster_custom_object(
-            announce_status.GROUP, announce_status.VERSION, announce_status.L2_PLURAL
-        )
-    except ApiException:
-        return None  # the CRD is not installed, or no permission: fall back to the events
+    """Service key -> nodes announcing it now, from the ServiceL2Status objects and the ServiceBGPStatus objects
+    that name a peer; None when neither kind can be read."""
+    custom = client.CustomObjectsApi(api)
     out: dict[str, set[str]] = {}
-    for obj in found.get("items") or ():
-        status = obj.get("status") or {}
-        key = f"{status.get('serviceNamespace', '')}/{status.get('serviceName', '')}"
-        if status.get("node"):
-            out.setdefault(key, set()).add(str(status["node"]))
-    return out
+    read = False
+    for kind in (announce_status.L2, announce_status.BGP):
+        try:
+            found = custom.list_cluster_custom_object(announce_status.GROUP, announce_status.VERSION, kind.plural)
+        except ApiException:
+            continue  # the CRD is not installed, or no permission: the other kind, or the events
+        read = True
+        for obj in found.get("items") or ():
+            status = obj.get("status") or {}
+            key = f"{status.get('serviceNamespace', '')}/{status.get('serviceName', '')}"
+            if status.get("node") and (kind is announce_status.L2 or kind.names(obj)):
+                out.setdefault(key, set()).add(str(status["node"]))
+    return out if read else None
 
 
 def unannounced_pools(api: client.ApiClient, namespace: str) -> dict[str, str]:
@@ -99,7 +102,7 @@ def cluster_status(
         ingress = (svc.status.load_balancer.ingress if svc.status and svc.status.load_balancer else None) or []
         addresses = [i.ip for i in ingress if i.ip]
         info = latest.get(key, {"nodes": set(), "warning": ""})
-        # Layer 2: who announces now; BGP Services (no ServiceBGPStatus yet) and clusters without the CRD: the events.
+        # Who announces now (ServiceL2Status, ServiceBGPStatus); a Service without one, or without the CRDs: the events.
         nodes = announcing[key] if announcing and key in announcing else info["nodes"]
         warning = info["warning"]
         if addresses:

@@ -37,7 +37,7 @@ from metallb.allocator import (
     ServiceView,
     default_plugin_manager,
 )
-from metallb.operator.announce_status import AnnouncementStatus
+from metallb.operator.announce_status import BGP, AnnouncementStatus
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import one_line
 from metallb.operator.cmd_drain import DRAIN_ANNOTATION
@@ -53,8 +53,12 @@ __all__ = ["Speaker", "run"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-#: Seconds a draining node keeps announcing at most, waiting for the next owner's announcement status.
+#: Seconds a draining node keeps announcing at most, waiting for another node's announcement status.
 DRAIN_GRACE = 5.0
+#: Seconds a draining node still advertises by BGP after another node's ServiceBGPStatus shows the Service:
+#: that status says the UPDATE was sent, and BGP has no acknowledgement; the router needs a moment to take it
+#: in (BIRD under load was seen to handle our withdrawal before the other node's UPDATE, queued together).
+DRAIN_SETTLE = {"bgp": 0.2}
 
 
 class Speaker:
@@ -104,6 +108,8 @@ class Speaker:
         self._reported: set[tuple[str, str]] = set()  # (service, problem) already raised as an Event
         self._unannounced: set[str] = set()  # announced here, its nodeAssigned Event not yet recorded
         self._drain_started: float | None = None  # monotonic time this node's drain was first seen
+        self._holding: set[tuple[str, str]] = set()  # (Service, protocol) kept announced by the drain
+        self._taken_at: dict[tuple[str, str], float] = {}  # (Service, protocol) -> when another node's status showed it
         # Services another node of ours announced (its status) or won (our election), ever: taking them is a move.
         self._elsewhere: set[str] = set()
         self._threads: list[threading.Thread] = []
@@ -130,6 +136,17 @@ class Speaker:
             on_change=counted("servicel2statuses", lambda kind, obj: self._wake.set()),
             wrote=self.load.wrote,
             watch_timeout=watch_timeout,
+        )
+        # ServiceBGPStatus: optional, so an install with only the ServiceL2Status CRD still runs.
+        self.bgp_statuses = AnnouncementStatus(
+            api,
+            namespace=namespace,
+            node_name=node_name,
+            on_change=counted("servicebgpstatuses", lambda kind, obj: self._wake.set()),
+            wrote=self.load.wrote,
+            watch_timeout=watch_timeout,
+            kind=BGP,
+            optional=True,
         )
         self.services = Informer(
             "services",
@@ -257,9 +274,12 @@ class Speaker:
 
     def _hold(self, cluster: ClusterView) -> frozenset[tuple[str, str]]:
         """While this node drains: the (Service, protocol) pairs it keeps announcing until another node's
-        status shows them (layer 2), at most 5 s."""
+        status shows it announcing them (``ServiceL2Status`` with an interface, ``ServiceBGPStatus`` with a
+        peer, then :data:`DRAIN_SETTLE` more), at most :data:`DRAIN_GRACE` seconds."""
         if self.node_name not in self.draining() or self.node_name in cluster.live_speakers:
             self._drain_started = None
+            self._holding = set()
+            self._taken_at = {}
             return frozenset()
         now = time.monotonic()
         if self._drain_started is None:
@@ -269,14 +289,36 @@ class Speaker:
             timer.daemon = True
             timer.start()
         if now - self._drain_started >= DRAIN_GRACE:
+            if self._holding:
+                log.info("drain: no other node took %d announcements within %g s; withdrawing them anyway",
+                         len(self._holding), DRAIN_GRACE)  # fmt: skip
+                self._holding = set()
             return frozenset()
-        taken = self.statuses.announcers()
-        return frozenset(
-            (key, protocol)
-            for key, (protocols, _) in self.announced.items()
-            for protocol in protocols
-            if not (protocol == "layer2" and taken.get(key, frozenset()) - {self.node_name})
-        )
+        # Who announces each Service now, by the status of each protocol the drain waits for.
+        taken = {"layer2": self.statuses.announcers(), "bgp": self.bgp_statuses.announcers()}
+        held = set()
+        for key, (protocols, _) in self.announced.items():
+            for protocol in protocols:
+                pair = (key, protocol)
+                others = taken.get(protocol, {}).get(key, frozenset()) - {self.node_name}
+                if not others:
+                    self._taken_at.pop(pair, None)
+                else:
+                    settle = DRAIN_SETTLE.get(protocol, 0.0)
+                    if pair not in self._taken_at:
+                        self._taken_at[pair] = now
+                        if settle:
+                            timer = threading.Timer(settle + 0.005, self._wake.set)
+                            timer.daemon = True
+                            timer.start()
+                    if now - self._taken_at[pair] >= settle:
+                        if pair in self._holding:
+                            log.info("%s: %s announces it by %s now; withdrawing", key, ",".join(sorted(others)),
+                                     protocol)  # fmt: skip
+                        continue
+                held.add(pair)
+        self._holding = held
+        return frozenset(held)
 
     def _candidates(self, config: Config) -> tuple[dict[str, ServiceView], dict[str, str]]:
         """Services with an address of a pool and endpoints: key -> view, and why the others are not."""
@@ -337,7 +379,10 @@ class Speaker:
         layer2 = self.announcements.announcers.known("layer2")
         status_of = getattr(layer2, "status_of", None)
         answering = status_of() if status_of is not None else {}
-        self.statuses.publish(answering, live=self.live_speakers())
+        live = self.live_speakers()
+        self.statuses.publish(answering, live=live)
+        bgp_status_of = getattr(self.announcements.announcers.known("bgp"), "status_of", None)
+        self.bgp_statuses.publish(bgp_status_of() if bgp_status_of is not None else {}, live=live)
         # nodeAssigned once really announced: a layer-2 Service waits for its conflict probe, and may never be.
         for key in list(self._unannounced):
             announced = self.announced.get(key)
@@ -407,6 +452,7 @@ class Speaker:
         return (
             *self.liveness.informers(),
             self.statuses.informer,
+            self.bgp_statuses.informer,
             self.slices,
             self.services,
         )
@@ -429,6 +475,7 @@ class Speaker:
             thread.join(timeout=5)
         self.announcements.close()
         self.statuses.withdraw_all()
+        self.bgp_statuses.withdraw_all()
         self.config_watch.stop()
         for informer in self._informers():
             informer.stop()

@@ -107,6 +107,7 @@ class BgpAnnouncer(AnnouncerBase):
         # rtnetlink dumps run here, off the loop; threads start from the loop thread, in its netns.
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="metallb-bgp-net")
         self._peers: tuple[PeerSpec, ...] = ()
+        self._peer_names: dict[PeerSpec, str] = {}  # as status objects name peers: see status_name()
         self._node: NodeInfo | None = None  # from set_config: advertisements may select nodes
         self._lock = threading.Lock()  # guards _set, _changes and _flush_pending
         self._set = DesiredSet()
@@ -143,6 +144,7 @@ class BgpAnnouncer(AnnouncerBase):
         reports it as not applied.
         """
         self._peers = config.peers
+        self._peer_names = {peer: status_name(peer, i) for i, peer in enumerate(config.peers, 1)}
         self._node = node
         wanted = []
         for peer in config.peers:
@@ -233,6 +235,25 @@ class BgpAnnouncer(AnnouncerBase):
                 for key in self._set.owners(prefix):
                     out.setdefault(key, f"route {route.prefix} not sent to {peer}: {why}")
         return out
+
+    def status_of(self) -> Mapping[str, tuple[str, ...]]:
+        """Service key -> the peers its routes are advertised to now (:func:`status_name`), for ``ServiceBGPStatus``.
+
+        A peer counts once its established session has been sent one of the
+        service's prefixes; services advertised to no peer are left out. The
+        ``notify`` callback of the settings is called when this may have changed
+        (a session went up or down, routes were sent or withdrawn).
+        """
+        if self._closed:
+            return {}
+        held = self._call(self._advertised())
+        out: dict[str, set[str]] = {}
+        with self._lock:
+            for name, prefixes in held:
+                for prefix in prefixes:
+                    for key in self._set.owners(prefix):
+                        out.setdefault(key, set()).add(name)
+        return {key: tuple(sorted(names)) for key, names in out.items()}
 
     def fail_session(self, peer_address: netaddr.IPAddress, reason: str) -> None:
         """Bring the sessions to *peer_address* down at once (BFD saw the path fail); thread-safe.
@@ -384,6 +405,7 @@ class BgpAnnouncer(AnnouncerBase):
                     connect_timeout=self._connect_timeout,
                     backoff_cap=self._backoff_cap,
                     executor=self._executor,
+                    on_advertised=self._settings.notify,
                     **self._session_options,
                 )
                 self._sessions[peer] = session
@@ -434,6 +456,9 @@ class BgpAnnouncer(AnnouncerBase):
     async def _statuses(self) -> list[SessionStatus]:
         return [s.status() for s in self._sessions.values()]
 
+    async def _advertised(self) -> list[tuple[str, frozenset[PrefixKey]]]:
+        return [(self._peer_names.get(s.peer, status_name(s.peer, 0)), s.advertised()) for s in self._sessions.values()]
+
     async def _refused(self) -> dict[tuple[PrefixKey, str, str], str]:
         return {
             (prefix, s.label, s.peer.name): why for s in self._sessions.values() for prefix, why in s.refused().items()
@@ -451,6 +476,12 @@ def _write_view(view: tuple[dict[PrefixKey, Route], dict[int, int]], routes: Map
             if prefix not in live:
                 counts[prefix[0]] += 1
             live[prefix] = route
+
+
+def status_name(peer: PeerSpec, index: int) -> str:
+    """How ``ServiceBGPStatus`` names a peer: its ``BGPPeer`` name, or ``peer<index>`` (from 1) for a ConfigMap
+    peer, the name ``metallb config convert`` gives it."""
+    return peer.name or f"peer{index}"
 
 
 def peer_name(peer: PeerSpec) -> str:

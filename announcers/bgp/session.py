@@ -179,7 +179,8 @@ class Session:
     time before End-of-RIB; *interface_addresses*, the rtnetlink dump (a seam
     for tests), run in *executor* (None: the loop's default);
     *forwarding_preserved*, the F bit (None: derived, see
-    :meth:`_forwarding_preserved`).
+    :meth:`_forwarding_preserved`); *on_advertised*, called on the loop
+    whenever the prefixes the peer holds from us (:meth:`advertised`) change.
     """
 
     def __init__(
@@ -198,6 +199,7 @@ class Session:
         interface_addresses: Callable[[], Sequence[InterfaceAddress]] = bgp_net.interface_addresses,
         executor: Executor | None = None,
         forwarding_preserved: bool | None = None,
+        on_advertised: Callable[[], None] | None = None,
     ) -> None:
         if not 0 <= restart_time <= 0xFFF:
             raise ValueError(f"restart_time {restart_time} is not within 0..4095 seconds (RFC 4724)")
@@ -234,6 +236,8 @@ class Session:
         self._refusals_logged: set[tuple[int, int, tuple[object, ...]]] = set()
         self._update_errors = 0
         self._task: asyncio.Task[None] | None = None
+        self._on_advertised = on_advertised
+        self._told: frozenset[PrefixKey] = frozenset()  # what on_advertised was last called for
 
     # -- control -------------------------------------------------------------------
 
@@ -332,6 +336,18 @@ class Session:
             refused_reason=next(iter(self._refused.values()), ""),
         )
 
+    def advertised(self) -> frozenset[PrefixKey]:
+        """The prefixes the peer holds from us now: sent on the established session (none while it is down)."""
+        return frozenset(self._advertised) if self._conn is not None else frozenset()
+
+    def _tell(self) -> None:
+        """Call *on_advertised* if :meth:`advertised` changed since the last call."""
+        now = self.advertised()
+        if now != self._told:
+            self._told = now
+            if self._on_advertised is not None:
+                self._on_advertised()
+
     def refused(self) -> dict[PrefixKey, str]:
         """The prefixes this peer should have but cannot be sent, with the reason (a copy)."""
         return dict(self._refused)
@@ -386,6 +402,7 @@ class Session:
         self._metrics.session_up(self.label, False)
         self._metrics.announced(self.label, 0)
         self._metrics.refused(self.label, 0)
+        self._tell()
 
     async def _open(self) -> _Conn:
         """TCP connect and OPEN exchange, within one deadline."""
@@ -791,6 +808,7 @@ class Session:
             for route in routes:
                 self._advertised[route.key] = route
             self._progress(len(routes))
+        self._tell()
 
     def _refuse(self, group: tuple[int, int, tuple[object, ...]], routes: list[Route], why: str) -> None:
         """Record that *routes* cannot go to this peer; log it once per attribute set and session."""

@@ -26,6 +26,7 @@ LOADER_FIELDS = {
 #: Status kinds: no configuration, written by the speakers (MetalLB ships their CRDs too): kind -> (group, plural, version).
 STATUS_KINDS = {
     announce_status.L2_KIND: (announce_status.GROUP, announce_status.L2_PLURAL, announce_status.VERSION),
+    announce_status.BGP_KIND: (announce_status.GROUP, announce_status.BGP_PLURAL, announce_status.VERSION),
 }
 
 
@@ -69,6 +70,18 @@ class TestCrds:
             assert (spec["group"], spec["names"]["plural"], spec["scope"]) == (group, plural, "Namespaced")
             assert [v["name"] for v in spec["versions"] if v["storage"]] == [version]
             assert all("status" in v["subresources"] for v in spec["versions"])
+
+    def test_status_objects_the_speaker_writes_validate(self):
+        """A ServiceL2Status and a ServiceBGPStatus as the speaker writes them pass their CRD's schema; spec is empty."""
+        for obj in (
+            announce_status.l2_status("n1", "default/web", ["eth0"], namespace="metallb-system"),
+            announce_status.bgp_status("n1", "default/web", ["peer1", "tor-a"], namespace="metallb-system"),
+        ):
+            validate(obj)
+            assert schema(obj["kind"], announce_status.VERSION)["properties"]["spec"] == {"type": "object"}
+        assert set(schema("ServiceBGPStatus", "v1beta1")["properties"]["status"]["properties"]) == {
+            "node", "serviceName", "serviceNamespace", "peers",
+        }  # fmt: skip
 
     @pytest.mark.parametrize(("kind", "version"), sorted(LOADER_FIELDS))
     def test_spec_fields_are_the_loaders(self, kind, version):

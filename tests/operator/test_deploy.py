@@ -174,7 +174,7 @@ def code_needs(files: list[Path], *, own_namespace: set[str]) -> set[Grant]:
     metallb-system (a Role suffices) unless the call names another namespace as
     a constant (a Role there); others need a ClusterRole. A call on custom
     objects (``{group}``/``{plural}`` in its path) is on the module's ``GROUP``
-    and ``L2_PLURAL`` when it defines them (the announcement status), else needs
+    and each of ``L2_PLURAL`` and ``BGP_PLURAL`` when it defines them (the announcement status), else needs
     its grant for every configuration kind of metallb's plugins, in metallb-system.
     """
     needs = set()
@@ -186,33 +186,46 @@ def code_needs(files: list[Path], *, own_namespace: set[str]) -> set[Grant]:
         for node in ast.walk(tree):
             if not isinstance(node, ast.Attribute) or (found := endpoint(node.attr)) is None:
                 continue
-            url, method = found
-            # Custom objects: the group and plural are the module's constants GROUP and L2_PLURAL.
-            if "GROUP" in constants and "L2_PLURAL" in constants:
-                url = url.replace("{group}", constants["GROUP"]).replace("{plural}", constants["L2_PLURAL"])
-            parts = url.strip("/").split("/")
-            group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
-            namespaced = rest[:2] == ["namespaces", "{namespace}"]
-            rest = rest[2:] if namespaced else rest
-            resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
-            if method == "GET":
-                single = len(rest) > 1
-                verbs = {"get"} if single else ({"list"} if id(node) in called else {"list", "watch"})
-            else:
-                verbs = {_WRITE_VERBS[method]}
-            scope = "namespace" if namespaced and rest[0] in own_namespace else "cluster"
-            parent = parents.get(id(node))
-            call = parent if isinstance(parent, ast.Call) else parents.get(id(parent))
-            fixed = _fixed_namespace(call if isinstance(call, ast.Call) else None, constants)
-            if namespaced and fixed not in (None, NS):
-                scope = str(fixed)
-            if group == "{group}":  # CustomObjectsApi: the configuration kinds
-                for kind_group, plural in builtin_kinds():
-                    named = resource.replace("{plural}", plural)
-                    needs.update(Grant("namespace", kind_group, named, verb) for verb in verbs)
-                continue
-            needs.update(Grant(scope, group, resource, verb) for verb in verbs)
+            template, method = found
+            # Custom objects: the group is the module's GROUP, the plural each of its L2_PLURAL and BGP_PLURAL.
+            plurals = [constants[c] for c in ("L2_PLURAL", "BGP_PLURAL") if c in constants]
+            urls = [template]
+            if "GROUP" in constants and plurals:
+                urls = [template.replace("{group}", constants["GROUP"]).replace("{plural}", p) for p in plurals]
+            for url in urls:
+                needs |= _grants(
+                    url, method, node, called=called, parents=parents, constants=constants, own=own_namespace
+                )
     return needs
+
+
+def _grants(
+    url: str, method: str, node: ast.Attribute, *, called: set[int], parents: dict, constants: dict, own: set[str]
+) -> set[Grant]:
+    """The grants one kubernetes call on *url* needs (see :func:`code_needs`; *own*: its *own_namespace*)."""
+    parts = url.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    namespaced = rest[:2] == ["namespaces", "{namespace}"]
+    rest = rest[2:] if namespaced else rest
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    if method == "GET":
+        single = len(rest) > 1
+        verbs = {"get"} if single else ({"list"} if id(node) in called else {"list", "watch"})
+    else:
+        verbs = {_WRITE_VERBS[method]}
+    if group == "{group}":  # CustomObjectsApi: the configuration kinds
+        return {
+            Grant("namespace", kind_group, resource.replace("{plural}", plural), verb)
+            for kind_group, plural in builtin_kinds()
+            for verb in verbs
+        }
+    scope = "namespace" if namespaced and rest[0] in own else "cluster"
+    parent = parents.get(id(node))
+    call = parent if isinstance(parent, ast.Call) else parents.get(id(parent))
+    fixed = _fixed_namespace(call if isinstance(call, ast.Call) else None, constants)
+    if namespaced and fixed not in (None, NS):
+        scope = str(fixed)
+    return {Grant(scope, group, resource, verb) for verb in verbs}
 
 
 CONTROLLER_NEEDS_AT_LEAST = {
@@ -241,10 +254,15 @@ SPEAKER_NEEDS_AT_LEAST = {
     *(Grant("namespace", "metallb.io", r, v) for r in ("bgppeers", "l2advertisements") for v in ("list", "watch")),
     *(Grant("namespace", "coordination.k8s.io", "leases", v) for v in ("list", "watch", "create", "update", "delete")),
     *(Grant("kube-node-lease", "coordination.k8s.io", "leases", v) for v in ("list", "watch")),
-    *(Grant("namespace", "metallb.io", "servicel2statuses", v) for v in ("list", "watch", "create", "delete")),
+    *(
+        Grant("namespace", "metallb.io", plural, v)
+        for plural in ("servicel2statuses", "servicebgpstatuses")
+        for v in ("list", "watch", "create", "delete")
+    ),
     Grant("namespace", "metallb.io", "servicel2statuses/status", "patch"),
+    Grant("namespace", "metallb.io", "servicebgpstatuses/status", "patch"),
 }
-OWN_NAMESPACE = {"configmaps", "leases", "secrets", "pods", "servicel2statuses"}
+OWN_NAMESPACE = {"configmaps", "leases", "secrets", "pods", "servicel2statuses", "servicebgpstatuses"}
 #: Namespaced objects outside metallb-system: the speaker's read-only Role on the kubelets' node Leases.
 OTHER_NAMESPACES = {
     ("base/speaker-rbac.yaml", "Role", "kube-node-lease"),

@@ -13,6 +13,7 @@ import attrs
 import pytest
 import yaml
 from metallb.allocator import parse_config
+from metallb.operator.announce_status import bgp_status
 from metallb.operator.explain import Announcer, explain, how_announced, render, service_key, sessions_from_metrics
 from metallb.operator.metrics import MetricsServer
 from metallb.operator.service import read_service
@@ -315,3 +316,25 @@ class TestCluster:
         assert doc["addresses"] == [] and dict(map(tuple, doc["pools"]))["main"].startswith("free: 192.0.2.10")
         missing = metallb("explain", "default/nope", "--kubeconfig", str(path), home=tmp_path)
         assert missing.returncode == 1 and missing.stderr == "metallb explain: no Service default/nope in the cluster\n"
+
+    def test_announcers_from_the_status_objects(self, kube, tmp_path):
+        """With ServiceBGPStatus objects, explain and status name who advertises now, not every node ever assigned."""
+        kube.add_resource("metallb.io", "v1beta1", "servicebgpstatuses", "ServiceBGPStatus", status=True)
+        kube.put_object({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config",
+                         "namespace": "metallb-system"}, "data": {"config": CONFIG}})  # fmt: skip
+        kube.put_object(svc("web", ingress=["203.0.113.0"], ann={"metallb.io/ip-allocated-from-pool": "edge"}))
+        for node in ("n1", "n2"):
+            kube.put_object({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+        kube.put_object({
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": "web.0", "namespace": "default"},
+            "involvedObject": {"kind": "Service", "name": "web", "namespace": "default"},
+            "reason": "nodeAssigned", "type": "Normal", "message": 'announcing from node "n1"',
+        })  # fmt: skip
+        kube.put_object(bgp_status("n2", "default/web", ["peer1"], namespace="metallb-system"))
+        kube.put_object(bgp_status("n1", "default/web", [], namespace="metallb-system"))  # no peer: not advertising
+        path = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        done = metallb("explain", "default/web", "--kubeconfig", str(path), home=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "  n2  bgp\n" in done.stdout and "  n1  bgp" not in done.stdout
+        status = metallb("status", "--kubeconfig", str(path), "-o", "json", home=tmp_path)
+        assert json.loads(status.stdout)["default/web"]["announced"] == "n2"

@@ -460,13 +460,16 @@ def _make_speaker(lab: Lab) -> Iterator[Callable[..., Speaker]]:
         connect_timeout: float = 3,
         backoff_cap: float = 2,
         labels: dict[str, str] | None = None,
+        notify: Callable[[], None] | None = None,
         **options: Any,
     ) -> Speaker:
-        """*options* are BgpAnnouncer's keyword options (flap_interval, end_of_rib_delay ...)."""
+        """*options* are BgpAnnouncer's keyword options (flap_interval, end_of_rib_delay ...); *notify* the
+        settings' callback."""
         registry = CollectorRegistry()
         settings = AnnouncerSettings(
-            node_name="node-a", registry=registry, connect_timeout=connect_timeout, backoff_cap=backoff_cap
-        )
+            node_name="node-a", registry=registry, connect_timeout=connect_timeout, backoff_cap=backoff_cap,
+            notify=notify,
+        )  # fmt: skip
         with in_netns(lab.node):
             announcer = BgpAnnouncer(settings, **options)
         made.append(announcer)
