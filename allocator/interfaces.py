@@ -220,6 +220,10 @@ class AnnouncerSettings:
         notify: called from any thread when an announcer's answers to
             ``should_announce`` or ``problems`` may have changed on their own
             (a probe ended); the speaker re-runs its decisions.
+        peer_macs: layer 2: called from any thread, the MACs (``aa:bb:...``)
+            of the other speakers' announcing interfaces, which are never a
+            conflict (their gratuitous ARPs and NAs, their probe answers);
+            None: only this host's own MACs.
     """
 
     node_name: str
@@ -232,6 +236,7 @@ class AnnouncerSettings:
     backoff_cap: float | None = None
     conflict_probe: bool = False
     notify: Callable[[], None] | None = attrs.field(default=None, eq=False, hash=False)
+    peer_macs: Callable[[], frozenset[str]] | None = attrs.field(default=None, eq=False, hash=False)
 
 
 @runtime_checkable

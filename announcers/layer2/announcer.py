@@ -20,6 +20,7 @@ from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
 from metallb.allocator.model import ClusterView, Config, NodeInfo, PoolSpec, ServiceView
 from metallb.announcers.election import reason_not_to_announce
 from metallb.announcers.layer2.netlink import enter_netns
+from metallb.announcers.layer2.packets import mac_bytes
 from metallb.announcers.layer2.probe import Conflict, probe
 from metallb.announcers.layer2.responder import Responder, metrics_for
 from prometheus_client import CollectorRegistry
@@ -77,6 +78,7 @@ class Layer2Announcer(AnnouncerBase):
             registry=registry,
             rescan_interval=RESCAN_INTERVAL if interval is None else interval,
             on_conflict=self._claimed,
+            friends=self._friends,
         )
         self._lock = threading.Lock()  # probe threads and the responder's loop meet the speaker's thread here
         self._probing: set[netaddr.IPAddress] = set()
@@ -96,6 +98,26 @@ class Layer2Announcer(AnnouncerBase):
     def responder(self) -> Responder:
         """The responder answering for this announcer (for status and tests)."""
         return self._responder
+
+    def local_macs(self) -> frozenset[str]:
+        """The MACs of the interfaces this node answers on: the speaker tells the others, so they never take
+        this node's gratuitous ARPs, unsolicited NAs or probe answers for a conflict. Read with ``getattr``."""
+        return self._responder.macs()
+
+    def _friends(self) -> frozenset[bytes]:
+        """The other speakers' MACs (from the speaker's ``peer_macs``), as bytes."""
+        peer_macs = self._settings.peer_macs
+        if peer_macs is None:
+            return frozenset()
+        out = set()
+        for mac in peer_macs():
+            try:
+                raw = mac_bytes(mac)
+            except ValueError:
+                continue  # not a MAC: never a friend
+            if len(raw) == 6:
+                out.add(raw)
+        return frozenset(out)
 
     def set_config(self, config: Config, node: NodeInfo) -> None:
         """Follow changes of the pools' interfaces (and of this node's labels) for the addresses already announced."""
@@ -207,7 +229,7 @@ class Layer2Announcer(AnnouncerBase):
         try:
             if self._settings.netns:
                 enter_netns(self._settings.netns)
-            conflict = probe(address, patterns=interfaces, restrict=self._settings.interfaces)
+            conflict = probe(address, patterns=interfaces, restrict=self._settings.interfaces, own_macs=self._friends())
         except OSError as exc:  # cannot probe: announce anyway, as without probing
             log.warning("conflict probe for %s failed: %s; announcing without it", address, exc)
         with self._lock:
@@ -233,7 +255,8 @@ class Layer2Announcer(AnnouncerBase):
             self._settings.notify()
 
     def _claimed(self, address: netaddr.IPAddress, mac: str, interface: str) -> None:
-        """From the responder's loop: another host sent a gratuitous ARP for an address we answer for."""
+        """From the responder's loop: another host (not one of our speakers) claimed an address we answer for,
+        by ARP or by a Neighbor Advertisement."""
         with self._lock:
             self._claims[address] = (Conflict(address=address, mac=mac, interface=interface), time.monotonic())
         self._metrics.conflicts.labels(ip=str(address), mac=mac).inc()
