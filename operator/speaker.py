@@ -107,6 +107,7 @@ class Speaker:
         self._drain_started: float | None = None  # monotonic time this node's drain was first seen
         # Services another node of ours announced (its status) or won (our election), ever: taking them is a move.
         self._elsewhere: set[str] = set()
+        self._macs_seen: frozenset[str] = frozenset()  # of our layer-2 interfaces, published to the others
         self._threads: list[threading.Thread] = []
         self.liveness = make_liveness(
             liveness,
@@ -356,7 +357,10 @@ class Speaker:
         layer2 = self.announcements.announcers.known("layer2")
         local_macs = getattr(layer2, "local_macs", None)
         if local_macs is not None:
-            self.liveness.advertise_macs(frozenset(local_macs()))
+            # Every MAC this process answered on: a link going down and up again changes nothing (in memberlist
+            # mode a change is a new incarnation, which must not look like a refutation while cut off).
+            self._macs_seen |= frozenset(local_macs())
+            self.liveness.advertise_macs(self._macs_seen)
         return layer2
 
     def problems(self) -> dict[str, str]:

@@ -44,7 +44,9 @@ hashicorp/memberlist implements them):
   back and forth. The returning member holds *itself* down as long (so it
   does not answer for addresses that moved away meanwhile) when it learns that
   a member it trusts (up, not held down in its view) holds it dead, or a
-  restarted process learns its predecessor was. A member cut off from most
+  restarted process learns its predecessor was. A member heard from at a
+  higher incarnation while held dead (a new process, or a meta change while it
+  was cut off) is told that it was, since it had nothing to refute. A member cut off from most
   others (at least two, and most, of them down in its view) is the one
   returning: the members that come back while it is still cut off, and all
   of them once it holds itself down, count at once; it holds itself down when
@@ -642,7 +644,13 @@ class Swim:
     def _heard_from(self, now: float, member: _Member, packet: Packet, out: list[Send]) -> None:
         """A packet from *member* is first-hand news that it runs at ``packet.incarnation``."""
         if packet.incarnation > member.incarnation or not member.confirmed:
+            held = member.status == Status.DEAD and member.confirmed
+            notice = Update(status=Status.DEAD, name=member.name, incarnation=member.incarnation, source=self.name)
             self._alive(now, member, packet.incarnation, rebroadcast=member.status != Status.ALIVE)
+            if held:
+                # Back at a new incarnation it did not need to refute us (a new process, or a meta change while
+                # cut off): tell it we held it dead, so it holds itself down as long as we hold it down.
+                out.append(self._send(member.name, Kind.GOSSIP, first=notice))
         elif (
             member.status != Status.ALIVE
             and packet.kind != Kind.PING  # the ack to a ping carries our view anyway

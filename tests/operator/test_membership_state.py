@@ -606,3 +606,17 @@ class TestMeta:
             first = next(meta for inc, meta in carried if inc == top)
             assert node.metas() == {"b": first}
             assert len(node.metas()["b"]) <= MAX_META
+
+    def test_a_member_back_at_a_new_incarnation_is_told_it_was_held_dead_and_steps_back(self):
+        """A member held dead that comes back at a higher incarnation (its meta changed while it was cut off) is
+        told it was held dead, and holds itself down as the others hold it down."""
+        node = group("b", "c")
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER, source="c"))
+        sends = node.receive(1.0, packet("b", inc=PEER + 1))
+        assert node.status_of("b") == Status.ALIVE and "b" not in node.live(1.0)  # held down here
+        assert carrying(of(sends, Kind.GOSSIP), Update(status=Status.DEAD, name="b", incarnation=PEER, source="a"))
+        returning = group("a", "c", name="b")
+        returning.set_meta(MACS_B, 0.5)  # a new incarnation, while the others held it dead
+        news(returning, "a", Update(status=Status.DEAD, name="b", incarnation=INC, source="a"), now=1.0)
+        assert "b" not in returning.live(1.0)
+        assert "b" in returning.live(1.0 + Params().hold_down)
