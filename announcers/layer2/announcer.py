@@ -25,7 +25,7 @@ from metallb.announcers.layer2.probe import Conflict, probe
 from metallb.announcers.layer2.responder import Responder, metrics_for
 from prometheus_client import CollectorRegistry
 
-__all__ = ["CONFLICT_HOLD", "RESCAN_INTERVAL", "Layer2Announcer", "pool_interfaces"]
+__all__ = ["CONFLICT_HOLD", "FRIENDS_TTL", "RESCAN_INTERVAL", "Layer2Announcer", "pool_interfaces"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ RESCAN_INTERVAL = 10.0
 #: Seconds a conflict found by a probe (or a claim seen while announcing) is remembered; then a new probe runs.
 #: Short: the host that answered may be one of our own speakers about to withdraw (a restart's race).
 CONFLICT_HOLD = 5.0
+#: Seconds the other speakers' MACs are reused before asking the speaker again.
+FRIENDS_TTL = 0.5
 
 
 def pool_interfaces(pool: PoolSpec, node: NodeInfo | None = None) -> tuple[str, ...]:
@@ -89,6 +91,7 @@ class Layer2Announcer(AnnouncerBase):
         self._users: dict[netaddr.IPAddress, set[str]] = {}
         self._interfaces: dict[netaddr.IPAddress, tuple[str, ...]] = {}
         self._closed = False
+        self._friends_cache: tuple[float, frozenset[bytes]] | None = None
         self._responder.start()
 
     def __repr__(self) -> str:
@@ -105,10 +108,15 @@ class Layer2Announcer(AnnouncerBase):
         return self._responder.macs()
 
     def _friends(self) -> frozenset[bytes]:
-        """The other speakers' MACs (from the speaker's ``peer_macs``), as bytes."""
+        """The other speakers' MACs (from the speaker's ``peer_macs``), as bytes; asked again at most every
+        :data:`FRIENDS_TTL` seconds, so a flood of forged claims costs one set lookup each."""
         peer_macs = self._settings.peer_macs
         if peer_macs is None:
             return frozenset()
+        now = time.monotonic()
+        cached = self._friends_cache
+        if cached is not None and now - cached[0] < FRIENDS_TTL:
+            return cached[1]
         out = set()
         for mac in peer_macs():
             try:
@@ -117,7 +125,9 @@ class Layer2Announcer(AnnouncerBase):
                 continue  # not a MAC: never a friend
             if len(raw) == 6:
                 out.add(raw)
-        return frozenset(out)
+        friends = frozenset(out)
+        self._friends_cache = (now, friends)
+        return friends
 
     def set_config(self, config: Config, node: NodeInfo) -> None:
         """Follow changes of the pools' interfaces (and of this node's labels) for the addresses already announced."""
