@@ -221,6 +221,10 @@ class AnnouncerSettings:
             ``should_announce``, ``problems`` or ``status_of`` may have changed
             on their own (a probe ended, a BGP session went up or down); the
             speaker re-runs its decisions and publishes its status.
+        peer_macs: layer 2: called from any thread, the MACs (``aa:bb:...``)
+            of the other speakers' announcing interfaces, which are never a
+            conflict (their gratuitous ARPs and NAs, their probe answers);
+            None: only this host's own MACs.
     """
 
     node_name: str
@@ -233,6 +237,7 @@ class AnnouncerSettings:
     backoff_cap: float | None = None
     conflict_probe: bool = False
     notify: Callable[[], None] | None = attrs.field(default=None, eq=False, hash=False)
+    peer_macs: Callable[[], frozenset[str]] | None = attrs.field(default=None, eq=False, hash=False)
 
 
 @runtime_checkable

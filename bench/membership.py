@@ -480,7 +480,7 @@ def node_mode(kube: ModuleType, n: int, seconds: float) -> dict[str, Any]:
             renew(i)
         stop = threading.Event()
         thread = renewing(n, 10.0, renew, stop)
-        (informer,) = liveness.informers()
+        informer = liveness.node_leases
         informer.start()
         time.sleep(1.0)
         writes0, events0, t0 = sum(emu.request_count(m) for m in WRITES), load.watch_events, time.monotonic()

@@ -20,7 +20,8 @@ from metallb.operator.service import POOL_ANNOTATION
 
 __all__ = ["announcing_nodes", "cluster_status", "unannounced_pools"]
 
-#: Warnings shown even for a Service that has its address: it is not announced (or not alone).
+#: Warnings shown even for a Service that has its address: it is not announced (or not alone: another host
+#: claimed the address while a node announced it), until a later ``nodeAssigned`` supersedes them.
 _PROBLEMS = ("AddressConflict",)
 
 
@@ -90,6 +91,8 @@ def cluster_status(
         entry = latest.setdefault(key, {"nodes": set(), "warning": ""})
         if event.reason == "nodeAssigned":
             entry["nodes"].add((event.message or "").rsplit(" ", 1)[-1].strip('"'))
+            if entry["warning"].startswith(_PROBLEMS):
+                entry["warning"] = ""  # announced after the conflict: it was resolved
         elif event.type == "Warning":
             entry["warning"] = f"{event.reason}: {event.message}"
         elif event.reason == "IPAllocated":
@@ -106,7 +109,7 @@ def cluster_status(
         nodes = announcing[key] if announcing and key in announcing else info["nodes"]
         warning = info["warning"]
         if addresses:
-            pending = warning if warning.startswith(_PROBLEMS) and not nodes else ""
+            pending = warning if warning.startswith(_PROBLEMS) else ""
         else:
             pending = warning or "no address yet (is the controller running?)"
         pool = (svc.metadata.annotations or {}).get(POOL_ANNOTATION, "")

@@ -18,11 +18,29 @@ A live set holds this node, except while a memberlist speaker that was cut
 off from the others holds itself down on its return. A node that comes back
 from the dead is counted again only after a hold-down (memberlist and node
 modes), so a flapping node cannot move addresses back and forth.
+
+Each mode also tells every speaker the MACs of the others' announcing
+interfaces (:meth:`Liveness.peer_macs`), so that their gratuitous ARPs,
+unsolicited Neighbor Advertisements and probe answers are never taken for a
+conflict, with no steady-state write:
+
+- ``memberlist``: in the gossip's member meta (:func:`macs_meta`, at most
+  :data:`MAX_MACS` MACs), gossiped under a new incarnation when the set changes;
+- ``lease``: in the annotation :data:`MACS_ANNOTATION` of the Lease the
+  speaker renews anyway;
+- ``node``: in the same annotation on a Lease ``metallb-speaker-macs-<node>``
+  labelled :data:`MACS_COMPONENT`, written when the set changes (at start-up
+  and when an interface comes or goes), never renewed: zero writes in steady
+  state, and no permission the speaker did not already have.
+
+A member's MACs count as long as Kubernetes names it, up or down: a speaker
+returning from the dead (a failover back) is still one of ours.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +49,7 @@ from typing import Any
 import attrs
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from metallb.operator.cmd_config import one_line
 from metallb.operator.informer import Informer
 from metallb.operator.kube import now_rfc3339
 from metallb.operator.membership.crypto import Keyring, SecretError, read_secret
@@ -42,6 +61,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 __all__ = [
     "LEASE_PREFIX",
+    "MACS_ANNOTATION",
+    "MACS_COMPONENT",
+    "MACS_PREFIX",
+    "MAX_MACS",
     "MODES",
     "NODE_LEASE_NAMESPACE",
     "ApiLoad",
@@ -50,7 +73,10 @@ __all__ = [
     "MemberlistLiveness",
     "MemberlistOptions",
     "NodeLiveness",
+    "annotation_macs",
+    "macs_meta",
     "make_liveness",
+    "meta_macs",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,10 +90,47 @@ NODE_LEASE_NAMESPACE = "kube-node-lease"
 NODE_LEASE_DURATION = 40.0
 #: Longest sleep of the decision loop when nothing is expected to expire.
 IDLE = 5.0
+#: Where the lease and node modes publish a speaker's MACs: ``02:00:00:00:00:01,...``.
+MACS_ANNOTATION = "metallb.io/speaker-macs"
+#: Node mode: the Lease carrying the MACs is ``MACS_PREFIX + node``, with this component label.
+MACS_PREFIX = "metallb-speaker-macs-"
+MACS_COMPONENT = "speaker-macs"
+#: The most MACs a speaker publishes, and takes from another (a hostile member stores no more).
+MAX_MACS = 32
+_META_MACS = 1  # the meta's format byte: a list of 6-byte MACs
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 #: The command that makes a random key, as MetalLB documents it.
 SECRET_COMMAND = (
     'kubectl create secret generic -n metallb-system memberlist --from-literal=secretkey="$(openssl rand -base64 128)"'
 )
+
+
+def _bounded(macs: frozenset[str]) -> list[str]:
+    valid = sorted(m.lower() for m in macs if _MAC.match(m.lower()))
+    if len(valid) > MAX_MACS:
+        log.warning("%d interface MACs: only the first %d are published", len(valid), MAX_MACS)
+    return valid[:MAX_MACS]
+
+
+def macs_meta(macs: frozenset[str]) -> bytes:
+    """The gossip meta for *macs* (``aa:bb:...``): a format byte, then 6 bytes per MAC, at most :data:`MAX_MACS`."""
+    return bytes((_META_MACS,)) + b"".join(bytes.fromhex(m.replace(":", "")) for m in _bounded(macs))
+
+
+def meta_macs(meta: bytes | None) -> frozenset[str]:
+    """The MACs in a member's gossip meta; nothing for a meta of another format (or none)."""
+    if not meta or meta[0] != _META_MACS:
+        return frozenset()
+    raw = meta[1 : 1 + 6 * MAX_MACS]
+    return frozenset(":".join(f"{b:02x}" for b in raw[i : i + 6]) for i in range(0, len(raw) - 5, 6))
+
+
+def annotation_macs(obj: Obj) -> frozenset[str]:
+    """The MACs in an object's :data:`MACS_ANNOTATION` (the valid ones, at most :data:`MAX_MACS`)."""
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(MACS_ANNOTATION)
+    if not isinstance(value, str):
+        return frozenset()
+    return frozenset(_bounded(frozenset(v.strip() for v in value[: 18 * MAX_MACS].split(","))))
 
 
 class ApiLoad:
@@ -166,6 +229,13 @@ class Liveness:
         """For the speaker's ``/status``."""
         return {"mode": self.mode}
 
+    def advertise_macs(self, macs: frozenset[str]) -> None:
+        """This speaker's announcing interfaces have *macs*: tell the others (nothing is done if unchanged)."""
+
+    def peer_macs(self) -> frozenset[str]:
+        """The MACs of the other speakers' announcing interfaces, as they published them."""
+        return frozenset()
+
 
 class _HoldDown:
     """A node that comes back after being gone counts as live only after *hold_down* seconds."""
@@ -217,6 +287,8 @@ class LeaseLiveness(Liveness):
         self.coord = client.CoordinationV1Api(api)
         self.namespace, self.renew, self.duration, self.load = namespace, renew, duration, load
         self._seen: dict[str, tuple[str, float]] = {}  # node -> (lease renewTime, monotonic time seen)
+        self._macs: frozenset[str] = frozenset()  # ours, sent with every renewal
+        self._peers: dict[str, frozenset[str]] = {}  # theirs, from their Leases' annotation
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.leases = Informer(
@@ -242,13 +314,17 @@ class LeaseLiveness(Liveness):
         node = ((obj.get("spec") or {}).get("holderIdentity")) or ""
         was_live = node in self.live()
         seen = dict(self._seen)  # copy-on-write: the sync thread reads _seen without a lock
+        peers = dict(self._peers)
         if kind == "DELETED":
             seen.pop(node, None)
+            peers.pop(node, None)
         else:
+            peers[node] = annotation_macs(obj)
             renew = str((obj.get("spec") or {}).get("renewTime") or "")
             if seen.get(node, ("", 0.0))[0] != renew:
                 seen[node] = (renew, time.monotonic())
         self._seen = seen
+        self._peers = peers
         # A renewal of a live speaker changes nothing; expiries are timed by next_check.
         if was_live != (node in self.live()):
             self.wake()
@@ -275,7 +351,12 @@ class LeaseLiveness(Liveness):
         body = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": self.lease_name, "namespace": self.namespace, "labels": LEASE_LABELS},
+            "metadata": {
+                "name": self.lease_name,
+                "namespace": self.namespace,
+                "labels": LEASE_LABELS,
+                "annotations": {MACS_ANNOTATION: ",".join(_bounded(self._macs))},
+            },
             "spec": {
                 "holderIdentity": self.node_name,
                 "leaseDurationSeconds": max(1, round(self.duration)),
@@ -317,6 +398,13 @@ class LeaseLiveness(Liveness):
     def status(self) -> dict[str, Any]:
         return {"mode": self.mode, "renew": self.renew, "duration": self.duration}
 
+    def advertise_macs(self, macs: frozenset[str]) -> None:
+        """Carried by the next renewal: no write of its own."""
+        self._macs = macs
+
+    def peer_macs(self) -> frozenset[str]:
+        return frozenset().union(*(m for n, m in self._peers.items() if n != self.node_name))
+
 
 # -- node ----------------------------------------------------------------------------------
 
@@ -338,10 +426,22 @@ class NodeLiveness(Liveness):
         node_name: str,
         wake: Callable[[], None],
         load: ApiLoad,
+        namespace: str = "metallb-system",
         hold_down: float = 5.0,
         watch_timeout: int = 60,
     ) -> None:
         super().__init__(node_name=node_name, wake=wake)
+        self.coord = client.CoordinationV1Api(api)
+        self.namespace, self.load = namespace, load
+        self._macs: frozenset[str] | None = None  # as last written to our MAC Lease
+        self._peers: dict[str, frozenset[str]] = {}
+        self.mac_leases = Informer(
+            "speaker-mac-leases",
+            self.coord.list_namespaced_lease,
+            load.counted("leases", self._on_mac_lease),
+            list_kwargs={"namespace": namespace, "label_selector": f"app.kubernetes.io/component={MACS_COMPONENT}"},
+            watch_timeout=watch_timeout,
+        )
         self._lock = threading.Lock()
         self._ready: dict[str, bool] = {}
         self._leases: dict[str, tuple[str, float, float]] = {}  # node -> (renewTime, seen, duration)
@@ -355,7 +455,55 @@ class NodeLiveness(Liveness):
         )
 
     def informers(self) -> tuple[Informer, ...]:
-        return (self.node_leases,)
+        return (self.node_leases, self.mac_leases)
+
+    def _on_mac_lease(self, kind: str, obj: Obj | None) -> None:
+        if obj is None:
+            return
+        node = str((obj.get("spec") or {}).get("holderIdentity") or "")
+        peers = dict(self._peers)  # copy-on-write: read without a lock
+        if kind == "DELETED":
+            peers.pop(node, None)
+        else:
+            peers[node] = annotation_macs(obj)
+        self._peers = peers
+
+    def advertise_macs(self, macs: frozenset[str]) -> None:
+        """Write our MAC Lease when the set changed since the last write (at start-up, on an interface change)."""
+        if macs == self._macs:
+            return
+        name = MACS_PREFIX + self.node_name
+        labels = {**LEASE_LABELS, "app.kubernetes.io/component": MACS_COMPONENT}
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": labels,
+                "annotations": {MACS_ANNOTATION: ",".join(_bounded(macs))},
+            },
+            "spec": {"holderIdentity": self.node_name},
+        }
+        try:
+            try:
+                self.load.wrote("leases", "update")
+                self.coord.replace_namespaced_lease(name, self.namespace, body, _request_timeout=(2, 5))
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                self.load.wrote("leases", "create")
+                self.coord.create_namespaced_lease(self.namespace, body, _request_timeout=(2, 5))
+        except Exception as exc:  # noqa: BLE001 - tried again at the next decision
+            log.warning("publishing this speaker's MACs in Lease %s failed: %s", name, one_line(exc))
+            return
+        self._macs = macs
+
+    def peer_macs(self) -> frozenset[str]:
+        """The MACs the other speakers' MAC Leases name, for Nodes that exist."""
+        with self._lock:
+            known = set(self._ready)
+        return frozenset().union(*(m for n, m in self._peers.items() if n != self.node_name and n in known))
 
     def on_node(self, kind: str, obj: Obj | None) -> None:
         if obj is None:
@@ -522,6 +670,18 @@ class MemberlistLiveness(Liveness):
         """The live members; without this node while it holds itself down after being cut off."""
         return self.gossip.live()
 
+    def advertise_macs(self, macs: frozenset[str]) -> None:
+        """In the member meta: a new incarnation gossiped at once when the set changed, nothing otherwise.
+
+        Until the first call the meta is None, which the others take as "not told": a restarted speaker
+        keeps the MACs its previous process published until it publishes its own.
+        """
+        self.gossip.set_meta(macs_meta(macs))
+
+    def peer_macs(self) -> frozenset[str]:
+        """The MACs in every member's meta (members up or down: Kubernetes names them all)."""
+        return frozenset().union(*(meta_macs(m) for m in self.gossip.metas().values()))
+
     def ready(self) -> bool:
         return self.gossip.ready()
 
@@ -541,6 +701,7 @@ class MemberlistLiveness(Liveness):
             "mode": self.mode,
             "port": self.gossip.port,
             "members": {n: m.status.name.lower() for n, m in sorted(members.items())},
+            "member_macs": {n: sorted(meta_macs(m.meta)) for n, m in sorted(members.items()) if m.meta},
             "health": self.gossip.swim.health,
         }
 
@@ -659,7 +820,9 @@ def make_liveness(
             log.warning("memberlist not started (%s): liveness falls back to Node conditions (--liveness node)", why)
             mode = "node"
     if mode == "node":
-        liveness = NodeLiveness(api, node_name=node_name, wake=wake, load=load, watch_timeout=watch_timeout)
+        liveness = NodeLiveness(
+            api, node_name=node_name, namespace=namespace, wake=wake, load=load, watch_timeout=watch_timeout
+        )
     elif mode == "lease":
         liveness = LeaseLiveness(
             api, node_name=node_name, namespace=namespace, wake=wake, load=load, renew=lease_renew,

@@ -101,6 +101,7 @@ class Speaker:
                 registry=self.registry,
                 conflict_probe=conflict_probe,
                 notify=self._notify,
+                peer_macs=lambda: self.liveness.peer_macs(),
             ),
         )
         self.announcements = ServiceAnnouncements(announcers, self.metrics, node_name=node_name)
@@ -112,6 +113,7 @@ class Speaker:
         self._taken_at: dict[tuple[str, str], float] = {}  # (Service, protocol) -> when another node's status showed it
         # Services another node of ours announced (its status) or won (our election), ever: taking them is a move.
         self._elsewhere: set[str] = set()
+        self._macs_seen: frozenset[str] = frozenset()  # of our layer-2 interfaces, published to the others
         self._threads: list[threading.Thread] = []
         self.liveness = make_liveness(
             liveness,
@@ -371,12 +373,13 @@ class Speaker:
         if self.node_name not in cluster.live_speakers and self.node_name in self.draining():
             refuse["bgp"] = "nodeDraining"  # BGP ignores liveness: a draining node stops advertising here
         hold = self._hold(cluster)
+        self._advertise_macs()  # before announcing: our gratuitous frames must not look like a conflict
         self._unannounced.update(
             self.announcements.update(candidates, cluster, config, reasons=reasons, hold=hold, refuse=refuse)
         )
         # A Service this speaker saw another node win is a move when it comes here: no conflict probe.
         self._elsewhere.update(k for k, r in self.reasons.items() if r == "notOwner")
-        layer2 = self.announcements.announcers.known("layer2")
+        layer2 = self._advertise_macs()  # a layer-2 announcer built just now: its MACs too
         status_of = getattr(layer2, "status_of", None)
         answering = status_of() if status_of is not None else {}
         live = self.live_speakers()
@@ -392,6 +395,18 @@ class Speaker:
                 self._unannounced.discard(key)
                 self._event(self.services.cache.get(key) or {}, f'announcing from node "{self.node_name}"')
         self._report(self.problems())
+
+    def _advertise_macs(self) -> object:
+        """Tell the other speakers our layer-2 announcer's MACs (the liveness writes only on a change); the
+        announcer, if any."""
+        layer2 = self.announcements.announcers.known("layer2")
+        local_macs = getattr(layer2, "local_macs", None)
+        if local_macs is not None:
+            # Every MAC this process answered on: a link going down and up again changes nothing (in memberlist
+            # mode a change is a new incarnation, which must not look like a refutation while cut off).
+            self._macs_seen |= frozenset(local_macs())
+            self.liveness.advertise_macs(self._macs_seen)
+        return layer2
 
     def problems(self) -> dict[str, str]:
         """Service key -> a problem of its announcement here (``AddressConflict: ...``)."""
@@ -498,6 +513,7 @@ class Speaker:
             "not_announced": dict(self.reasons),
             "problems": self.problems(),
             "live_speakers": sorted(self.live_speakers()),
+            "speaker_macs": sorted(self.liveness.peer_macs()),
             "liveness": self.liveness.status(),
             "api": self.load.rates(),
         }

@@ -20,11 +20,12 @@ from metallb.allocator.interfaces import AnnouncerBase, AnnouncerSettings
 from metallb.allocator.model import ClusterView, Config, NodeInfo, PoolSpec, ServiceView
 from metallb.announcers.election import reason_not_to_announce
 from metallb.announcers.layer2.netlink import enter_netns
+from metallb.announcers.layer2.packets import mac_bytes
 from metallb.announcers.layer2.probe import Conflict, probe
 from metallb.announcers.layer2.responder import Responder, metrics_for
 from prometheus_client import CollectorRegistry
 
-__all__ = ["CONFLICT_HOLD", "RESCAN_INTERVAL", "Layer2Announcer", "pool_interfaces"]
+__all__ = ["CONFLICT_HOLD", "FRIENDS_TTL", "RESCAN_INTERVAL", "Layer2Announcer", "pool_interfaces"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ RESCAN_INTERVAL = 10.0
 #: Seconds a conflict found by a probe (or a claim seen while announcing) is remembered; then a new probe runs.
 #: Short: the host that answered may be one of our own speakers about to withdraw (a restart's race).
 CONFLICT_HOLD = 5.0
+#: Seconds the other speakers' MACs are reused before asking the speaker again.
+FRIENDS_TTL = 0.5
 
 
 def pool_interfaces(pool: PoolSpec, node: NodeInfo | None = None) -> tuple[str, ...]:
@@ -77,6 +80,7 @@ class Layer2Announcer(AnnouncerBase):
             registry=registry,
             rescan_interval=RESCAN_INTERVAL if interval is None else interval,
             on_conflict=self._claimed,
+            friends=self._friends,
         )
         self._lock = threading.Lock()  # probe threads and the responder's loop meet the speaker's thread here
         self._probing: set[netaddr.IPAddress] = set()
@@ -87,6 +91,7 @@ class Layer2Announcer(AnnouncerBase):
         self._users: dict[netaddr.IPAddress, set[str]] = {}
         self._interfaces: dict[netaddr.IPAddress, tuple[str, ...]] = {}
         self._closed = False
+        self._friends_cache: tuple[float, frozenset[bytes]] | None = None
         self._responder.start()
 
     def __repr__(self) -> str:
@@ -96,6 +101,33 @@ class Layer2Announcer(AnnouncerBase):
     def responder(self) -> Responder:
         """The responder answering for this announcer (for status and tests)."""
         return self._responder
+
+    def local_macs(self) -> frozenset[str]:
+        """The MACs of the interfaces this node answers on: the speaker tells the others, so they never take
+        this node's gratuitous ARPs, unsolicited NAs or probe answers for a conflict. Read with ``getattr``."""
+        return self._responder.macs()
+
+    def _friends(self) -> frozenset[bytes]:
+        """The other speakers' MACs (from the speaker's ``peer_macs``), as bytes; asked again at most every
+        :data:`FRIENDS_TTL` seconds, so a flood of forged claims costs one set lookup each."""
+        peer_macs = self._settings.peer_macs
+        if peer_macs is None:
+            return frozenset()
+        now = time.monotonic()
+        cached = self._friends_cache
+        if cached is not None and now - cached[0] < FRIENDS_TTL:
+            return cached[1]
+        out = set()
+        for mac in peer_macs():
+            try:
+                raw = mac_bytes(mac)
+            except ValueError:
+                continue  # not a MAC: never a friend
+            if len(raw) == 6:
+                out.add(raw)
+        friends = frozenset(out)
+        self._friends_cache = (now, friends)
+        return friends
 
     def set_config(self, config: Config, node: NodeInfo) -> None:
         """Follow changes of the pools' interfaces (and of this node's labels) for the addresses already announced."""
@@ -207,7 +239,7 @@ class Layer2Announcer(AnnouncerBase):
         try:
             if self._settings.netns:
                 enter_netns(self._settings.netns)
-            conflict = probe(address, patterns=interfaces, restrict=self._settings.interfaces)
+            conflict = probe(address, patterns=interfaces, restrict=self._settings.interfaces, own_macs=self._friends())
         except OSError as exc:  # cannot probe: announce anyway, as without probing
             log.warning("conflict probe for %s failed: %s; announcing without it", address, exc)
         with self._lock:
@@ -233,7 +265,8 @@ class Layer2Announcer(AnnouncerBase):
             self._settings.notify()
 
     def _claimed(self, address: netaddr.IPAddress, mac: str, interface: str) -> None:
-        """From the responder's loop: another host sent a gratuitous ARP for an address we answer for."""
+        """From the responder's loop: another host (not one of our speakers) claimed an address we answer for,
+        by ARP or by a Neighbor Advertisement."""
         with self._lock:
             self._claims[address] = (Conflict(address=address, mac=mac, interface=interface), time.monotonic())
         self._metrics.conflicts.labels(ip=str(address), mac=mac).inc()

@@ -16,12 +16,16 @@ __all__ = [
     "BROADCAST",
     "ArpAnswer",
     "ArpRequest",
+    "ArpClaim",
     "NdpAnswer",
+    "NeighborAdvertisement",
     "NeighborSolicitation",
     "checksum",
     "mac_bytes",
     "mac_text",
+    "parse_arp_claim",
     "parse_arp_request",
+    "parse_neighbor_advertisement",
     "parse_neighbor_solicitation",
     "responder_filter",
     "solicited_node_group",
@@ -88,30 +92,34 @@ def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def responder_filter() -> bytes:
-    """A kernel socket filter keeping only received, untagged ARP requests and Neighbor Solicitations.
+    """A kernel socket filter keeping only received, untagged ARP requests and replies, Neighbor
+    Solicitations and Neighbor Advertisements.
 
     Returns the ``struct sock_filter`` array; the kernel drops everything else
-    before it is queued, so floods of other traffic cost us nothing. Our own
-    sent frames (gratuitous requests included) are dropped by packet type.
+    before it is queued, so floods of other traffic cost us nothing. Replies
+    and advertisements are kept to see other hosts claiming our addresses.
+    Our own sent frames (gratuitous ones included) are dropped by packet type.
     VLAN-tagged frames belong to the VLAN's own interface: answering them
     untagged here would answer on the wrong network.
     """
     prog = [
         _ins(_LD_W_ABS, 0, 0, _PKTTYPE),  # 0
-        _ins(_JEQ_K, 12, 0, _PACKET_OUTGOING),  # 1 -> drop
+        _ins(_JEQ_K, 14, 0, _PACKET_OUTGOING),  # 1 -> drop
         _ins(_LD_W_ABS, 0, 0, _VLAN_TAG_PRESENT),  # 2
-        _ins(_JEQ_K, 0, 10, 0),  # 3 untagged -> 4 | drop
+        _ins(_JEQ_K, 0, 12, 0),  # 3 untagged -> 4 | drop
         _ins(_LD_H_ABS, 0, 0, 12),  # 4 ethertype
-        _ins(_JEQ_K, 0, 2, ETH_P_ARP),  # 5 -> 6 | 8
+        _ins(_JEQ_K, 0, 3, ETH_P_ARP),  # 5 -> 6 | 9
         _ins(_LD_H_ABS, 0, 0, 20),  # 6 ARP opcode
-        _ins(_JEQ_K, 5, 6, 1),  # 7 -> accept | drop
-        _ins(_JEQ_K, 0, 5, ETH_P_IPV6),  # 8 -> 9 | drop
-        _ins(_LD_B_ABS, 0, 0, 20),  # 9 next header
-        _ins(_JEQ_K, 0, 3, _ICMPV6),  # 10 -> 11 | drop
-        _ins(_LD_B_ABS, 0, 0, 54),  # 11 ICMPv6 type
-        _ins(_JEQ_K, 0, 1, _NS),  # 12 -> accept | drop
-        _ins(_RET_K, 0, 0, SNAPLEN),  # 13 accept
-        _ins(_RET_K, 0, 0, 0),  # 14 drop
+        _ins(_JEQ_K, 7, 0, 1),  # 7 request -> accept | 8
+        _ins(_JEQ_K, 6, 7, 2),  # 8 reply -> accept | drop
+        _ins(_JEQ_K, 0, 6, ETH_P_IPV6),  # 9 -> 10 | drop
+        _ins(_LD_B_ABS, 0, 0, 20),  # 10 next header
+        _ins(_JEQ_K, 0, 4, _ICMPV6),  # 11 -> 12 | drop
+        _ins(_LD_B_ABS, 0, 0, 54),  # 12 ICMPv6 type
+        _ins(_JEQ_K, 1, 0, _NS),  # 13 -> accept | 14
+        _ins(_JEQ_K, 0, 1, _NA),  # 14 -> accept | drop
+        _ins(_RET_K, 0, 0, SNAPLEN),  # 15 accept
+        _ins(_RET_K, 0, 0, 0),  # 16 drop
     ]
     return b"".join(prog)
 
@@ -135,6 +143,75 @@ class NeighborSolicitation:
     source_ip: bytes
     source_mac: bytes
     target: bytes
+
+
+@attrs.frozen(kw_only=True)
+class ArpClaim:
+    """An ARP frame (request or reply) in which a host gives its MAC for an address."""
+
+    sender_mac: bytes
+    sender_ip: bytes
+
+
+@attrs.frozen(kw_only=True)
+class NeighborAdvertisement:
+    """The parts of a Neighbor Advertisement that tell who claims an address.
+
+    Attributes:
+        target: the 16-byte address advertised.
+        mac: the target link-layer address option, or the frame's source MAC without one.
+        solicited: the S flag (an answer to a solicitation).
+        override: the O flag (neighbours must replace what they cached).
+    """
+
+    target: bytes
+    mac: bytes
+    solicited: bool
+    override: bool
+
+
+def parse_arp_claim(frame: bytes) -> ArpClaim | None:
+    """The sender of an Ethernet ARP request or reply (gratuitous or not); None for anything else."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x06" or frame[14:20] != _ARP_HEADER:
+        return None
+    if frame[20:22] not in (_ARP_REQUEST, _ARP_REPLY):
+        return None
+    return ArpClaim(sender_mac=frame[22:28], sender_ip=frame[28:32])
+
+
+def parse_neighbor_advertisement(frame: bytes, *, check_sum: bool = True) -> NeighborAdvertisement | None:
+    """Parse an Ethernet/IPv6 Neighbor Advertisement, validated as RFC 4861 section 7.1.2 says; None otherwise.
+
+    Hop limit 255, code 0, at least 24 bytes, checksum, option lengths, a
+    target that is not multicast. The claimed MAC is the target link-layer
+    address option's, else the Ethernet source.
+    """
+    if len(frame) < 78 or frame[12:14] != b"\x86\xdd" or frame[14] >> 4 != 6:
+        return None
+    if frame[20] != _ICMPV6 or frame[21] != 255 or frame[54] != _NA or frame[55] != 0:
+        return None
+    plen = (frame[18] << 8) | frame[19]
+    end = 54 + plen
+    if plen < 24 or end > len(frame):
+        return None
+    target = frame[62:78]
+    if target[0] == 0xFF:
+        return None
+    if check_sum:
+        pseudo = frame[22:38] + frame[38:54] + struct.pack("!IxxxB", plen, _ICMPV6)
+        if checksum(pseudo + frame[54:end]) not in (0, 0xFFFF):
+            return None
+    mac = frame[6:12]
+    pos = 78
+    while pos + 2 <= end:  # options; each is at least 8 bytes, so this loop is bounded
+        kind, units = frame[pos], frame[pos + 1]
+        if units == 0 or pos + units * 8 > end:
+            return None
+        if kind == 2 and units == 1:
+            mac = frame[pos + 2 : pos + 8]
+        pos += units * 8
+    flags = frame[58]
+    return NeighborAdvertisement(target=target, mac=mac, solicited=bool(flags & 0x40), override=bool(flags & 0x20))
 
 
 def parse_arp_request(frame: bytes, own_mac: bytes) -> ArpRequest | None:

@@ -5,6 +5,14 @@ The loop thread owns all state. Other threads hand it work through
 is answered as soon as ``apply`` returns. Per frame the loop does one
 ``recv``, a dict lookup on the target address (frames for other addresses
 stop there), a few slices and one ``send`` of a prebuilt template.
+
+While answering, the loop also watches for other hosts claiming an address it
+answers for: an ARP request or reply whose sender address is ours, or a
+Neighbor Advertisement (unsolicited, with the Override flag or not) whose
+target is ours, from a MAC that is neither this host's nor one of *friends*
+(the other speakers'). Each is reported to ``on_conflict``. Our own frames
+never reach the loop (the kernel filter drops outgoing frames), and a frame
+sent by another interface of this host carries one of its MACs.
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from metallb.announcers.layer2.packets import (
     ArpAnswer,
     NdpAnswer,
     mac_text,
+    parse_arp_claim,
     parse_arp_request,
+    parse_neighbor_advertisement,
     parse_neighbor_solicitation,
     responder_filter,
     solicited_node_group,
@@ -53,6 +63,9 @@ _BATCH = 64
 #: MetalLB's gratuitous schedule: a round every 1.1 s until 5 s after the last announce.
 SPAM_INTERVAL = 1.1
 SPAM_DURATION = 5.0
+#: Seconds between two warnings about the same claimant of the same address (each claim is still reported).
+CLAIM_LOG_INTERVAL = 5.0
+_ICMPV6_NA = 136
 T = TypeVar("T")
 
 
@@ -206,6 +219,10 @@ class Responder:
             rtnetlink trigger one at once as well.
         rcvbuf: receive buffer of each packet socket, in bytes, so bursts are
             queued rather than dropped.
+        on_conflict: called from the loop thread with (address, MAC, interface)
+            for each frame of another host claiming an address answered here.
+        friends: called from the loop thread when a claim is seen: MACs (6
+            bytes each) that are never a conflict besides this host's own.
     """
 
     def __init__(
@@ -217,9 +234,13 @@ class Responder:
         rescan_interval: float = 10.0,
         rcvbuf: int = 4 << 20,
         on_conflict: Callable[[netaddr.IPAddress, str, str], None] | None = None,
+        friends: Callable[[], frozenset[bytes]] | None = None,
     ) -> None:
         self._restrict = restrict
         self._on_conflict = on_conflict
+        self._friends = friends
+        self._host_macs: frozenset[bytes] = frozenset()  # every interface of this host, from the last scan
+        self._claim_logged: dict[tuple[bytes, bytes], float] = {}
         self._netns = netns
         self._metrics = metrics_for(registry)
         self._rescan_interval = rescan_interval
@@ -273,6 +294,10 @@ class Responder:
             return {p.link.name: tuple(sorted(_text(a) for a in (*p.arp, *p.ndp))) for p in self._ports.values()}
 
         return self._call(snapshot)
+
+    def macs(self) -> frozenset[str]:
+        """The MACs of the interfaces the responder answers on (what the other speakers must know as ours)."""
+        return self._call(lambda: frozenset(mac_text(p.link.mac) for p in self._ports.values()))
 
     def rescan(self) -> None:
         """Rescan interfaces now (the loop also does it on link events and periodically)."""
@@ -418,6 +443,13 @@ class Responder:
             try:
                 reply: bytes
                 if frame[12:14] == b"\x08\x06":
+                    if frame[28:32] in arp:
+                        # Another host gives its MAC for our address (a gratuitous ARP, a reply): report it.
+                        claim = parse_arp_claim(frame)
+                        if claim is not None:
+                            self._claim(claim.sender_ip, claim.sender_mac, port.link.name)
+                    if frame[20:22] != b"\x00\x01":
+                        continue
                     key = frame[38:42]
                     answer = arp.get(key)
                     if answer is None:
@@ -425,14 +457,16 @@ class Responder:
                     request = parse_arp_request(frame, mac)
                     if request is None:
                         continue
-                    if request.sender_ip == key and request.sender_mac != mac:
-                        # A gratuitous ARP for our address from another host: report it (the reply defends it).
-                        self._conflict(key, request.sender_mac, port.link.name)
-                    reply = answer.reply(request)
+                    reply = answer.reply(request)  # a claim's request is answered too: the reply defends it
                 else:
                     key = frame[62:78]
                     answer6 = ndp.get(key)
                     if answer6 is None:
+                        continue
+                    if frame[54] == _ICMPV6_NA:
+                        advert = parse_neighbor_advertisement(frame)
+                        if advert is not None:
+                            self._claim(key, advert.mac, port.link.name)
                         continue
                     solicitation = parse_neighbor_solicitation(frame, mac)
                     if solicitation is None:
@@ -450,8 +484,23 @@ class Responder:
             except Exception:  # a malformed frame must never stop the loop
                 log.exception("dropping a frame on %s", port.link.name)
 
-    def _conflict(self, packed: bytes, mac: bytes, interface: str) -> None:
-        log.warning("%s: another host (%s) claims it on %s", _text(packed), mac_text(mac), interface)
+    def _claim(self, packed: bytes, mac: bytes, interface: str) -> None:
+        """A frame claims our address *packed* for *mac*: a conflict unless the MAC is ours or a friend's."""
+        if mac in self._host_macs:
+            return
+        if self._friends is not None:
+            try:
+                if mac in self._friends():
+                    return
+            except Exception:  # a failing lookup must not silence the report
+                log.exception("looking up the other speakers' MACs")
+        now = time.monotonic()
+        logged = self._claim_logged.get((packed, mac))
+        if logged is None or now - logged >= CLAIM_LOG_INTERVAL:
+            if len(self._claim_logged) >= 1024:  # a flood of forged MACs: forget, do not grow
+                self._claim_logged.clear()
+            self._claim_logged[(packed, mac)] = now
+            log.warning("%s: another host (%s) claims it on %s", _text(packed), mac_text(mac), interface)
         if self._on_conflict is not None:
             self._on_conflict(netaddr.IPAddress(_text(packed)), mac_text(mac), interface)
 
@@ -520,6 +569,7 @@ class Responder:
         except OSError as exc:
             log.warning("cannot list interfaces: %s", exc)
             return
+        self._host_macs = frozenset(link.mac for link in current.values())
         wanted = {
             index: link
             for index, link in current.items()

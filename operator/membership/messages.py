@@ -5,8 +5,15 @@ piggybacked membership updates. All integers are big-endian; a name is one
 length byte and UTF-8 (Kubernetes node names are at most 253 bytes)::
 
     packet  = version:u8 kind:u8 sender:name incarnation:u64 seq:u32 target:name count:u16 update*
-    update  = status:u8 incarnation:u64 name:name source:name
+    update  = status:u8 incarnation:u64 name:name source:name meta
     name    = length:u8 utf8
+    meta    = length:u8 bytes    (length 255: no meta carried)
+
+A member's *meta* is opaque here (the speakers put their announcing
+interfaces' MACs in it) and at most :data:`MAX_META` bytes, so a hostile
+member cannot make the others store more than that per member. It rides on
+the updates that say a member is alive and belongs to their incarnation: a
+member that changes its meta bumps its incarnation, as memberlist does.
 
 The sender's own incarnation rides in every packet, so a packet from a member
 is first-hand news of it. Sizes are computed without encoding (the simulation
@@ -22,6 +29,7 @@ import struct
 import attrs
 
 __all__ = [
+    "MAX_META",
     "MAX_NAME",
     "VERSION",
     "Kind",
@@ -38,6 +46,9 @@ __all__ = [
 
 VERSION = 1
 MAX_NAME = 253
+#: Longest member meta in bytes (a MAC list of 40 interfaces fits).
+MAX_META = 250
+_NO_META = 255
 _HEADER = struct.Struct("!BB")
 _INC_SEQ = struct.Struct("!QI")
 _COUNT = struct.Struct("!H")
@@ -71,12 +82,18 @@ class Status(enum.IntEnum):
 
 @attrs.frozen(kw_only=True)
 class Update:
-    """News about one member: its status at an incarnation, and who says so (``source``)."""
+    """News about one member: its status at an incarnation, and who says so (``source``).
+
+    ``meta`` is the member's meta at that incarnation, or None when the update
+    does not carry it (news of a suspicion or death, or an alive member whose
+    meta at this incarnation the sender does not know).
+    """
 
     status: Status
     name: str
     incarnation: int
     source: str = ""
+    meta: bytes | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +115,14 @@ def _name_bytes(name: str) -> bytes:
     return raw
 
 
+def _meta_bytes(meta: bytes | None) -> bytes:
+    if meta is None:
+        return bytes((_NO_META,))
+    if len(meta) > MAX_META:
+        raise WireError(f"member meta of {len(meta)} bytes, at most {MAX_META}")
+    return bytes((len(meta),)) + meta
+
+
 def header_size(sender: str, target: str = "") -> int:
     """Bytes of a packet without updates."""
     return _HEADER.size + 1 + _length(sender) + _INC_SEQ.size + 1 + _length(target) + _COUNT.size
@@ -109,7 +134,7 @@ def _length(text: str) -> int:
 
 def update_size(update: Update) -> int:
     """Bytes one update adds to a packet."""
-    return _UPDATE.size + 2 + _length(update.name) + _length(update.source)
+    return _UPDATE.size + 3 + _length(update.name) + _length(update.source) + len(update.meta or b"")
 
 
 def packet_size(packet: Packet) -> int:
@@ -134,7 +159,7 @@ def encode(packet: Packet) -> bytes:
     for update in packet.updates:
         name, source = _name_bytes(update.name), _name_bytes(update.source)
         parts += [_UPDATE.pack(update.status, update.incarnation), bytes((len(name),)), name]
-        parts += [bytes((len(source),)), source]
+        parts += [bytes((len(source),)), source, _meta_bytes(update.meta)]
     return b"".join(parts)
 
 
@@ -149,6 +174,14 @@ class _Reader:
         chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
+
+    def meta(self) -> bytes | None:
+        length = self.take(1)[0]
+        if length == _NO_META:
+            return None
+        if length > MAX_META:
+            raise WireError(f"member meta of {length} bytes, at most {MAX_META}")
+        return self.take(length)
 
     def name(self) -> str:
         raw = self.take(self.take(1)[0])
@@ -179,7 +212,8 @@ def decode(data: bytes) -> Packet:
             status = Status(status)
         except ValueError:
             raise WireError(f"unknown member status {status}") from None
-        updates.append(Update(status=status, name=reader.name(), incarnation=inc, source=reader.name()))
+        name, source = reader.name(), reader.name()
+        updates.append(Update(status=status, name=name, incarnation=inc, source=source, meta=reader.meta()))
     if reader.pos != len(data):
         raise WireError(f"{len(data) - reader.pos} trailing bytes after the packet")
     if not sender:

@@ -73,6 +73,7 @@ class GossipNode:
         on_suspect: called (from the gossip thread) with a member each time it turns from alive to
             suspect (this member's probe failed, or another member said so).
         join_timeout: seconds after which the node counts as ready even if no member answered the join.
+        meta: this member's meta to start with (see :meth:`set_meta`).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class GossipNode:
         on_change: Callable[[], None] | None = None,
         on_suspect: Callable[[str], None] | None = None,
         join_timeout: float = 2.0,
+        meta: bytes | None = None,
     ) -> None:
         self.name = name
         self._keyring = keyring
@@ -113,7 +115,9 @@ class GossipNode:
         self.peer_port = peer_port or self.port
         now = time.monotonic()
         # Wall-clock milliseconds: a restarted speaker starts above anything its previous process reached.
-        self.swim = Swim(name, incarnation=time.time_ns() // 1_000_000, now=now, params=params, observer=self._observe)
+        self.swim = Swim(
+            name, incarnation=time.time_ns() // 1_000_000, now=now, params=params, observer=self._observe, meta=meta
+        )
         self._addresses: dict[str, str] = {}
         self._by_address: dict[str, str] = {}
         self._live: frozenset[str] = frozenset({name})
@@ -144,6 +148,20 @@ class GossipNode:
         """Every other member as this one sees it (thread-safe)."""
         with self._lock:
             return self.swim.members()
+
+    def metas(self) -> dict[str, bytes]:
+        """Every other member's meta where known (thread-safe)."""
+        with self._lock:
+            return self.swim.metas()
+
+    def set_meta(self, meta: bytes | None) -> None:
+        """Carry *meta* from now on (thread-safe; a change is gossiped at once, under a new incarnation)."""
+        with self._lock:
+            self.swim.set_meta(meta, time.monotonic())
+        loop = self._loop
+        if loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(self._wake.set)
 
     @property
     def addresses(self) -> dict[str, str]:

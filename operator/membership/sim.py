@@ -114,6 +114,11 @@ class Simulation:
         self._scheduled.pop(name, None)
         self._schedule(name)
 
+    def set_meta(self, name: str, meta: bytes | None) -> None:
+        """Member *name* carries *meta* from now on (:meth:`Swim.set_meta`)."""
+        self.nodes[name].set_meta(meta, self.now)
+        self._schedule(name)
+
     def cut(self, name: str, *, off: bool = True) -> None:
         """Cut *name*'s link (it runs on, alone) or, with ``off=False``, restore it."""
         if off:

@@ -44,7 +44,9 @@ hashicorp/memberlist implements them):
   back and forth. The returning member holds *itself* down as long (so it
   does not answer for addresses that moved away meanwhile) when it learns that
   a member it trusts (up, not held down in its view) holds it dead, or a
-  restarted process learns its predecessor was. A member cut off from most
+  restarted process learns its predecessor was. A member heard from at a
+  higher incarnation while held dead (a new process, or a meta change while it
+  was cut off) is told that it was, since it had nothing to refute. A member cut off from most
   others (at least two, and most, of them down in its view) is the one
   returning: the members that come back while it is still cut off, and all
   of them once it holds itself down, count at once; it holds itself down when
@@ -53,6 +55,17 @@ hashicorp/memberlist implements them):
   most others only for a moment (a false suspicion under load, refuted) is
   not "the one returning" for a node that really was gone. In a symmetric
   split of two members neither steps back.
+- **Meta.** Each member may carry a small opaque meta (at most
+  :data:`~.messages.MAX_META` bytes; the speakers put their MACs in it), as
+  memberlist's node meta. It belongs to an incarnation: :meth:`Swim.set_meta`
+  bumps this member's incarnation and gossips an alive update carrying it;
+  every alive update this member sends about itself (refutations, push-pull)
+  carries it too. A member's meta is replaced only by one at a higher
+  incarnation, so old gossip never brings back an old meta; a member relaying
+  another's alive update attaches the meta only if it knows it for that very
+  incarnation. Meta is kept for members that are down (a returning member's
+  frames are still ours) and forgotten with the member when Kubernetes drops
+  it, so a member stores at most members x MAX_META bytes of meta.
 """
 
 from __future__ import annotations
@@ -65,7 +78,7 @@ import random
 from collections.abc import Callable, Iterable
 
 import attrs
-from metallb.operator.membership.messages import Kind, Packet, Status, Update, header_size, update_size
+from metallb.operator.membership.messages import MAX_META, Kind, Packet, Status, Update, header_size, update_size
 
 __all__ = ["MemberView", "Observer", "Params", "Send", "Stats", "Swim", "Transport"]
 
@@ -173,6 +186,7 @@ class MemberView:
     incarnation: int
     confirmed: bool
     held_until: float
+    meta: bytes | None = None
 
 
 @attrs.define(kw_only=True)
@@ -210,6 +224,9 @@ class _Member:
     #: An incarnation was heard (first-hand or by gossip); until then it does not count as live.
     confirmed: bool = False
     since: float = 0.0
+    #: Its meta, as of incarnation ``meta_inc`` (None: not heard yet).
+    meta: bytes | None = None
+    meta_inc: int = -1
     held_until: float = 0.0
     suspicion: _Suspicion | None = None
 
@@ -284,6 +301,7 @@ class Swim:
         params: protocol parameters.
         rng: randomness (seeded by simulations and tests).
         observer: called on every status change.
+        meta: this member's meta to start with (see :meth:`set_meta`).
     """
 
     def __init__(
@@ -295,7 +313,9 @@ class Swim:
         params: Params | None = None,
         rng: random.Random | None = None,
         observer: Observer | None = None,
+        meta: bytes | None = None,
     ) -> None:
+        _check_meta(meta)
         self.name = name
         self.params = params or Params()
         self.stats = Stats()
@@ -305,6 +325,7 @@ class Swim:
         self.synced = False
         self.leaving = False
         self._inc = incarnation
+        self._meta = meta
         self._rng = rng or random.Random()
         self._observer = observer
         self._members: dict[str, _Member] = {}
@@ -349,9 +370,18 @@ class Swim:
         """Every other member as seen now."""
         return {
             n: MemberView(name=n, status=m.status, incarnation=m.incarnation, confirmed=m.confirmed,
-                          held_until=m.held_until)
+                          held_until=m.held_until, meta=m.meta)
             for n, m in self._members.items()
         }  # fmt: skip
+
+    @property
+    def meta(self) -> bytes | None:
+        """This member's meta."""
+        return self._meta
+
+    def metas(self) -> dict[str, bytes]:
+        """Every other member's meta, where known (members up or down, as long as Kubernetes names them)."""
+        return {n: m.meta for n, m in self._members.items() if m.meta is not None}
 
     def status_of(self, name: str) -> Status | None:
         """The status of member *name* (None for a non-member; ALIVE for this member)."""
@@ -406,6 +436,20 @@ class Swim:
         self._limit = self.params.retransmit_limit(len(self._members) + 1)
         self._update_isolation(now)
         self.changes += 1
+
+    def set_meta(self, meta: bytes | None, now: float) -> None:
+        """Carry *meta* from now on: a new incarnation, gossiped at once (nothing happens if it is unchanged)."""
+        _check_meta(meta)
+        if meta == self._meta:
+            return
+        self._meta = meta
+        self._inc += 1
+        self._broadcasts.add(self._myself())
+        self._next_gossip = min(self._next_gossip, now)
+
+    def _myself(self) -> Update:
+        """The alive update about this member, with its meta."""
+        return Update(status=Status.ALIVE, name=self.name, incarnation=self._inc, source=self.name, meta=self._meta)
 
     def tick(self, now: float) -> list[Send]:
         """Run every timer that is due."""
@@ -600,7 +644,13 @@ class Swim:
     def _heard_from(self, now: float, member: _Member, packet: Packet, out: list[Send]) -> None:
         """A packet from *member* is first-hand news that it runs at ``packet.incarnation``."""
         if packet.incarnation > member.incarnation or not member.confirmed:
+            held = member.status == Status.DEAD and member.confirmed
+            notice = Update(status=Status.DEAD, name=member.name, incarnation=member.incarnation, source=self.name)
             self._alive(now, member, packet.incarnation, rebroadcast=member.status != Status.ALIVE)
+            if held:
+                # Back at a new incarnation it did not need to refute us (a new process, or a meta change while
+                # cut off): tell it we held it dead, so it holds itself down as long as we hold it down.
+                out.append(self._send(member.name, Kind.GOSSIP, first=notice))
         elif (
             member.status != Status.ALIVE
             and packet.kind != Kind.PING  # the ack to a ping carries our view anyway
@@ -618,9 +668,13 @@ class Swim:
         member = self._members.get(update.name)
         if member is None:  # not a member as far as Kubernetes tells us: gossip cannot add one
             return
+        fresh_meta = self._take_meta(member, update)
         if update.status == Status.ALIVE:
             if update.incarnation > member.incarnation or not member.confirmed:
                 self._alive(now, member, update.incarnation, rebroadcast=True)
+            elif fresh_meta and update.incarnation == member.incarnation and member.status == Status.ALIVE:
+                # Its incarnation came first-hand, its meta only now: pass the meta on as well.
+                self._broadcasts.add(attrs.evolve(update, source=member.name))
         elif update.status == Status.SUSPECT:
             self._suspect(now, member, update.incarnation, update.source)
         else:
@@ -632,9 +686,11 @@ class Swim:
             member = self._members.get(update.name)
             if update.name == self.name:
                 self._about_me(now, update, holder=packet.sender)
-            elif member is None:
                 continue
-            elif update.status == Status.ALIVE:
+            if member is None:
+                continue
+            self._take_meta(member, update)
+            if update.status == Status.ALIVE:
                 if update.incarnation > member.incarnation or not member.confirmed:
                     self._alive(now, member, update.incarnation, rebroadcast=member.status != Status.ALIVE)
             elif update.status == Status.LEFT:
@@ -653,7 +709,7 @@ class Swim:
             self._inc = max(self._inc, update.incarnation) + 1
             self.stats.refutations += 1
             self._health(1)
-            self._broadcasts.add(Update(status=Status.ALIVE, name=self.name, incarnation=self._inc, source=self.name))
+            self._broadcasts.add(self._myself())
         elif not (down and holder is not None):  # old news, unless a member holds our previous process dead
             return
         if not down or self.params.hold_down <= 0 or now < self._held_until:
@@ -678,8 +734,18 @@ class Swim:
         self._set_status(now, member, Status.ALIVE)
         if rebroadcast:
             self._broadcasts.add(
-                Update(status=Status.ALIVE, name=member.name, incarnation=member.incarnation, source=member.name)
-            )
+                Update(status=Status.ALIVE, name=member.name, incarnation=member.incarnation, source=member.name,
+                       meta=_meta_at(member, member.incarnation))
+            )  # fmt: skip
+
+    @staticmethod
+    def _take_meta(member: _Member, update: Update) -> bool:
+        """Keep the meta an update carries if it is newer (by incarnation) than the one known; True if kept."""
+        if update.meta is None or update.incarnation <= member.meta_inc:
+            return False
+        member.meta = update.meta
+        member.meta_inc = update.incarnation
+        return True
 
     def _suspect(self, now: float, member: _Member, incarnation: int, source: str) -> None:
         if incarnation < member.incarnation:
@@ -786,7 +852,7 @@ class Swim:
         return Send(to=to, packet=packet, transport=transport)
 
     def _sync_packet(self, to: str, kind: Kind) -> Send:
-        view = [Update(status=Status.ALIVE, name=self.name, incarnation=self._inc, source=self.name)]
+        view = [self._myself()]
         for name, m in self._members.items():
             if m.confirmed:
                 view.append(
@@ -795,7 +861,18 @@ class Swim:
                         name=name,
                         incarnation=m.incarnation,
                         source=name if m.status == Status.LEFT else self.name,
+                        meta=_meta_at(m, m.incarnation),
                     )
                 )
         packet = Packet(kind=kind, sender=self.name, incarnation=self._inc, updates=tuple(view))
         return Send(to=to, packet=packet, transport=Transport.TCP)
+
+
+def _check_meta(meta: bytes | None) -> None:
+    if meta is not None and len(meta) > MAX_META:
+        raise ValueError(f"member meta {meta[:16]!r}...: {len(meta)} bytes, at most {MAX_META}")
+
+
+def _meta_at(member: _Member, incarnation: int) -> bytes | None:
+    """*member*'s meta if it is known for exactly *incarnation* (else None: relaying an older one would mislabel it)."""
+    return member.meta if member.meta_inc == incarnation else None

@@ -157,3 +157,16 @@ class TestSuspicionReports:
         finally:
             for node in nodes.values():
                 node.stop(leave=False)
+
+
+def test_meta_reaches_the_other_members_over_the_wire(start):
+    """A member's meta (its MACs), set while running, reaches every other member over encrypted UDP."""
+    nodes = start(3)
+    wait_for(lambda: all_live(nodes, {"n0", "n1", "n2"}), timeout=10, what="all live")
+    began = time.monotonic()
+    nodes["n1"].set_meta(b"\x01\x02\x00\x00\x00\x01\x0b")
+    wait_for(lambda: all(nodes[n].metas().get("n1") == b"\x01\x02\x00\x00\x00\x01\x0b" for n in ("n0", "n2")),
+             timeout=5, what="n1's meta everywhere")  # fmt: skip
+    took = time.monotonic() - began
+    print(f"meta known to every member after {took * 1000:.0f} ms")
+    assert nodes["n0"].metas().keys() == {"n1"}

@@ -96,3 +96,19 @@ class TestFigures:
             sim.run_for(20.0)
             rates.append(sum(sim.bytes_sent.values()) / n / sim.now)
         assert rates[1] < 1.5 * rates[0], rates
+
+
+class TestMetaDissemination:
+    @settings(max_examples=10, deadline=None)
+    @given(n=st.integers(2, 40), seed=seeds, loss=st.floats(0, 0.1))
+    def test_a_new_meta_reaches_every_member(self, n, seed, loss):
+        """A member's new meta (its MACs) is known to every other member within 2 s, even with 10 % loss."""
+        sim = Simulation(n, seed=seed, network=Network(loss=loss))
+        sim.run_for(1.0)
+        author = sim.names[seed % n]
+        meta = b"\x01" + seed.to_bytes(6, "big")
+        sim.set_meta(author, meta)
+        sim.run_for(2.0)
+        assert {m: sim.nodes[m].metas().get(author) for m in sim.names if m != author} == dict.fromkeys(
+            (m for m in sim.names if m != author), meta
+        )

@@ -6,7 +6,10 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from metallb.operator.membership import Kind, Packet, Params, Send, Status, Swim, Transport, Update
+from metallb.operator.membership.messages import MAX_META, WireError, decode, encode
 
 INC = 100  # this member's incarnation
 PEER = 200  # every other member's
@@ -489,3 +492,131 @@ class TestLocalHealth:
         for inc in range(INC, INC + 10):
             news(node, "b", Update(status=Status.SUSPECT, name="a", incarnation=inc, source="b"))
         assert node.health == 2
+
+
+MACS_A = b"\x01\x02\x00\x00\x00\x00\x0a"
+MACS_B = b"\x01\x02\x00\x00\x00\x00\x0b"
+
+
+def alive(name: str, inc: int, meta: bytes | None) -> Update:
+    """An alive update about *name* at *inc*, carrying *meta*."""
+    return Update(status=Status.ALIVE, name=name, incarnation=inc, source=name, meta=meta)
+
+
+class TestMeta:
+    """Member meta (the speakers' MACs): versioned by incarnation, bounded, gossiped and pushed-pulled."""
+
+    def test_set_meta_bumps_the_incarnation_and_gossips_it(self):
+        """A new meta is a new incarnation, gossiped at once; setting the same meta again changes nothing."""
+        node = group("b", "c")
+        node.set_meta(MACS_A, 0.0)
+        assert node.incarnation == INC + 1 and node.meta == MACS_A
+        assert carrying(node.tick(0.0), alive("a", INC + 1, MACS_A))
+        node.set_meta(MACS_A, 0.1)
+        assert node.incarnation == INC + 1
+
+    def test_every_alive_update_about_itself_carries_it(self):
+        """A refutation and the push-pull view carry this member's meta."""
+        node = group("b", "c")
+        node.set_meta(MACS_A, 0.0)
+        ticks(node, 0.2)
+        sends = news(node, "b", Update(status=Status.SUSPECT, name="a", incarnation=INC + 1, source="b"), now=0.3)
+        sends += node.tick(0.3)
+        assert carrying(sends, alive("a", INC + 2, MACS_A))
+        (sync,) = node.join(0.4, fanout=1)
+        assert alive("a", INC + 2, MACS_A) in sync.packet.updates
+
+    def test_received_meta_is_kept_and_replaced_only_by_a_newer_incarnation(self):
+        """A member's meta comes with its alive update; an older incarnation's or a missing meta never replaces it."""
+        node = group("b", "c")
+        news(node, "c", alive("b", PEER + 1, MACS_B))
+        assert node.metas() == {"b": MACS_B}
+        news(node, "c", alive("b", PEER, MACS_A))
+        news(node, "c", alive("b", PEER + 2, None))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER + 3, source="c"))
+        assert node.metas() == {"b": MACS_B} and node.members()["b"].meta == MACS_B
+
+    def test_meta_arriving_after_its_incarnation_is_still_taken_and_passed_on(self):
+        """Heard first-hand at a new incarnation, then its meta by gossip: the meta is taken and gossiped on."""
+        node = group("b", "c")
+        node.receive(0.0, packet("b", inc=PEER + 1))  # first-hand: the incarnation without the meta
+        news(node, "c", alive("b", PEER + 1, MACS_B))
+        assert node.metas() == {"b": MACS_B}
+        assert carrying(ticks(node, 0.2), alive("b", PEER + 1, MACS_B))
+
+    def test_a_relay_attaches_meta_only_for_the_incarnation_it_belongs_to(self):
+        """Relaying a member's alive news at an incarnation whose meta it does not know, a member sends no meta."""
+        node = group("b", "c")
+        news(node, "c", alive("b", PEER + 1, MACS_B))
+        news(node, "c", Update(status=Status.SUSPECT, name="b", incarnation=PEER + 1, source="c"))
+        sends = news(node, "c", alive("b", PEER + 2, None), now=0.1) + ticks(node, 0.3)
+        assert carrying(sends, alive("b", PEER + 2, None))
+        assert not [u for s in sends for u in s.packet.updates if u.name == "b" and u.meta is not None]
+
+    def test_push_pull_carries_the_metas_it_knows(self):
+        """A sync view carries each member's meta known for its incarnation; the receiver takes them."""
+        node = group("b", "c")
+        news(node, "c", alive("b", PEER + 1, MACS_B))
+        (sync,) = [s for s in node.join(0.0, fanout=2) if s.to == "c"]
+        assert [(u.incarnation, u.meta) for u in sync.packet.updates if u.name == "b"] == [(PEER + 1, MACS_B)]
+        other = group("a", "b", name="c")
+        other.receive(0.0, sync.packet, transport=Transport.TCP)
+        assert other.metas() == {"b": MACS_B}
+
+    def test_down_members_keep_their_meta_and_forgotten_members_lose_it(self):
+        """A dead member's MACs stay known (a returning speaker is ours); one Kubernetes drops is forgotten."""
+        node = group("b", "c")
+        news(node, "c", alive("b", PEER + 1, MACS_B))
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER + 1, source="c"))
+        assert node.status_of("b") == Status.DEAD and node.metas() == {"b": MACS_B}
+        node.set_members(["a", "c"], 1.0)
+        assert node.metas() == {}
+
+    def test_meta_of_strangers_is_never_stored(self):
+        """Gossip about a member Kubernetes does not name stores nothing, meta included."""
+        node = group("b")
+        news(node, "b", alive("mallory", 1, MACS_A))
+        assert node.metas() == {}
+
+    def test_meta_is_bounded(self):
+        """A meta above MAX_META bytes is refused by set_meta and by the wire format, in one line."""
+        node = group("b")
+        with pytest.raises(ValueError, match=rf"^member meta .*: {MAX_META + 1} bytes, at most {MAX_META}$"):
+            node.set_meta(bytes(MAX_META + 1), 0.0)
+        with pytest.raises(WireError, match="at most"):
+            encode(packet("b", updates=(alive("b", 1, bytes(MAX_META + 1)),)))
+        raw = bytearray(encode(packet("b", updates=(alive("b", 1, b""),))))
+        raw[-1] = MAX_META + 1  # the meta length byte, claiming more than allowed
+        with pytest.raises(WireError, match="at most"):
+            decode(bytes(raw) + bytes(MAX_META + 1))
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.tuples(st.integers(PEER, PEER + 6), st.one_of(st.none(), st.binary(max_size=MAX_META))),
+                    max_size=12))  # fmt: skip
+    def test_the_meta_of_the_highest_incarnation_wins_in_any_order(self, news_items):
+        """Whatever order alive updates arrive in, the meta kept is one carried at the highest incarnation."""
+        node = group("b", "c")
+        for inc, meta in news_items:
+            news(node, "c", alive("b", inc, meta))
+        carried = [(inc, meta) for inc, meta in news_items if meta is not None]
+        if not carried:
+            assert node.metas() == {}
+        else:
+            top = max(inc for inc, _ in carried)
+            first = next(meta for inc, meta in carried if inc == top)
+            assert node.metas() == {"b": first}
+            assert len(node.metas()["b"]) <= MAX_META
+
+    def test_a_member_back_at_a_new_incarnation_is_told_it_was_held_dead_and_steps_back(self):
+        """A member held dead that comes back at a higher incarnation (its meta changed while it was cut off) is
+        told it was held dead, and holds itself down as the others hold it down."""
+        node = group("b", "c")
+        news(node, "c", Update(status=Status.DEAD, name="b", incarnation=PEER, source="c"))
+        sends = node.receive(1.0, packet("b", inc=PEER + 1))
+        assert node.status_of("b") == Status.ALIVE and "b" not in node.live(1.0)  # held down here
+        assert carrying(of(sends, Kind.GOSSIP), Update(status=Status.DEAD, name="b", incarnation=PEER, source="a"))
+        returning = group("a", "c", name="b")
+        returning.set_meta(MACS_B, 0.5)  # a new incarnation, while the others held it dead
+        news(returning, "a", Update(status=Status.DEAD, name="b", incarnation=INC, source="a"), now=1.0)
+        assert "b" not in returning.live(1.0)
+        assert "b" in returning.live(1.0 + Params().hold_down)

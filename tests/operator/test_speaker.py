@@ -12,14 +12,17 @@ import concurrent.futures
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
+import netaddr
 import pytest
 from metallb.announcers.layer2.netlink import enter_netns
+from metallb.announcers.layer2.packets import ArpAnswer, NdpAnswer, mac_bytes
 
 NS = "metallb-system"
 VIP = "192.0.2.200"
@@ -375,6 +378,46 @@ def l2_statuses(emu, service: str = "web") -> list[dict]:
     ]
 
 
+VIP6 = "2001:db8:1::200"
+CONFIG6 = (
+    "address-pools:\n- name: l2\n  protocol: layer2\n  addresses: [192.0.2.200/29]\n"
+    "- name: l2v6\n  protocol: layer2\n  addresses: [2001:db8:1::200/125]\n"
+)
+
+
+def send_frames(ns: str, frames: list[bytes]) -> None:
+    """Send raw Ethernet *frames* on eth0 of namespace *ns* (a raw-socket sender, as any host could)."""
+
+    def run() -> None:
+        enter_netns(f"/run/netns/{ns}")
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
+            sock.bind(("eth0", 0))
+            for frame in frames:
+                sock.send(frame)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+
+
+def claims(mac: str, ip: str) -> list[bytes]:
+    """The frames a host with *mac* sends to claim *ip*: a gratuitous ARP pair, or an unsolicited NA (O=1)."""
+    address = netaddr.IPAddress(ip)
+    if address.version == 4:
+        return list(ArpAnswer(mac=mac_bytes(mac), address=bytes(address.packed)).gratuitous())
+    return [NdpAnswer(mac=mac_bytes(mac), address=bytes(address.packed)).gratuitous()]
+
+
+def speaker_metrics(cluster: dict, node: str) -> str:
+    """The speaker's /metrics text, fetched from the client namespace."""
+
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://{IPS[node]}:7472/metrics", timeout=2) as response:
+            return response.read().decode()
+
+    return cluster["client"].submit(fetch).result()
+
+
 def metallb(cluster: dict, command: str) -> subprocess.CompletedProcess[str]:
     """`metallb COMMAND --kubeconfig ...` against the emulator, run from the client namespace."""
     argv = f"{sys.executable} -m metallb.operator {command} --kubeconfig {cluster['kubeconfig']}"
@@ -481,3 +524,53 @@ class TestLayer2Safety:
             lambda: answering_mac(netlab, ns["client"]) == MACS[winner],
             gossip,
         )
+
+    def test_claims_while_announcing_ipv6_are_reported_for_strangers_only(self, gossip):
+        """While a node announces an IPv6 address, another speaker's unsolicited NA and gratuitous ARP (its MACs
+        known through gossip) are no conflict; a stranger's unsolicited NA is: Event, metric and status name it."""
+        emu, nodes = gossip["emu"], gossip["nodes"]
+        gossip_winner(gossip)
+        config = emu.get("configmaps", NS, "config")
+        emu.put_object({**config, "data": {"config": CONFIG6}})
+        add_service(emu, "web6", VIP6, nodes)
+        (owner,) = wait_for(  # its announcement status: probed clean, answered
+            "the IPv6 Service answered",
+            lambda: [o["status"]["node"] for o in l2_statuses(emu, "web6") if o.get("status")],
+            gossip,
+        )
+        others = [n for n in nodes if n != owner]
+        wait_for(  # every speaker knows the others' MACs through the gossip's member meta
+            "the speakers' MACs known everywhere",
+            lambda: all(
+                set(speaker_status(gossip, n)["speaker_macs"]) == {MACS[o] for o in nodes if o != n} for n in nodes
+            ),
+            gossip,
+        )
+        v4_owner = next(n for n in nodes if "default/web" in speaker_status(gossip, n)["announced"])
+        for friend in others:  # as in a failover back: another of our speakers claims the addresses
+            send_frames(gossip["ns"][friend], claims(MACS[friend], VIP6))
+            if friend != v4_owner:
+                send_frames(gossip["ns"][friend], claims(MACS[friend], VIP))
+        stranger = "02:00:00:00:01:c0"
+        sent = time.monotonic()
+        send_frames(gossip["ns"]["client"], claims(stranger, VIP6))
+        events = wait_for(
+            "an AddressConflict event for the IPv6 Service",
+            lambda: [e for e in emu.objects("events", "default") if e["reason"] == "AddressConflict"],
+            gossip,
+        )
+        took = time.monotonic() - sent
+        print(f"a stranger's unsolicited NA: Event recorded after {took:.2f} s")
+        assert [e["involvedObject"]["name"] for e in events] == ["web6"], events
+        assert stranger in events[0]["message"] and VIP6 in events[0]["message"]
+        assert events[0]["source"]["host"] == owner
+        problems = speaker_status(gossip, owner)["problems"]
+        assert set(problems) == {"default/web6"} and stranger in problems["default/web6"]
+        text = speaker_metrics(gossip, owner)
+        assert f'metallb_layer2_address_conflicts_total{{ip="{VIP6}",mac="{stranger}"}} 1.0' in text
+        for node in nodes:  # no speaker counted another speaker's frames
+            metrics = speaker_metrics(gossip, node) if node != owner else text
+            assert not [m for m in MACS.values() if f'mac="{m}"' in metrics], node
+        web6 = metallb_status(gossip)["default/web6"]
+        assert web6["announced"] == owner and web6["pending"].startswith("AddressConflict"), web6
+        assert stranger in web6["pending"]

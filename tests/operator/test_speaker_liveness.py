@@ -11,6 +11,8 @@ from metallb.allocator.testing import wait_for
 from metallb.operator import cli
 from metallb.operator.kube import now_rfc3339
 from metallb.operator.liveness import (
+    MACS_ANNOTATION,
+    MAX_MACS,
     NODE_LEASE_NAMESPACE,
     SECRET_COMMAND,
     ApiLoad,
@@ -18,6 +20,9 @@ from metallb.operator.liveness import (
     MemberlistLiveness,
     MemberlistOptions,
     NodeLiveness,
+    annotation_macs,
+    macs_meta,
+    meta_macs,
 )
 from metallb.operator.membership.crypto import Keyring
 from metallb.operator.speaker import Speaker
@@ -171,7 +176,7 @@ class TestNodeLiveness:
         for obj in (node("n1"), node("n2"), node("n3"), node("n4", ready=False)):
             liveness.on_node("ADDED", obj)
         before = sum(kube.request_count(m) for m in WRITES)
-        (informer,) = liveness.informers()
+        informer = liveness.node_leases
         informer.start()
         try:
             wait_for(liveness.ready, what="the kubelet Leases listed")
@@ -252,3 +257,84 @@ class TestApiLoad:
             registry.get_sample_value("metallb_speaker_api_writes_total", {"resource": "events", "verb": "create"}) == 1
         )
         assert (load.writes, load.watch_events) == (1, 1)
+
+
+MAC_A = frozenset({"02:00:00:00:01:0a"})
+MAC_B = frozenset({"02:00:00:00:01:0b", "02:00:00:00:02:0b"})
+
+
+def writes(kube) -> int:
+    """API writes the emulator received so far."""
+    return sum(kube.request_count(m) for m in WRITES)
+
+
+class TestSpeakerMacs:
+    """Each mode tells the speakers each other's MACs, bounded, with no write in steady state."""
+
+    def test_meta_holds_at_most_max_macs_and_reads_back(self):
+        """The gossip meta of a MAC set reads back as the set; beyond MAX_MACS only the first are kept."""
+        assert meta_macs(macs_meta(MAC_B)) == MAC_B
+        many = frozenset(f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(100))
+        meta = macs_meta(many)
+        assert len(meta) == 1 + 6 * MAX_MACS and len(meta_macs(meta)) == MAX_MACS
+        assert meta_macs(None) == meta_macs(b"") == meta_macs(b"\x09" + bytes(12)) == frozenset()
+
+    def test_an_annotation_yields_only_valid_macs_and_at_most_max_macs(self):
+        """A hostile annotation (garbage, too many MACs, a huge string) yields only valid MACs, at most MAX_MACS."""
+        many = ",".join(f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(1000))
+        hostile = annotation_macs({"metadata": {"annotations": {MACS_ANNOTATION: "zz:zz,x," + many}}})
+        assert 0 < len(hostile) <= MAX_MACS and hostile <= set(many.split(","))
+        plain = annotation_macs({"metadata": {"annotations": {MACS_ANNOTATION: "zz:zz, 02:00:00:00:01:0A ,x"}}})
+        assert plain == MAC_A
+        assert annotation_macs({"metadata": {"annotations": {MACS_ANNOTATION: 7}}}) == frozenset()
+
+    def test_node_mode_writes_its_mac_lease_only_when_the_set_changes(self, kube):
+        """Node mode: one write at start-up, none while the MACs stay, one when they change; others' are read."""
+        kube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        load = ApiLoad(CollectorRegistry())
+        n1 = NodeLiveness(kube.api_client(), node_name="n1", namespace=NS, wake=lambda: None, load=load)
+        n2 = NodeLiveness(
+            kube.api_client(), node_name="n2", namespace=NS, wake=lambda: None, load=ApiLoad(CollectorRegistry())
+        )
+        for liveness in (n1, n2):
+            for name in ("n1", "n2"):
+                liveness.on_node("ADDED", node(name))
+        n1.mac_leases.start()
+        try:
+            n1.advertise_macs(MAC_A)
+            n2.advertise_macs(MAC_B)
+            assert annotation_macs(kube.get("leases", NS, "metallb-speaker-macs-n2")) == MAC_B
+            before = writes(kube)
+            for _ in range(5):
+                n1.advertise_macs(MAC_A)
+                n2.advertise_macs(MAC_B)
+            assert writes(kube) == before, "steady state: no write"
+            wait_for(lambda: n1.peer_macs() == MAC_B, what="n2's MACs known to n1")
+            n2.advertise_macs(MAC_A | MAC_B)
+            assert writes(kube) - before == 1  # the Lease exists now: one replace
+            wait_for(lambda: n1.peer_macs() == MAC_A | MAC_B, what="n2's new MACs")
+            n1.on_node("DELETED", node("n2"))
+            assert n1.peer_macs() == frozenset(), "a Node that is gone is nobody's"
+        finally:
+            n1.mac_leases.stop()
+
+    def test_lease_mode_carries_the_macs_in_the_renewals(self, kube):
+        """Lease mode: the MACs ride in the Lease's annotation at each renewal (no write of their own)."""
+        kube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        load = ApiLoad(CollectorRegistry())
+        liveness = LeaseLiveness(kube.api_client(), node_name="n1", namespace=NS, wake=lambda: None, load=load)
+        liveness.advertise_macs(MAC_A)
+        assert load.writes == 0
+        liveness.renew_lease()
+        own = kube.get("leases", NS, "metallb-speaker-n1")
+        assert annotation_macs(own) == MAC_A
+        other = dict(own, metadata={**own["metadata"], "name": "metallb-speaker-n2",
+                                    "annotations": {MACS_ANNOTATION: ",".join(MAC_B)}},
+                     spec={**own["spec"], "holderIdentity": "n2"})  # fmt: skip
+        kube.put_object(other)
+        (informer,) = liveness.informers()
+        informer.start()
+        try:
+            wait_for(lambda: liveness.peer_macs() == MAC_B, what="n2's MACs from its Lease")
+        finally:
+            informer.stop()

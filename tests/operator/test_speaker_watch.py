@@ -25,10 +25,10 @@ def _speaker(kube):
 class TestSpeakerWatches:
     @pytest.mark.parametrize("abrupt", [False, True], ids=["empty-200", "connection-cut"])
     def test_watches_ended_at_once_back_off(self, kube, speaker, abrupt):
-        """Eight watching informers make fewer than 70 watch requests in 3 s while every watch ends at once; then resume.
+        """Nine watching informers make fewer than 70 watch requests in 3 s while every watch ends at once; then resume.
 
-        (services, endpoint slices, ServiceL2Statuses, the kubelets' node Leases (no memberlist key:
-        node liveness), the ConfigMap, Secrets, Nodes, Namespaces; the configuration's custom
+        (services, endpoint slices, ServiceL2Statuses, the kubelets' node Leases and the speakers' MAC
+        Leases (no memberlist key: node liveness), the ConfigMap, Secrets, Nodes, Namespaces; the configuration's custom
         resources' informers list every 30 s while their CRDs are not installed, without watching.)
         """
         kube.faults.end_watches_at_once(True, abrupt=abrupt)
@@ -38,7 +38,7 @@ class TestSpeakerWatches:
         time.sleep(3.0)
         watches = kube.request_count("GET", "watch=True") - before
         print(f"speaker watch requests in 3 s, every watch ended at once: {watches}")
-        assert watches < 70  # eight informers, each about 0.2, 0.4, 0.8, 1.6 s apart
+        assert watches < 70  # nine informers, each about 0.2, 0.4, 0.8, 1.6 s apart
         assert speaker.config is None
         kube.faults.clear()
         kube.put_object(

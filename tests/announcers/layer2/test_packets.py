@@ -11,13 +11,17 @@ import threading
 
 import netaddr
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from metallb.announcers.layer2.netlink import enter_netns
 from metallb.announcers.layer2.packets import (
     ArpAnswer,
     NdpAnswer,
     checksum,
     mac_bytes,
+    parse_arp_claim,
     parse_arp_request,
+    parse_neighbor_advertisement,
     parse_neighbor_solicitation,
     responder_filter,
     solicited_node_group,
@@ -199,8 +203,8 @@ def packet_socket(ns: str, ifname: str, *, with_filter: bool = False) -> socket.
 class TestKernelFilter:
     """The classic BPF program, attached to a real socket."""
 
-    def test_keeps_only_received_requests_and_solicitations(self, netlab):
-        """ARP requests and NS pass; our own frames, ARP replies, NAs, IPv4 and VLAN-tagged frames do not."""
+    def test_keeps_only_received_arp_and_neighbour_discovery(self, netlab):
+        """ARP requests and replies, NS and NA pass; our own frames, other ARP ops, IPv4 and VLAN-tagged do not."""
         a, b = netlab.ns("a"), netlab.ns("b")
         netlab.veth(a, "v0", b, "v1")
         na = raw(Ether(dst=NODE, src=CLIENT) / IPv6(src=VIP6, dst="fe80::1") / ICMPv6ND_NA(tgt=VIP6))
@@ -210,9 +214,66 @@ class TestKernelFilter:
         )
         with packet_socket(b, "v1", with_filter=True) as listener, packet_socket(a, "v0") as sender:
             listener.send(scapy_arp())  # outgoing: must not come back to the listener
-            for frame in (scapy_arp(), scapy_arp(op=2), scapy_ns(), na, ipv4, tagged):
+            for frame in (scapy_arp(), scapy_arp(op=2), scapy_arp(op=3), scapy_ns(), na, ipv4, tagged):
                 sender.send(frame)
             got = []
             while select.select([listener], [], [], 0.3)[0]:
                 got.append(listener.recv(2048))
-        assert got == [scapy_arp(), scapy_ns()]
+        assert got == [scapy_arp(), scapy_arp(op=2), scapy_ns(), na]
+
+
+STRANGER = "02:00:00:00:00:5e"
+
+
+def scapy_na(*, hlim: int = 255, tlla: str | None = STRANGER, solicited: int = 0, override: int = 1) -> bytes:
+    """An unsolicited (by default) Neighbor Advertisement for VIP6 from STRANGER to all nodes, built by scapy."""
+    pkt = Ether(src=STRANGER, dst="33:33:00:00:00:01") / IPv6(src=VIP6, dst="ff02::1", hlim=hlim)
+    pkt = pkt / ICMPv6ND_NA(tgt=VIP6, R=0, S=solicited, O=override)
+    if tlla is not None:
+        pkt = pkt / ICMPv6NDOptDstLLAddr(lladdr=tlla)
+    return raw(pkt)
+
+
+class TestClaims:
+    """Frames in which another host claims an address: ARP of either op, Neighbor Advertisements."""
+
+    @pytest.mark.parametrize("op", [1, 2])
+    def test_arp_request_or_reply_names_its_sender(self, op):
+        """A gratuitous ARP request or reply gives its sender's MAC and address."""
+        claim = parse_arp_claim(scapy_arp(op=op))
+        assert claim is not None and claim.sender_mac == mac_bytes(CLIENT)
+        assert claim.sender_ip == netaddr.IPAddress("192.0.2.1").packed
+        assert parse_arp_claim(scapy_arp(op=3)) is None
+
+    def test_unsolicited_na_names_the_target_link_layer_address(self):
+        """An unsolicited NA with O=1 parses to its target, the MAC in its option, and its flags."""
+        na = parse_neighbor_advertisement(scapy_na(tlla="02:00:00:00:00:99"))
+        assert na is not None and na.target == netaddr.IPAddress(VIP6).packed
+        assert na.mac == mac_bytes("02:00:00:00:00:99") and na.override and not na.solicited
+
+    def test_without_an_option_the_ethernet_source_is_the_claimant(self):
+        """An NA without a target link-layer option is claimed by the frame's source MAC."""
+        na = parse_neighbor_advertisement(scapy_na(tlla=None, solicited=1, override=0))
+        assert na is not None and na.mac == mac_bytes(STRANGER) and na.solicited and not na.override
+
+    def test_invalid_advertisements_are_dropped(self):
+        """A hop limit below 255, a bad checksum, a truncated frame or a solicitation are not advertisements."""
+        good = scapy_na()
+        assert parse_neighbor_advertisement(scapy_na(hlim=64)) is None
+        broken = bytearray(good)
+        broken[57] ^= 0xFF
+        assert parse_neighbor_advertisement(bytes(broken)) is None
+        assert parse_neighbor_advertisement(good[:70]) is None
+        assert parse_neighbor_advertisement(scapy_ns()) is None
+
+    def test_our_own_gratuitous_na_parses_to_our_mac(self):
+        """The responder's own unsolicited NA (O=1) names the node's MAC, so it is recognised as ours."""
+        answer = NdpAnswer(mac=mac_bytes(NODE), address=bytes(netaddr.IPAddress(VIP6).packed))
+        na = parse_neighbor_advertisement(answer.gratuitous())
+        assert na is not None and na.mac == mac_bytes(NODE) and na.override
+
+    @given(st.binary(max_size=200))
+    def test_arbitrary_bytes_never_raise(self, data):
+        """Garbage parses to None or an advertisement, never an exception."""
+        parse_neighbor_advertisement(data)
+        parse_arp_claim(data)

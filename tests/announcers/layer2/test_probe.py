@@ -10,6 +10,7 @@ import netaddr
 import pytest
 from metallb.allocator.model import ClusterView, L2Advertisement, NodeInfo, PoolSpec, ServiceView
 from metallb.announcers.layer2.netlink import enter_netns
+from metallb.announcers.layer2.packets import NdpAnswer, NeighborSolicitation, mac_bytes
 from metallb.announcers.layer2.probe import PROBE_TIME, Conflict, arp_probe, dad_solicitation, probe
 from prometheus_client import CollectorRegistry
 
@@ -137,7 +138,7 @@ class TestAnnouncerProbes:
         assert announcer.should_announce(svc, CLUSTER) is None
         announcer.announce(svc)
         deadline = time.monotonic() + 3
-        while announcer.probing and time.monotonic() < deadline:
+        while (announcer.probing or not notified) and time.monotonic() < deadline:  # notify() comes just after
             time.sleep(0.02)
         assert notified, "the speaker was not told that the probe ended"
         reason = announcer.should_announce(svc, CLUSTER)
@@ -190,3 +191,98 @@ class TestAnnouncerProbes:
         assert problem.startswith("AddressConflict") and CLIENT_MAC in problem
         labels = {"ip": str(FREE4), "mac": CLIENT_MAC}
         assert (registry.get_sample_value("metallb_layer2_address_conflicts_total", labels) or 0) >= 1
+
+
+NODE_B_MAC = "02:00:00:00:00:0b"  # the bridged fixture's second node
+
+
+def stranger_na(mac: str, address: netaddr.IPAddress, *, solicited_to: str | None = None) -> bytes:
+    """A Neighbor Advertisement for *address* from *mac*: unsolicited (O=1, to all nodes), or solicited (S=1)
+    and unicast to *solicited_to*."""
+    answer = NdpAnswer(mac=mac_bytes(mac), address=bytes(address.packed))
+    if solicited_to is None:
+        return answer.gratuitous()
+    request = NeighborSolicitation(
+        source_ip=bytes(netaddr.IPAddress("fe80::a").packed), source_mac=mac_bytes(solicited_to),
+        target=bytes(address.packed),
+    )  # fmt: skip
+    return answer.reply(request)
+
+
+def wait_problem(announcer: Any, mac: str, limit: float = 3.0, since: float | None = None) -> tuple[str, float]:
+    """Wait until the announcer reports a problem naming *mac*; the problem and the seconds since *since*."""
+    start = time.monotonic() if since is None else since
+    while time.monotonic() - start < limit:
+        found = [p for p in announcer.problems().values() if mac in p]
+        if found:
+            return found[0], time.monotonic() - start
+        time.sleep(0.005)
+    raise AssertionError(f"no problem naming {mac}: {announcer.problems()}")
+
+
+class TestClaimsWhileAnswering:
+    """While answering, claims on our addresses by other hosts are reported; our own speakers' never are."""
+
+    @pytest.mark.parametrize("solicited", [False, True], ids=["unsolicited", "solicited"])
+    def test_a_strangers_neighbor_advertisement_is_reported(self, l2lab, solicited):
+        """An NA from another host for an IPv6 address we answer for: problems() and the metric name its MAC."""
+        registry = CollectorRegistry()
+        announcer = l2lab.announcer(registry=registry)
+        announcer.announce(service(FREE6))
+        l2lab.wait_answering(announcer, "n0", FREE6)
+        assert announcer.problems() == {}
+        sent = time.monotonic()  # an upper bound: entering the client's namespace is included
+        l2lab.exchange([stranger_na(CLIENT_MAC, FREE6, solicited_to=NODE_MAC if solicited else None)], wait=0)
+        problem, took = wait_problem(announcer, CLIENT_MAC, since=sent)
+        print(f"stranger's NA reported after {took * 1000:.1f} ms")
+        assert problem == f"AddressConflict: {FREE6} is answered by {CLIENT_MAC} on n0"
+        labels = {"ip": str(FREE6), "mac": CLIENT_MAC}
+        assert registry.get_sample_value("metallb_layer2_address_conflicts_total", labels) == 1.0
+
+    def test_a_gratuitous_arp_reply_from_a_stranger_is_reported(self, l2lab):
+        """A gratuitous ARP reply (arping -A) from another host for our address is reported too."""
+        announcer = l2lab.announcer()
+        announcer.announce(service(FREE4))
+        l2lab.wait_answering(announcer, "n0", FREE4)
+        l2lab.netlab.run(l2lab.client, f"arping -A -c 1 -i c0 -S {FREE4} {FREE4}", check=False)
+        problem, _ = wait_problem(announcer, CLIENT_MAC)
+        assert problem.startswith(f"AddressConflict: {FREE4}")
+
+    @pytest.mark.parametrize("known", [True, False], ids=["known", "unknown"])
+    def test_another_speakers_takeover_frames_are_no_conflict_once_its_macs_are_known(self, bridged, known):
+        """Node B takes over addresses node A still answers for (a failover back): its gratuitous ARP and
+        unsolicited NA are reported by A only if B's MAC is not known as a speaker's; a stranger's always are."""
+        friends_of_a = (lambda: frozenset({NODE_B_MAC})) if known else None
+        registry = CollectorRegistry()
+        a = bridged.announcer(registry=registry, peer_macs=friends_of_a)
+        b = bridged.announcer(bridged.node_b, peer_macs=lambda: frozenset({NODE_MAC}))
+        a.announce(service(FREE4, FREE6))
+        bridged.wait_answering(a, "n0", FREE4, FREE6)
+        bridged.wait_answering(b, "n0")  # B's responder is up (its link-local address too)
+        b.announce(service(FREE4, FREE6, elsewhere=True))  # a move: gratuitous ARP and unsolicited NA at once
+        bridged.wait_answering(b, "n0", FREE4, FREE6)
+        # The stranger's claim comes after B's frames on the same link: once A reported it, it saw B's too.
+        bridged.exchange([stranger_na(CLIENT_MAC, FREE6)], wait=0)
+        wait_problem(a, CLIENT_MAC)
+        if known:
+            assert not [p for p in a.problems().values() if NODE_B_MAC in p]
+            for ip in (FREE4, FREE6):
+                labels = {"ip": str(ip), "mac": NODE_B_MAC}
+                assert registry.get_sample_value("metallb_layer2_address_conflicts_total", labels) is None
+        else:
+            assert registry.get_sample_value(
+                "metallb_layer2_address_conflicts_total", {"ip": str(FREE6), "mac": NODE_B_MAC}
+            ), "without B's MAC known, its unsolicited NA is a conflict (the test would prove nothing)"
+        assert not [p for p in b.problems().values() if NODE_MAC in p], "A's gratuitous frames, known to B"
+
+    def test_another_speakers_probe_answer_is_no_conflict(self, bridged):
+        """Node B answers for an address; node A's probe for it hears B, a known speaker: no conflict, answered."""
+        b = bridged.announcer(bridged.node_b)
+        b.announce(service(FREE4))
+        bridged.wait_answering(b, "n0", FREE4)
+        a = bridged.announcer(conflict_probe=True, peer_macs=lambda: frozenset({NODE_B_MAC}))
+        a.announce(service(FREE4))
+        bridged.wait_answering(a, "n0", FREE4)
+        assert a.problems() == {}
+        found, _ = timed_probe(bridged.node, FREE4)  # the same probe without B's MAC: B is a conflict
+        assert found is not None and found.mac == NODE_B_MAC
