@@ -37,7 +37,7 @@ from metallb.allocator import (
     ServiceView,
     default_plugin_manager,
 )
-from metallb.operator.announce_status import BGP, AnnouncementStatus
+from metallb.operator.announce_status import BGP, L2, AnnouncementStatus, StatusKind
 from metallb.operator.announcing import Announcers, ServiceAnnouncements, parse_interfaces
 from metallb.operator.cmd_config import one_line
 from metallb.operator.cmd_drain import DRAIN_ANNOTATION
@@ -131,25 +131,22 @@ class Speaker:
         )
         kw = {"watch_timeout": watch_timeout}
         counted = self.load.counted
-        self.statuses = AnnouncementStatus(
-            api,
-            namespace=namespace,
-            node_name=node_name,
-            on_change=counted("servicel2statuses", lambda kind, obj: self._wake.set()),
-            wrote=self.load.wrote,
-            watch_timeout=watch_timeout,
-        )
+
+        def announcement_status(kind: StatusKind, *, optional: bool) -> AnnouncementStatus:
+            return AnnouncementStatus(
+                api,
+                namespace=namespace,
+                node_name=node_name,
+                on_change=counted(kind.plural, lambda _kind, _obj: self._wake.set()),
+                wrote=self.load.wrote,
+                watch_timeout=watch_timeout,
+                kind=kind,
+                optional=optional,
+            )
+
+        self.statuses = announcement_status(L2, optional=False)
         # ServiceBGPStatus: optional, so an install with only the ServiceL2Status CRD still runs.
-        self.bgp_statuses = AnnouncementStatus(
-            api,
-            namespace=namespace,
-            node_name=node_name,
-            on_change=counted("servicebgpstatuses", lambda kind, obj: self._wake.set()),
-            wrote=self.load.wrote,
-            watch_timeout=watch_timeout,
-            kind=BGP,
-            optional=True,
-        )
+        self.bgp_statuses = announcement_status(BGP, optional=True)
         self.services = Informer(
             "services",
             self.core.list_service_for_all_namespaces,

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import pytest
 from metallb.allocator.testing import wait_for
-from metallb.operator.announce_status import BGP, AnnouncementStatus, bgp_status, l2_status, status_name
+from metallb.operator.announce_status import (
+    BGP,
+    L2,
+    AnnouncementStatus,
+    StatusKind,
+    bgp_status,
+    l2_status,
+    status_name,
+)
 
 NS = "metallb-system"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-@pytest.fixture(name="statuses")
-def _statuses(kube):
-    """Node n1's AnnouncementStatus, its informer listed."""
-    kube.add_resource("metallb.io", "v1beta1", "servicel2statuses", "ServiceL2Status", status=True)
+def started(kube, kind: StatusKind = L2):
+    """Node n1's AnnouncementStatus for *kind*, its informer listed; stop it after the test."""
+    kube.add_resource("metallb.io", "v1beta1", kind.plural, kind.kind, status=True)
     kube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     writes: list[tuple[str, str]] = []
     status = AnnouncementStatus(
         kube.api_client(), namespace=NS, node_name="n1", on_change=lambda kind, obj: None,
-        wrote=lambda resource, verb: writes.append((resource, verb)), watch_timeout=5,
+        wrote=lambda resource, verb: writes.append((resource, verb)), watch_timeout=5, kind=kind,
     )  # fmt: skip
     status.informer.start()
     wait_for(status.informer.synced.is_set)
@@ -27,11 +34,17 @@ def _statuses(kube):
     status.informer.stop()
 
 
-def nodes_of(kube, service: str = "web") -> list[str]:
-    """The nodes whose ServiceL2Status names default/*service*."""
+@pytest.fixture(name="statuses")
+def _statuses(kube):
+    """Node n1's AnnouncementStatus for ServiceL2Status, its informer listed."""
+    yield from started(kube, L2)
+
+
+def nodes_of(kube, service: str = "web", kind: StatusKind = L2) -> list[str]:
+    """The nodes whose status object of *kind* names default/*service*."""
     return sorted(
         o["status"]["node"]
-        for o in kube.objects("servicel2statuses", NS)
+        for o in kube.objects(kind.plural, NS)
         if o["metadata"]["labels"]["metallb.io/service-name"] == service
     )
 
@@ -94,27 +107,12 @@ class TestAnnouncementStatus:
 @pytest.fixture(name="bgp_statuses")
 def _bgp_statuses(kube):
     """Node n1's AnnouncementStatus for ServiceBGPStatus, its informer listed."""
-    kube.add_resource("metallb.io", "v1beta1", "servicebgpstatuses", "ServiceBGPStatus", status=True)
-    kube.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    writes: list[tuple[str, str]] = []
-    status = AnnouncementStatus(
-        kube.api_client(), namespace=NS, node_name="n1", on_change=lambda kind, obj: None,
-        wrote=lambda resource, verb: writes.append((resource, verb)), watch_timeout=5, kind=BGP,
-    )  # fmt: skip
-    status.informer.start()
-    wait_for(status.informer.synced.is_set)
-    status.writes = writes  # type: ignore[attr-defined]
-    yield status
-    status.informer.stop()
+    yield from started(kube, BGP)
 
 
 def bgp_nodes_of(kube, service: str = "web") -> list[str]:
     """The nodes whose ServiceBGPStatus names default/*service*."""
-    return sorted(
-        o["status"]["node"]
-        for o in kube.objects("servicebgpstatuses", NS)
-        if o["metadata"]["labels"]["metallb.io/service-name"] == service
-    )
+    return nodes_of(kube, service, BGP)
 
 
 class TestBgpStatus:
