@@ -239,8 +239,11 @@ class GossipNode:
                 self._dispatch(self.swim.leave(time.monotonic()))
             await asyncio.sleep(0.02)  # let the goodbyes leave the socket buffer
         server.close()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Let them end on this loop: a connection handler collected after the loop closed fails in close().
+        await asyncio.gather(*tasks, return_exceptions=True)
         transport.close()
 
     def _set_members(self, members: dict[str, str]) -> None:
@@ -360,6 +363,10 @@ class GossipNode:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername")[0])
+        task = asyncio.current_task()
+        if task is not None:  # cancelled at stop like our own requests (start_server does not track it)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             async with asyncio.timeout(_SYNC_TIMEOUT):
                 frame = await self._read_frame(reader)

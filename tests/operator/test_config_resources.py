@@ -117,8 +117,8 @@ class TestResourcesConfigureTheController:
             "assignedIPv6": 0,
             "availableIPv6": 4,
         }
-        assert condition(kube, "l2advertisements", "l2")["status"] == "True"
-        assert [e["reason"] for e in events(kube, "main")] == ["ConfigurationValid"]
+        assert wait_for(lambda: condition(kube, "l2advertisements", "l2").get("status")) == "True"
+        assert [e["reason"] for e in wait_for(lambda: events(kube, "main"))] == ["ConfigurationValid"]
 
     def test_pool_selection_by_namespace_and_labels(self, kube, cluster, start):
         """serviceAllocation picks the pool of a Service by its namespace's labels and its own labels."""
@@ -185,8 +185,14 @@ class TestResourcesConfigureTheController:
         )
         (warning,) = wait_for(lambda: [e for e in events(kube, "main") if e["type"] == "Warning"])
         assert warning["reason"] == "InvalidField" and warning["message"] == bad["message"]
-        assert condition(kube, "l2advertisements", "l2")["message"].startswith(
-            "valid; the configuration is not applied:"
+        # Each object's status is its own write, after the pool's: wait for the advertisement's too.
+        wait_for(
+            lambda: (
+                condition(kube, "l2advertisements", "l2")
+                .get("message", "")
+                .startswith("valid; the configuration is not applied:")
+            ),
+            what="the L2Advertisement's condition",
         )
         assert controller.registry.get_sample_value("metallb_k8s_client_config_stale_bool") == 1
         assert list(controller.config.pools["main"].cidrs) == [netaddr.IPNetwork("192.0.2.10/31")]
@@ -236,9 +242,7 @@ class TestResourcesConfigureTheController:
         make_service(cluster, "a")
         wait_for(lambda: ingress(kube, "a"))
         not_applied = wait_for(lambda: condition(kube, "bgppeers", "far", "NotApplied"))
-        assert not_applied["status"] == "True" and not_applied["message"].startswith(
-            "spec.vrf: accepted, not applied"
-        )
+        assert not_applied["status"] == "True" and not_applied["message"].startswith("spec.vrf: accepted, not applied")
         silent = wait_for(lambda: condition(kube, "ipaddresspools", "quiet", "Announced"))
         assert (silent["status"], silent["reason"]) == ("False", "NoAdvertisement")
         config = kube.write_kubeconfig(tmp_path / "kubeconfig")

@@ -269,7 +269,12 @@ OTHER_NAMESPACES = {
     ("base/speaker-rbac.yaml", "RoleBinding", "kube-node-lease"),
 }
 #: The modules whose kubernetes calls each component makes.
-CONTROLLER_FILES = [OPERATOR / "controller.py", OPERATOR / "config_watch.py", OPERATOR / "config_status.py"]
+CONTROLLER_FILES = [
+    OPERATOR / "controller.py",
+    OPERATOR / "config_watch.py",
+    OPERATOR / "config_status.py",
+    ROOT / "allocator" / "kube.py",  # the leader Lease
+]
 SPEAKER_FILES = [
     OPERATOR / "speaker.py",
     OPERATOR / "config_watch.py",

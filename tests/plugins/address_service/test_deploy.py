@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes import client
+from metallb.allocator import kube as shared_kube
 from metallb.operator import cli
 from metallb.plugins.address_service import kube
 
@@ -42,9 +43,11 @@ def endpoint(method: str) -> tuple[str, str] | None:
 
 
 def needs() -> set[tuple[str, str, str]]:
-    """(group, resource, verb) for every kubernetes call in kube.py; custom objects are its AddressLeases."""
+    """(group, resource, verb) for every kubernetes call in kube.py and the shared leader Lease it uses; custom
+    objects are its AddressLeases."""
     out = set()
-    for node in ast.walk(ast.parse(Path(inspect.getsourcefile(kube) or "").read_text())):
+    sources = [Path(inspect.getsourcefile(m) or "").read_text() for m in (kube, shared_kube)]
+    for node in (n for source in sources for n in ast.walk(ast.parse(source))):
         if not isinstance(node, ast.Attribute) or (found := endpoint(node.attr)) is None:
             continue
         path, method = found
