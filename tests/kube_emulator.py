@@ -653,6 +653,26 @@ class KubeEmulator:
             self._thread.start()
         return self
 
+    def start_in_netns(self, netns: str) -> Self:
+        """:meth:`start` with the listening socket in network namespace *netns* (a name under /run/netns)."""
+        from metallb.announcers.layer2.netlink import enter_netns
+
+        box: dict[str, BaseException] = {}
+
+        def target() -> None:
+            try:
+                enter_netns(f"/run/netns/{netns}")  # this thread only; the server thread inherits its socket
+                self.start()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                box["error"] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(10)
+        if "error" in box:
+            raise box["error"]
+        return self
+
     def stop(self) -> None:
         """Stop serving: end open watches, close every connection, free the port. Objects are kept."""
         server, thread = self._server, self._thread

@@ -33,24 +33,6 @@ POD_LABELS = {"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-def start_in_netns(ns: str, emulator) -> None:
-    """Start the emulator so that its listening socket lives in namespace *ns*."""
-    box: dict[str, BaseException] = {}
-
-    def target() -> None:
-        try:
-            enter_netns(f"/run/netns/{ns}")
-            emulator.start()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(10)
-    if "error" in box:
-        raise box["error"]
-
-
 def populate(emu, nodes: tuple[str, ...]) -> None:
     """The config, the Nodes (Ready, with their InternalIP), one speaker Pod per node, and a Service on all."""
     emu.add_resource("metallb.io", "v1beta1", "servicel2statuses", "ServiceL2Status", status=True)
@@ -124,7 +106,7 @@ def build(netlab, tmp_path, *, nodes: tuple[str, ...], liveness: str) -> dict:
         netlab.run(switch, f"ip link set p-{host} master br0")
         netlab.run(ns, f"ip addr add {ip}/24 dev eth0")
     emu = emu_module.KubeEmulator(host=hosts["emu"][0], port=6443, bookmark_interval=0.5)
-    start_in_netns(names["emu"], emu)
+    emu.start_in_netns(names["emu"])
     populate(emu, nodes)
     secret = tmp_path / "memberlist"
     secret.mkdir()

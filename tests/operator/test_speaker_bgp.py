@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from metallb.announcers.layer2.netlink import enter_netns
 
 pytestmark = pytest.mark.netns
 
@@ -56,24 +55,6 @@ def res(kind: str, name: str, spec: dict) -> dict:
     version = "v1beta2" if kind == "BGPPeer" else "v1beta1"
     return {"apiVersion": f"metallb.io/{version}", "kind": kind, "metadata": {"name": name, "namespace": NS},
             "spec": spec}  # fmt: skip
-
-
-def start_in_netns(ns: str, emulator) -> None:
-    """Start the emulator so that its listening socket lives in namespace *ns*."""
-    box: dict[str, BaseException] = {}
-
-    def target() -> None:
-        try:
-            enter_netns(f"/run/netns/{ns}")
-            emulator.start()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(10)
-    if "error" in box:
-        raise box["error"]
 
 
 def populate(emu) -> None:
@@ -161,7 +142,7 @@ class Lab:
         for node in IPS:  # the node serves the address (kube-proxy's job) and leaves routing to BGP
             netlab.run(self.ns[node], f"ip addr add {VIP}/32 dev lo")
         self.emu = emu_module.KubeEmulator(host=hosts["emu"], port=6443, bookmark_interval=0.5)
-        start_in_netns(self.ns["emu"], self.emu)
+        self.emu.start_in_netns(self.ns["emu"])
         populate(self.emu)
         self.kubeconfig = self.emu.write_kubeconfig(tmp_path / "kubeconfig")
         self.secret = tmp_path / "memberlist"
